@@ -1,0 +1,24 @@
+"""The adapter core: one injection mechanism, a registry of methods, safe save/load.
+
+    report = add_adapter(encoder, LoRAConfig(r=8, target_roles=["attn.q", "attn.v"], layers="0-5"))
+    set_active_adapters(encoder, ["default"])      # or [] for the bare base model
+    save_adapter(encoder, "exp/lora", base_model_name="whisper-tiny.en")
+"""
+from . import adapter_bias, bitfit, bottleneck, cross_attention, lora, prompt  # noqa: F401  (register methods)
+from .adapter_bias import AdapterBiasConfig
+from .bitfit import BitFitConfig, LinearProbeConfig
+from .bottleneck import ParallelAdapterConfig, SeriesAdapterConfig
+from .config import AdapterConfig
+from .cross_attention import CrossAttentionConfig, adapter_memory
+from .injection import (AdapterBudgetError, AdapterMergeError, AdapterReport, AdapterSite, active_adapters,
+                        adapter_modules, adapter_parameters, add_adapter, count_parameters, merge_adapter,
+                        records, remove_adapter, set_active_adapters, set_trainable_adapters, unmerge_adapter)
+from .io import AdapterMismatchError, load_adapter, read_manifest, save_adapter
+from .layout import BlockLayout, Sublayer, register_layout
+from .lora import LoRAConfig
+from .peft_interop import export_peft_lora, import_peft_lora
+from .prompt import PrefixTuningConfig, PromptTuningConfig
+from .registry import METHODS, config_from_dict, get_method, register_method
+from .targeting import AdapterTargetError, Target, find_blocks, resolve_targets
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,38 @@
+"""The placement fields every adapter config shares; each method subclasses it with its own knobs."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass
+class AdapterConfig:
+    """Where an adapter goes.
+
+    target_modules: globs (``*.fc2``) or regexes (``re:.*layers\\.[0-3]\\.fc2``) over module names.
+    target_roles: roles from the block layout (``attn.q``, ``attn.v``, ``attn``, ``ffn``, ``block``...).
+    layers: layer indices within each layer stack: ``"0-5"``, ``"0,2,4"``, ``[0, 1]``, or None for all.
+    stack: glob over layer-stack paths, e.g. ``"*encoder*"`` when a model has an encoder and a decoder.
+    max_trainable_fraction: refuse an injection that would make more than this fraction trainable.
+    """
+
+    method: ClassVar[str] = ""
+    default_roles: ClassVar[tuple[str, ...]] = ()
+
+    target_modules: list[str] | None = None
+    target_roles: list[str] | None = None
+    layers: str | list[int] | None = None
+    stack: str | None = None
+    max_trainable_fraction: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields - {"method"}
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in fields})

@@ -1,0 +1,140 @@
+"""Save and load one adapter alone: safetensors weights, its config, and a manifest of the base model.
+
+A directory holds ``adapter.safetensors`` (only the adapter's tensors), ``adapter_config.json``
+(the method's config) and ``manifest.json`` (name, method, targets, base model name, a fingerprint
+of the targeted base modules, package version). Loading checks the fingerprint module by module and
+refuses an adapter saved for another base model, naming what differs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .. import __version__
+from .injection import AdapterReport, adapter_modules, add_adapter, records
+from .registry import config_from_dict
+from .targeting import Target, unwrap
+
+WEIGHTS, CONFIG, MANIFEST = "adapter.safetensors", "adapter_config.json", "manifest.json"
+_SAMPLE = 64
+
+
+class AdapterMismatchError(ValueError):
+    """The saved adapter was trained on a different base model than the one it is loaded into."""
+
+
+def module_fingerprint(module: nn.Module) -> dict:
+    """Shapes of a module's own parameters and a hash of an evenly spaced sample of their values.
+
+    Values pass through float16 so that the same weights held in float32 or float16 agree.
+    """
+    module = unwrap(module)
+    digest = hashlib.sha256()
+    shapes = {}
+    for name, param in sorted(module.named_parameters()):
+        flat = param.detach().reshape(-1)
+        idx = torch.linspace(0, flat.numel() - 1, min(_SAMPLE, flat.numel())).long()
+        digest.update(name.encode())
+        digest.update(flat[idx].to(torch.float16).cpu().numpy().tobytes())
+        shapes[name] = list(param.shape)
+    return {"shapes": shapes, "values": digest.hexdigest()[:16]}
+
+
+def base_fingerprint(model: nn.Module, targets: list[Target]) -> dict[str, dict]:
+    return {t.write: module_fingerprint(model.get_submodule(t.write) if t.write else model)
+            for t in targets}
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "default",
+                 base_model_name: str | None = None) -> Path:
+    """Write adapter ``name`` (its tensors only) to ``directory``; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    record = records(model).get(name)
+    if record is None:
+        raise KeyError(f"no adapter named {name!r}; the model has {sorted(records(model))}")
+    tensors = {f"{path}.{key}" if path else key: value.detach().contiguous().cpu()
+               for path, module in adapter_modules(model, name).items()
+               for key, value in module.state_dict().items()}
+    manifest = {
+        "name": name,
+        "method": record.config.method,
+        "targets": [t.to_dict() for t in record.targets],
+        "base_model": base_model_name or getattr(getattr(model, "config", None), "_name_or_path", None)
+        or type(model).__name__,
+        "base_fingerprint": base_fingerprint(model, record.targets),
+        "speech_peft_version": __version__,
+        "num_tensors": len(tensors),
+        "num_parameters": sum(v.numel() for v in tensors.values()),
+    }
+    _atomic_write(directory / WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    _atomic_write(directory / CONFIG, lambda p: Path(p).write_text(json.dumps(record.config.to_dict(), indent=2)))
+    _atomic_write(directory / MANIFEST, lambda p: Path(p).write_text(json.dumps(manifest, indent=2)))
+    return directory
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    directory = Path(directory)
+    for file in (WEIGHTS, CONFIG, MANIFEST):
+        if not (directory / file).is_file():
+            raise FileNotFoundError(f"{directory} is not a saved adapter: {file} is missing")
+    return json.loads((directory / MANIFEST).read_text())
+
+
+def check_base(model: nn.Module, manifest: dict, directory: Path) -> None:
+    saved_for = manifest.get("base_model")
+    for path, saved in manifest["base_fingerprint"].items():
+        try:
+            module = model.get_submodule(path) if path else model
+        except AttributeError:
+            raise AdapterMismatchError(f"adapter {directory} (saved for {saved_for!r}) targets module "
+                                       f"{path!r}, which this model does not have") from None
+        here = module_fingerprint(module)
+        if here["shapes"] != saved["shapes"]:
+            raise AdapterMismatchError(f"adapter {directory} was saved for {saved_for!r}: module {path!r} "
+                                       f"has parameter shapes {here['shapes']} here but {saved['shapes']} there")
+        if here["values"] != saved["values"]:
+            raise AdapterMismatchError(f"adapter {directory} was saved for {saved_for!r}: the weights of "
+                                       f"module {path!r} differ from the ones it was trained on")
+
+
+def load_adapter(model: nn.Module, directory: str | os.PathLike, name: str | None = None,
+                 check_base_model: bool = True) -> AdapterReport:
+    """Place a saved adapter on ``model`` exactly where it was, with its trained weights."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if check_base_model:
+        check_base(model, manifest, directory)
+    config = config_from_dict(json.loads((directory / CONFIG).read_text()))
+    name = name or manifest["name"]
+    targets = [Target(**t) for t in manifest["targets"]]
+    report = add_adapter(model, config, name, targets=targets)
+    tensors = load_file(directory / WEIGHTS)
+    expected = set()
+    for path, module in adapter_modules(model, name).items():
+        prefix = f"{path}." if path else ""
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        module.load_state_dict({k: state[k] for k in module.state_dict() if k in state}, strict=True)
+        expected.update(prefix + k for k in module.state_dict())
+    if expected != set(tensors):
+        raise AdapterMismatchError(f"adapter {directory}: tensors {sorted(set(tensors) ^ expected)[:5]} "
+                                   "do not match the placed adapter")
+    return report

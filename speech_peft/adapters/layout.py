@@ -1,0 +1,102 @@
+"""Block layouts: where the parts of one transformer block live, named by role.
+
+An adapter that targets a role ("attn.q", "ffn", "block") is placed through the layout of the block
+that holds it, so the same config works on Whisper, AST, the Conformer and our own decoder blocks.
+
+A *sublayer* role names two modules: the one whose output is the sublayer's input (its pre-norm)
+and the one whose output is the sublayer's result before the residual addition. Parallel adapters
+read the first and write the second; series adapters read and write the second.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Sublayer:
+    write: str
+    read: str | None  # None: the written module's own input
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    linears: dict[str, str]
+    sublayers: dict[str, Sublayer]
+    # Names of the attention's frozen q/k/v/o linears and head count, for prompt and prefix tuning.
+    attention: dict[str, str] = field(default_factory=dict)
+    num_heads_attr: str | None = None
+
+    def num_heads(self, block: nn.Module) -> int:
+        if self.num_heads_attr is None:
+            raise ValueError(f"the layout of {type(block).__name__} does not name its head count")
+        return int(_get(block, self.num_heads_attr))
+
+
+def _get(root: nn.Module, path: str):
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_WHISPER = BlockLayout(
+    linears={"attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj",
+             "attn.o": "self_attn.out_proj", "ffn.up": "fc1", "ffn.down": "fc2"},
+    sublayers={"attn": Sublayer(write="self_attn.out_proj", read="self_attn_layer_norm"),
+               "ffn": Sublayer(write="fc2", read="final_layer_norm"),
+               "block": Sublayer(write="", read=None)},
+    attention={"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj"},
+    num_heads_attr="self_attn.num_heads",
+)
+
+_WHISPER_DECODER = BlockLayout(
+    linears={**_WHISPER.linears, "xattn.q": "encoder_attn.q_proj", "xattn.k": "encoder_attn.k_proj",
+             "xattn.v": "encoder_attn.v_proj", "xattn.o": "encoder_attn.out_proj"},
+    sublayers={**_WHISPER.sublayers,
+               "xattn": Sublayer(write="encoder_attn.out_proj", read="encoder_attn_layer_norm")},
+    attention=_WHISPER.attention,
+    num_heads_attr="self_attn.num_heads",
+)
+
+_AST = BlockLayout(
+    linears={"attn.q": "attention.q_proj", "attn.k": "attention.k_proj", "attn.v": "attention.v_proj",
+             "attn.o": "attention.o_proj", "ffn.up": "mlp.fc1", "ffn.down": "mlp.fc2"},
+    sublayers={"attn": Sublayer(write="attention.o_proj", read="layernorm_before"),
+               "ffn": Sublayer(write="mlp.fc2", read="layernorm_after"),
+               "block": Sublayer(write="", read=None)},
+    attention={"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj", "o": "attention.o_proj"},
+    num_heads_attr="attention.num_attention_heads",
+)
+
+# torchaudio's ConformerLayer: macaron feed-forwards (ffn1, ffn2), fused-qkv MultiheadAttention, conv module.
+_CONFORMER = BlockLayout(
+    linears={"ffn.up": "ffn2.sequential.1", "ffn.down": "ffn2.sequential.4",
+             "ffn1.up": "ffn1.sequential.1", "ffn1.down": "ffn1.sequential.4"},
+    sublayers={"attn": Sublayer(write="self_attn", read="self_attn_layer_norm"),
+               "ffn": Sublayer(write="ffn2.sequential.4", read="ffn2.sequential.0"),
+               "ffn1": Sublayer(write="ffn1.sequential.4", read="ffn1.sequential.0"),
+               "conv": Sublayer(write="conv_module", read=None),
+               "block": Sublayer(write="", read=None)},
+)
+
+LAYOUTS: dict[str, BlockLayout] = {
+    "WhisperEncoderLayer": _WHISPER,
+    "WhisperDecoderLayer": _WHISPER_DECODER,
+    "ASTLayer": _AST,
+    "ConformerLayer": _CONFORMER,
+}
+
+
+def register_layout(block_class_name: str, layout: BlockLayout) -> None:
+    """Teach role targeting a new block type (e.g. a user's own transformer layer)."""
+    LAYOUTS[block_class_name] = layout
+
+
+def layout_of(block: nn.Module) -> BlockLayout | None:
+    return LAYOUTS.get(type(block).__name__)
+
+
+def get_submodule(root: nn.Module, path: str) -> nn.Module:
+    return root if path == "" else root.get_submodule(path)

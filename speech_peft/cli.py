@@ -1,0 +1,71 @@
+"""``speech-peft``: transcribe, score, and Lightning's verbs (fit / validate / test / predict) over Hydra configs."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from .transcribe import gather_inputs, transcribe_entries, write_tsv
+
+    rows = transcribe_entries(gather_inputs(args.inputs), args.model, args.adapter, args.batch_size,
+                              args.beam_size, args.skip_bad, args.rejects)
+    if args.out:
+        write_tsv(rows, args.out)
+    else:
+        for uid, text in rows.items():
+            print(f"{uid}\t{text}")
+    return 0
+
+
+def _score_wer(args: argparse.Namespace) -> int:
+    from .metrics.wer import score_files
+
+    print(score_files(args.ref, args.hyp).summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speech-peft", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests")
+    t.add_argument("inputs", nargs="+", help="audio files, folders, or .jsonl manifests")
+    t.add_argument("--model", default="whisper-tiny.en", help="whisper-tiny.en, or a model directory")
+    t.add_argument("--adapter", help="a saved adapter directory to apply to the model")
+    t.add_argument("--out", help="write id<TAB>text here instead of stdout")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--beam-size", type=int, default=1, help="1: greedy")
+    t.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listing them in --rejects")
+    t.add_argument("--rejects", help="file for skipped inputs and reasons (with --skip-bad)")
+    t.set_defaults(func=_transcribe)
+
+    s = sub.add_parser("score", help="score outputs")
+    what = s.add_subparsers(dest="metric", required=True)
+    w = what.add_parser("wer", help="WER/CER of id<TAB>text hypotheses against references")
+    w.add_argument("--ref", required=True)
+    w.add_argument("--hyp", required=True)
+    w.set_defaults(func=_score_wer)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in LIGHTNING_VERBS:
+        from .train import run_verb
+
+        return run_verb(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"speech-peft: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Load audio through soundfile: mono, resampled, checked. Every problem names the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+MAX_SECONDS = 600.0  # longer files are almost always a mistake (a whole session, a wrong file)
+
+
+class AudioError(ValueError):
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = str(path), problem
+
+
+def probe(path: str | Path, max_seconds: float = MAX_SECONDS) -> tuple[int, int, int]:
+    """(frames, sample rate, channels) from the header, or AudioError."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "file not found" if not path.exists() else "not a regular file")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises several types for unreadable data
+        raise AudioError(path, f"unreadable or corrupt audio ({err})") from None
+    if info.frames == 0:
+        raise AudioError(path, "empty audio (0 samples)")
+    if info.frames / info.samplerate > max_seconds:
+        raise AudioError(path, f"absurd length {info.frames / info.samplerate:.0f} s (limit {max_seconds:.0f} s)")
+    return info.frames, info.samplerate, info.channels
+
+
+def load_audio(path: str | Path, sample_rate: int | None = 16000, max_seconds: float = MAX_SECONDS,
+               mono: bool = True) -> torch.Tensor:
+    """Float32 waveform, (samples,) mono, at ``sample_rate`` (None: the file's own rate)."""
+    _, file_rate, _ = probe(path, max_seconds)
+    try:
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise AudioError(path, f"unreadable or corrupt audio ({err})") from None
+    if not np.isfinite(data).all():
+        raise AudioError(path, "contains NaN or infinite samples")
+    wave = torch.from_numpy(data.T.copy())
+    if mono:
+        wave = wave.mean(0)
+    if sample_rate is not None and file_rate != sample_rate:
+        wave = AF.resample(wave, file_rate, sample_rate)
+    return wave
+
+
+def save_audio(path: str | Path, wave: torch.Tensor, sample_rate: int) -> None:
+    data = wave.detach().cpu().float().numpy()
+    sf.write(str(path), data.T if data.ndim == 2 else data, sample_rate, subtype="PCM_16" if
+             np.abs(data).max(initial=0) <= 1.0 else "FLOAT")

@@ -1,0 +1,83 @@
+"""The manifest: one JSON object per line.
+
+Fields: id, audio (path), duration (s), sample_rate, and optional text, label, task, clean_audio,
+speaker. Relative paths are relative to the manifest's own folder, so a data folder can move.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass
+class Entry:
+    id: str
+    audio: str
+    duration: float
+    sample_rate: int
+    text: str | None = None
+    label: str | None = None
+    task: str | None = None
+    clean_audio: str | None = None
+    speaker: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, ensure_ascii=False)
+
+
+_FIELDS = {f.name for f in fields(Entry)}
+
+
+def read_manifest(path: str | os.PathLike) -> list[Entry]:
+    """Entries with absolute paths; a malformed line is an error naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found")
+    root = path.parent
+    entries, seen = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        missing = {"id", "audio"} - set(data)
+        if missing:
+            raise ValueError(f"{path}:{number}: missing field(s) {sorted(missing)}")
+        unknown = set(data) - _FIELDS
+        if unknown:
+            raise ValueError(f"{path}:{number}: unknown field(s) {sorted(unknown)}")
+        if data["id"] in seen:
+            raise ValueError(f"{path}:{number}: id {data['id']!r} appears twice")
+        seen.add(data["id"])
+        for key in ("audio", "clean_audio"):
+            if data.get(key) and not os.path.isabs(data[key]):
+                data[key] = str(root / data[key])
+        data.setdefault("duration", 0.0)
+        data.setdefault("sample_rate", 0)
+        entries.append(Entry(**data))
+    return entries
+
+
+def write_manifest(entries: list[Entry], path: str | os.PathLike, relative: bool = True) -> Path:
+    """Write atomically; with ``relative`` audio paths under the manifest's folder are stored relative."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = path.parent.resolve()
+    lines = []
+    for entry in entries:
+        data = Entry(**asdict(entry))
+        if relative:
+            for key in ("audio", "clean_audio"):
+                value = getattr(data, key)
+                if value:
+                    full = Path(value).resolve()
+                    setattr(data, key, os.path.relpath(full, root) if full.is_relative_to(root) else str(full))
+        lines.append(data.to_json())
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

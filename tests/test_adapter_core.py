@@ -1,0 +1,303 @@
+"""Claims of the adapter core, checked on every (block type x method) pair."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from speech_peft.adapters import (AdapterBiasConfig, AdapterBudgetError, AdapterMergeError, AdapterTargetError,
+                                  BitFitConfig, CrossAttentionConfig, LinearProbeConfig, LoRAConfig,
+                                  ParallelAdapterConfig, PrefixTuningConfig, PromptTuningConfig,
+                                  SeriesAdapterConfig, adapter_memory, adapter_parameters, add_adapter,
+                                  merge_adapter, remove_adapter, set_active_adapters, unmerge_adapter)
+from speech_peft.adapters.injection import AdapterSite
+from tiny_models import ast_input, tiny_ast, tiny_whisper_encoder, whisper_input
+
+ENCODERS = {"whisper": (tiny_whisper_encoder, whisper_input), "ast": (tiny_ast, ast_input)}
+METHODS = {
+    "lora": lambda: LoRAConfig(r=4),
+    "lora_gaussian": lambda: LoRAConfig(r=4, init="gaussian"),
+    "pissa": lambda: LoRAConfig(r=4, init="pissa"),
+    "series_houlsby": lambda: SeriesAdapterConfig(placement="houlsby", bottleneck_dim=8),
+    "series_pfeiffer": lambda: SeriesAdapterConfig(placement="pfeiffer", bottleneck_dim=8),
+    "series_conformer": lambda: SeriesAdapterConfig(kind="conformer", bottleneck_dim=4, kernel_size=5),
+    "parallel": lambda: ParallelAdapterConfig(bottleneck_dim=8),
+    "adapter_bias": lambda: AdapterBiasConfig(),
+    "cross_attention": lambda: CrossAttentionConfig(memory_dim=12, num_heads=4),
+    "prompt_shallow": lambda: PromptTuningConfig(num_tokens=3, depth="shallow"),
+    "prompt_deep": lambda: PromptTuningConfig(num_tokens=3, depth="deep"),
+    "prefix": lambda: PrefixTuningConfig(num_tokens=3),
+    "bitfit": lambda: BitFitConfig(),
+}
+CASES = [(e, m) for e in ENCODERS for m in METHODS]
+MEMORY = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(7))
+
+
+def run(model, x):
+    with adapter_memory(model, MEMORY):
+        return model(x).last_hidden_state
+
+
+@pytest.mark.parametrize("encoder,method", CASES)
+def test_adapter_starts_as_identity(encoder, method):
+    make, inputs = ENCODERS[encoder]
+    model, x = make(), inputs()
+    before = model(x).last_hidden_state
+    add_adapter(model, METHODS[method]())
+    torch.testing.assert_close(run(model, x), before, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder,method", CASES)
+def test_every_adapter_parameter_learns_within_two_steps_and_base_stays_frozen(encoder, method):
+    make, inputs = ENCODERS[encoder]
+    model, x = make(), inputs()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    add_adapter(model, METHODS[method]())
+    params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    assert params, "the adapter must have trainable parameters"
+    learned = _parameters_that_learn(model, params, x, steps=2)
+    assert learned == set(params), f"never received a gradient: {sorted(set(params) - learned)}"
+    for name, value in model.state_dict().items():
+        if ".adapters." in name:
+            continue
+        original = name.replace(".base.", ".").removesuffix(".base")
+        assert torch.equal(value, base[original]), f"frozen weight {original} changed"
+
+
+def _parameters_that_learn(model, params, x, steps):
+    opt = torch.optim.SGD(params.values(), lr=0.1)
+    target = torch.randn_like(run(model, x))
+    learned = set()
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.mse_loss(run(model, x), target).backward()
+        learned |= {n for n, p in params.items() if p.grad is not None and p.grad.abs().sum() > 0}
+        opt.step()
+    return learned
+
+
+def test_bottleneck_with_zero_down_and_up_leaves_only_a_bias_learning():
+    """The defect the two-step check exists to catch: zeroing both projections strands the weights."""
+    model, x = tiny_whisper_encoder(), whisper_input()
+    add_adapter(model, SeriesAdapterConfig(bottleneck_dim=8))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".down." in name:
+                p.zero_()
+    params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    learned = _parameters_that_learn(model, params, x, steps=3)
+    assert {n.rsplit(".", 2)[-2:][0] + "." + n.rsplit(".", 1)[-1] for n in learned} == {"up.bias"}
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_no_active_adapter_gives_the_base_model_bit_for_bit(encoder):
+    make, inputs = ENCODERS[encoder]
+    model, x = make(), inputs()
+    before = model(x).last_hidden_state
+    add_adapter(model, LoRAConfig(r=4), "a")
+    add_adapter(model, ParallelAdapterConfig(bottleneck_dim=4), "b")
+    _randomise(model)
+    set_active_adapters(model, [])
+    assert torch.equal(model(x).last_hidden_state, before)
+    set_active_adapters(model, ["a"])
+    assert not torch.allclose(model(x).last_hidden_state, before)
+
+
+def test_two_active_lora_adapters_sum_their_updates():
+    model, x = tiny_whisper_encoder(), whisper_input()
+    base = model(x).last_hidden_state
+    # LoRA on the last layer's final projections: its effect on the output is linear in each update.
+    for name in ("a", "b"):
+        add_adapter(model, LoRAConfig(r=2, target_roles=["ffn.down"], layers="1"), name)
+    _randomise(model)
+    outputs = {}
+    for active in (["a"], ["b"], ["a", "b"]):
+        set_active_adapters(model, active)
+        outputs["+".join(active)] = model(x).last_hidden_state
+    # The final LayerNorm is not linear, so compare before it.
+    model.layer_norm = nn.Identity()
+    deltas = {}
+    for active in (["a"], ["b"], ["a", "b"], []):
+        set_active_adapters(model, active)
+        deltas["+".join(active)] = model(x).last_hidden_state
+    torch.testing.assert_close(deltas["a+b"] - deltas[""], (deltas["a"] - deltas[""]) + (deltas["b"] - deltas[""]),
+                               atol=1e-5, rtol=0)
+    assert not torch.allclose(outputs["a+b"], base)
+
+
+MERGEABLE = {
+    "lora": LoRAConfig(r=4, target_roles=["attn.q", "attn.v", "ffn.up"]),
+    "pissa": LoRAConfig(r=4, init="pissa", target_roles=["attn.q", "attn.v"]),
+    "adapter_bias": AdapterBiasConfig(target_roles=["ffn.down"]),
+    "bitfit": BitFitConfig(),
+}
+
+
+@pytest.mark.parametrize("encoder,method", [(e, m) for e in ENCODERS for m in MERGEABLE])
+def test_merged_output_equals_unmerged_output(encoder, method):
+    make, inputs = ENCODERS[encoder]
+    model, x = make(), inputs()
+    base = model(x).last_hidden_state
+    add_adapter(model, copy.deepcopy(MERGEABLE[method]))
+    _randomise(model)
+    unmerged = model(x).last_hidden_state
+    assert not torch.allclose(unmerged, base, atol=1e-4)
+    merge_adapter(model, "default")
+    torch.testing.assert_close(model(x).last_hidden_state, unmerged, atol=1e-5, rtol=0)
+    set_active_adapters(model, [])  # merged weights stay in force while merged
+    torch.testing.assert_close(model(x).last_hidden_state, unmerged, atol=1e-5, rtol=0)
+    unmerge_adapter(model, "default")
+    torch.testing.assert_close(model(x).last_hidden_state, base, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("config", [SeriesAdapterConfig(), ParallelAdapterConfig(), AdapterBiasConfig()],
+                         ids=["series", "parallel", "adapter_bias_reading_the_norm"])
+def test_merging_a_non_linear_adapter_is_refused(config):
+    model = tiny_whisper_encoder()
+    add_adapter(model, config)
+    with pytest.raises(AdapterMergeError, match="cannot be folded"):
+        merge_adapter(model, "default")
+
+
+def test_pattern_that_matches_nothing_is_an_error():
+    with pytest.raises(AdapterTargetError, match="matches no module"):
+        add_adapter(tiny_whisper_encoder(), LoRAConfig(target_modules=["*.query_proj"]))
+
+
+def test_unknown_role_and_empty_layer_range_are_errors():
+    with pytest.raises(AdapterTargetError, match="does not exist"):
+        add_adapter(tiny_whisper_encoder(), LoRAConfig(target_roles=["attn.qq"]))
+    with pytest.raises(AdapterTargetError, match="select no layer"):
+        add_adapter(tiny_whisper_encoder(), LoRAConfig(layers="7-9"))
+
+
+def test_trainable_fraction_over_budget_is_refused_and_leaves_the_model_untouched():
+    model, x = tiny_whisper_encoder(), whisper_input()
+    before = model(x).last_hidden_state
+    with pytest.raises(AdapterBudgetError, match="over the budget"):
+        add_adapter(model, SeriesAdapterConfig(bottleneck_dim=32, placement="houlsby", max_trainable_fraction=0.01))
+    assert not any(isinstance(m, AdapterSite) for m in model.modules())
+    assert torch.equal(model(x).last_hidden_state, before)
+
+
+def test_roles_and_layer_ranges_select_the_named_modules():
+    model = tiny_whisper_encoder()
+    report = add_adapter(model, LoRAConfig(target_roles=["attn.q", "attn.v"], layers="0"))
+    assert [t.write for t in report.targets] == ["layers.0.self_attn.q_proj", "layers.0.self_attn.v_proj"]
+    report = add_adapter(model, ParallelAdapterConfig(), "par")
+    assert [(t.write, t.read) for t in report.targets] == [
+        ("layers.0.fc2", "layers.0.final_layer_norm"), ("layers.1.fc2", "layers.1.final_layer_norm")]
+    report = add_adapter(model, LoRAConfig(target_modules=[r"re:layers\.1\.fc[12]"]), "rx")
+    assert [t.write for t in report.targets] == ["layers.1.fc1", "layers.1.fc2"]
+
+
+def test_report_counts_trainable_parameters_and_fraction():
+    model = tiny_whisper_encoder()
+    total = sum(p.numel() for p in model.parameters())
+    report = add_adapter(model, LoRAConfig(r=4, target_roles=["attn.q"]))
+    expected = 2 * (4 * 32 + 32 * 4)
+    assert report.trainable_params == expected
+    assert report.total_params == total + expected
+    assert report.trainable_fraction == pytest.approx(expected / (total + expected))
+    assert "trainable 512" in str(report)
+
+
+def test_shallow_prompt_sits_in_the_first_layer_and_deep_prompt_in_every_layer():
+    shallow = add_adapter(tiny_ast(), PromptTuningConfig(depth="shallow"))
+    deep = add_adapter(tiny_ast(), PromptTuningConfig(depth="deep"))
+    assert [t.layer for t in shallow.targets] == [0]
+    assert [t.layer for t in deep.targets] == [0, 1]
+
+
+def test_cross_attention_adapter_needs_a_memory_and_ignores_padded_memory():
+    model, x = tiny_whisper_encoder(), whisper_input()
+    add_adapter(model, CrossAttentionConfig(memory_dim=12))
+    _randomise(model)
+    with pytest.raises(RuntimeError, match="needs a memory"):
+        model(x)
+    mask = torch.tensor([[True] * 3 + [False] * 2] * 2)
+    changed = MEMORY.clone()
+    changed[:, 3:] = 100.0
+    with adapter_memory(model, MEMORY, mask):
+        a = model(x).last_hidden_state
+    with adapter_memory(model, changed, mask):
+        b = model(x).last_hidden_state
+    torch.testing.assert_close(a, b)
+
+
+def test_fused_multihead_attention_projection_is_never_a_silent_target():
+    block = nn.Sequential(nn.MultiheadAttention(8, 2, batch_first=True))
+    with pytest.raises(AdapterTargetError):
+        add_adapter(block, LoRAConfig(target_modules=["*out_proj"]))
+
+
+def test_remove_adapter_restores_the_original_modules():
+    model = tiny_whisper_encoder()
+    names = [n for n, _ in model.named_modules()]
+    add_adapter(model, BitFitConfig())
+    remove_adapter(model, "default")
+    assert [n for n, _ in model.named_modules()] == names
+
+
+class ToyBlock(nn.Module):
+    """A two-linear block with a pre-norm, registered under its own layout (as a user would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(2, eps=0.0, elementwise_affine=False)
+        self.up = nn.Linear(2, 3)
+        self.down = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return x + self.down(torch.relu(self.up(self.norm(x))))
+
+
+def test_golden_values_for_lora_and_parallel_adapter_from_a_fixed_initialisation():
+    from speech_peft.adapters import BlockLayout, Sublayer, register_layout
+    register_layout("ToyBlock", BlockLayout(linears={"ffn.up": "up", "ffn.down": "down"},
+                                            sublayers={"ffn": Sublayer(write="down", read="norm")}))
+    model = nn.Sequential(nn.ModuleList([ToyBlock()]))
+    model.forward = lambda x: model[0][0](x)
+    with torch.no_grad():
+        block = model[0][0]
+        block.up.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        block.up.bias.zero_()
+        block.down.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        block.down.bias.zero_()
+    x = torch.tensor([[[3.0, 1.0]]])
+    assert model(x).tolist() == [[[4.0, 1.0]]]  # norm(x) = [1, -1]; relu(up) = [1, 0, 0]; down = [1, 0]
+
+    add_adapter(model, LoRAConfig(r=1, alpha=2.0, target_roles=["ffn.down"]), "lora")
+    add_adapter(model, ParallelAdapterConfig(bottleneck_dim=1, scale=0.5), "par")
+    with torch.no_grad():
+        lora = block.down.adapters["lora"]
+        lora.lora_A.weight.copy_(torch.tensor([[1.0, 2.0, 3.0]]))
+        lora.lora_B.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        par = block.down.adapters["par"].inner
+        par.down.weight.copy_(torch.tensor([[2.0, 1.0]]))
+        par.down.bias.copy_(torch.tensor([0.5]))
+        par.up.weight.copy_(torch.tensor([[1.0], [3.0]]))
+        par.up.bias.copy_(torch.tensor([0.0, 1.0]))
+    set_active_adapters(model, ["lora"])
+    # LoRA on down's input [1, 0, 0]: A -> 1, B -> [1, -1], scale 2 -> [2, -2]
+    assert model(x).tolist() == [[[6.0, -1.0]]]
+    set_active_adapters(model, ["par"])
+    # parallel reads norm(x) = [1, -1]: down -> 1.5, relu, up -> [1.5, 5.5], scale 0.5 -> [0.75, 2.75]
+    assert model(x).tolist() == [[[4.75, 3.75]]]
+    set_active_adapters(model, ["lora", "par"])
+    assert model(x).tolist() == [[[6.75, 1.75]]]
+
+
+def test_adapter_site_passes_attribute_reads_to_the_wrapped_module():
+    model = tiny_whisper_encoder()
+    add_adapter(model, BitFitConfig())
+    assert isinstance(model.conv1, AdapterSite) and model.conv1.stride == (1,)
+
+
+def _randomise(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".adapters." in name:
+                p.copy_(0.05 * torch.randn_like(p))

@@ -1,0 +1,45 @@
+"""WER as ESPnet and papers count it, and the normaliser it names."""
+from __future__ import annotations
+
+import pytest
+
+from speech_peft.cli import main
+from speech_peft.metrics.text import normalize, spell_number
+from speech_peft.metrics.wer import score
+
+
+def test_normaliser_lowercases_drops_punctuation_and_spells_digits():
+    assert normalize("Hello, World! 2 cats; 19-year-old") == "hello world two cats nineteen year old"
+    assert spell_number(1250) == "one thousand two hundred fifty"
+    assert normalize("It's 100%") == "it's one hundred"
+
+
+def test_corpus_wer_counts_errors_over_reference_words_and_differs_from_the_utterance_mean():
+    result = score(["the cat sat", "a b c d"], ["the cat sat on", "a x c"])
+    c = result.counts
+    assert (c.words, c.correct, c.substitutions, c.deletions, c.insertions) == (7, 5, 1, 1, 1)
+    assert result.wer == pytest.approx(3 / 7)
+    assert result.mean_utterance_wer == pytest.approx((1 / 3 + 2 / 4) / 2)
+    assert "| 2 | 7 | 71.4 | 14.3 | 14.3 | 14.3 | 42.9 | 100.0 |" in result.table()
+
+
+def test_empty_reference_and_unequal_lists_are_errors():
+    with pytest.raises(ValueError, match="empty reference"):
+        score(["..."], ["a"])
+    with pytest.raises(ValueError, match="1 references but 2"):
+        score(["a"], ["a", "b"])
+
+
+def test_score_command_prints_table_and_names_the_normaliser(tmp_path, capsys):
+    (tmp_path / "ref.tsv").write_text("u1\tthe cat sat\nu2\ttwo dogs\n")
+    (tmp_path / "hyp.tsv").write_text("u2\t2 dogs\nu1\tThe cat sat.\n")
+    assert main(["score", "wer", "--ref", str(tmp_path / "ref.tsv"), "--hyp", str(tmp_path / "hyp.tsv")]) == 0
+    out = capsys.readouterr().out
+    assert "corpus WER 0.00%" in out and "normaliser: plain" in out and "mean-utterance WER" in out
+
+
+def test_score_command_reports_missing_hypotheses(tmp_path, capsys):
+    (tmp_path / "ref.tsv").write_text("u1\ta\nu2\tb\n")
+    (tmp_path / "hyp.tsv").write_text("u1\ta\n")
+    assert main(["score", "wer", "--ref", str(tmp_path / "ref.tsv"), "--hyp", str(tmp_path / "hyp.tsv")]) == 2
+    assert "no hypothesis for 1 reference id" in capsys.readouterr().err
