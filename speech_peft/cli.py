@@ -28,6 +28,21 @@ def _score_wer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    for path in prepare(args.layout, args.src, args.out, args.skip_bad):
+        print(path)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_classification_report
+
+    write_classification_report(args.exp, args.out, args.command)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speech-peft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listing them in --rejects")
     t.add_argument("--rejects", help="file for skipped inputs and reasons (with --skip-bad)")
     t.set_defaults(func=_transcribe)
+
+    p = sub.add_parser("prepare", help="write manifests (and folds) from a corpus layout")
+    p.add_argument("layout", choices=["fsdd", "esc50", "speechcommands", "folder", "kaldi", "librispeech"])
+    p.add_argument("src", help="the corpus root")
+    p.add_argument("out", help="output folder for the manifests")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable files, listing them in OUT/rejects.tsv")
+    p.set_defaults(func=_prepare)
+
+    r = sub.add_parser("report", help="regenerate a results table from finished runs")
+    r.add_argument("kind", choices=["cls"])
+    r.add_argument("exp", help="the recipe's experiment folder")
+    r.add_argument("--out", required=True)
+    r.add_argument("--command", default="", help="the command that made the runs, quoted in the table")
+    r.set_defaults(func=_report)
 
     s = sub.add_parser("score", help="score outputs")
     what = s.add_subparsers(dest="metric", required=True)

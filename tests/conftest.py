@@ -17,3 +17,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real recordings not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory) -> str:
+    from tiny_models import save_tiny_whisper
+
+    return save_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper"))
+
+
+@pytest.fixture(scope="session")
+def fsdd_folds(tmp_path_factory) -> Path:
+    """Manifests over a few real FSDD clips: 3 speakers, digits 0-2, takes 0-5, leave-one-speaker-out."""
+    import shutil
+
+    from speech_peft.prepare import prepare
+
+    src = tmp_path_factory.mktemp("fsdd_src")
+    for wav in sorted((BUNDLED / "fsdd_subset" / "recordings").glob("*.wav")):
+        digit, speaker, take = wav.stem.split("_")
+        if digit in "012" and speaker in ("george", "jackson", "theo") and int(take) < 6:
+            shutil.copy(wav, src / wav.name)
+    out = tmp_path_factory.mktemp("fsdd_manifests")
+    prepare("fsdd", str(src), str(out))
+    return out

@@ -11,7 +11,8 @@ WHISPER_FRAMES = 32  # mel frames the tiny Whisper encoder takes (2 * max_source
 def tiny_whisper_config() -> WhisperConfig:
     return WhisperConfig(num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=4,
                          encoder_ffn_dim=64, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=64,
-                         max_source_positions=WHISPER_FRAMES // 2, max_target_positions=32, vocab_size=100)
+                         max_source_positions=WHISPER_FRAMES // 2, max_target_positions=32, vocab_size=100,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=0, decoder_start_token_id=1)
 
 
 def tiny_whisper_encoder(seed: int = 0) -> WhisperEncoder:
@@ -46,3 +47,15 @@ def whisper_input(batch: int = 2, seed: int = 1) -> torch.Tensor:
 def ast_input(batch: int = 2, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 32, 16, generator=g)
+
+
+def save_tiny_whisper(directory) -> str:
+    """A tiny Whisper saved as a local Hugging Face directory (what the real loader reads)."""
+    from transformers import WhisperForConditionalGeneration
+
+    config = tiny_whisper_config()
+    config.num_mel_bins = 80
+    config.max_source_positions = 1500
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(config).save_pretrained(directory)
+    return str(directory)

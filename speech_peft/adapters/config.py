@@ -35,4 +35,19 @@ class AdapterConfig:
         unknown = set(data) - fields - {"method"}
         if unknown:
             raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        values = {k: v for k, v in data.items() if k in fields}
+        for f in dataclasses.fields(cls):
+            if f.name in values and str(f.type) in ("bool", "<class 'bool'>"):
+                values[f.name] = parse_bool(values[f.name], f.name)
+        return cls(**values)
+
+
+def parse_bool(value: Any, name: str = "flag") -> bool:
+    """A real boolean from a config value: the string "False" must not become True."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {value!r}")

@@ -13,6 +13,8 @@ class WhisperTranscriber:
     """Transcribe 16 kHz waveforms with a (possibly adapted) Whisper model, English-only prompt."""
 
     def __init__(self, bundle: WhisperBundle, max_new_tokens: int = 224, pad_to_30s: bool = True):
+        if bundle.tokenizer is None:
+            raise FileNotFoundError(f"{bundle.name}: tokenizer.json is missing; it is needed to write text")
         self.bundle = bundle
         self.model = bundle.model
         self.max_new_tokens = max_new_tokens

@@ -33,7 +33,7 @@ class AudioDataset(Dataset):
 
     def __init__(self, entries: list[Entry], sample_rate: int = 16000, require_text: bool = False,
                  skip_bad: bool = False, rejects_path=None, max_seconds: float = MAX_SECONDS,
-                 transform=None):
+                 transform=None, cache: bool = False):
         self.entries = entries
         self.sample_rate = sample_rate
         self.require_text = require_text
@@ -41,6 +41,7 @@ class AudioDataset(Dataset):
         self.rejects = Rejects(rejects_path)
         self.max_seconds = max_seconds
         self.transform = transform  # e.g. an on-the-fly degradation: (wave, index) -> wave
+        self.cache: dict[int, torch.Tensor] | None = {} if cache else None  # small corpora: decode once
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -50,7 +51,12 @@ class AudioDataset(Dataset):
         try:
             if self.require_text and not (entry.text or "").strip():
                 raise AudioError(entry.audio, f"utterance {entry.id!r} has no transcript")
-            wave = load_audio(entry.audio, self.sample_rate, self.max_seconds)
+            if self.cache is not None and index in self.cache:
+                wave = self.cache[index]
+            else:
+                wave = load_audio(entry.audio, self.sample_rate, self.max_seconds)
+                if self.cache is not None:
+                    self.cache[index] = wave
         except AudioError as err:
             if not self.skip_bad:
                 raise

@@ -134,14 +134,13 @@ def _load_cached(directory: str) -> WhisperBundle:
     if (path / "model.bin").is_file():
         model, tokenizer, extra = load_ctranslate2_whisper(path)
         suppress, begin = extra.get("suppress_ids", []), extra.get("suppress_ids_begin", [220, 50256])
-    elif (path / "config.json").is_file() and any(path.glob("*.safetensors")) or any(path.glob("*.bin")):
+    elif (path / "config.json").is_file() and (any(path.glob("*.safetensors")) or any(path.glob("*.bin"))):
         from tokenizers import Tokenizer
         from transformers import WhisperForConditionalGeneration
 
         model = WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
-        if not (path / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{path}: tokenizer.json is missing (needed to decode text)")
-        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        has_tokenizer = (path / "tokenizer.json").is_file()  # an encoder-only use needs none
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json")) if has_tokenizer else None
         suppress = list(model.generation_config.suppress_tokens or [])
         begin = list(model.generation_config.begin_suppress_tokens or [220, 50256])
     else:

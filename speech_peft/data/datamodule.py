@@ -1,0 +1,48 @@
+"""A LightningDataModule over manifests: one per split, length-bucketed batches."""
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from .dataset import AudioDataset, LengthBucketSampler, collate
+from .manifest import read_manifest
+
+
+class ManifestDataModule(L.LightningDataModule):
+    def __init__(self, train: str | None = None, val: str | None = None, test: str | None = None,
+                 predict: str | None = None, batch_size: int = 32, num_workers: int = 0,
+                 sample_rate: int = 16000, seed: int = 0, skip_bad: bool = False,
+                 rejects_path: str | None = None, cache_audio: bool = False, require_text: bool = False):
+        super().__init__()
+        self.paths = {"train": train, "val": val, "test": test, "predict": predict}
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.options = dict(sample_rate=sample_rate, skip_bad=skip_bad, rejects_path=rejects_path,
+                            cache=cache_audio, require_text=require_text)
+        self.datasets: dict[str, AudioDataset] = {}
+
+    def _dataset(self, split: str) -> AudioDataset:
+        if split not in self.datasets:
+            path = self.paths[split]
+            if not path:
+                raise ValueError(f"no {split} manifest configured (data.{split})")
+            self.datasets[split] = AudioDataset(read_manifest(path), **self.options)
+        return self.datasets[split]
+
+    def _loader(self, split: str) -> DataLoader:
+        data = self._dataset(split)
+        sampler = LengthBucketSampler([e.duration for e in data.entries], self.batch_size,
+                                      shuffle=split == "train", seed=self.seed)
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

@@ -1,0 +1,32 @@
+"""``speech-peft prepare LAYOUT SRC OUT``: manifests (and folds) from a corpus layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data import builders
+from .data.manifest import write_manifest
+from .data.splits import fsdd_take, leave_one_group_out, write_folds
+
+
+def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: int = 5) -> list[Path]:
+    out_dir = Path(out)
+    rejects = out_dir / "rejects.tsv"
+    if layout == "fsdd":
+        entries = builders.from_fsdd(src, skip_bad, rejects)
+        # Leave-one-speaker-out; validation = the other speakers' first takes (the authors' test takes).
+        folds = leave_one_group_out(entries, lambda e: e.speaker, lambda e: fsdd_take(e) < val_takes)
+        return [write_manifest(entries, out_dir / "all.jsonl", relative=False), *write_folds(folds, out_dir)]
+    if layout == "esc50":
+        entries = builders.from_esc50(src, skip_bad, rejects)
+        # Official 5 folds; validation = every 10th clip of the training folds, never the test fold.
+        index = {e.id: i for i, e in enumerate(entries)}
+        folds = leave_one_group_out(entries, lambda e: e.speaker, lambda e: index[e.id] % 10 == 0)
+        return [write_manifest(entries, out_dir / "all.jsonl", relative=False), *write_folds(folds, out_dir)]
+    if layout == "speechcommands":
+        splits = builders.from_speech_commands(src, skip_bad, rejects)
+        return [write_manifest(v, out_dir / f"{k}.jsonl", relative=False) for k, v in splits.items()]
+    single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir,
+              "librispeech": builders.from_librispeech}
+    if layout in single:
+        return [write_manifest(single[layout](src, skip_bad, rejects), out_dir / "all.jsonl", relative=False)]
+    raise ValueError(f"unknown layout {layout!r} (fsdd, esc50, speechcommands, folder, kaldi, librispeech)")

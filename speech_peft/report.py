@@ -1,0 +1,74 @@
+"""Results tables regenerated from what the runs wrote (fit_result.json, test_result.json)."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def classification_table(exp: str | Path) -> tuple[str, list[dict]]:
+    exp = Path(exp)
+    rows = []
+    for method_dir in sorted(p for p in exp.iterdir() if p.is_dir() and p.name != "manifests"):
+        folds = {}
+        for fold_dir in sorted(method_dir.glob("fold_*")):
+            fit, test = fold_dir / "fit_result.json", fold_dir / "test_result.json"
+            if fit.is_file() and test.is_file():
+                folds[fold_dir.name.removeprefix("fold_")] = (json.loads(fit.read_text()), json.loads(test.read_text()))
+        if not folds:
+            continue
+        accs = [t["test/acc"] for _, t in folds.values()]
+        fits = [f for f, _ in folds.values()]
+        epoch_times = [s for f in fits for s in f["epoch_times_s"]]
+        config = (method_dir / next(iter(folds)).join(["fold_", ""]) / "config.fit.yaml")
+        rows.append({
+            "method": method_dir.name, "folds": len(folds),
+            "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "per_fold": {k: t["test/acc"] for k, (_, t) in folds.items()},
+            "trainable": fits[0]["trainable_params"], "total": fits[0]["total_params"],
+            "export_bytes": fits[0]["export_bytes"], "epoch_s": statistics.mean(epoch_times),
+            "epochs": len(fits[0]["epoch_times_s"]), "config": str(config),
+        })
+    if not rows:
+        raise ValueError(f"{exp}: no finished runs (fit_result.json + test_result.json) found")
+    fold_names = sorted({k for r in rows for k in r["per_fold"]})
+    head = ("| method | accuracy % (mean ± std) | folds | trainable params | trainable % | adapter on disk | "
+            "s / epoch | " + " | ".join(fold_names) + " |")
+    lines = [head, "|" + "---|" * (7 + len(fold_names))]
+    for r in sorted(rows, key=lambda r: -r["acc_mean"]):
+        per = " | ".join(f"{100 * r['per_fold'][f]:.1f}" if f in r["per_fold"] else "–" for f in fold_names)
+        lines.append(f"| {r['method']} | {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} | {r['folds']} | "
+                     f"{r['trainable']:,} | {100 * r['trainable'] / r['total']:.3f} | "
+                     f"{r['export_bytes'] / 1024:.0f} KiB | {r['epoch_s']:.1f} | {per} |")
+    return "\n".join(lines), rows
+
+
+def write_classification_report(exp: str | Path, out: str | Path, command: str) -> Path:
+    table, rows = classification_table(exp)
+    encoder = _encoder_name(rows[0]["config"])
+    text = f"""# FSDD spoken digits: PEFT on a frozen {encoder} encoder
+
+Leave-one-speaker-out: each fold trains on 5 speakers, selects the checkpoint on those speakers'
+takes 0-4 (validation), and tests the selected checkpoint on every clip of the 6th speaker.
+Accuracy is the mean ± standard deviation over folds; per-speaker columns give each held-out speaker.
+Trainable parameters count the adapter and the 10-way linear head ("linear_probe" trains only the head;
+"full" fine-tunes the whole encoder). "adapter on disk" is the exported adapter + head (safetensors).
+Time per epoch is measured on this machine (CPU, 2 threads).
+
+{table}
+
+Regenerate: `{command}` (stage 3 alone rebuilds this table from `{exp}`).
+"""
+    out = Path(out)
+    out.write_text(text)
+    return out
+
+
+def _encoder_name(config_path: str) -> str:
+    try:
+        for line in Path(config_path).read_text().splitlines():
+            if line.strip().startswith("name:") and "whisper" in line or "ast" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "whisper-tiny.en"
