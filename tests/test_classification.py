@@ -51,10 +51,10 @@ def test_checkpoint_holds_only_the_trained_part_and_test_uses_the_best_epoch(tin
     assert set(state) == {k for k in state if "lora_" in k or k.startswith("head.")}
     assert fit["trainable_params"] == sum(v.numel() for v in state.values())
 
-    # The checkpoint kept is the epoch with the best validation accuracy (first one on ties), not the last.
+    # The checkpoint kept is the epoch with the lowest validation loss (first one on ties), not the last.
     with open(Path(cfg.exp_dir) / "logs" / "metrics.csv") as handle:
-        val = [(int(r["epoch"]), float(r["val/acc"])) for r in csv.DictReader(handle) if r.get("val/acc")]
-    best_epoch = max(val, key=lambda item: (item[1], -item[0]))[0]
+        val = [(int(r["epoch"]), float(r["val/loss"])) for r in csv.DictReader(handle) if r.get("val/loss")]
+    best_epoch = min(val, key=lambda item: (item[1], item[0]))[0]
     assert f"epoch={best_epoch:02d}" in fit["best_checkpoint"]
 
     test_cfg = OmegaConf.merge(cfg, {"ckpt_path": fit["best_checkpoint"]})

@@ -1,0 +1,189 @@
+"""Degradations for restoration training and robustness tests: seeded, composable, length-preserving.
+
+Each function takes a mono float waveform (samples,) and returns one of the same length. ``Degrader``
+draws a random chain of up to ``max_effects`` of them per call from a seed, so the same (seed, index)
+always yields the same audio, on the fly in a dataset or offline to disk.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from .audio import load_audio
+
+
+def _power(x: torch.Tensor) -> torch.Tensor:
+    return x.pow(2).mean().clamp(min=1e-12)
+
+
+def add_noise(clean: torch.Tensor, noise: torch.Tensor, snr_db: float, rng: random.Random | None = None) -> torch.Tensor:
+    """Mix ``noise`` (looped or cut from a random offset) at ``snr_db`` relative to ``clean``'s power."""
+    rng = rng or random.Random(0)
+    n = clean.shape[-1]
+    if noise.shape[-1] < n:
+        noise = noise.repeat(n // noise.shape[-1] + 1)
+    start = rng.randrange(0, noise.shape[-1] - n + 1)
+    noise = noise[start:start + n]
+    scale = torch.sqrt(_power(clean) / (_power(noise) * 10 ** (snr_db / 10)))
+    return clean + scale * noise
+
+
+def colored_noise(length: int, color: str = "white", rng: random.Random | None = None) -> torch.Tensor:
+    """Noise with power spectrum ~ f^beta: white 0, pink -1, brown -2, blue +1, violet +2."""
+    beta = {"white": 0.0, "pink": -1.0, "brown": -2.0, "blue": 1.0, "violet": 2.0}[color]
+    gen = np.random.default_rng((rng or random.Random(0)).getrandbits(32))
+    spectrum = np.fft.rfft(gen.standard_normal(length))
+    freqs = np.fft.rfftfreq(length)
+    freqs[0] = freqs[1] if length > 1 else 1.0
+    shaped = np.fft.irfft(spectrum * freqs ** (beta / 2), n=length)
+    return torch.from_numpy(shaped / (shaped.std() + 1e-12)).float()
+
+
+def reverberate(wave: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
+    """Convolve with a room impulse response aligned at its direct path, so speech does not shift in time."""
+    rir = rir / rir.abs().max().clamp(min=1e-12)
+    direct = int(rir.abs().argmax())
+    wet = AF.fftconvolve(wave, rir)[direct:direct + wave.shape[-1]]
+    return wet * torch.sqrt(_power(wave) / _power(wet))
+
+
+def simulate_rir(rt60: float, sample_rate: int = 16000, rng: random.Random | None = None) -> torch.Tensor:
+    """A shoebox-room impulse response with reverberation time ``rt60`` (image source method)."""
+    import pyroomacoustics as pra
+
+    rng = rng or random.Random(0)
+    room_dim = [rng.uniform(4, 10), rng.uniform(3, 8), rng.uniform(2.5, 4)]
+    absorption, max_order = pra.inverse_sabine(rt60, room_dim)
+    room = pra.ShoeBox(room_dim, fs=sample_rate, materials=pra.Material(absorption), max_order=min(max_order, 60))
+    pick = lambda: [rng.uniform(0.5, d - 0.5) for d in room_dim]
+    room.add_source(pick())
+    room.add_microphone(pick())
+    room.compute_rir()
+    return torch.tensor(room.rir[0][0], dtype=torch.float32)
+
+
+def band_limit(wave: torch.Tensor, sample_rate: int, bandwidth_hz: int) -> torch.Tensor:
+    """Simulate a lower sampling rate: down to 2 x bandwidth and back up."""
+    low = 2 * bandwidth_hz
+    if low >= sample_rate:
+        return wave
+    out = AF.resample(AF.resample(wave, sample_rate, low), low, sample_rate)
+    return _fit(out, wave.shape[-1])
+
+
+def low_pass(wave: torch.Tensor, sample_rate: int, cutoff_hz: float, order: int = 4) -> torch.Tensor:
+    out = wave
+    for _ in range(order // 2):
+        out = AF.lowpass_biquad(out, sample_rate, cutoff_hz)
+    return out
+
+
+def clip(wave: torch.Tensor, threshold: float, soft: bool = False) -> torch.Tensor:
+    """Hard clipping at +-threshold, or a tanh soft clipper that saturates there."""
+    if soft:
+        return threshold * torch.tanh(wave / threshold)
+    return wave.clamp(-threshold, threshold)
+
+
+def gain(wave: torch.Tensor, db: float) -> torch.Tensor:
+    return wave * 10 ** (db / 20)
+
+
+def has_ffmpeg() -> bool:
+    return shutil.which("ffmpeg") is not None
+
+
+def codec(wave: torch.Tensor, sample_rate: int, name: str = "mp3", bitrate: str = "16k") -> torch.Tensor:
+    """Encode and decode through ffmpeg (mp3 or opus); the codec's delay is aligned back out."""
+    if not has_ffmpeg():
+        raise RuntimeError("codec degradation needs ffmpeg on PATH")
+    encoder = {"mp3": ("libmp3lame", "mp3"), "opus": ("libopus", "ogg")}[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, enc, dec = Path(tmp) / "in.wav", Path(tmp) / f"c.{encoder[1]}", Path(tmp) / "out.wav"
+        sf.write(src, wave.numpy(), sample_rate, subtype="FLOAT")
+        run = lambda *args: subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args],
+                                           check=True, capture_output=True)
+        run("-i", str(src), "-c:a", encoder[0], "-b:a", bitrate, str(enc))
+        run("-i", str(enc), "-ar", str(sample_rate), "-ac", "1", str(dec))
+        decoded = load_audio(dec, sample_rate)
+    return _fit(decoded[_delay(wave, decoded):], wave.shape[-1])
+
+
+def _delay(reference: torch.Tensor, delayed: torch.Tensor, max_lag: int = 4000) -> int:
+    n = min(reference.shape[-1], delayed.shape[-1])
+    corr = AF.fftconvolve(delayed[:n], reference[:n].flip(-1))
+    lags = torch.arange(-n + 1, n)
+    window = (lags >= 0) & (lags <= max_lag)
+    return int(lags[window][corr[window].argmax()])
+
+
+def _fit(wave: torch.Tensor, length: int) -> torch.Tensor:
+    if wave.shape[-1] >= length:
+        return wave[:length]
+    return torch.nn.functional.pad(wave, (0, length - wave.shape[-1]))
+
+
+@dataclass
+class DegradeConfig:
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    rt60: tuple[float, float] = (0.2, 0.5)
+    noise_files: list[str] = field(default_factory=list)
+    rir_files: list[str] = field(default_factory=list)
+    colors: tuple[str, ...] = ("white", "pink", "brown")
+    bandwidths_hz: tuple[int, ...] = (2000, 3000, 4000)
+    clip_range: tuple[float, float] = (0.05, 0.3)
+    codecs: tuple[str, ...] = ("mp3", "opus")
+    max_effects: int = 3
+    p_clean: float = 0.05
+    effects: tuple[str, ...] = ("noise", "reverb", "band_limit", "clip", "codec")
+
+
+class Degrader:
+    """``degrader(wave, index)``: a seeded random chain of degradations (the order: reverb, band, clip, codec, noise)."""
+
+    ORDER = ("reverb", "band_limit", "clip", "codec", "noise")
+
+    def __init__(self, config: DegradeConfig, sample_rate: int = 16000, seed: int = 0):
+        self.config, self.sample_rate, self.seed = config, sample_rate, seed
+        self.noises = [load_audio(p, sample_rate) for p in config.noise_files]
+        self.rirs = [load_audio(p, sample_rate) for p in config.rir_files]
+        self.effects = [e for e in config.effects if e != "codec" or has_ffmpeg()]
+
+    def chosen(self, index: int) -> tuple[random.Random, list[str]]:
+        rng = random.Random(self.seed * 1_000_003 + index)
+        if rng.random() < self.config.p_clean:
+            return rng, []
+        count = rng.randint(1, min(self.config.max_effects, len(self.effects)))
+        picked = set(rng.sample(self.effects, count))
+        return rng, [e for e in self.ORDER if e in picked]
+
+    def __call__(self, wave: torch.Tensor, index: int) -> torch.Tensor:
+        rng, effects = self.chosen(index)
+        c, sr = self.config, self.sample_rate
+        for effect in effects:
+            if effect == "reverb":
+                use_real = self.rirs and rng.random() < 0.5
+                rir = rng.choice(self.rirs) if use_real else simulate_rir(rng.uniform(*c.rt60), sr, rng)
+                wave = reverberate(wave, rir)
+            elif effect == "band_limit":
+                wave = band_limit(wave, sr, rng.choice(c.bandwidths_hz))
+            elif effect == "clip":
+                peak = wave.abs().max().clamp(min=1e-6)
+                wave = clip(wave, float(peak) * rng.uniform(*c.clip_range), soft=rng.random() < 0.5)
+            elif effect == "codec":
+                wave = codec(wave, sr, rng.choice(c.codecs), rng.choice(["8k", "12k", "16k"]))
+            elif effect == "noise":
+                use_real = self.noises and rng.random() < 0.5
+                noise = rng.choice(self.noises) if use_real else colored_noise(wave.shape[-1], rng.choice(c.colors), rng)
+                wave = add_noise(wave, noise, rng.uniform(*c.snr_db), rng)
+        peak = wave.abs().max()
+        return wave / peak * 0.99 if peak > 0.99 else wave

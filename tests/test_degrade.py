@@ -1,0 +1,112 @@
+"""Each degradation does what it claims, keeps the length, and repeats exactly under the same seed."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speech_peft.data.audio import load_audio
+from speech_peft.data.degrade import (DegradeConfig, Degrader, add_noise, band_limit, clip, codec, colored_noise,
+                                      has_ffmpeg, low_pass, reverberate, simulate_rir)
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def speech() -> torch.Tensor:
+    return load_audio(DATA / "asr" / "spk1_snt1.wav", SR)
+
+
+def _snr(clean, mixed):
+    noise = mixed - clean
+    return 10 * torch.log10(clean.pow(2).mean() / noise.pow(2).mean()).item()
+
+
+@pytest.mark.parametrize("snr", [5.0, 12.5, 30.0])
+@pytest.mark.parametrize("source", ["real", "pink", "white"])
+def test_noise_is_mixed_at_the_target_snr_within_half_a_db(speech, snr, source):
+    noise = load_audio(DATA / "noise" / "noise2.wav", SR) if source == "real" else \
+        colored_noise(speech.shape[-1], source, random.Random(1))
+    mixed = add_noise(speech, noise, snr, random.Random(0))
+    assert mixed.shape == speech.shape
+    assert abs(_snr(speech, mixed) - snr) < 0.5
+
+
+def test_colored_noise_has_the_claimed_spectral_slope():
+    x = colored_noise(2 ** 16, "pink", random.Random(0)).numpy()
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x))
+    band = (freqs > 0.01) & (freqs < 0.4)
+    slope = np.polyfit(np.log(freqs[band]), np.log(spec[band]), 1)[0]
+    assert -1.2 < slope < -0.8
+
+
+def _rt60(rir: torch.Tensor) -> float:
+    """T20 from Schroeder's backward integration, extrapolated to 60 dB."""
+    energy = rir.numpy().astype(np.float64) ** 2
+    edc = np.cumsum(energy[::-1])[::-1]
+    edc_db = 10 * np.log10(edc / edc[0] + 1e-20)
+    t = np.arange(len(edc)) / SR
+    fit = (edc_db <= -5) & (edc_db >= -25)
+    slope = np.polyfit(t[fit], edc_db[fit], 1)[0]
+    return -60.0 / slope
+
+
+@pytest.mark.parametrize("rt60", [0.2, 0.35, 0.5])
+def test_simulated_room_has_about_the_requested_reverberation_time(rt60):
+    measured = _rt60(simulate_rir(rt60, SR, random.Random(3)))
+    assert abs(measured - rt60) / rt60 < 0.35, measured
+
+
+def test_reverberation_with_a_real_rir_keeps_length_and_timing(speech):
+    rir = load_audio(DATA / "rirs" / "rir1.wav", SR)
+    wet = reverberate(speech, rir)
+    assert wet.shape == speech.shape
+    lag = np.argmax(np.correlate(wet.numpy()[:16000], speech.numpy()[:16000], "full")) - 15999
+    assert abs(lag) < 40  # aligned at the direct path: no audible shift
+
+
+def test_band_limit_and_low_pass_remove_the_high_band(speech):
+    def high_energy(x, cutoff):
+        spec = torch.fft.rfft(x).abs() ** 2
+        freqs = torch.fft.rfftfreq(x.shape[-1], 1 / SR)
+        return (spec[freqs > cutoff].sum() / spec.sum()).item()
+
+    limited = band_limit(speech, SR, 2000)
+    assert limited.shape == speech.shape
+    assert high_energy(limited, 2200) < 0.01 * high_energy(speech, 2200)
+    filtered = low_pass(speech, SR, 1000)
+    assert filtered.shape == speech.shape and high_energy(filtered, 3000) < 0.1 * high_energy(speech, 3000)
+
+
+def test_clipping_hard_and_soft_bound_the_peak(speech):
+    threshold = 0.1 * speech.abs().max().item()
+    hard = clip(speech, threshold)
+    soft = clip(speech, threshold, soft=True)
+    assert hard.abs().max() <= threshold + 1e-7 and (hard.abs() >= threshold - 1e-7).sum() > 100
+    assert soft.abs().max() <= threshold and torch.allclose(soft[:10], speech[:10], atol=1e-3 * threshold + 1e-6)
+
+
+@pytest.mark.skipif(not has_ffmpeg(), reason="ffmpeg is not installed")
+@pytest.mark.parametrize("name", ["mp3", "opus"])
+def test_codec_keeps_length_and_is_aligned_back_to_the_input(speech, name):
+    out = codec(speech, SR, name, "24k")
+    assert out.shape == speech.shape
+    corr = torch.corrcoef(torch.stack([out, speech]))[0, 1]
+    assert corr > 0.8
+
+
+def test_same_seed_gives_the_same_degraded_audio_and_chains_vary(speech):
+    config = DegradeConfig(noise_files=[str(DATA / "noise" / "noise2.wav")], rir_files=[str(DATA / "rirs" / "rir1.wav")],
+                           effects=("noise", "reverb", "band_limit", "clip"))
+    a, b = Degrader(config, SR, seed=7), Degrader(config, SR, seed=7)
+    outputs = [a(speech, i) for i in range(6)]
+    for i, out in enumerate(outputs):
+        assert out.shape == speech.shape
+        assert torch.equal(out, b(speech, i))
+    assert len({tuple(a.chosen(i)[1]) for i in range(40)}) > 5
+    assert all(len(a.chosen(i)[1]) <= 3 for i in range(40))
