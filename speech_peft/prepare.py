@@ -24,7 +24,9 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
         return [write_manifest(entries, out_dir / "all.jsonl", relative=False), *write_folds(folds, out_dir)]
     if layout == "speechcommands":
         splits = builders.from_speech_commands(src, skip_bad, rejects)
-        return [write_manifest(v, out_dir / f"{k}.jsonl", relative=False) for k, v in splits.items()]
+        names = {"train": "train", "validation": "val", "test": "test"}  # one fold: the official split
+        return [write_manifest(v, out_dir / "fold_official" / f"{names[k]}.jsonl", relative=False)
+                for k, v in splits.items()]
     single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir,
               "librispeech": builders.from_librispeech}
     if layout in single:

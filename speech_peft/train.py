@@ -38,7 +38,8 @@ def build_data(cfg: DictConfig):
     return ManifestDataModule(train=d.get("train"), val=d.get("val"), test=d.get("test"), predict=d.get("predict"),
                               batch_size=d.batch_size, num_workers=d.num_workers, seed=cfg.seed,
                               skip_bad=d.get("skip_bad", False), rejects_path=str(Path(cfg.exp_dir) / "rejects.tsv"),
-                              cache_audio=d.get("cache_audio", False))
+                              cache_audio=d.get("cache_audio", False),
+                              augment=OmegaConf.to_container(d.augment) if d.get("augment") else None)
 
 
 def build_trainer(cfg: DictConfig, exp_dir: Path) -> L.Trainer:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from speech_peft.adapters import (AdapterBiasConfig, AdapterBudgetError, AdapterMergeError, AdapterTargetError,
-                                  BitFitConfig, CrossAttentionConfig, LinearProbeConfig, LoRAConfig,
+                                  BitFitConfig, CrossAttentionConfig, LinearProbeConfig, LoRAConfig, MoAConfig,
                                   ParallelAdapterConfig, PrefixTuningConfig, PromptTuningConfig,
                                   SeriesAdapterConfig, adapter_memory, adapter_parameters, add_adapter,
                                   merge_adapter, remove_adapter, set_active_adapters, unmerge_adapter)
@@ -30,6 +30,9 @@ METHODS = {
     "prompt_deep": lambda: PromptTuningConfig(num_tokens=3, depth="deep"),
     "prefix": lambda: PrefixTuningConfig(num_tokens=3),
     "bitfit": lambda: BitFitConfig(),
+    "dense_moa": lambda: MoAConfig(mode="dense", num_experts=3, bottleneck_dim=4),
+    "soft_moa": lambda: MoAConfig(mode="soft", num_experts=3, slots_per_expert=2, bottleneck_dim=4),
+    "soft_moa_series": lambda: MoAConfig(mode="soft", placement="series", num_experts=2, bottleneck_dim=4),
 }
 CASES = [(e, m) for e in ENCODERS for m in METHODS]
 MEMORY = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(7))

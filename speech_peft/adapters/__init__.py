@@ -4,7 +4,7 @@
     set_active_adapters(encoder, ["default"])      # or [] for the bare base model
     save_adapter(encoder, "exp/lora", base_model_name="whisper-tiny.en")
 """
-from . import adapter_bias, bitfit, bottleneck, cross_attention, lora, prompt  # noqa: F401  (register methods)
+from . import adapter_bias, bitfit, bottleneck, cross_attention, lora, moa, prompt  # noqa: F401  (register methods)
 from .adapter_bias import AdapterBiasConfig
 from .bitfit import BitFitConfig, LinearProbeConfig
 from .bottleneck import ParallelAdapterConfig, SeriesAdapterConfig
@@ -16,6 +16,7 @@ from .injection import (AdapterBudgetError, AdapterMergeError, AdapterReport, Ad
 from .io import AdapterMismatchError, load_adapter, read_manifest, save_adapter
 from .layout import BlockLayout, Sublayer, register_layout
 from .lora import LoRAConfig
+from .moa import MoAConfig
 from .peft_interop import export_peft_lora, import_peft_lora
 from .prompt import PrefixTuningConfig, PromptTuningConfig
 from .registry import METHODS, config_from_dict, get_method, register_method

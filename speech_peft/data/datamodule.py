@@ -12,12 +12,14 @@ class ManifestDataModule(L.LightningDataModule):
     def __init__(self, train: str | None = None, val: str | None = None, test: str | None = None,
                  predict: str | None = None, batch_size: int = 32, num_workers: int = 0,
                  sample_rate: int = 16000, seed: int = 0, skip_bad: bool = False,
-                 rejects_path: str | None = None, cache_audio: bool = False, require_text: bool = False):
+                 rejects_path: str | None = None, cache_audio: bool = False, require_text: bool = False,
+                 augment: dict | None = None):
         super().__init__()
         self.paths = {"train": train, "val": val, "test": test, "predict": predict}
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.options = dict(sample_rate=sample_rate, skip_bad=skip_bad, rejects_path=rejects_path,
                             cache=cache_audio, require_text=require_text)
+        self.augment = augment  # AugmentConfig fields, applied to the training split only
         self.datasets: dict[str, AudioDataset] = {}
 
     def _dataset(self, split: str) -> AudioDataset:
@@ -25,7 +27,14 @@ class ManifestDataModule(L.LightningDataModule):
             path = self.paths[split]
             if not path:
                 raise ValueError(f"no {split} manifest configured (data.{split})")
-            self.datasets[split] = AudioDataset(read_manifest(path), **self.options)
+            transform = None
+            if split == "train" and self.augment:
+                from .degrade import AugmentConfig, Augmenter
+
+                config = AugmentConfig(**{k: tuple(v) if isinstance(v, list) and k != "noise_files" else v
+                                          for k, v in self.augment.items()})
+                transform = Augmenter(config, self.options["sample_rate"], self.seed)
+            self.datasets[split] = AudioDataset(read_manifest(path), transform=transform, **self.options)
         return self.datasets[split]
 
     def _loader(self, split: str) -> DataLoader:

@@ -187,3 +187,35 @@ class Degrader:
                 wave = add_noise(wave, noise, rng.uniform(*c.snr_db), rng)
         peak = wave.abs().max()
         return wave / peak * 0.99 if peak > 0.99 else wave
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation for classifiers: speed perturbation, gain, additive noise."""
+
+    p: float = 0.8
+    speeds: tuple[float, ...] = (0.9, 1.0, 1.1)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    snr_db: tuple[float, float] = (10.0, 40.0)
+    noise_files: list[str] = field(default_factory=list)
+
+
+class Augmenter:
+    """``augmenter(wave, index)``; one seeded generator per run, so a seeded run repeats exactly."""
+
+    def __init__(self, config: AugmentConfig, sample_rate: int = 16000, seed: int = 0):
+        self.config, self.sample_rate = config, sample_rate
+        self.rng = random.Random(seed)
+        self.noises = [load_audio(p, sample_rate) for p in config.noise_files]
+
+    def __call__(self, wave: torch.Tensor, index: int) -> torch.Tensor:
+        c, rng = self.config, self.rng
+        if rng.random() >= c.p:
+            return wave
+        speed = rng.choice(c.speeds)
+        if speed != 1.0:  # resampling by 1/speed and playing at the old rate changes tempo and pitch
+            wave = AF.resample(wave, int(self.sample_rate * speed), self.sample_rate)
+        wave = gain(wave, rng.uniform(*c.gain_db))
+        noise = rng.choice(self.noises) if self.noises and rng.random() < 0.5 else \
+            colored_noise(wave.shape[-1], rng.choice(("white", "pink", "brown")), rng)
+        return add_noise(wave, noise, rng.uniform(*c.snr_db), rng)

@@ -1,0 +1,173 @@
+"""Adapter overhead on a Whisper tiny.en-sized encoder (d_model 384, 4 layers, 30 s input, batch 4).
+
+For each method: trainable parameters, training-step time and peak extra memory relative to full
+fine-tuning; our LoRA against Hugging Face PEFT's LoRA on the same modules (steps alternated in one
+process, median after warm-up); merged-LoRA inference time against the bare encoder.
+Peak memory is the growth of the process's peak RSS during the steps, measured in a fresh process
+per method (CPU: there is no allocator counter).
+
+    .venv/bin/python benches/adapter_overhead.py [--steps 5] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+BATCH, FRAMES = 4, 3000
+
+
+def make_encoder():
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    torch.manual_seed(0)
+    config = WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
+                           num_mel_bins=80, max_source_positions=1500)
+    return WhisperEncoder(config).eval()
+
+
+METHODS = {
+    "full": None,
+    "linear_probe": {"method": "linear_probe"},
+    "bitfit": {"method": "bitfit"},
+    "lora": {"method": "lora", "r": 8, "alpha": 16, "target_roles": ["attn.q", "attn.v"]},
+    "pissa": {"method": "lora", "r": 8, "alpha": 16, "init": "pissa", "target_roles": ["attn.q", "attn.v"]},
+    "series_pfeiffer": {"method": "series", "placement": "pfeiffer", "reduction_factor": 16},
+    "series_houlsby": {"method": "series", "placement": "houlsby", "reduction_factor": 16},
+    "parallel": {"method": "parallel", "reduction_factor": 16},
+    "conformer_adapter": {"method": "series", "kind": "conformer", "reduction_factor": 16, "layer_norm": True},
+    "adapter_bias": {"method": "adapter_bias"},
+    "prompt_deep": {"method": "prompt", "num_tokens": 10, "depth": "deep"},
+    "prefix": {"method": "prefix", "num_tokens": 10},
+}
+
+
+def prepare(method: str):
+    from speech_peft.adapters import add_adapter, config_from_dict
+
+    model = make_encoder()
+    if METHODS[method] is None:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    else:
+        add_adapter(model, config_from_dict(dict(METHODS[method])))
+    return model
+
+
+def peft_lora():
+    import peft
+
+    return peft.get_peft_model(make_encoder(), peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+
+
+class Stepper:
+    """One training step: forward, MSE to a fixed target, backward, AdamW."""
+
+    def __init__(self, model):
+        self.model = model
+        self.x = torch.randn(BATCH, 80, FRAMES, generator=torch.Generator().manual_seed(1))
+        self.target = torch.randn(BATCH, 1500, 384, generator=torch.Generator().manual_seed(2))
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        out = self.model(self.x).last_hidden_state
+        loss = torch.nn.functional.mse_loss(out, self.target)
+        if self.opt is not None:
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return time.perf_counter() - start
+
+
+def child(method: str, steps: int) -> None:
+    """Runs in a fresh process: peak RSS growth and step times of one method."""
+    model = peft_lora() if method == "peft_lora" else prepare(method)
+    stepper = Stepper(model)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = [stepper() for _ in range(steps + 2)][2:]
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"method": method, "peak_kib": after - before, "median_s": statistics.median(times),
+                      "trainable": trainable, "total": total}))
+
+
+def alternate(a, b, steps: int) -> tuple[float, float]:
+    """Median step times of two steppers run alternately in the same process."""
+    ta, tb = [], []
+    for i in range(steps + 2):
+        first, second = (a, b) if i % 2 == 0 else (b, a)
+        r1, r2 = first(), second()
+        if i >= 2:
+            (ta if first is a else tb).append(r1)
+            (tb if first is a else ta).append(r2)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def merged_inference(steps: int) -> tuple[float, float]:
+    from speech_peft.adapters import merge_adapter
+
+    bare, merged = make_encoder(), prepare("lora")
+    with torch.no_grad():
+        for n, p in merged.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.01)
+    merge_adapter(merged, "default")
+    x = torch.randn(BATCH, 80, FRAMES)
+
+    def timed(model):
+        def run():
+            start = time.perf_counter()
+            with torch.inference_mode():
+                model(x)
+            return time.perf_counter() - start
+        return run
+
+    return alternate(timed(bare), timed(merged), steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(args.child, args.steps)
+        return
+
+    rows = {}
+    for method in [*METHODS, "peft_lora"]:
+        out = subprocess.run([sys.executable, __file__, "--child", method, "--steps", str(args.steps),
+                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+        rows[method] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"measured {method}", file=sys.stderr)
+    full = rows["full"]
+    print(f"Whisper tiny.en-sized encoder, batch {BATCH} x 30 s, {args.threads} threads, median of {args.steps} "
+          f"steps after 2 warm-up steps\n")
+    print("| method | trainable params | trainable % | step time vs full FT | peak extra memory vs full FT |")
+    print("|---|---|---|---|---|")
+    for method, r in rows.items():
+        print(f"| {method} | {r['trainable']:,} | {100 * r['trainable'] / r['total']:.3f} | "
+              f"{r['median_s'] / full['median_s']:.2f}x | {r['peak_kib'] / max(full['peak_kib'], 1):.2f}x |")
+
+    ours, theirs = alternate(Stepper(prepare("lora")), Stepper(peft_lora()), args.steps)
+    memory_ratio = rows["lora"]["peak_kib"] / max(rows["peft_lora"]["peak_kib"], 1)
+    bare, merged = merged_inference(args.steps)
+    print(f"\nLoRA (q, v; r=8) step, ours vs PEFT, alternated: {ours:.3f} s vs {theirs:.3f} s = "
+          f"{ours / theirs:.3f}x time; peak extra memory {memory_ratio:.3f}x")
+    print(f"Merged LoRA inference vs bare encoder, alternated: {merged:.3f} s vs {bare:.3f} s = {merged / bare:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
