@@ -43,6 +43,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _degrade(args: argparse.Namespace) -> int:
+    from .data.degrade import DegradeConfig
+    from .degrade_cli import degrade_to_disk
+
+    config = DegradeConfig(noise_files=args.noise, rir_files=args.rir, snr_db=tuple(args.snr),
+                           max_effects=args.max_effects)
+    print(degrade_to_disk(args.inputs, args.out, config, seed=args.seed))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speech-peft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files, listing them in OUT/rejects.tsv")
     p.set_defaults(func=_prepare)
 
+    d = sub.add_parser("degrade", help="write degraded copies of clean audio (noise, reverb, band, clip, codec)")
+    d.add_argument("inputs", nargs="+", help="audio files, folders, or .jsonl manifests")
+    d.add_argument("--out", required=True, help="output folder (not inside an input folder)")
+    d.add_argument("--noise", nargs="*", default=[], help="real noise files (coloured noise is always available)")
+    d.add_argument("--rir", nargs="*", default=[], help="real room impulse responses (simulated ones otherwise)")
+    d.add_argument("--snr", nargs=2, type=float, default=[5.0, 30.0], metavar=("LOW", "HIGH"))
+    d.add_argument("--max-effects", type=int, default=3)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_degrade)
+
     r = sub.add_parser("report", help="regenerate a results table from finished runs")
     r.add_argument("kind", choices=["cls"])
     r.add_argument("exp", help="the recipe's experiment folder")
@@ -75,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="score outputs")
     what = s.add_subparsers(dest="metric", required=True)
     w = what.add_parser("wer", help="WER/CER of id<TAB>text hypotheses against references")
-    w.add_argument("--ref", required=True)
+    w.add_argument("--ref", required=True, help="id<TAB>text file, or a .jsonl manifest with text")
     w.add_argument("--hyp", required=True)
     w.set_defaults(func=_score_wer)
     return parser

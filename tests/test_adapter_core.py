@@ -304,3 +304,11 @@ def _randomise(model):
         for name, p in model.named_parameters():
             if ".adapters." in name:
                 p.copy_(0.05 * torch.randn_like(p))
+
+
+def test_lora_rank_from_a_reduction_factor_follows_each_layer_width():
+    model = tiny_whisper_encoder()
+    add_adapter(model, LoRAConfig(reduction_factor=8, alpha=8, target_roles=["attn.q", "ffn.down"], layers="0"))
+    q, down = model.layers[0].self_attn.q_proj.adapters["default"], model.layers[0].fc2.adapters["default"]
+    assert q.lora_A.weight.shape[0] == 32 // 8 and down.lora_A.weight.shape[0] == 64 // 8
+    assert q.scale == 8 / 4 and down.scale == 8 / 8

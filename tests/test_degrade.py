@@ -110,3 +110,23 @@ def test_same_seed_gives_the_same_degraded_audio_and_chains_vary(speech):
         assert torch.equal(out, b(speech, i))
     assert len({tuple(a.chosen(i)[1]) for i in range(40)}) > 5
     assert all(len(a.chosen(i)[1]) <= 3 for i in range(40))
+
+
+def test_degrade_command_writes_paired_manifest_resumes_and_refuses_to_write_into_its_input(tmp_path):
+    import shutil
+
+    from speech_peft.cli import main
+    from speech_peft.data.manifest import read_manifest
+
+    src = tmp_path / "clean"
+    shutil.copytree(DATA / "asr", src)
+    out = tmp_path / "degraded"
+    args = ["degrade", str(src), "--out", str(out), "--noise", str(DATA / "noise" / "noise2.wav"), "--seed", "3"]
+    assert main(args) == 0
+    entries = read_manifest(out / "degraded.jsonl")
+    assert len(entries) == 12 and all(e.clean_audio.startswith(str(src)) for e in entries)
+    first = (out / "spk1_snt1.wav").read_bytes()
+    (out / "spk1_snt2.wav").unlink()
+    assert main(args) == 0  # resumes: the missing file is made again, the others are kept as they are
+    assert (out / "spk1_snt2.wav").exists() and (out / "spk1_snt1.wav").read_bytes() == first
+    assert main(["degrade", str(src), "--out", str(src / "inside")]) == 2

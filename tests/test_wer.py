@@ -43,3 +43,10 @@ def test_score_command_reports_missing_hypotheses(tmp_path, capsys):
     (tmp_path / "hyp.tsv").write_text("u1\ta\n")
     assert main(["score", "wer", "--ref", str(tmp_path / "ref.tsv"), "--hyp", str(tmp_path / "hyp.tsv")]) == 2
     assert "no hypothesis for 1 reference id" in capsys.readouterr().err
+
+
+def test_a_manifest_can_serve_as_the_reference(tmp_path, capsys):
+    (tmp_path / "m.jsonl").write_text('{"id": "u1", "audio": "a.wav", "text": "seven"}\n')
+    (tmp_path / "hyp.tsv").write_text("u1\t7\n")
+    assert main(["score", "wer", "--ref", str(tmp_path / "m.jsonl"), "--hyp", str(tmp_path / "hyp.tsv")]) == 0
+    assert "corpus WER 0.00%" in capsys.readouterr().out

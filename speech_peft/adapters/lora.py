@@ -27,13 +27,20 @@ class LoRAConfig(AdapterConfig):
 
     r: int = 8
     alpha: float = 16.0
+    reduction_factor: int | None = None  # PETL-AST style: r = in_features // reduction_factor per layer
     dropout: float = 0.0
     init: Literal["kaiming", "gaussian", "pissa"] = "kaiming"
     use_rslora: bool = False
 
+    def rank_for(self, base: nn.Linear) -> int:
+        return max(1, base.in_features // self.reduction_factor) if self.reduction_factor else self.r
+
+    def scale_for(self, rank: int) -> float:
+        return self.alpha / (math.sqrt(rank) if self.use_rslora else rank)
+
     @property
     def scale(self) -> float:
-        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+        return self.scale_for(self.r)
 
 
 class LoRALinear(nn.Module):
@@ -85,7 +92,8 @@ class LoRALinear(nn.Module):
 
 
 def _build(config: LoRAConfig, target: Target, base: nn.Module, model: nn.Module) -> LoRALinear:
-    return LoRALinear(base, config.r, config.scale, config.dropout, config.init)
+    rank = config.rank_for(base)
+    return LoRALinear(base, rank, config.scale_for(rank), config.dropout, config.init)
 
 
 register_method("lora", LoRAConfig, _build, accepts=lambda m: isinstance(m, nn.Linear))

@@ -38,9 +38,12 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
         tensors[f"{_PREFIX}{path}.lora_A.weight"] = a.contiguous().cpu()
         tensors[f"{_PREFIX}{path}.lora_B.weight"] = b.contiguous().cpu()
         ranks.add(a.shape[0])
+    if len(ranks) != 1:
+        raise ValueError(f"adapter {name!r} has ranks {sorted(ranks)} at different modules; PEFT export needs one")
     rank = ranks.pop()
+    scale = next(iter(adapter_modules(model, name).values())).scale
     peft_config = {
-        "peft_type": "LORA", "task_type": None, "r": rank, "lora_alpha": config.scale * rank,
+        "peft_type": "LORA", "task_type": None, "r": rank, "lora_alpha": scale * rank,
         "lora_dropout": config.dropout, "target_modules": sorted(adapter_modules(model, name)),
         "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
         "init_lora_weights": True, "modules_to_save": None, "inference_mode": True,

@@ -91,8 +91,21 @@ def read_tsv(path: str) -> dict[str, str]:
     return entries
 
 
+def read_references(path: str) -> dict[str, str]:
+    """``id<TAB>text`` lines, or a manifest (``.jsonl``) whose entries carry ``text``."""
+    if not path.endswith(".jsonl"):
+        return read_tsv(path)
+    from ..data.manifest import read_manifest
+
+    entries = read_manifest(path)
+    missing = [e.id for e in entries if not (e.text or "").strip()]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} entries have no transcript, e.g. {missing[:3]}")
+    return {e.id: e.text for e in entries}
+
+
 def score_files(ref_path: str, hyp_path: str) -> WERResult:
-    refs, hyps = read_tsv(ref_path), read_tsv(hyp_path)
+    refs, hyps = read_references(ref_path), read_tsv(hyp_path)
     missing = sorted(set(refs) - set(hyps))
     extra = sorted(set(hyps) - set(refs))
     if missing:

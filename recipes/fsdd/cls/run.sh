@@ -11,9 +11,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 
 stage=0 stop_stage=3 data="" quick=false extra=()
-methods="linear_probe lora parallel conformer bitfit full"
+methods="linear_probe lora parallel conformer full bitfit"
 folds="george jackson lucas nicolas theo yweweler"
-epochs=8 exp=exp/fsdd/cls
+epochs=6 exp=exp/fsdd/cls
 source recipes/_shared/parse_args.sh "$@"
 
 layout=fsdd experiment=fsdd_loso conf_dir=$here/conf results=$here/RESULTS.md

@@ -1,0 +1,47 @@
+"""``speech-peft degrade IN OUT``: write degraded copies of clean audio, and a manifest pairing them.
+
+Each output keeps the input's relative path; it is written to a temporary name and renamed, so a
+killed run leaves no half-written file, and existing outputs are kept (a rerun resumes). The output
+folder may not be the input folder or inside it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .data.audio import AudioError, load_audio, save_audio
+from .data.degrade import DegradeConfig, Degrader
+from .data.manifest import Entry, write_manifest
+from .data.rejects import Rejects
+from .transcribe import gather_inputs
+
+
+def degrade_to_disk(inputs: list[str], out_dir: str, config: DegradeConfig, seed: int = 0,
+                    sample_rate: int = 16000) -> Path:
+    out = Path(out_dir).resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        root = src if src.is_dir() else src.parent
+        if out == root or root in out.parents:
+            raise ValueError(f"output folder {out} lies inside the input {root}; choose another place")
+    entries = gather_inputs(inputs)
+    degrader = Degrader(config, sample_rate, seed)
+    rejects = Rejects(out / "rejects.tsv")
+    written = []
+    for index, entry in enumerate(tqdm(entries, desc="degrade", unit="file")):
+        target = out / f"{entry.id}.wav"
+        if not target.exists():
+            try:
+                wave = load_audio(entry.audio, sample_rate)
+            except AudioError as err:
+                rejects.add(err.path, err.problem)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp.wav")
+            save_audio(tmp, degrader(wave, index), sample_rate)
+            os.replace(tmp, target)
+        written.append(Entry(entry.id, str(target), entry.duration, sample_rate, text=entry.text,
+                             label=entry.label, speaker=entry.speaker, clean_audio=str(Path(entry.audio).resolve())))
+    return write_manifest(written, out / "degraded.jsonl")
