@@ -53,6 +53,14 @@ def _degrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_quality(args: argparse.Namespace) -> int:
+    from .quality_report import score_quality
+
+    score_quality(args.deg, args.out, args.ref, args.report, args.transcripts, args.plots,
+                  speaker=not args.no_speaker, non_intrusive=not args.no_dnsmos)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speech-peft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--ref", required=True, help="id<TAB>text file, or a .jsonl manifest with text")
     w.add_argument("--hyp", required=True)
     w.set_defaults(func=_score_wer)
+    q = what.add_parser("quality", help="PESQ, STOI, SI-SDR, DNSMOS, speaker similarity, WER: degraded vs restored")
+    q.add_argument("--deg", required=True, help="folder of degraded audio")
+    q.add_argument("--out", help="folder of restored audio (same relative names)")
+    q.add_argument("--ref", help="folder of clean references (enables PESQ, STOI, SI-SDR)")
+    q.add_argument("--report", required=True, help="folder for per_file.csv, summary.md and spectrogram PNGs")
+    q.add_argument("--transcripts", help="id<TAB>text or a .jsonl manifest: adds Whisper tiny.en WER")
+    q.add_argument("--plots", type=int, default=3, help="files to draw spectrograms for")
+    q.add_argument("--no-dnsmos", action="store_true")
+    q.add_argument("--no-speaker", action="store_true")
+    q.set_defaults(func=_score_quality)
     return parser
 
 

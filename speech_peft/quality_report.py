@@ -1,0 +1,127 @@
+"""``speech-peft score quality``: degraded vs restored audio, with a clean reference when there is one.
+
+Files are paired by relative path (without suffix). Writes a per-file CSV, a summary table
+(markdown), and before/after spectrogram PNGs for the first few files.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data.audio import load_audio
+from .data.builders import from_folder
+from .metrics import quality
+
+INTRUSIVE = ("pesq_wb", "stoi", "si_sdr")
+
+
+def _files(folder: str | None) -> dict[str, str]:
+    return {} if folder is None else {e.id: e.audio for e in from_folder(folder)}
+
+
+def score_quality(degraded: str, restored: str | None, reference: str | None, report_dir: str,
+                  transcripts: str | None = None, plots: int = 3, speaker: bool = True,
+                  non_intrusive: bool = True) -> Path:
+    deg, res, ref = _files(degraded), _files(restored), _files(reference)
+    ids = sorted(deg)
+    if restored is not None:
+        missing = sorted(set(deg) - set(res))
+        if missing:
+            raise ValueError(f"{restored}: no restored file for {len(missing)} degraded input(s), e.g. {missing[:3]}")
+    if reference is not None:
+        missing = sorted(set(deg) - set(ref))
+        if missing:
+            raise ValueError(f"{reference}: no clean reference for {len(missing)} file(s), e.g. {missing[:3]}")
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    conditions = {"degraded": deg, **({"restored": res} if restored else {})}
+    rows = []
+    for uid in tqdm(ids, desc="quality", unit="file"):
+        clean = load_audio(ref[uid]).numpy() if ref else None
+        for condition, files in conditions.items():
+            wave = load_audio(files[uid]).numpy()
+            row = {"id": uid, "condition": condition}
+            if clean is not None:
+                row.update(pesq_wb=quality.pesq_wb(clean, wave), stoi=quality.stoi(clean, wave),
+                           si_sdr=quality.si_sdr(clean, wave))
+            if non_intrusive:
+                row.update(quality.dnsmos(wave))
+            if speaker:
+                anchor = clean if clean is not None else load_audio(deg[uid]).numpy()
+                row["speaker_sim"] = quality.speaker_similarity(anchor, wave)
+            rows.append(row)
+    if transcripts:
+        _add_wer(rows, conditions, transcripts)
+    _write_csv(rows, out / "per_file.csv")
+    (out / "summary.md").write_text(_summary(rows))
+    for uid in ids[:plots]:
+        _spectrograms(uid, {k: v[uid] for k, v in {"clean": ref, **conditions}.items() if uid in v},
+                      out / f"spectrogram_{uid.replace('/', '_')}.png")
+    print((out / "summary.md").read_text())
+    return out
+
+
+def _add_wer(rows: list[dict], conditions: dict[str, dict[str, str]], transcripts: str) -> None:
+    from .data.manifest import Entry
+    from .metrics.wer import read_references, score
+    from .transcribe import transcribe_entries
+
+    refs = read_references(transcripts)
+    for condition, files in conditions.items():
+        entries = [Entry(uid, path, 0.0, 0) for uid, path in files.items() if uid in refs]
+        hyps = transcribe_entries(entries, progress=False)
+        for row in rows:
+            if row["condition"] == condition and row["id"] in hyps:
+                row["wer"] = score([refs[row["id"]]], [hyps[row["id"]]]).wer
+        corpus = score([refs[u] for u in hyps], list(hyps.values()))
+        rows.append({"id": "<corpus>", "condition": condition, "wer": corpus.wer})
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _summary(rows: list[dict]) -> str:
+    metrics = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("id", "condition")]
+    conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    lines = ["| condition | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for condition in conditions:
+        cells = []
+        for m in metrics:
+            if m == "wer":
+                corpus = [r[m] for r in rows if r["condition"] == condition and r["id"] == "<corpus>"]
+                cells.append(f"{100 * corpus[0]:.1f}%" if corpus else "–")
+                continue
+            values = [r[m] for r in rows if r["condition"] == condition and m in r and r["id"] != "<corpus>"]
+            cells.append(f"{statistics.mean(values):.3f}" if values else "–")
+        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nMeans over files; WER is corpus WER of Whisper tiny.en (greedy).\n"
+
+
+def _spectrograms(uid: str, files: dict[str, str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    fig, axes = plt.subplots(len(files), 1, figsize=(8, 2.2 * len(files)), squeeze=False)
+    for ax, (name, file) in zip(axes[:, 0], files.items()):
+        wave = load_audio(file)
+        spec = torch.stft(wave, 512, 128, window=torch.hann_window(512), return_complex=True).abs()
+        ax.imshow(20 * np.log10(spec.numpy() + 1e-6), origin="lower", aspect="auto", cmap="magma",
+                  extent=[0, len(wave) / 16000, 0, 8], vmin=-80, vmax=20)
+        ax.set_title(f"{uid}: {name}", fontsize=9)
+        ax.set_ylabel("kHz")
+    axes[-1, 0].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
