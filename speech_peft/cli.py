@@ -61,6 +61,13 @@ def _score_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore(args: argparse.Namespace) -> int:
+    from .restore import restore
+
+    print(restore(args.inputs, args.out, args.checkpoint, args.devices, args.num_nodes, args.ledger))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speech-peft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-effects", type=int, default=3)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_degrade)
+
+    rs = sub.add_parser("restore", help="restore degraded speech with a trained cleaner + vocoder")
+    rs.add_argument("inputs", help="a folder of audio or a .jsonl manifest")
+    rs.add_argument("out", help="output folder (same relative names; never inside the input)")
+    rs.add_argument("--checkpoint", required=True, help="a restorer directory (restorer.json, cleaner/, vocoder)")
+    rs.add_argument("--devices", type=int, default=1, help="processes on this node (DDP when > 1)")
+    rs.add_argument("--num-nodes", type=int, default=1)
+    rs.add_argument("--ledger", action="store_true", help="log which process restored which input")
+    rs.set_defaults(func=_restore)
 
     r = sub.add_parser("report", help="regenerate a results table from finished runs")
     r.add_argument("kind", choices=["cls"])

@@ -60,8 +60,14 @@ class WhisperEncoderModel(FrozenEncoder):
     sliced to it: much faster on short clips. ``True`` pads every input to 30 s as in training.
     """
 
-    def __init__(self, encoder: nn.Module, pad_to_30s: bool = False, name: str = "whisper"):
+    def __init__(self, encoder: nn.Module, pad_to_30s: bool = False, name: str = "whisper",
+                 tap_layer: int | None = None):
         super().__init__()
+        if tap_layer is not None:
+            if not 1 <= tap_layer <= len(encoder.layers):
+                raise ValueError(f"tap_layer {tap_layer} outside 1..{len(encoder.layers)}")
+            encoder.layers = encoder.layers[:tap_layer]  # later layers are never run: drop their weights
+        self.tap_layer = tap_layer
         self.encoder = encoder
         self.pad_to_30s = pad_to_30s
         self.dim = encoder.config.d_model
@@ -88,7 +94,8 @@ class WhisperEncoderModel(FrozenEncoder):
             x = x[0] if isinstance(x, tuple) else x
             if output_layers:
                 states.append(x)
-        return enc.layer_norm(x), states
+        # A tapped encoder yields the raw output of its last kept layer, as Miipher-2 taps USM.
+        return (x if self.tap_layer else enc.layer_norm(x)), states
 
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None,
                 output_layers: bool = False) -> EncoderOutput:
@@ -155,10 +162,11 @@ def load_whisper(name_or_path: str = "whisper-tiny.en") -> WhisperBundle:
     return _load_cached(str(resolve_model_dir(name_or_path).resolve()))
 
 
-def load_whisper_encoder(name_or_path: str = "whisper-tiny.en", pad_to_30s: bool = False) -> WhisperEncoderModel:
-    """A private copy of the frozen encoder, ready for adapters."""
+def load_whisper_encoder(name_or_path: str = "whisper-tiny.en", pad_to_30s: bool = False,
+                         tap_layer: int | None = None) -> WhisperEncoderModel:
+    """A private copy of the frozen encoder, ready for adapters; ``tap_layer=k`` keeps layers 0..k-1."""
     import copy
 
     bundle = load_whisper(name_or_path)
     encoder = copy.deepcopy(bundle.model.model.encoder)
-    return WhisperEncoderModel(encoder, pad_to_30s=pad_to_30s, name=name_or_path).eval()
+    return WhisperEncoderModel(encoder, pad_to_30s=pad_to_30s, name=name_or_path, tap_layer=tap_layer).eval()

@@ -1,0 +1,1 @@
+"""Vocoders: features back to waveforms."""
