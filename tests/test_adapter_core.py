@@ -312,3 +312,10 @@ def test_lora_rank_from_a_reduction_factor_follows_each_layer_width():
     q, down = model.layers[0].self_attn.q_proj.adapters["default"], model.layers[0].fc2.adapters["default"]
     assert q.lora_A.weight.shape[0] == 32 // 8 and down.lora_A.weight.shape[0] == 64 // 8
     assert q.scale == 8 / 4 and down.scale == 8 / 8
+
+
+def test_adapters_take_the_precision_of_the_frozen_model():
+    model = tiny_whisper_encoder().to(torch.float64)
+    add_adapter(model, ParallelAdapterConfig(bottleneck_dim=4))
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    assert model(whisper_input().double()).last_hidden_state.dtype == torch.float64

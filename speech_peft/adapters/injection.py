@@ -157,6 +157,10 @@ def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default",
     for target in targets:
         base = unwrap(model.get_submodule(target.write) if target.write else model)
         adapter = method.build(config, target, base, model)
+        reference = next(base.parameters(), None)
+        reference = reference if reference is not None else next(model.parameters(), None)
+        if reference is not None:  # adapters live where the frozen weights live, in their precision
+            adapter.to(device=reference.device, dtype=reference.dtype)
         site = _site_at(model, target.write)
         site.adapters[name] = adapter
         site.reads[name] = target.read
