@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 
@@ -37,6 +39,15 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.kind == "restore":
+        from .restore_report import measure_restorer, write_restoration_report
+
+        exp = Path(args.exp)
+        if args.measure:
+            restorer_dir, manifest = args.measure
+            (exp / "measure.json").write_text(json.dumps(measure_restorer(restorer_dir, manifest), indent=2))
+        write_restoration_report(exp, args.out, args.command)
+        return 0
     from .report import write_classification_report
 
     write_classification_report(args.exp, args.out, args.command)
@@ -47,8 +58,10 @@ def _degrade(args: argparse.Namespace) -> int:
     from .data.degrade import DegradeConfig
     from .degrade_cli import degrade_to_disk
 
-    config = DegradeConfig(noise_files=args.noise, rir_files=args.rir, snr_db=tuple(args.snr),
-                           max_effects=args.max_effects)
+    effects = tuple(args.effects) if args.effects else DegradeConfig.effects
+    config = DegradeConfig(noise_files=args.noise, rir_files=args.rir, snr_db=tuple(args.snr), effects=effects,
+                           max_effects=args.max_effects, min_effects=args.min_effects, p_clean=args.p_clean,
+                           p_real=args.p_real)
     print(degrade_to_disk(args.inputs, args.out, config, seed=args.seed))
     return 0
 
@@ -56,15 +69,22 @@ def _degrade(args: argparse.Namespace) -> int:
 def _score_quality(args: argparse.Namespace) -> int:
     from .quality_report import score_quality
 
+    extra = {}
+    for item in args.also:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--also {item!r}: give NAME=FOLDER")
+        extra[name] = folder
     score_quality(args.deg, args.out, args.ref, args.report, args.transcripts, args.plots,
-                  speaker=not args.no_speaker, non_intrusive=not args.no_dnsmos)
+                  speaker=not args.no_speaker, non_intrusive=not args.no_dnsmos, extra=extra)
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
     from .restore import restore
 
-    print(restore(args.inputs, args.out, args.checkpoint, args.devices, args.num_nodes, args.ledger))
+    print(restore(args.inputs, args.out, args.checkpoint, args.devices, args.num_nodes, args.ledger,
+                  copy_synthesis=args.copy_synthesis))
     return 0
 
 
@@ -96,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--noise", nargs="*", default=[], help="real noise files (coloured noise is always available)")
     d.add_argument("--rir", nargs="*", default=[], help="real room impulse responses (simulated ones otherwise)")
     d.add_argument("--snr", nargs=2, type=float, default=[5.0, 30.0], metavar=("LOW", "HIGH"))
+    d.add_argument("--effects", nargs="*", choices=["noise", "reverb", "band_limit", "clip", "codec"],
+                   help="the effects to draw from (default: all)")
     d.add_argument("--max-effects", type=int, default=3)
+    d.add_argument("--min-effects", type=int, default=1)
+    d.add_argument("--p-clean", type=float, default=0.05, help="chance a file is left clean")
+    d.add_argument("--p-real", type=float, default=0.5, help="chance of a real noise/RIR over a synthetic one")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_degrade)
 
@@ -107,13 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--devices", type=int, default=1, help="processes on this node (DDP when > 1)")
     rs.add_argument("--num-nodes", type=int, default=1)
     rs.add_argument("--ledger", action="store_true", help="log which process restored which input")
+    rs.add_argument("--copy-synthesis", action="store_true",
+                    help="cleaner off: vocode the encoder's own features (the vocoder's ceiling on clean input)")
     rs.set_defaults(func=_restore)
 
     r = sub.add_parser("report", help="regenerate a results table from finished runs")
-    r.add_argument("kind", choices=["cls"])
+    r.add_argument("kind", choices=["cls", "restore"])
     r.add_argument("exp", help="the recipe's experiment folder")
     r.add_argument("--out", required=True)
     r.add_argument("--command", default="", help="the command that made the runs, quoted in the table")
+    r.add_argument("--measure", nargs=2, metavar=("RESTORER_DIR", "DEGRADED_JSONL"),
+                   help="restore: first measure feature L1 and real-time factor on a degraded manifest")
     r.set_defaults(func=_report)
 
     s = sub.add_parser("score", help="score outputs")
@@ -128,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--ref", help="folder of clean references (enables PESQ, STOI, SI-SDR)")
     q.add_argument("--report", required=True, help="folder for per_file.csv, summary.md and spectrogram PNGs")
     q.add_argument("--transcripts", help="id<TAB>text or a .jsonl manifest: adds Whisper tiny.en WER")
+    q.add_argument("--also", nargs="*", default=[], metavar="NAME=FOLDER",
+                   help="more conditions to score beside degraded/restored (e.g. ceiling=copy_synthesis/)")
     q.add_argument("--plots", type=int, default=3, help="files to draw spectrograms for")
     q.add_argument("--no-dnsmos", action="store_true")
     q.add_argument("--no-speaker", action="store_true")

@@ -25,20 +25,26 @@ def _files(folder: str | None) -> dict[str, str]:
 
 def score_quality(degraded: str, restored: str | None, reference: str | None, report_dir: str,
                   transcripts: str | None = None, plots: int = 3, speaker: bool = True,
-                  non_intrusive: bool = True) -> Path:
+                  non_intrusive: bool = True, extra: dict[str, str] | None = None) -> Path:
+    """``extra``: more named folders of outputs (same relative names) scored like the restored ones."""
     deg, res, ref = _files(degraded), _files(restored), _files(reference)
+    more = {name: _files(folder) for name, folder in (extra or {}).items()}
     ids = sorted(deg)
     if restored is not None:
         missing = sorted(set(deg) - set(res))
         if missing:
             raise ValueError(f"{restored}: no restored file for {len(missing)} degraded input(s), e.g. {missing[:3]}")
+    for name, files in more.items():
+        missing = sorted(set(deg) - set(files))
+        if missing:
+            raise ValueError(f"{extra[name]} ({name}): no file for {len(missing)} degraded input(s), e.g. {missing[:3]}")
     if reference is not None:
         missing = sorted(set(deg) - set(ref))
         if missing:
             raise ValueError(f"{reference}: no clean reference for {len(missing)} file(s), e.g. {missing[:3]}")
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    conditions = {"degraded": deg, **({"restored": res} if restored else {})}
+    conditions = {"degraded": deg, **({"restored": res} if restored else {}), **more}
     rows = []
     for uid in tqdm(ids, desc="quality", unit="file"):
         clean = load_audio(ref[uid]).numpy() if ref else None

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .adapters import load_adapter, save_adapter
+from .adapters import load_adapter, save_adapter, set_active_adapters
 from .data.audio import AudioError, load_audio, save_audio
 from .data.builders import from_folder
 from .data.manifest import Entry, read_manifest
@@ -111,9 +111,11 @@ class _Shard(Dataset):
 class RestoreTask(L.LightningModule):
     """Lightning ``predict``: restores and writes each file; the model itself is a loaded Restorer."""
 
-    def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False):
+    def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False, copy_synthesis: bool = False):
         super().__init__()
         self.restorer = load_restorer(checkpoint)
+        if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
+            set_active_adapters(self.restorer.encoder, [])
         self.out, self.ledger = Path(out_dir), ledger
 
     def on_predict_start(self) -> None:
@@ -139,12 +141,12 @@ class RestoreTask(L.LightningModule):
 
 
 def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_nodes: int = 1,
-            ledger: bool = False, progress: bool = True) -> dict[str, int]:
+            ledger: bool = False, progress: bool = True, copy_synthesis: bool = False) -> dict[str, int]:
     entries, out = plan(inputs, out_dir)
     out.mkdir(parents=True, exist_ok=True)
     todo = [e for e in entries if not (out / f"{e.id}.wav").exists()]  # resume: finished outputs stay
     rejects = Rejects(out / "rejects.tsv")
-    task = RestoreTask(checkpoint, str(out), ledger)
+    task = RestoreTask(checkpoint, str(out), ledger, copy_synthesis)
     strategy = "ddp" if devices * num_nodes > 1 else "auto"
     trainer = L.Trainer(accelerator="cpu", devices=devices, num_nodes=num_nodes, strategy=strategy, logger=False,
                         enable_progress_bar=progress, use_distributed_sampler=False, enable_checkpointing=False)

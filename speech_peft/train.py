@@ -28,6 +28,18 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
             adapter=OmegaConf.to_container(cfg.adapter, resolve=True), pooling=cfg.task.pooling,
             pad_to_30s=cfg.encoder.get("pad_to_30s", False), max_length=cfg.encoder.get("max_length"),
             lr=cfg.task.lr, weight_decay=cfg.task.weight_decay, warmup_steps=cfg.task.warmup_steps)
+    if task == "restore_cleaner":
+        from .tasks.restoration import FeatureCleaner
+
+        t = cfg.task
+        return FeatureCleaner(cfg.encoder.name, t.tap_layer, t.bottleneck_dim, t.scale, t.lr, t.get("adapter_dir"))
+    if task == "restore_vocoder":
+        from .tasks.restoration import VocoderTraining
+
+        t = cfg.task
+        return VocoderTraining(OmegaConf.to_container(t.vocoder, resolve=True), t.stage, t.get("cleaner_dir"),
+                               t.get("init_vocoder"), cfg.encoder.name, t.tap_layer, t.bottleneck_dim, t.lr,
+                               t.adversarial, t.feature_matching_weight)
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -35,6 +47,11 @@ def build_data(cfg: DictConfig):
     from .data.datamodule import ManifestDataModule
 
     d = cfg.data
+    if cfg.task.name.startswith("restore_"):
+        from .tasks.restoration import RestorationData
+
+        return RestorationData(d.train, d.get("val"), OmegaConf.to_container(d.degrade, resolve=True),
+                               d.seconds, d.batch_size, cfg.seed, d.get("repeats", 1))
     return ManifestDataModule(train=d.get("train"), val=d.get("val"), test=d.get("test"), predict=d.get("predict"),
                               batch_size=d.batch_size, num_workers=d.num_workers, seed=cfg.seed,
                               skip_bad=d.get("skip_bad", False), rejects_path=str(Path(cfg.exp_dir) / "rejects.tsv"),
@@ -87,6 +104,8 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
                   "epoch_times_s": module.epoch_times, "export_bytes": _dir_size(exp_dir / "export"),
                   "checkpoint_bytes": Path(best).stat().st_size}
     else:
+        if verb == "predict" and cfg.task.name.startswith("restore_"):
+            raise ValueError("restoration predicts with `speech-peft restore IN OUT --checkpoint RESTORER_DIR`")
         if verb != "validate" and not cfg.ckpt_path:
             raise ValueError(f"{verb} needs ckpt_path=... (a checkpoint written by fit)")
         if verb == "predict":

@@ -130,3 +130,15 @@ def test_degrade_command_writes_paired_manifest_resumes_and_refuses_to_write_int
     assert main(args) == 0  # resumes: the missing file is made again, the others are kept as they are
     assert (out / "spk1_snt2.wav").exists() and (out / "spk1_snt1.wav").read_bytes() == first
     assert main(["degrade", str(src), "--out", str(src / "inside")]) == 2
+
+
+def test_an_evaluation_set_can_require_real_reverb_and_real_noise_on_every_file(speech):
+    config = DegradeConfig(noise_files=[str(DATA / "noise" / "noise2.wav")], rir_files=[str(DATA / "rirs" / "rir1.wav")],
+                           effects=("reverb", "noise"), min_effects=2, p_clean=0.0, p_real=1.0)
+    degrader = Degrader(config, SR, seed=1)
+    assert all(degrader.chosen(i)[1] == ["reverb", "noise"] for i in range(30))
+    # p_real=1 draws only the real files: neither the synthetic noise colour nor the simulated room matters.
+    from dataclasses import replace
+    other = Degrader(replace(config, colors=("brown",), rt60=(0.9, 0.9)), SR, seed=1)
+    white = Degrader(replace(config, colors=("white",), rt60=(0.2, 0.2)), SR, seed=1)
+    assert all(torch.equal(other(speech, i), white(speech, i)) for i in range(3))

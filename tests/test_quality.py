@@ -56,7 +56,7 @@ def test_quality_command_writes_csv_summary_and_spectrograms(tmp_path):
     import torch
 
     from speech_peft.cli import main
-    for name in ("clean", "deg", "res"):
+    for name in ("clean", "deg", "res", "ceiling"):
         (tmp_path / name).mkdir()
     for stem in ("spk1_snt1", "spk2_snt1"):
         shutil.copy(DATA / "asr" / f"{stem}.wav", tmp_path / "clean" / f"{stem}.wav")
@@ -64,11 +64,14 @@ def test_quality_command_writes_csv_summary_and_spectrograms(tmp_path):
         noisy = add_noise(wave, load_audio(DATA / "noise" / "noise2.wav"), 0.0)
         sf.write(tmp_path / "deg" / f"{stem}.wav", noisy.numpy(), 16000)
         sf.write(tmp_path / "res" / f"{stem}.wav", (0.5 * noisy + 0.5 * wave).numpy(), 16000)
+        sf.write(tmp_path / "ceiling" / f"{stem}.wav", wave.numpy(), 16000)
     assert main(["score", "quality", "--ref", str(tmp_path / "clean"), "--deg", str(tmp_path / "deg"),
                  "--out", str(tmp_path / "res"), "--report", str(tmp_path / "report"), "--plots", "1",
-                 "--no-dnsmos", "--no-speaker"]) == 0
+                 "--also", f"ceiling={tmp_path / 'ceiling'}", "--no-dnsmos", "--no-speaker"]) == 0
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| degraded |" in summary and "| restored |" in summary and "pesq_wb" in summary
+    ceiling = next(line for line in summary.splitlines() if line.startswith("| ceiling |"))
+    assert float(ceiling.split("|")[2]) > 4.4  # the clean copy scores as clean
     rows = (tmp_path / "report" / "per_file.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4
+    assert len(rows) == 1 + 6
     assert (tmp_path / "report" / "spectrogram_spk1_snt1.png").stat().st_size > 10_000

@@ -154,3 +154,88 @@ def test_restore_with_two_ddp_processes_restores_every_input_exactly_once(restor
     everything = [uid for ledger in ledgers for uid in ledger]
     assert sorted(everything) == sorted(k.removesuffix(".wav") for k in _outputs(out))
     assert len(everything) == len(set(everything)) == 12
+
+
+def _restore_cfg(tiny_whisper_dir, tmp_path, task, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    from speech_peft.data.builders import from_folder
+    from speech_peft.data.manifest import write_manifest
+    from speech_peft.train import CONF_DIR
+
+    manifest = tmp_path / "clean.jsonl"
+    if not manifest.exists():
+        write_manifest(from_folder(DATA / "asr"), manifest)
+    vocoder = ["task.vocoder.feature_dim=32", "task.vocoder.channels=8", "task.vocoder.blocks=2",
+               "task.vocoder.iterations=2"] if task == "restore_vocoder" else []
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[
+            f"task={task}", "data=restore", f"encoder.name={tiny_whisper_dir}", f"data.train={manifest}",
+            f"data.val={manifest}", "data.seconds=0.5", "data.batch_size=4", "task.tap_layer=1",
+            "task.bottleneck_dim=8", "trainer.max_epochs=2", "trainer.progress_bar=false", "logger=none",
+            f"data.degrade.noise_files=[{DATA / 'noise' / 'noise2.wav'}]", *vocoder, *overrides])
+
+
+def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restore_reads(tiny_whisper_dir, tmp_path):
+    from speech_peft.train import run
+
+    cleaner = run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_cleaner", f"exp_dir={tmp_path}/cleaner"), "fit")
+    assert cleaner["trainable_params"] == sum(p.numel() for n, p in FeatureCleaner(
+        tiny_whisper_dir, tap_layer=1, bottleneck_dim=8).named_parameters() if ".adapters." in n)
+    cleaner_dir = tmp_path / "cleaner" / "export"
+    clean = run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_vocoder", f"exp_dir={tmp_path}/vocoder_clean",
+                             f"task.cleaner_dir={cleaner_dir}"), "fit")
+    assert len(clean["epoch_times_s"]) == 2
+    with pytest.raises(ValueError, match="cleaner_dir"):
+        run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_vocoder", "task.stage=cleaned",
+                         f"exp_dir={tmp_path}/bad"), "fit")
+    run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_vocoder", "task.stage=cleaned",
+                     f"task.cleaner_dir={cleaner_dir}", f"task.init_vocoder={tmp_path}/vocoder_clean/export/vocoder.safetensors",
+                     f"exp_dir={tmp_path}/vocoder_cleaned"), "fit")
+
+    restorer = load_restorer(tmp_path / "vocoder_cleaned" / "export")
+    trained = load_restorer(tmp_path / "vocoder_clean" / "export")
+    # Stage 3 starts from stage 2's vocoder and moves it; both carry the stage-1 cleaner unchanged.
+    assert any(not torch.equal(a, b) for a, b in zip(restorer.vocoder.state_dict().values(),
+                                                     trained.vocoder.state_dict().values()))
+    from safetensors.torch import load_file
+    saved = load_file(cleaner_dir / "adapter.safetensors")
+    mine = {k: v for k, v in restorer.encoder.state_dict().items() if ".adapters." in k}
+    assert len(saved) == len(mine) and all(any(torch.equal(v, w) for w in mine.values()) for v in saved.values())
+    assert restorer(load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :8000]).shape == (1, 8000)
+
+    # The recipe's evaluation path on the trained restorer: restore, copy-synthesis, quality, report.
+    from speech_peft.data.degrade import DegradeConfig
+    from speech_peft.degrade_cli import degrade_to_disk
+    from speech_peft.quality_report import score_quality
+    from speech_peft.restore import restore
+    from speech_peft.restore_report import measure_restorer, write_restoration_report
+
+    clean_dir = tmp_path / "eval_clean"
+    clean_dir.mkdir()
+    for stem in ("spk1_snt1", "spk2_snt2"):
+        shutil.copy(DATA / "asr" / f"{stem}.wav", clean_dir)
+    exp, restorer_dir = tmp_path, tmp_path / "vocoder_cleaned" / "export"  # the recipe's layout
+    manifest = degrade_to_disk([str(clean_dir)], str(tmp_path / "degraded"), DegradeConfig(
+        effects=("noise",), p_clean=0.0, noise_files=[str(DATA / "noise" / "noise3.wav")]))
+    restore(str(tmp_path / "degraded"), str(tmp_path / "restored"), str(restorer_dir), progress=False)
+    restore(str(clean_dir), str(tmp_path / "ceiling"), str(restorer_dir), progress=False, copy_synthesis=True)
+    wave = load_audio(clean_dir / "spk1_snt1.wav")[None]
+    bare = load_restorer_encoder(tiny_whisper_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = restorer.vocoder(bare(wave).hidden, return_all=False)[-1][:, : wave.shape[-1] // 320 * 320]
+    assert torch.allclose(load_audio(tmp_path / "ceiling" / "spk1_snt1.wav"), expected[0].clamp(-1, 1), atol=1e-3)
+
+    measured = measure_restorer(restorer_dir, manifest)
+    with torch.no_grad():
+        l1 = [(bare(load_audio(tmp_path / "degraded" / f"{s}.wav")[None]).hidden -
+               bare(load_audio(clean_dir / f"{s}.wav")[None]).hidden).abs().mean().item() for s in ("spk1_snt1", "spk2_snt2")]
+    assert measured["files"] == 2 and measured["l1_degraded"] == pytest.approx(sum(l1) / 2, rel=1e-5)
+    assert measured["rtf"] > 0 and measured["l1_cleaned"] > 0
+    (exp / "measure.json").write_text(__import__("json").dumps(measured))
+    score_quality(str(tmp_path / "degraded"), str(tmp_path / "restored"), str(clean_dir), str(exp / "quality"),
+                  plots=0, speaker=False, non_intrusive=False, extra={"ceiling": str(tmp_path / "ceiling")})
+    report = write_restoration_report(exp, tmp_path / "RESULTS.md", "bash run.sh").read_text()
+    assert f"{measured['l1_degraded']:.4f}" in report and "| ceiling |" in report
+    assert "| 3 WaveFit fine-tuned on cleaned features |" in report

@@ -143,7 +143,9 @@ class DegradeConfig:
     clip_range: tuple[float, float] = (0.05, 0.3)
     codecs: tuple[str, ...] = ("mp3", "opus")
     max_effects: int = 3
+    min_effects: int = 1
     p_clean: float = 0.05
+    p_real: float = 0.5             # chance of a real noise / RIR file over coloured noise / a simulated room
     effects: tuple[str, ...] = ("noise", "reverb", "band_limit", "clip", "codec")
 
 
@@ -162,7 +164,8 @@ class Degrader:
         rng = random.Random(self.seed * 1_000_003 + index)
         if rng.random() < self.config.p_clean:
             return rng, []
-        count = rng.randint(1, min(self.config.max_effects, len(self.effects)))
+        most = min(self.config.max_effects, len(self.effects))
+        count = rng.randint(min(self.config.min_effects, most), most)
         picked = set(rng.sample(self.effects, count))
         return rng, [e for e in self.ORDER if e in picked]
 
@@ -171,7 +174,7 @@ class Degrader:
         c, sr = self.config, self.sample_rate
         for effect in effects:
             if effect == "reverb":
-                use_real = self.rirs and rng.random() < 0.5
+                use_real = self.rirs and rng.random() < c.p_real
                 rir = rng.choice(self.rirs) if use_real else simulate_rir(rng.uniform(*c.rt60), sr, rng)
                 wave = reverberate(wave, rir)
             elif effect == "band_limit":
@@ -182,7 +185,7 @@ class Degrader:
             elif effect == "codec":
                 wave = codec(wave, sr, rng.choice(c.codecs), rng.choice(["8k", "12k", "16k"]))
             elif effect == "noise":
-                use_real = self.noises and rng.random() < 0.5
+                use_real = self.noises and rng.random() < c.p_real
                 noise = rng.choice(self.noises) if use_real else colored_noise(wave.shape[-1], rng.choice(c.colors), rng)
                 wave = add_noise(wave, noise, rng.uniform(*c.snr_db), rng)
         peak = wave.abs().max()
