@@ -1,0 +1,8 @@
+"""Text decoders that sit on a frozen speech encoder through adapters."""
+from .masked_diffusion import (DiffusionDecoderConfig, MaskedDiffusionDecoder, diffusion_loss, from_whisper,
+                               load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
+from .parallel_decode import Candidates, DecodeOptions, choose, diffusion_decode, rover, select_mbr, word_alignment
+
+__all__ = ["DiffusionDecoderConfig", "MaskedDiffusionDecoder", "diffusion_loss", "from_whisper",
+           "load_decoder_weights", "mask_tokens", "pack_transcripts", "sample_ratio", "text_tokens",
+           "Candidates", "DecodeOptions", "choose", "diffusion_decode", "rover", "select_mbr", "word_alignment"]

@@ -1,0 +1,182 @@
+"""Diffusion-decoded ASR (Whisfusion): frozen Whisper encoder -> cross-attention adapters -> a
+masked-diffusion text decoder initialised from Whisper's decoder.
+
+Stage 1 trains only the cross-attention adapters (encoder and decoder frozen) with mask ratios
+t ~ U(0, 1). Stage 2 (``init_from`` a stage-1 export) trains the decoder and adapters with
+t ~ U(0.7, 1.0), layer-wise learning-rate decay and an exponential moving average of the weights;
+validation and the export use the averaged weights.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import lightning as L
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_adapter
+from ..adapters.cross_attention import adapter_memory
+from ..data.dataset import Batch
+from ..decoders import (DecodeOptions, choose, diffusion_decode, diffusion_loss, from_whisper, load_decoder_weights,
+                        mask_tokens, pack_transcripts, sample_ratio, text_tokens)
+from ..encoders.cache import EncoderCache
+from ..encoders.whisper import load_whisper, load_whisper_encoder
+from ..metrics.text import normalize
+from .common import keep_frozen_parts_in_eval
+
+STAGE_RATIOS = {1: (0.0, 1.0), 2: (0.7, 1.0)}
+
+
+class DiffusionASR(L.LightningModule):
+    def __init__(self, encoder_name: str = "whisper-tiny.en", stage: int = 1, max_length: int = 256,
+                 xattn_heads: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, layer_decay: float = 0.9,
+                 ema_decay: float = 0.995, init_from: str | None = None, cache_dir: str | None = None,
+                 decode: dict | None = None) -> None:
+        super().__init__()
+        if stage not in STAGE_RATIOS:
+            raise ValueError(f"stage must be 1 (adapters only) or 2 (decoder + adapters), not {stage}")
+        self.save_hyperparameters()
+        bundle = load_whisper(encoder_name)
+        if bundle.tokenizer is None:
+            raise ValueError(f"{encoder_name}: a diffusion decoder needs the model's tokenizer.json")
+        self.tokenizer = bundle.tokenizer
+        self.encoder = load_whisper_encoder(encoder_name)
+        self.decoder = from_whisper(bundle.model, max_length)
+        if init_from is None:
+            self.report = add_adapter(self.decoder, CrossAttentionConfig(memory_dim=self.encoder.dim,
+                                                                         num_heads=xattn_heads), name="xattn")
+        else:  # an export: its decoder weights where it has them (stage 2), then its adapters
+            if (Path(init_from) / "decoder.safetensors").exists():
+                load_decoder_weights(self.decoder, load_file(Path(init_from) / "decoder.safetensors"))
+            self.report = load_adapter(self.decoder, Path(init_from) / "xattn", name="xattn")
+        if stage == 2:
+            for p in self.decoder.parameters():
+                p.requires_grad_(True)
+        self.cache = EncoderCache(cache_dir, self.encoder) if cache_dir else None
+        self.ema: dict[str, Tensor] = {}
+        self.epoch_times: list[float] = []
+        self.strict_loading = False
+
+    # -- data ---------------------------------------------------------------------------------
+    def tokens_of(self, texts: list[str | None], ids: list[str]) -> Tensor:
+        missing = [i for i, t in zip(ids, texts) if t is None]
+        if missing:
+            raise ValueError(f"no transcript for {missing[:3]}: diffusion ASR trains on transcribed audio")
+        lists = [self.tokenizer.encode(" " + normalize(t), add_special_tokens=False).ids for t in texts]
+        return pack_transcripts(lists, self.decoder.config).to(self.device)
+
+    def memory(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        if self.cache is not None:
+            return self.cache(batch.waveforms, batch.lengths)
+        with torch.no_grad():
+            out = self.encoder(batch.waveforms, batch.lengths)
+        return out.hidden, out.mask
+
+    # -- training -----------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()
+        if self.hparams.stage == 1:  # the frozen decoder without dropout; only the adapters train
+            keep_frozen_parts_in_eval(self.decoder, mode)
+        return self
+
+    def _loss(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        tokens = self.tokens_of(batch.texts, batch.ids)
+        low, high = STAGE_RATIOS[self.hparams.stage]
+        noisy, masked = mask_tokens(tokens, sample_ratio(len(batch), low, high, generator).to(self.device),
+                                    self.decoder.config.mask_id, generator)
+        memory, mask = self.memory(batch)
+        with adapter_memory(self.decoder, memory, mask):
+            return diffusion_loss(self.decoder(noisy), tokens, masked)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        generator = torch.Generator().manual_seed(batch_idx)  # the same masks every epoch
+        with self.averaged_weights():
+            loss = self._loss(batch, generator)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.hparams.stage != 2:
+            return
+        decay = self.hparams.ema_decay
+        with torch.no_grad():
+            for name, p in self.decoder.named_parameters():
+                if p.requires_grad:
+                    if name not in self.ema:
+                        self.ema[name] = p.detach().clone()
+                    self.ema[name].lerp_(p.detach(), 1 - decay)
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """The EMA weights in place of the live ones (stage 2) inside the block, restored after it."""
+        params = dict(self.decoder.named_parameters())
+        saved = {name: params[name].detach().clone() for name in self.ema}
+        for name, value in self.ema.items():
+            params[name].data.copy_(value)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                params[name].data.copy_(value)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_times.append(time.perf_counter() - self._epoch_start)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups: dict[float, list] = {}
+        layers = len(self.decoder.layers)
+        for name, p in self.decoder.named_parameters():
+            if not p.requires_grad:
+                continue
+            depth = _layer_index(name, layers)
+            scale = hp.layer_decay ** (layers - depth) if hp.stage == 2 else 1.0
+            groups.setdefault(scale, []).append(p)
+        params = [{"params": ps, "lr": hp.lr * scale} for scale, ps in sorted(groups.items())]
+        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+    # -- export and decoding ------------------------------------------------------------------
+    def export(self, directory: str | Path) -> None:
+        """``xattn/`` (the adapters, adapter core format), ``decoder.safetensors`` after stage 2, and
+        ``diffusion_asr.json``; the averaged weights when there are any."""
+        directory = Path(directory)
+        with self.averaged_weights():
+            save_adapter(self.decoder, directory / "xattn", name="xattn", base_model_name=self.hparams.encoder_name)
+            if self.hparams.stage == 2:
+                state = {k: v.contiguous() for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
+                save_file({k.replace(".base.", "."): v for k, v in state.items()}, directory / "decoder.safetensors")
+        meta = {"kind": "diffusion_asr", "encoder_name": self.hparams.encoder_name,
+                "max_length": self.hparams.max_length, "xattn_heads": self.hparams.xattn_heads}
+        (directory / "diffusion_asr.json").write_text(json.dumps(meta, indent=2))
+
+    @torch.no_grad()
+    def transcribe(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None) -> list[str]:
+        options = options or DecodeOptions(**(self.hparams.decode or {}))
+        out = self.encoder(waves, lengths)
+        results = []
+        for candidates in diffusion_decode(self.decoder, out.hidden, out.mask, options):
+            texts = [self.tokenizer.decode(text_tokens(row, self.decoder.config)).strip() for row in candidates.tokens]
+            results.append(" ".join(choose(candidates, [t.split() for t in texts], options.rule).words))
+        return results
+
+
+def _layer_index(name: str, layers: int) -> int:
+    """Depth of a decoder parameter for layer-wise decay: embeddings 0, block i -> i + 1, the rest top."""
+    if name.startswith(("embed_tokens", "embed_positions")):
+        return 0
+    if name.startswith("layers."):
+        return int(name.split(".")[1]) + 1
+    return layers

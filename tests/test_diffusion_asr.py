@@ -1,0 +1,123 @@
+"""Whisfusion training: stage 1 moves only the cross-attention adapters; stage 2 the decoder too,
+with layer-wise learning-rate decay and an EMA; encoder states cache safely."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from speech_peft.data.datamodule import ManifestDataModule
+from speech_peft.tasks.diffusion_asr import DiffusionASR
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def whisper_with_tokenizer(tiny_whisper_dir, tmp_path_factory) -> str:
+    """The tiny Whisper with a word-level tokenizer over its 100 ids (the loader needs tokenizer.json)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    directory = tmp_path_factory.mktemp("tiny_whisper_tok")
+    for f in Path(tiny_whisper_dir).iterdir():
+        shutil.copy(f, directory / f.name)
+    vocab = {f"<{i}>": i for i in range(100)}
+    for i, word in enumerate(WORDS):
+        del vocab[f"<{10 + i}>"]
+        vocab[word] = 10 + i
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<2>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return str(directory)
+
+
+def _data(fsdd_folds) -> ManifestDataModule:
+    fold = fsdd_folds / "fold_theo"
+    return ManifestDataModule(train=str(fold / "train.jsonl"), val=str(fold / "val.jsonl"), batch_size=4,
+                              require_text=True)
+
+
+def _trainer(tmp_path, epochs: int = 1) -> L.Trainer:
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, num_sanity_val_steps=0, limit_train_batches=3, limit_val_batches=1,
+                     default_root_dir=str(tmp_path))
+
+
+def test_stage_one_moves_only_the_cross_attention_adapters(whisper_with_tokenizer, fsdd_folds, tmp_path):
+    torch.manual_seed(0)
+    model = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4, lr=1e-2)
+    frozen = {f"encoder.{k}": v.clone() for k, v in model.encoder.state_dict().items()}
+    frozen.update({f"decoder.{k}": v.clone() for k, v in model.decoder.state_dict().items() if ".adapters." not in k})
+    adapters = {k: v.clone() for k, v in model.decoder.state_dict().items() if ".adapters." in k}
+    _trainer(tmp_path).fit(model, _data(fsdd_folds))
+    after = {**{f"encoder.{k}": v for k, v in model.encoder.state_dict().items()},
+             **{f"decoder.{k}": v for k, v in model.decoder.state_dict().items()}}
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())
+    moved = [k for k, v in adapters.items() if not torch.equal(model.decoder.state_dict()[k], v)]
+    assert any(k.endswith("gate") for k in moved) and len(moved) > len(model.decoder.layers)
+
+
+def test_stage_two_trains_the_decoder_with_layer_decay_and_exports_the_average(whisper_with_tokenizer, fsdd_folds, tmp_path):
+    torch.manual_seed(0)
+    first = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4)
+    first.export(tmp_path / "stage1")
+    model = DiffusionASR(whisper_with_tokenizer, stage=2, max_length=8, xattn_heads=4, lr=1e-2,
+                         init_from=str(tmp_path / "stage1"))
+    optimizer = model.configure_optimizers()
+    layers = len(model.decoder.layers)
+    lrs = sorted({g["lr"] for g in optimizer.param_groups})
+    assert lrs == pytest.approx(sorted(1e-2 * 0.9 ** (layers - d) for d in range(layers + 1)))
+    live_before = {k: v.clone() for k, v in model.decoder.named_parameters()}
+    _trainer(tmp_path).fit(model, _data(fsdd_folds))
+    params = dict(model.decoder.named_parameters())
+    assert not torch.equal(params["embed_tokens.weight"], live_before["embed_tokens.weight"])
+    # The EMA moved 0.5% of the way each step from where training started, so it lags the live weights.
+    name = "layers.0.base.fc1.weight"
+    ema, live, start = model.ema[name], params[name].detach(), live_before[name]
+    assert (ema - start).norm() < (live - start).norm()
+    model.export(tmp_path / "stage2")
+    again = DiffusionASR(whisper_with_tokenizer, stage=2, max_length=8, xattn_heads=4, init_from=str(tmp_path / "stage2"))
+    assert torch.equal(dict(again.decoder.named_parameters())[name], ema)
+
+
+def test_transcribing_is_deterministic_for_a_fixed_seed(whisper_with_tokenizer):
+    from speech_peft.decoders import DecodeOptions
+    torch.manual_seed(0)
+    model = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4).eval()
+    waves = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([16000, 12000])
+    for rule in ("confidence", "mbr", "rover"):
+        options = DecodeOptions(candidates=3, rule=rule, seed=3)
+        texts = model.transcribe(waves, lengths, options)
+        assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+        assert texts == model.transcribe(waves, lengths, options)
+
+
+def test_missing_transcripts_are_an_error_naming_the_clip(whisper_with_tokenizer):
+    model = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4)
+    with pytest.raises(ValueError, match="clip_7"):
+        model.tokens_of(["one", None], ["clip_6", "clip_7"])
+
+
+def test_encoder_cache_serves_only_the_same_encoder_and_the_same_samples(tiny_whisper_dir, tmp_path):
+    from speech_peft.encoders.cache import EncoderCache
+    from speech_peft.encoders.whisper import load_whisper_encoder
+
+    encoder = load_whisper_encoder(tiny_whisper_dir)
+    cache = EncoderCache(tmp_path, encoder)
+    waves, lengths = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6000])
+    hidden, mask = cache(waves, lengths)
+    again, _ = cache(waves, lengths)
+    assert cache.misses == 2 and cache.hits == 2 and torch.equal(hidden, again)
+    direct = encoder(waves[1:, :6000], lengths[1:]).hidden[0]
+    assert torch.allclose(hidden[1, : direct.shape[0]], direct, atol=1e-6) and mask[1].sum() == direct.shape[0]
+    changed = waves.clone()
+    changed[0, 100] += 1e-3
+    cache(changed, lengths)
+    assert cache.misses == 3  # one changed sample: a new entry
+    other = load_whisper_encoder(tiny_whisper_dir)
+    with torch.no_grad():
+        other.encoder.layers[0].fc1.weight.mul_(1.01)
+    assert EncoderCache(tmp_path, other).root != cache.root

@@ -1,0 +1,131 @@
+"""Whisfusion's text side: a masked-diffusion decoder from Whisper's decoder, its objective, and decoding."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from speech_peft.adapters import CrossAttentionConfig, add_adapter
+from speech_peft.adapters.cross_attention import adapter_memory
+from speech_peft.decoders import (DecodeOptions, choose, diffusion_decode, diffusion_loss, from_whisper, mask_tokens,
+                                  pack_transcripts, rover, sample_ratio, select_mbr, text_tokens)
+
+
+@pytest.fixture(scope="module")
+def whisper(tiny_whisper_dir):
+    from speech_peft.encoders.whisper import load_whisper
+    return load_whisper(tiny_whisper_dir).model
+
+
+def test_decoder_starts_from_whispers_decoder_weights_with_a_new_mask_token(whisper):
+    decoder = from_whisper(whisper, max_length=16)
+    source = whisper.model.decoder
+    vocab = whisper.config.vocab_size
+    assert decoder.config.vocab_size == vocab + 1 and decoder.config.mask_id == vocab
+    assert torch.equal(decoder.embed_tokens.weight[:vocab], source.embed_tokens.weight)
+    assert torch.allclose(decoder.embed_tokens.weight[vocab], source.embed_tokens.weight.mean(0))
+    assert torch.equal(decoder.embed_positions.weight, source.embed_positions.weight[:16])
+    for ours, theirs in zip(decoder.layers, source.layers):
+        assert torch.equal(ours.self_attn.q_proj.weight, theirs.self_attn.q_proj.weight)
+        assert torch.equal(ours.fc2.bias, theirs.fc2.bias)
+    with pytest.raises(ValueError, match="positions"):
+        from_whisper(whisper, max_length=whisper.config.max_target_positions + 1)
+
+
+def test_decoder_is_bidirectional_every_position_sees_the_last_one(whisper):
+    decoder = from_whisper(whisper, max_length=8).eval()
+    tokens = torch.tensor([[1, 5, 6, 7, 8, 9, 10, 11]])
+    changed = tokens.clone()
+    changed[0, -1] = 12
+    with torch.no_grad():
+        assert not torch.allclose(decoder(tokens)[0, 1], decoder(changed)[0, 1])
+
+
+def test_transcripts_are_bos_then_tokens_then_pad_and_too_long_is_an_error(whisper):
+    config = from_whisper(whisper, max_length=6).config
+    packed = pack_transcripts([[5, 6], []], config)
+    assert packed.tolist() == [[config.bos_id, 5, 6] + [config.pad_id] * 3, [config.bos_id] + [config.pad_id] * 5]
+    assert text_tokens(packed[0], config) == [5, 6]
+    with pytest.raises(ValueError, match="holds 5"):
+        pack_transcripts([[5] * 6], config)
+
+
+def test_mask_ratio_is_drawn_per_sample_and_bos_is_never_masked():
+    generator = torch.Generator().manual_seed(0)
+    ratio = sample_ratio(4000, 0.7, 1.0, generator)
+    assert 0.7 <= ratio.min() and ratio.max() <= 1.0 and abs(ratio.mean().item() - 0.85) < 0.01
+    tokens = torch.randint(0, 50, (3, 2000), generator=generator)
+    noisy, masked = mask_tokens(tokens, torch.tensor([0.0, 0.3, 1.0]), mask_id=99, generator=generator)
+    assert not masked[:, 0].any() and masked[0].sum() == 0 and masked[2, 1:].all()
+    assert abs(masked[1].float().mean().item() - 0.3) < 0.04
+    assert torch.equal(noisy[masked], torch.full((int(masked.sum()),), 99)) and torch.equal(noisy[~masked], tokens[~masked])
+
+
+def test_objective_scores_masked_positions_only():
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 7, generator=generator)
+    tokens = torch.randint(0, 7, (2, 5), generator=generator)
+    masked = torch.tensor([[False, True, False, True, False], [False, False, True, False, False]])
+    expected = F.cross_entropy(logits[masked], tokens[masked])
+    assert torch.allclose(diffusion_loss(logits, tokens, masked), expected)
+    moved = logits.clone()
+    moved[~masked] += torch.randn_like(moved[~masked])
+    assert torch.allclose(diffusion_loss(moved, tokens, masked), expected)
+    assert diffusion_loss(logits, tokens, torch.zeros_like(masked)).item() == 0.0
+
+
+def test_cross_attention_adapters_one_per_block_leave_the_decoder_unchanged_at_first(whisper):
+    decoder = from_whisper(whisper, max_length=8).eval()
+    tokens = torch.tensor([[1, 5, 6, 7, 0, 0, 0, 0]])
+    with torch.no_grad():
+        before = decoder(tokens)
+    report = add_adapter(decoder, CrossAttentionConfig(memory_dim=48, num_heads=4), name="xattn")
+    assert len(report.targets) == len(decoder.layers) and report.adapter_params > 0
+    memory = torch.randn(1, 10, 48)
+    with torch.no_grad(), adapter_memory(decoder, memory):
+        assert torch.equal(decoder(tokens), before)
+
+
+def _decoder_with_memory(whisper):
+    torch.manual_seed(0)
+    decoder = from_whisper(whisper, max_length=12).eval()
+    add_adapter(decoder, CrossAttentionConfig(memory_dim=32, num_heads=4), name="xattn")
+    for name, p in decoder.named_parameters():
+        if name.endswith("gate"):
+            p.data.fill_(1.0)
+    return decoder, torch.randn(2, 9, 32)
+
+
+@pytest.mark.parametrize("remask", ["random", "low_confidence"])
+def test_decoding_with_a_fixed_seed_is_deterministic_and_fills_every_mask(whisper, remask):
+    decoder, memory = _decoder_with_memory(whisper)
+    options = DecodeOptions(candidates=3, remask=remask, seed=5)
+    first, again = diffusion_decode(decoder, memory, None, options), diffusion_decode(decoder, memory, None, options)
+    assert len(first) == 2 and first[0].tokens.shape == (3, 12)
+    for a, b in zip(first, again):
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.confidence, b.confidence)
+        assert (a.tokens != decoder.config.mask_id).all() and (a.tokens[:, 0] == decoder.config.bos_id).all()
+        assert ((a.confidence > 0) & (a.confidence <= 1)).all()
+
+
+def test_mbr_picks_the_candidate_closest_to_the_others():
+    candidates = [["a", "cat", "sat", "down"], ["the", "cat", "sat"], ["the", "bat", "sat"], ["the", "cat", "sat"]]
+    assert select_mbr(candidates) == 1
+
+
+def test_rover_votes_each_word_so_the_result_can_beat_every_candidate():
+    candidates = [["one", "two", "tree"], ["one", "too", "three"], ["won", "two", "three"]]
+    assert rover(candidates) == ["one", "two", "three"]
+    # An insertion only one candidate makes is voted out; one most candidates make is kept.
+    assert rover([["a", "b"], ["a", "x", "b"], ["a", "b"]]) == ["a", "b"]
+    assert rover([["a", "b"], ["a", "x", "b"], ["a", "x", "b"]]) == ["a", "x", "b"]
+
+
+def test_confidence_rule_takes_the_candidate_with_the_highest_mean_over_text_tokens():
+    from speech_peft.decoders import Candidates
+    tokens = torch.tensor([[1, 5, 0, 0], [1, 6, 7, 0]])
+    confidence = torch.tensor([[1.0, 0.6, 1.0, 1.0], [1.0, 0.7, 0.8, 0.1]])  # PAD confidences do not count
+    picked = choose(Candidates(tokens, confidence, pad_id=0), [["five"], ["six", "seven"]], "confidence")
+    assert picked.index == 1 and picked.words == ["six", "seven"]
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        choose(Candidates(tokens, confidence, pad_id=0), [["five"], ["six"]], "vote")
