@@ -13,8 +13,10 @@ LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 def _transcribe(args: argparse.Namespace) -> int:
     from .transcribe import gather_inputs, transcribe_entries, write_tsv
 
+    decode = {"candidates": args.candidates, "schedule": tuple(args.schedule), "rule": args.rule,
+              "remask": args.remask, "seed": args.seed}
     rows = transcribe_entries(gather_inputs(args.inputs), args.model, args.adapter, args.batch_size,
-                              args.beam_size, args.skip_bad, args.rejects)
+                              args.beam_size, args.skip_bad, args.rejects, decode=decode)
     if args.out:
         write_tsv(rows, args.out)
     else:
@@ -94,17 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests")
     t.add_argument("inputs", nargs="+", help="audio files, folders, or .jsonl manifests")
-    t.add_argument("--model", default="whisper-tiny.en", help="whisper-tiny.en, or a model directory")
+    t.add_argument("--model", default="whisper-tiny.en",
+                   help="whisper-tiny.en, a Whisper model directory, or a diffusion ASR export")
     t.add_argument("--adapter", help="a saved adapter directory to apply to the model")
     t.add_argument("--out", help="write id<TAB>text here instead of stdout")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--beam-size", type=int, default=1, help="1: greedy")
+    t.add_argument("--candidates", type=int, default=4, help="diffusion ASR: candidates decoded in parallel (K)")
+    t.add_argument("--schedule", type=float, nargs="+", default=[1.0, 0.9, 0.85, 0.8],
+                   help="diffusion ASR: mask ratio per refinement step (T = its length)")
+    t.add_argument("--rule", choices=["confidence", "mbr", "rover"], default="confidence",
+                   help="diffusion ASR: how one transcript is chosen among the candidates")
+    t.add_argument("--remask", choices=["random", "low_confidence"], default="random")
+    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listing them in --rejects")
     t.add_argument("--rejects", help="file for skipped inputs and reasons (with --skip-bad)")
     t.set_defaults(func=_transcribe)
 
     p = sub.add_parser("prepare", help="write manifests (and folds) from a corpus layout")
-    p.add_argument("layout", choices=["fsdd", "esc50", "speechcommands", "folder", "kaldi", "librispeech"])
+    p.add_argument("layout", choices=["fsdd", "fsdd_long", "esc50", "speechcommands", "folder", "kaldi", "librispeech"])
     p.add_argument("src", help="the corpus root")
     p.add_argument("out", help="output folder for the manifests")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files, listing them in OUT/rejects.tsv")

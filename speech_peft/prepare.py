@@ -27,8 +27,12 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
         names = {"train": "train", "validation": "val", "test": "test"}  # one fold: the official split
         return [write_manifest(v, out_dir / "fold_official" / f"{names[k]}.jsonl", relative=False)
                 for k, v in splits.items()]
+    if layout == "fsdd_long":
+        from .data.fsdd_long import make_fsdd_long
+
+        return list(make_fsdd_long(src, out_dir).values())
     single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir,
               "librispeech": builders.from_librispeech}
     if layout in single:
         return [write_manifest(single[layout](src, skip_bad, rejects), out_dir / "all.jsonl", relative=False)]
-    raise ValueError(f"unknown layout {layout!r} (fsdd, esc50, speechcommands, folder, kaldi, librispeech)")
+    raise ValueError(f"unknown layout {layout!r} (fsdd, fsdd_long, esc50, speechcommands, folder, kaldi, librispeech)")

@@ -28,6 +28,18 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
             adapter=OmegaConf.to_container(cfg.adapter, resolve=True), pooling=cfg.task.pooling,
             pad_to_30s=cfg.encoder.get("pad_to_30s", False), max_length=cfg.encoder.get("max_length"),
             lr=cfg.task.lr, weight_decay=cfg.task.weight_decay, warmup_steps=cfg.task.warmup_steps)
+    if task == "whisper_ar":
+        from .tasks.asr import WhisperARFineTune
+
+        return WhisperARFineTune(cfg.encoder.name, OmegaConf.to_container(cfg.adapter, resolve=True), cfg.task.lr,
+                                 cfg.task.weight_decay)
+    if task == "diffusion_asr":
+        from .tasks.diffusion_asr import DiffusionASR
+
+        t = cfg.task
+        return DiffusionASR(cfg.encoder.name, t.stage, t.max_length, t.xattn_heads, t.lr, t.weight_decay,
+                            t.layer_decay, t.ema_decay, t.get("init_from"), t.get("cache_dir"),
+                            OmegaConf.to_container(t.decode, resolve=True))
     if task == "restore_cleaner":
         from .tasks.restoration import FeatureCleaner
 
@@ -55,7 +67,7 @@ def build_data(cfg: DictConfig):
     return ManifestDataModule(train=d.get("train"), val=d.get("val"), test=d.get("test"), predict=d.get("predict"),
                               batch_size=d.batch_size, num_workers=d.num_workers, seed=cfg.seed,
                               skip_bad=d.get("skip_bad", False), rejects_path=str(Path(cfg.exp_dir) / "rejects.tsv"),
-                              cache_audio=d.get("cache_audio", False),
+                              cache_audio=d.get("cache_audio", False), require_text=d.get("require_text", False),
                               augment=OmegaConf.to_container(d.augment) if d.get("augment") else None)
 
 
@@ -72,7 +84,8 @@ def build_trainer(cfg: DictConfig, exp_dir: Path) -> L.Trainer:
                      gradient_clip_val=cfg.trainer.gradient_clip_val, log_every_n_steps=cfg.trainer.log_every_n_steps,
                      enable_progress_bar=cfg.trainer.progress_bar, callbacks=[checkpoint], logger=logger,
                      deterministic=cfg.trainer.deterministic, num_sanity_val_steps=0,
-                     limit_train_batches=cfg.trainer.get("limit_train_batches", 1.0))
+                     limit_train_batches=cfg.trainer.get("limit_train_batches", 1.0),
+                     limit_val_batches=cfg.trainer.get("limit_val_batches", 1.0))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

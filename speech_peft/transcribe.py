@@ -35,7 +35,17 @@ def gather_inputs(inputs: list[str]) -> list[Entry]:
 
 def transcribe_entries(entries: list[Entry], model: str = "whisper-tiny.en", adapter: str | None = None,
                        batch_size: int = 8, beam_size: int = 1, skip_bad: bool = False,
-                       rejects_path: str | None = None, progress: bool = True) -> dict[str, str]:
+                       rejects_path: str | None = None, progress: bool = True,
+                       decode: dict | None = None) -> dict[str, str]:
+    """Transcripts by id. ``model``: a Whisper name or directory, or a diffusion ASR export (then
+    ``decode`` holds its decoding options: candidates, schedule, rule, remask, seed)."""
+    if (Path(model) / "diffusion_asr.json").is_file():
+        from .tasks.diffusion_asr import load_diffusion_asr
+
+        diffusion = load_diffusion_asr(model, decode)
+        return _run(entries, lambda b: diffusion.transcribe(b.waveforms, b.lengths), batch_size, skip_bad,
+                    rejects_path, progress)
+
     from .asr.whisper_ar import WhisperTranscriber
     from .encoders.whisper import load_whisper
 
@@ -50,6 +60,12 @@ def transcribe_entries(entries: list[Entry], model: str = "whisper-tiny.en", ada
         load_adapter(adapted, adapter)
         bundle = dataclasses.replace(bundle, model=adapted)
     transcriber = WhisperTranscriber(bundle)
+    return _run(entries, lambda b: transcriber.transcribe(b.waveforms, beam_size), batch_size, skip_bad,
+                rejects_path, progress)
+
+
+def _run(entries: list[Entry], transcribe, batch_size: int, skip_bad: bool, rejects_path: str | None,
+         progress: bool) -> dict[str, str]:
     data = AudioDataset(entries, 16000, skip_bad=skip_bad, rejects_path=rejects_path)
     durations = [e.duration for e in entries]
     sampler = LengthBucketSampler(durations, batch_size, shuffle=False)
@@ -59,7 +75,7 @@ def transcribe_entries(entries: list[Entry], model: str = "whisper-tiny.en", ada
         for batch in tqdm(loader, desc="transcribe", unit="batch", disable=not progress):
             if batch is None:
                 continue
-            for uid, text in zip(batch.ids, transcriber.transcribe(batch.waveforms, beam_size)):
+            for uid, text in zip(batch.ids, transcribe(batch)):
                 results[uid] = text
     return {e.id: results[e.id] for e in entries if e.id in results}
 

@@ -111,7 +111,7 @@ def test_every_shipped_config_composes(path):
         from speech_peft.adapters import config_from_dict
         if cfg.adapter.method != "full":
             config_from_dict(OmegaConf.to_container(cfg.adapter))
-    assert cfg.task.name and (cfg.data.get("labels") or cfg.data.get("degrade") is not None)
+    assert cfg.task.name and (cfg.data.get("labels") or cfg.data.get("degrade") is not None or cfg.data.get("require_text"))
 
 
 def test_lightning_cli_prints_the_classifier_config(capsys):

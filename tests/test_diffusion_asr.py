@@ -121,3 +121,58 @@ def test_encoder_cache_serves_only_the_same_encoder_and_the_same_samples(tiny_wh
     with torch.no_grad():
         other.encoder.layers[0].fc1.weight.mul_(1.01)
     assert EncoderCache(tmp_path, other).root != cache.root
+
+
+def test_long_fsdd_items_join_one_speakers_digits_and_test_speakers_are_never_trained_on(tmp_path):
+    from speech_peft.data.fsdd_long import make_fsdd_long
+    from speech_peft.data.manifest import read_manifest
+
+    src = Path(__file__).resolve().parents[1] / "data" / "fsdd_subset"
+    written = make_fsdd_long(src, tmp_path, test_speakers=("nicolas",), seconds=(5, 10), train_items=2, eval_items=2)
+    train, val, test = (read_manifest(written[k]) for k in ("train", "val", "test"))
+    assert {e.speaker for e in test} == {"nicolas"} and "nicolas" not in {e.speaker for e in train + val}
+    assert len(read_manifest(written["test_10s"])) == 2 and len(train) == 5 * 2 * 2
+    for entry in train + test:
+        seconds = int(entry.task.removesuffix("s"))
+        assert seconds - 1.5 < entry.duration <= seconds and all(w in WORDS for w in entry.text.split())
+        assert len(entry.text.split()) >= seconds / 2  # a digit lasts under a second, pauses under 0.4 s
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "audio").iterdir()}
+    make_fsdd_long(src, tmp_path, test_speakers=("nicolas",), seconds=(5, 10), train_items=2, eval_items=2)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "audio").iterdir()} == stamp
+
+
+def _run_task(task, model, fsdd_folds, tmp_path, *extra):
+    from hydra import compose, initialize_config_dir
+
+    from speech_peft.train import CONF_DIR, run
+
+    fold = fsdd_folds / "fold_theo"
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            f"task={task}", f"exp_dir={tmp_path}/{task}", f"encoder.name={model}", "data=fsdd_long",
+            f"data.train={fold}/train.jsonl", f"data.val={fold}/val.jsonl", f"data.test={fold}/test.jsonl",
+            "data.batch_size=4", "logger=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+            "trainer.progress_bar=false", *extra])
+    fit = run(cfg, "fit")
+    cfg.ckpt_path = fit["best_checkpoint"]
+    return fit, run(cfg, "test"), Path(cfg.exp_dir) / "export"
+
+
+def test_fit_test_and_transcribe_run_diffusion_asr_from_configs(whisper_with_tokenizer, fsdd_folds, tmp_path):
+    from speech_peft.cli import main
+
+    _, test, export = _run_task("diffusion_asr", whisper_with_tokenizer, fsdd_folds, tmp_path, "task.max_length=8",
+                                "task.xattn_heads=4", f"task.cache_dir={tmp_path}/cache")
+    assert 0.0 <= test["test/wer"] and (export / "diffusion_asr.json").is_file()
+    assert any((tmp_path / "cache").rglob("*.safetensors"))
+    out, manifest = tmp_path / "hyp.tsv", fsdd_folds / "fold_theo" / "test.jsonl"
+    assert main(["transcribe", str(manifest), "--model", str(export), "--out", str(out),
+                 "--candidates", "2", "--rule", "mbr"]) == 0
+    assert len(out.read_text().splitlines()) == len(manifest.read_text().splitlines())
+
+
+def test_ar_baseline_fine_tunes_real_whisper_with_lora_and_scores_wer(fsdd_folds, tmp_path):
+    fit, test, export = _run_task("whisper_ar", "whisper-tiny.en", fsdd_folds, tmp_path, "adapter=lora",
+                                  "+trainer.limit_val_batches=1")
+    assert fit["trainable_params"] < 0.02 * fit["total_params"]
+    assert 0.0 <= test["test/wer"] <= 1.5 and (export / "adapter.safetensors").is_file()

@@ -27,6 +27,7 @@ from ..decoders import (DecodeOptions, choose, diffusion_decode, diffusion_loss,
 from ..encoders.cache import EncoderCache
 from ..encoders.whisper import load_whisper, load_whisper_encoder
 from ..metrics.text import normalize
+from .asr import CorpusWER
 from .common import keep_frozen_parts_in_eval
 
 STAGE_RATIOS = {1: (0.0, 1.0), 2: (0.7, 1.0)}
@@ -60,6 +61,7 @@ class DiffusionASR(L.LightningModule):
         self.cache = EncoderCache(cache_dir, self.encoder) if cache_dir else None
         self.ema: dict[str, Tensor] = {}
         self.epoch_times: list[float] = []
+        self.wer = CorpusWER()
         self.strict_loading = False
 
     # -- data ---------------------------------------------------------------------------------
@@ -129,6 +131,16 @@ class DiffusionASR(L.LightningModule):
             for name, value in saved.items():
                 params[name].data.copy_(value)
 
+    def on_test_epoch_start(self) -> None:
+        self.wer.start()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        with self.averaged_weights():
+            self.wer.add(batch.texts, self.transcribe(batch.waveforms, batch.lengths))
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.wer.result())
+
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
 
@@ -180,3 +192,15 @@ def _layer_index(name: str, layers: int) -> int:
     if name.startswith("layers."):
         return int(name.split(".")[1]) + 1
     return layers
+
+
+def load_diffusion_asr(directory: str | Path, decode: dict | None = None) -> DiffusionASR:
+    """A trained model from its export (``diffusion_asr.json``, ``xattn/``, ``decoder.safetensors``)."""
+    directory = Path(directory)
+    meta_path = directory / "diffusion_asr.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a diffusion ASR export: diffusion_asr.json is missing")
+    meta = json.loads(meta_path.read_text())
+    stage = 2 if (directory / "decoder.safetensors").exists() else 1
+    return DiffusionASR(meta["encoder_name"], stage=stage, max_length=meta["max_length"],
+                        xattn_heads=meta["xattn_heads"], init_from=str(directory), decode=decode).eval()

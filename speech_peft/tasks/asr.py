@@ -1,0 +1,104 @@
+"""Speech recognition tasks for ``speech-peft fit|test``: Whisper fine-tuned autoregressively with an
+adapter (the baseline), and diffusion-decoded ASR (``diffusion_asr.py``). Both score corpus WER on
+test with the project's one text normaliser."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+
+from ..adapters import add_adapter, config_from_dict, save_adapter
+from ..asr.whisper_ar import EOT, WhisperTranscriber
+from ..data.dataset import Batch
+from ..encoders.whisper import load_whisper, log_mel
+from ..metrics.text import normalize
+from ..metrics.wer import score
+from .common import keep_frozen_parts_in_eval
+
+
+class CorpusWER:
+    """Test-time bookkeeping shared by the ASR modules: hypotheses per batch, corpus WER at the end."""
+
+    def start(self) -> None:
+        self.refs: list[str] = []
+        self.hyps: list[str] = []
+
+    def add(self, refs: list[str | None], hyps: list[str]) -> None:
+        self.refs += [r or "" for r in refs]
+        self.hyps += hyps
+
+    def result(self) -> dict[str, float]:
+        s = score(self.refs, self.hyps)
+        return {"test/wer": s.wer, "test/cer": s.cer}
+
+
+class WhisperARFineTune(L.LightningModule):
+    """Whisper with an adapter (LoRA by default) trained by teacher forcing on normalised transcripts."""
+
+    def __init__(self, model_name: str = "whisper-tiny.en", adapter: dict | None = None, lr: float = 1e-3,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        bundle = load_whisper(model_name)
+        self.model = copy.deepcopy(bundle.model)
+        self.report = add_adapter(self.model, config_from_dict(dict(adapter or {"method": "lora", "r": 8,
+                                                                              "target_roles": ["attn.q", "attn.v"]})))
+        self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model))
+        self.tokenizer = bundle.tokenizer
+        self.wer, self.epoch_times = CorpusWER(), []
+        self.strict_loading = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        keep_frozen_parts_in_eval(self.model, mode)
+        return self
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        prompt = self.transcriber.prompt
+        rows = [prompt + self.tokenizer.encode(" " + normalize(t or ""), add_special_tokens=False).ids + [EOT]
+                for t in batch.texts]
+        longest = max(map(len, rows))
+        ids = torch.full((len(rows), longest), EOT, dtype=torch.long, device=self.device)
+        targets = torch.full_like(ids, -100)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            targets[i, len(prompt) - 1: len(row) - 1] = torch.tensor(row[len(prompt):])  # predict text + EOT
+        feats = log_mel(batch.waveforms, self.model.config.num_mel_bins, pad_to_30s=True)
+        logits = self.model(input_features=feats, decoder_input_ids=ids).logits
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch))
+
+    def on_test_epoch_start(self) -> None:
+        self.wer.start()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.wer.add(batch.texts, self.transcriber.transcribe(batch.waveforms))
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.wer.result())
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_times.append(time.perf_counter() - self._epoch_start)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr,
+                                 weight_decay=self.hparams.weight_decay)
+
+    def export(self, directory: str | Path) -> None:
+        """The adapter alone; ``speech-peft transcribe --adapter DIR`` applies it."""
+        save_adapter(self.model, Path(directory), base_model_name=self.hparams.model_name)
