@@ -41,6 +41,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.kind == "asr":
+        from .asr_report import evaluate_all, write_asr_report
+
+        if args.evaluate:
+            evaluate_all(args.exp, args.buckets, tuple(args.ks))
+        write_asr_report(args.exp, args.out, args.command)
+        return 0
     if args.kind == "restore":
         from .restore_report import measure_restorer, write_restoration_report
 
@@ -147,12 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=_restore)
 
     r = sub.add_parser("report", help="regenerate a results table from finished runs")
-    r.add_argument("kind", choices=["cls", "restore"])
+    r.add_argument("kind", choices=["cls", "restore", "asr"])
     r.add_argument("exp", help="the recipe's experiment folder")
     r.add_argument("--out", required=True)
     r.add_argument("--command", default="", help="the command that made the runs, quoted in the table")
     r.add_argument("--measure", nargs=2, metavar=("RESTORER_DIR", "DEGRADED_JSONL"),
                    help="restore: first measure feature L1 and real-time factor on a degraded manifest")
+    r.add_argument("--evaluate", action="store_true", help="asr: first score every system on every bucket")
+    r.add_argument("--buckets", nargs="+", help="asr: which test_<bucket>.jsonl (default: all there are)")
+    r.add_argument("--ks", nargs="+", type=int, default=[1, 4, 15], help="asr: candidate counts K")
     r.set_defaults(func=_report)
 
     s = sub.add_parser("score", help="score outputs")
