@@ -35,7 +35,7 @@ def _score_wer(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare
 
-    for path in prepare(args.layout, args.src, args.out, args.skip_bad):
+    for path in prepare(args.layout, args.src, args.out, args.skip_bad, long_items=tuple(args.long_items)):
         print(path)
     return 0
 
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="the corpus root")
     p.add_argument("out", help="output folder for the manifests")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files, listing them in OUT/rejects.tsv")
+    p.add_argument("--long-items", type=int, nargs=2, default=[10, 5], metavar=("TRAIN", "TEST"),
+                   help="fsdd_long: items per speaker and length bucket for training and test speakers")
     p.set_defaults(func=_prepare)
 
     d = sub.add_parser("degrade", help="write degraded copies of clean audio (noise, reverb, band, clip, codec)")

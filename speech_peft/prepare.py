@@ -8,7 +8,9 @@ from .data.manifest import write_manifest
 from .data.splits import fsdd_take, leave_one_group_out, write_folds
 
 
-def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: int = 5) -> list[Path]:
+def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: int = 5,
+            long_items: tuple[int, int] = (10, 5)) -> list[Path]:
+    """``long_items``: fsdd_long items per speaker and length bucket, (training speakers, test speakers)."""
     out_dir = Path(out)
     rejects = out_dir / "rejects.tsv"
     if layout == "fsdd":
@@ -30,7 +32,7 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
     if layout == "fsdd_long":
         from .data.fsdd_long import make_fsdd_long
 
-        return list(make_fsdd_long(src, out_dir).values())
+        return list(make_fsdd_long(src, out_dir, train_items=long_items[0], eval_items=long_items[1]).values())
     single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir,
               "librispeech": builders.from_librispeech}
     if layout in single:

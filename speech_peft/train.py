@@ -79,10 +79,12 @@ def build_trainer(cfg: DictConfig, exp_dir: Path) -> L.Trainer:
                                  mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=False,
                                  filename="best-{epoch:02d}")
     logger = CSVLogger(str(exp_dir), name="logs", version="") if cfg.logger.name == "csv" else False
+    from .tasks.common import EpochTimer
+
     return L.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
                      devices=cfg.trainer.devices, precision=cfg.trainer.precision,
                      gradient_clip_val=cfg.trainer.gradient_clip_val, log_every_n_steps=cfg.trainer.log_every_n_steps,
-                     enable_progress_bar=cfg.trainer.progress_bar, callbacks=[checkpoint], logger=logger,
+                     enable_progress_bar=cfg.trainer.progress_bar, callbacks=[checkpoint, EpochTimer()], logger=logger,
                      deterministic=cfg.trainer.deterministic, num_sanity_val_steps=0,
                      limit_train_batches=cfg.trainer.get("limit_train_batches", 1.0),
                      limit_val_batches=cfg.trainer.get("limit_val_batches", 1.0))
@@ -106,6 +108,8 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
     module, data = build_module(cfg), build_data(cfg)
     trainer = build_trainer(cfg, exp_dir)
     if verb == "fit":
+        from .tasks.common import EpochTimer
+
         trainer.fit(module, data, ckpt_path=cfg.ckpt_path)
         best = trainer.checkpoint_callback.best_model_path
         module.load_state_dict(_load_state(best), strict=False)
@@ -114,7 +118,8 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
         total = sum(p.numel() for p in module.parameters())
         result = {"best_checkpoint": best, "best_score": float(trainer.checkpoint_callback.best_model_score),
                   "monitor": cfg.trainer.monitor, "trainable_params": trainable, "total_params": total,
-                  "epoch_times_s": module.epoch_times, "export_bytes": _dir_size(exp_dir / "export"),
+                  "epoch_times_s": next(c.times for c in trainer.callbacks if isinstance(c, EpochTimer)),
+                  "export_bytes": _dir_size(exp_dir / "export"),
                   "checkpoint_bytes": Path(best).stat().st_size}
     else:
         if verb == "predict" and cfg.task.name.startswith("restore_"):

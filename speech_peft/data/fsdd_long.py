@@ -39,7 +39,7 @@ def _join(clips: list[Entry], seconds: float, rng: random.Random, waves: dict[st
 
 
 def make_fsdd_long(src: str | os.PathLike, out: str | os.PathLike, test_speakers: tuple[str, ...] = ("jackson", "nicolas"),
-                   seconds: tuple[float, ...] = (5, 10, 20, 30), train_items: int = 40, eval_items: int = 10,
+                   seconds: tuple[float, ...] = (5, 10, 20, 30), train_items: int = 10, eval_items: int = 5,
                    val_takes: int = 5, seed: int = 0) -> dict[str, Path]:
     """Write the items (``OUT/audio``) and ``train``/``val``/``test`` manifests, plus a test manifest per
     length bucket (``test_5s.jsonl`` ...). Existing audio is reused, so a rerun writes nothing new."""

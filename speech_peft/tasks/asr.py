@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from pathlib import Path
 
 import lightning as L
@@ -50,7 +49,7 @@ class WhisperARFineTune(L.LightningModule):
                                                                               "target_roles": ["attn.q", "attn.v"]})))
         self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model))
         self.tokenizer = bundle.tokenizer
-        self.wer, self.epoch_times = CorpusWER(), []
+        self.wer = CorpusWER()
         self.strict_loading = False
 
     def train(self, mode: bool = True):
@@ -88,12 +87,6 @@ class WhisperARFineTune(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.wer.result())
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        self.epoch_times.append(time.perf_counter() - self._epoch_start)
 
     def configure_optimizers(self):
         return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr,

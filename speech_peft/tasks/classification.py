@@ -1,7 +1,6 @@
 """Audio classification: frozen encoder + adapter method + pooling + linear head (PETL-AST style)."""
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import lightning as L
@@ -48,8 +47,6 @@ class AudioClassifier(L.LightningModule):
         self.head = nn.Linear(self.encoder.dim, len(self.labels))
         self.fingerprint = encoder_fingerprint(self.encoder)
         self.strict_loading = False  # checkpoints hold only the trained part
-        self._epoch_start = 0.0
-        self.epoch_times: list[float] = []
 
     @property
     def full_finetune(self) -> bool:
@@ -110,13 +107,6 @@ class AudioClassifier(L.LightningModule):
         if self.logger is not None:
             self.logger.log_hyperparams({"trainable_params": trainable, "total_params": total})
         self.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        self.epoch_times.append(time.perf_counter() - self._epoch_start)
-        self.log("epoch_time_s", self.epoch_times[-1])
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
+
+import lightning as L
 
 from torch import nn
 
@@ -44,3 +47,18 @@ def trainable_state(module: nn.Module) -> dict[str, Any]:
     state = module.state_dict()
     names = {n for n, p in module.named_parameters() if p.requires_grad}
     return {k: v for k, v in state.items() if k in names or ".adapters." in f".{k}"}
+
+
+class EpochTimer(L.Callback):
+    """Seconds per training epoch (``times``), logged as ``epoch_time_s``; ``speech-peft fit`` stores them."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.times.append(time.perf_counter() - self._start)
+        module.log("epoch_time_s", self.times[-1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -60,7 +59,6 @@ class DiffusionASR(L.LightningModule):
                 p.requires_grad_(True)
         self.cache = EncoderCache(cache_dir, self.encoder) if cache_dir else None
         self.ema: dict[str, Tensor] = {}
-        self.epoch_times: list[float] = []
         self.wer = CorpusWER()
         self.strict_loading = False
 
@@ -140,12 +138,6 @@ class DiffusionASR(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.wer.result())
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        self.epoch_times.append(time.perf_counter() - self._epoch_start)
 
     def configure_optimizers(self):
         hp = self.hparams

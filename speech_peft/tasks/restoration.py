@@ -17,17 +17,16 @@ cleaner exports its adapters (adapter core format), the vocoder a whole restorer
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..adapters import ParallelAdapterConfig, add_adapter, load_adapter, save_adapter, set_active_adapters
-from ..data.audio import AudioError, load_audio
+from ..data.audio import load_audio
 from ..data.degrade import DegradeConfig, Degrader
 from ..data.manifest import Entry, read_manifest
 from ..encoders.whisper import load_whisper_encoder
@@ -124,17 +123,7 @@ def build_cleaner_encoder(encoder_name: str, tap_layer: int, bottleneck_dim: int
     return encoder, report
 
 
-class _EpochTimes(L.LightningModule):
-    """Seconds per training epoch, read by ``speech-peft fit`` into fit_result.json."""
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self) -> None:
-        self.epoch_times.append(time.perf_counter() - self._epoch_start)
-
-
-class FeatureCleaner(_EpochTimes):
+class FeatureCleaner(L.LightningModule):
     """``adapter_dir``: start from trained adapters exported by an earlier fit (checked against the base)."""
 
     def __init__(self, encoder_name: str = "whisper-tiny.en", tap_layer: int = 2, bottleneck_dim: int = 128,
@@ -147,7 +136,6 @@ class FeatureCleaner(_EpochTimes):
             self.encoder = load_whisper_encoder(encoder_name, tap_layer=tap_layer)
             self.report = load_adapter(self.encoder, adapter_dir, name="cleaner")
         self.strict_loading = False
-        self.epoch_times: list[float] = []
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -191,7 +179,7 @@ class FeatureCleaner(_EpochTimes):
         save_adapter(self.encoder, Path(directory), name="cleaner", base_model_name=self.hparams.encoder_name)
 
 
-class VocoderTraining(_EpochTimes):
+class VocoderTraining(L.LightningModule):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
     ``init_vocoder``: a ``vocoder.safetensors`` to start from (stage "cleaned" fine-tunes stage "clean")."""
 
@@ -213,7 +201,6 @@ class VocoderTraining(_EpochTimes):
             p.requires_grad_(False)
         self.discriminators = Discriminators() if adversarial else None
         self.automatic_optimization = not adversarial
-        self.epoch_times: list[float] = []
 
     def train(self, mode: bool = True):
         super().train(mode)

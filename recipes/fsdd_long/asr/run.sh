@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Diffusion-decoded ASR (Whisfusion) on long spoken-digit sequences: FSDD recordings of one speaker
-# joined into 5/10/20/30 s items; test speakers never heard in training. Baselines: Whisper tiny.en
+# joined into 5/10/20/30 s items; test speakers (jackson, nicolas) never heard in training.
+# The decoder holds L=128 positions (BOS + up to 127 tokens: a 30 s item has about 50 digit words). Baselines: Whisper tiny.en
 # autoregressive zero-shot and fine-tuned with LoRA on the same data.
 #
 #   bash recipes/fsdd_long/asr/run.sh                 # all stages -> RESULTS.md
@@ -29,7 +30,7 @@ run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 if run_stage 0; then
   log "stage 0: long items from $data"
-  speech-peft prepare fsdd_long "$data" "$exp/data" >/dev/null
+  speech-peft prepare fsdd_long "$data" "$exp/data" --long-items 10 5 >/dev/null  # 160 training items, 10 test per bucket
 fi
 
 if run_stage 1 && [ ! -f "$exp/ar_lora/fit_result.json" ]; then
@@ -39,14 +40,14 @@ fi
 
 if run_stage 2 && [ ! -f "$exp/diffusion_stage1/fit_result.json" ]; then
   log "stage 2: diffusion decoder, stage 1 (cross-attention adapters only)"
-  "${fit[@]}" task=diffusion_asr task.stage=1 task.cache_dir="$exp/encoder_cache" \
-    trainer.max_epochs="${epochs:-8}" exp_dir="$exp/diffusion_stage1" "${extra[@]}"
+  "${fit[@]}" task=diffusion_asr task.stage=1 task.max_length=128 task.cache_dir="$exp/encoder_cache" \
+    trainer.max_epochs="${epochs:-30}" exp_dir="$exp/diffusion_stage1" "${extra[@]}"
 fi
 
 if run_stage 3 && [ ! -f "$exp/diffusion_stage2/fit_result.json" ]; then
   log "stage 3: diffusion decoder, stage 2 (decoder + adapters)"
-  "${fit[@]}" task=diffusion_asr task.stage=2 task.lr=3e-4 task.init_from="$exp/diffusion_stage1/export" \
-    task.cache_dir="$exp/encoder_cache" trainer.max_epochs="${epochs:-4}" exp_dir="$exp/diffusion_stage2" "${extra[@]}"
+  "${fit[@]}" task=diffusion_asr task.stage=2 task.max_length=128 task.lr=3e-4 \
+    task.init_from="$exp/diffusion_stage1/export" task.cache_dir="$exp/encoder_cache" trainer.max_epochs="${epochs:-10}" exp_dir="$exp/diffusion_stage2" "${extra[@]}"
 fi
 
 if run_stage 4; then
