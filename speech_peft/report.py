@@ -43,17 +43,28 @@ def classification_table(exp: str | Path) -> tuple[str, list[dict]]:
     return "\n".join(lines), rows
 
 
+DATASETS = {
+    "fsdd": ("FSDD spoken digits", "Leave-one-speaker-out: each fold trains on 5 speakers, selects the checkpoint on "
+             "those speakers' takes 0-4 (validation), and tests the selected checkpoint on every clip of the 6th "
+             "speaker. Per-fold columns give each held-out speaker."),
+    "esc50": ("ESC-50 environmental sounds", "The 5 official folds: each trains on 4, selects the checkpoint on every "
+              "10th clip of those (validation), and tests on the 5th."),
+    "speechcommands": ("Speech Commands keywords", "The official split: validation list for selection, test list "
+                       "for the score."),
+}
+
+
 def write_classification_report(exp: str | Path, out: str | Path, command: str) -> Path:
     table, rows = classification_table(exp)
-    encoder = _encoder_name(rows[0]["config"])
-    text = f"""# FSDD spoken digits: PEFT on a frozen {encoder} encoder
+    encoder, dataset = _run_names(rows[0]["config"])
+    title, protocol = DATASETS.get(dataset, (dataset, "Folds as prepared by the recipe's stage 0."))
+    text = f"""# {title}: PEFT on a frozen {encoder} encoder
 
-Leave-one-speaker-out: each fold trains on 5 speakers, selects the checkpoint on those speakers'
-takes 0-4 (validation), and tests the selected checkpoint on every clip of the 6th speaker.
-Accuracy is the mean ± standard deviation over folds; per-speaker columns give each held-out speaker.
-Trainable parameters count the adapter and the 10-way linear head ("linear_probe" trains only the head;
-"full" fine-tunes the whole encoder). "adapter on disk" is the exported adapter + head (safetensors).
-Time per epoch is measured on this machine (CPU, 2 threads).
+{protocol}
+Accuracy is the mean ± standard deviation over folds, each fold testing the checkpoint selected on
+validation. Trainable parameters count the adapter and the linear head ("linear_probe" trains only
+the head; "full" fine-tunes the whole encoder). "adapter on disk" is the exported adapter + head
+(safetensors). Time per epoch is measured on this machine (CPU, 2 threads).
 
 {table}
 
@@ -64,11 +75,9 @@ Regenerate: `{command}` (stage 3 alone rebuilds this table from `{exp}`).
     return out
 
 
-def _encoder_name(config_path: str) -> str:
-    try:
-        for line in Path(config_path).read_text().splitlines():
-            if line.strip().startswith("name:") and "whisper" in line or "ast" in line:
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "whisper-tiny.en"
+def _run_names(config_path: str) -> tuple[str, str]:
+    """(encoder name, dataset name) from a run's saved config."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(config_path)
+    return str(cfg.encoder.name), str(cfg.data.name)

@@ -71,3 +71,18 @@ def test_quick_fsdd_recipe_runs_end_to_end_and_writes_results(tmp_path):
     assert "| lora |" in results and "nicolas" in results
     test = json.loads((exp / "lora" / "fold_nicolas" / "test_result.json").read_text())
     assert test["test/acc"] > 0.5  # 10 classes: chance is 0.1
+
+
+def test_results_table_names_the_dataset_and_encoder_of_the_runs(tmp_path):
+    from speech_peft.report import write_classification_report
+
+    for fold, acc in (("1", 0.8), ("2", 0.9)):
+        run = tmp_path / "exp" / "lora" / f"fold_{fold}"
+        run.mkdir(parents=True)
+        (run / "config.fit.yaml").write_text("encoder:\n  name: /models/ast-base  # last layer fast\ndata:\n  name: esc50\n")
+        (run / "fit_result.json").write_text(json.dumps({"trainable_params": 10, "total_params": 1000,
+                                                         "export_bytes": 2048, "epoch_times_s": [3.0, 5.0]}))
+        (run / "test_result.json").write_text(json.dumps({"test/acc": acc}))
+    text = write_classification_report(tmp_path / "exp", tmp_path / "RESULTS.md", "bash run.sh").read_text()
+    assert text.startswith("# ESC-50 environmental sounds: PEFT on a frozen /models/ast-base encoder")
+    assert "| lora | 85.00 ± 7.07 | 2 | 10 | 1.000 | 2 KiB | 4.0 |" in text
