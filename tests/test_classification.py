@@ -121,3 +121,16 @@ def test_lightning_cli_prints_the_classifier_config(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "encoder_name: whisper-tiny.en" in out and "labels:" in out
+
+
+def test_full_fine_tuning_exports_the_encoder_it_trained_and_adapters_export_only_themselves(tiny_whisper_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    full = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "full"})
+    full.export(tmp_path / "full")
+    saved = load_file(tmp_path / "full" / "encoder.safetensors")
+    assert saved.keys() == full.encoder.state_dict().keys()
+    assert all(torch.equal(v, full.encoder.state_dict()[k]) for k, v in saved.items())
+    lora = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "lora", "target_roles": ["attn.q"]})
+    lora.export(tmp_path / "lora")
+    assert not (tmp_path / "lora" / "encoder.safetensors").exists() and (tmp_path / "lora" / "adapter").is_dir()

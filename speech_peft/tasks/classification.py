@@ -138,7 +138,8 @@ class AudioClassifier(L.LightningModule):
             raise ValueError(f"checkpoint lacks trained tensors {sorted(missing)[:5]}")
 
     def export(self, directory) -> None:
-        """The adapter in the adapter core's format, plus the head, beside it."""
+        """The adapter in the adapter core's format, plus the head, beside it; full fine-tuning
+        exports the whole encoder (``encoder.safetensors``), which is what it trained."""
         from pathlib import Path
 
         from safetensors.torch import save_file
@@ -148,3 +149,5 @@ class AudioClassifier(L.LightningModule):
             save_adapter(self.encoder, directory / "adapter", base_model_name=self.hparams.encoder_name)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, directory / "head.safetensors")
+        if self.full_finetune:
+            save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()}, directory / "encoder.safetensors")

@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 
 stage=0 stop_stage=3 data="" quick=false extra=()
-methods="linear_probe lora parallel conformer full bitfit"
+methods="linear_probe lora parallel full"  # also: conformer bitfit houlsby prompt prefix pissa lora_all ...
 folds="george jackson lucas nicolas theo yweweler"
 epochs=6 exp=exp/fsdd/cls
 source recipes/_shared/parse_args.sh "$@"
