@@ -109,7 +109,7 @@ def evaluate_all(exp: str | Path, buckets: list[str] | None, ks: tuple[int, ...]
 def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
     exp = Path(exp)
     results = json.loads((exp / "eval" / "results.json").read_text())
-    buckets = list(dict.fromkeys(key.split("/")[0] for key in results))
+    buckets = sorted({key.split("/")[0] for key in results}, key=lambda b: float(b.rstrip("s")))
     systems = list(dict.fromkeys(row["system"] for rows in results.values() for row in rows))
     table = {(key.split("/")[0], row["system"]): row for key, rows in results.items() for row in rows}
 
