@@ -176,3 +176,21 @@ def test_ar_baseline_fine_tunes_real_whisper_with_lora_and_scores_wer(fsdd_folds
                                   "+trainer.limit_val_batches=1")
     assert fit["trainable_params"] < 0.02 * fit["total_params"]
     assert 0.0 <= test["test/wer"] <= 1.5 and (export / "adapter.safetensors").is_file()
+
+
+def test_asr_results_table_orders_buckets_by_length_and_shows_oracle_and_hit_rate(tmp_path):
+    import json
+
+    from speech_peft.asr_report import write_asr_report
+
+    rows = lambda wer: [{"system": "AR zero-shot", "wer": wer, "mean_utterance_wer": wer, "seconds_per_utt": 1.0},
+                        {"system": "diffusion K=4 mbr", "wer": wer / 2, "mean_utterance_wer": wer / 2,
+                         "oracle_wer": wer / 4, "hit_rate": 0.5, "seconds_per_utt": 0.5}]
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text(json.dumps({
+        "30s/whisper-tiny.en AR zero-shot": rows(0.4)[:1], "30s/diffusion": rows(0.4)[1:],
+        "5s/whisper-tiny.en AR zero-shot": rows(0.2)[:1], "5s/diffusion": rows(0.2)[1:]}))
+    text = write_asr_report(tmp_path, tmp_path / "RESULTS.md", "bash run.sh").read_text()
+    assert "| system | 5s | 30s |" in text
+    assert "| AR zero-shot | 20.0 (20.0) | 40.0 (40.0) |" in text
+    assert "| diffusion K=4 mbr | 5.0 / 50.0 | 10.0 / 50.0 |" in text
