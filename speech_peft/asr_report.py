@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .data.audio import load_audio
 from .data.manifest import read_manifest
-from .decoders import DecodeOptions, choose, diffusion_decode, text_tokens
+from .decoders import DecodeOptions, choose, diffusion_decode
 from .decoders.parallel_decode import word_alignment
 from .metrics.text import normalize
 from .metrics.wer import score
@@ -50,7 +50,7 @@ def evaluate_diffusion(export: str | Path, manifest: str | Path, ks: tuple[int, 
             out = model.encoder(wave, torch.tensor([wave.shape[-1]]))
             candidates = diffusion_decode(model.decoder, out.hidden, out.mask, options)[0]
             seconds += time.perf_counter() - start
-            texts = [model.tokenizer.decode(text_tokens(row, model.decoder.config)).strip() for row in candidates.tokens]
+            texts = model.candidate_texts(candidates)
             errors = [_errors(ref, t) for t in texts]
             oracle.append(texts[errors.index(min(errors))])
             for rule in RULES:

@@ -15,6 +15,8 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from .tasks.common import EpochTimer
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -79,8 +81,6 @@ def build_trainer(cfg: DictConfig, exp_dir: Path) -> L.Trainer:
                                  mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=False,
                                  filename="best-{epoch:02d}")
     logger = CSVLogger(str(exp_dir), name="logs", version="") if cfg.logger.name == "csv" else False
-    from .tasks.common import EpochTimer
-
     return L.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
                      devices=cfg.trainer.devices, precision=cfg.trainer.precision,
                      gradient_clip_val=cfg.trainer.gradient_clip_val, log_every_n_steps=cfg.trainer.log_every_n_steps,
@@ -108,8 +108,6 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
     module, data = build_module(cfg), build_data(cfg)
     trainer = build_trainer(cfg, exp_dir)
     if verb == "fit":
-        from .tasks.common import EpochTimer
-
         trainer.fit(module, data, ckpt_path=cfg.ckpt_path)
         best = trainer.checkpoint_callback.best_model_path
         module.load_state_dict(_load_state(best), strict=False)

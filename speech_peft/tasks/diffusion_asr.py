@@ -21,8 +21,8 @@ from torch import Tensor
 from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_adapter
 from ..adapters.cross_attention import adapter_memory
 from ..data.dataset import Batch
-from ..decoders import (DecodeOptions, choose, diffusion_decode, diffusion_loss, from_whisper, load_decoder_weights,
-                        mask_tokens, pack_transcripts, sample_ratio, text_tokens)
+from ..decoders import (Candidates, DecodeOptions, choose, diffusion_decode, diffusion_loss, from_whisper,
+                        load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
 from ..encoders.cache import EncoderCache
 from ..encoders.whisper import load_whisper, load_whisper_encoder
 from ..metrics.text import normalize
@@ -166,13 +166,17 @@ class DiffusionASR(L.LightningModule):
                 "max_length": self.hparams.max_length, "xattn_heads": self.hparams.xattn_heads}
         (directory / "diffusion_asr.json").write_text(json.dumps(meta, indent=2))
 
+    def candidate_texts(self, candidates: Candidates) -> list[str]:
+        """Each candidate row's transcript (after BOS, up to the first PAD), detokenised."""
+        return [self.tokenizer.decode(text_tokens(row, self.decoder.config)).strip() for row in candidates.tokens]
+
     @torch.no_grad()
     def transcribe(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None) -> list[str]:
         options = options or DecodeOptions(**(self.hparams.decode or {}))
         out = self.encoder(waves, lengths)
         results = []
         for candidates in diffusion_decode(self.decoder, out.hidden, out.mask, options):
-            texts = [self.tokenizer.decode(text_tokens(row, self.decoder.config)).strip() for row in candidates.tokens]
+            texts = self.candidate_texts(candidates)
             results.append(" ".join(choose(candidates, [t.split() for t in texts], options.rule).words))
         return results
 
