@@ -239,3 +239,16 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
     report = write_restoration_report(exp, tmp_path / "RESULTS.md", "bash run.sh").read_text()
     assert f"{measured['l1_degraded']:.4f}" in report and "| ceiling |" in report
     assert "| 3 WaveFit fine-tuned on cleaned features |" in report
+
+
+def test_validation_pairs_repeat_every_epoch_while_training_pairs_vary():
+    from speech_peft.data.degrade import DegradeConfig
+
+    config = DegradeConfig(effects=("noise",), p_clean=0.0)
+    val = DegradedPairs([_entry("spk1_snt1"), _entry("spk2_snt1")], config, seconds=0.5, vary=False, repeats=2)
+    train = DegradedPairs([_entry("spk1_snt1"), _entry("spk2_snt1")], config, seconds=0.5, vary=True, repeats=2)
+    assert len(val) == 4
+    first = [val[i][1] for i in range(len(val))]
+    assert all(torch.equal(a, val[i][1]) for i, a in enumerate(first))  # a second epoch: the same pairs
+    assert not torch.equal(first[0], first[2])  # two crops of the same recording differ
+    assert not torch.equal(train[0][1], train[0][1])
