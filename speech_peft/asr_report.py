@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .data.audio import load_audio
 from .data.manifest import read_manifest
-from .decoders import DecodeOptions, choose, diffusion_decode
+from .decoders import DecodeOptions, choose
 from .decoders.parallel_decode import word_alignment
 from .metrics.text import normalize
 from .metrics.wer import score
@@ -47,8 +47,7 @@ def evaluate_diffusion(export: str | Path, manifest: str | Path, ks: tuple[int, 
         for entry, ref in tqdm(list(zip(entries, refs)), desc=f"diffusion K={k}", unit="utt"):
             wave = load_audio(entry.audio)[None]
             start = time.perf_counter()
-            out = model.encoder(wave, torch.tensor([wave.shape[-1]]))
-            candidates = diffusion_decode(model.decoder, out.hidden, out.mask, options)[0]
+            candidates = model.decode_candidates(wave, torch.tensor([wave.shape[-1]]), options)[0]
             seconds += time.perf_counter() - start
             texts = model.candidate_texts(candidates)
             errors = [_errors(ref, t) for t in texts]

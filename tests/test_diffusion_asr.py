@@ -194,3 +194,19 @@ def test_asr_results_table_orders_buckets_by_length_and_shows_oracle_and_hit_rat
     assert "| system | 5s | 30s |" in text
     assert "| AR zero-shot | 20.0 (20.0) | 40.0 (40.0) |" in text
     assert "| diffusion K=4 mbr | 5.0 / 50.0 | 10.0 / 50.0 |" in text
+
+
+def test_cross_attention_adapters_start_as_whispers_own_cross_attention(whisper_with_tokenizer):
+    from speech_peft.encoders.whisper import load_whisper
+    model = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4)
+    whisper_layer = load_whisper(whisper_with_tokenizer).model.model.decoder.layers[1]
+    adapter = model.decoder.layers[1].adapters["xattn"]
+    hidden, memory = torch.randn(1, 5, adapter.norm.normalized_shape[0]), torch.randn(1, 7, model.encoder.dim)
+    with torch.no_grad():
+        theirs = whisper_layer.encoder_attn(whisper_layer.encoder_attn_layer_norm(hidden), key_value_states=memory)[0]
+        adapter.memory, adapter.memory_mask = memory, None
+        ours = adapter(hidden, hidden) / torch.tanh(adapter.gate)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert torch.tanh(adapter.gate).item() > 0.99
+    random_start = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4, xattn_init="random")
+    assert random_start.decoder.layers[1].adapters["xattn"].gate.item() == 0.0

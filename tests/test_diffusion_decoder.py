@@ -129,3 +129,32 @@ def test_confidence_rule_takes_the_candidate_with_the_highest_mean_over_text_tok
     assert picked.index == 1 and picked.words == ["six", "seven"]
     with pytest.raises(ValueError, match="unknown selection rule"):
         choose(Candidates(tokens, confidence, pad_id=0), [["five"], ["six"]], "vote")
+
+
+def test_canvas_follows_the_audio_and_positions_past_it_are_pad_never_masked_never_decoded(whisper):
+    from speech_peft.decoders import canvas_lengths
+    canvas = canvas_lengths(torch.tensor([1.0, 2.2, 60.0]), tokens_per_second=3.0, max_length=12)
+    assert canvas.tolist() == [4, 8, 12]  # 1 + ceil(3 x seconds), at most L
+    config = from_whisper(whisper, max_length=12).config
+    packed = pack_transcripts([[5, 6], [5, 6, 7, 8]], config, canvas[:2])
+    assert packed.shape == (2, 8) and packed[0, 3:].eq(config.pad_id).all()
+    with pytest.raises(ValueError, match="canvas holds 3"):
+        pack_transcripts([[5, 6, 7, 8], []], config, canvas[:2])
+    _, masked = mask_tokens(packed, torch.ones(2), config.mask_id, canvas=canvas[:2])
+    assert masked[0].tolist() == [False, True, True, True] + [False] * 4 and masked[1, 1:].all()
+
+    decoder, memory = _decoder_with_memory(whisper)
+    for remask in ("random", "low_confidence"):
+        rows = diffusion_decode(decoder, memory, None, DecodeOptions(candidates=2, remask=remask),
+                                canvas=torch.tensor([4, 7]))
+        assert rows[0].tokens.shape == (2, 7)
+        assert rows[0].tokens[:, 4:].eq(decoder.config.pad_id).all()  # the short utterance's tail
+        assert (rows[1].tokens != decoder.config.mask_id).all()
+
+
+def test_only_masked_positions_are_projected_onto_the_vocabulary_with_the_same_logits(whisper):
+    decoder = from_whisper(whisper, max_length=8).eval()
+    tokens = torch.tensor([[1, 5, 6, 7, 0, 0, 0, 0], [1, 9, 9, 0, 0, 0, 0, 0]])
+    only = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    with torch.no_grad():
+        assert torch.allclose(decoder(tokens, only=only), decoder(tokens)[only], atol=1e-5)

@@ -1,7 +1,10 @@
 """A masked-diffusion text decoder (Whisfusion): a bidirectional transformer that fills MASK tokens.
 
-A sequence is BOS, the transcript's BPE tokens, then PAD up to a fixed length L; the model learns
-where the text ends by predicting PAD. Training masks each position (never BOS) with probability t
+A sequence is BOS, the transcript's BPE tokens, then PAD up to a canvas length L; the model learns
+where the text ends by predicting PAD. L is fixed (the decoder's maximum) or follows the audio:
+``canvas_lengths`` gives 1 + ceil(tokens_per_second x seconds), the same rule in training and
+decoding, so a 5 s clip is not decoded (nor trained) on a canvas sized for 30 s; positions past an
+utterance's canvas hold PAD and are never masked. Training masks each position (never BOS) with probability t
 and scores cross-entropy on the masked positions only. The blocks are Whisper decoder blocks without
 their cross-attention and without the causal mask, so the Whisper decoder's embeddings,
 self-attention and feed-forward weights load as a pretrained text model (``from_whisper``); the
@@ -84,13 +87,17 @@ class MaskedDiffusionDecoder(nn.Module):
                                     for _ in range(config.layers))
         self.layer_norm = nn.LayerNorm(config.d_model)
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """Logits (B, L, vocab) for every position; the output projection is the tied embedding."""
+    def forward(self, tokens: Tensor, only: Tensor | None = None) -> Tensor:
+        """Logits (B, L, vocab) for every position, or (N, vocab) for the N positions where the bool
+        mask ``only`` (B, L) is set, in row-major order. The output projection is the tied embedding;
+        over a 50k vocabulary it costs as much as the blocks, so training and decoding project only
+        the masked positions they score."""
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         x = self.embed_tokens(tokens) + self.embed_positions(positions)
         for layer in self.layers:
             x = layer(x)
-        return self.layer_norm(x) @ self.embed_tokens.weight.T
+        x = self.layer_norm(x)
+        return (x if only is None else x[only]) @ self.embed_tokens.weight.T
 
 
 def load_decoder_weights(decoder: MaskedDiffusionDecoder, state: dict[str, Tensor],
@@ -135,12 +142,25 @@ def from_whisper(whisper: nn.Module, max_length: int = 256) -> MaskedDiffusionDe
     return decoder
 
 
-def mask_tokens(tokens: Tensor, ratio: Tensor, mask_id: int, generator: torch.Generator | None = None
-                ) -> tuple[Tensor, Tensor]:
-    """Mask each position of row i with probability ``ratio[i]``; position 0 (BOS) is never masked."""
+def canvas_lengths(seconds: Tensor, tokens_per_second: float, max_length: int) -> Tensor:
+    """Canvas length per utterance (BOS included): 1 + ceil(tokens_per_second x seconds), at most L."""
+    return (1 + torch.ceil(seconds * tokens_per_second)).long().clamp(2, max_length)
+
+
+def within(canvas: Tensor, width: int) -> Tensor:
+    """(B, width) bool: True at the positions inside each row's canvas."""
+    return torch.arange(width, device=canvas.device)[None] < canvas[:, None]
+
+
+def mask_tokens(tokens: Tensor, ratio: Tensor, mask_id: int, generator: torch.Generator | None = None,
+                canvas: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mask each position of row i with probability ``ratio[i]``; position 0 (BOS) is never masked,
+    nor any position past the row's ``canvas`` length."""
     draw = torch.rand(tokens.shape, generator=generator, device="cpu").to(tokens.device)
     masked = draw < ratio[:, None]
     masked[:, 0] = False
+    if canvas is not None:
+        masked &= within(canvas.to(tokens.device), tokens.shape[1])
     return tokens.masked_fill(masked, mask_id), masked
 
 
@@ -150,18 +170,23 @@ def sample_ratio(batch: int, low: float, high: float, generator: torch.Generator
 
 
 def diffusion_loss(logits: Tensor, tokens: Tensor, masked: Tensor) -> Tensor:
-    """Cross-entropy on the masked positions only (mean over them); zero when nothing is masked."""
+    """Cross-entropy on the masked positions only (mean over them); zero when nothing is masked.
+    ``logits`` is (B, L, vocab), or (N, vocab) already taken at the masked positions."""
     if not masked.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[masked], tokens[masked])
+    return F.cross_entropy(logits if logits.dim() == 2 else logits[masked], tokens[masked])
 
 
-def pack_transcripts(token_lists: list[list[int]], config: DiffusionDecoderConfig) -> Tensor:
-    """BOS + tokens + PAD to L; a transcript too long for L is an error, never silently cut."""
-    out = torch.full((len(token_lists), config.max_length), config.pad_id, dtype=torch.long)
+def pack_transcripts(token_lists: list[list[int]], config: DiffusionDecoderConfig,
+                     canvas: Tensor | None = None) -> Tensor:
+    """BOS + tokens + PAD to L (the longest ``canvas`` when given); a transcript too long for its
+    canvas is an error, never silently cut."""
+    sizes = [config.max_length] * len(token_lists) if canvas is None else canvas.tolist()
+    out = torch.full((len(token_lists), max(sizes)), config.pad_id, dtype=torch.long)
     for i, ids in enumerate(token_lists):
-        if len(ids) + 1 > config.max_length:
-            raise ValueError(f"transcript {i} has {len(ids)} tokens; the decoder holds {config.max_length - 1}")
+        if len(ids) + 1 > sizes[i]:
+            hint = "" if canvas is None else " (raise tokens_per_second)"
+            raise ValueError(f"transcript {i} has {len(ids)} tokens; its canvas holds {sizes[i] - 1}{hint}")
         out[i, 0] = config.bos_id
         out[i, 1:1 + len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
@@ -177,4 +202,4 @@ def text_tokens(row: Tensor, config: DiffusionDecoderConfig) -> list[int]:
 
 
 __all__ = ["DiffusionDecoderConfig", "MaskedDiffusionDecoder", "from_whisper", "load_decoder_weights",
-           "mask_tokens", "sample_ratio", "diffusion_loss", "pack_transcripts", "text_tokens"]
+           "canvas_lengths", "within", "mask_tokens", "sample_ratio", "diffusion_loss", "pack_transcripts", "text_tokens"]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..adapters.cross_attention import adapter_memory
-from .masked_diffusion import MaskedDiffusionDecoder
+from .masked_diffusion import MaskedDiffusionDecoder, within
 
 
 @dataclass
@@ -44,36 +44,47 @@ class Candidates:
 
 @torch.no_grad()
 def diffusion_decode(decoder: MaskedDiffusionDecoder, memory: Tensor, memory_mask: Tensor | None,
-                     options: DecodeOptions) -> list[Candidates]:
-    """The K candidates for each of the B utterances whose encoder states are ``memory`` (B, S, D)."""
+                     options: DecodeOptions, canvas: Tensor | None = None) -> list[Candidates]:
+    """The K candidates for each of the B utterances whose encoder states are ``memory`` (B, S, D).
+    ``canvas`` (B,): each utterance's canvas length (BOS included; see ``canvas_lengths``); without
+    it every utterance gets ``options.length`` or the decoder's maximum."""
     config, k = decoder.config, options.candidates
-    length = options.length or config.max_length
     batch = memory.shape[0]
+    if canvas is None:
+        canvas = torch.full((batch,), options.length or config.max_length, dtype=torch.long)
+    length = int(canvas.max())
+    canvas = canvas.cpu().repeat_interleave(k, 0)
     memory = memory.repeat_interleave(k, 0)
     memory_mask = None if memory_mask is None else memory_mask.repeat_interleave(k, 0)
     generator = torch.Generator().manual_seed(options.seed)
-    x = torch.full((batch * k, length), config.mask_id, dtype=torch.long, device=memory.device)
+    inside = within(canvas, length)
+    x = torch.full((batch * k, length), config.pad_id, dtype=torch.long)
+    x[inside] = config.mask_id
     x[:, 0] = config.bos_id
+    x = x.to(memory.device)
     confidence = torch.ones(x.shape, device=memory.device)
     text = length - 1
+    outside = ~inside[:, 1:]
     with adapter_memory(decoder, memory, memory_mask):
         for step, ratio in enumerate(options.schedule):
             if step > 0:
-                count = int(round(ratio * text))
+                count = torch.round(ratio * (canvas - 1))
                 if options.remask == "random":
                     scores = torch.rand(batch * k, text, generator=generator)
                 else:  # least confident first; Gumbel noise (none on candidate 0) makes candidates differ
                     gumbel = -torch.log(-torch.log(torch.rand(batch * k, text, generator=generator).clamp(1e-9, 1 - 1e-9)))
                     gumbel.view(batch, k, text)[:, 0] = 0
                     scores = confidence[:, 1:].clamp(min=1e-9).log().cpu() + gumbel
-                chosen = scores.argsort(dim=1)[:, :count].to(x.device) + 1
-                x.scatter_(1, chosen, config.mask_id)
+                scores[outside] = float("inf")  # positions past the canvas stay PAD
+                rank = scores.argsort(dim=1).argsort(dim=1)
+                chosen = torch.cat([torch.zeros(batch * k, 1, dtype=torch.bool), rank < count[:, None]], 1)
+                x[chosen.to(x.device)] = config.mask_id
             masked = x == config.mask_id
-            logits = decoder(x)
-            logits[..., config.mask_id] = float("-inf")
+            logits = decoder(x, only=masked)
+            logits[:, config.mask_id] = float("-inf")
             prob, token = logits.softmax(-1).max(-1)
-            x = torch.where(masked, token, x)
-            confidence = torch.where(masked, prob, confidence)
+            x = x.masked_scatter(masked, token)
+            confidence = confidence.masked_scatter(masked, prob)
     return [Candidates(x[i * k:(i + 1) * k].cpu(), confidence[i * k:(i + 1) * k].cpu(), config.pad_id)
             for i in range(batch)]
 

@@ -16,15 +16,16 @@ from typing import Iterator
 import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_adapter
 from ..adapters.cross_attention import adapter_memory
+from ..adapters.injection import sites
 from ..data.dataset import Batch
-from ..decoders import (Candidates, DecodeOptions, choose, diffusion_decode, diffusion_loss, from_whisper,
+from ..decoders import (Candidates, DecodeOptions, canvas_lengths, choose, diffusion_decode, diffusion_loss, from_whisper,
                         load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
 from ..encoders.cache import EncoderCache
-from ..encoders.whisper import load_whisper, load_whisper_encoder
+from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
 from ..metrics.text import normalize
 from .asr import CorpusWER
 from .common import keep_frozen_parts_in_eval
@@ -36,10 +37,13 @@ class DiffusionASR(L.LightningModule):
     def __init__(self, encoder_name: str = "whisper-tiny.en", stage: int = 1, max_length: int = 256,
                  xattn_heads: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, layer_decay: float = 0.9,
                  ema_decay: float = 0.995, init_from: str | None = None, cache_dir: str | None = None,
-                 decode: dict | None = None) -> None:
+                 decode: dict | None = None, tokens_per_second: float | None = None,
+                 xattn_init: str = "whisper") -> None:
         super().__init__()
         if stage not in STAGE_RATIOS:
             raise ValueError(f"stage must be 1 (adapters only) or 2 (decoder + adapters), not {stage}")
+        if xattn_init not in ("whisper", "random"):
+            raise ValueError(f"xattn_init must be 'whisper' or 'random', not {xattn_init!r}")
         self.save_hyperparameters()
         bundle = load_whisper(encoder_name)
         if bundle.tokenizer is None:
@@ -50,6 +54,8 @@ class DiffusionASR(L.LightningModule):
         if init_from is None:
             self.report = add_adapter(self.decoder, CrossAttentionConfig(memory_dim=self.encoder.dim,
                                                                          num_heads=xattn_heads), name="xattn")
+            if xattn_init == "whisper":
+                init_from_whisper_cross_attention(self.decoder, bundle.model)
         else:  # an export: its decoder weights where it has them (stage 2), then its adapters
             if (Path(init_from) / "decoder.safetensors").exists():
                 load_decoder_weights(self.decoder, load_file(Path(init_from) / "decoder.safetensors"))
@@ -63,12 +69,23 @@ class DiffusionASR(L.LightningModule):
         self.strict_loading = False
 
     # -- data ---------------------------------------------------------------------------------
-    def tokens_of(self, texts: list[str | None], ids: list[str]) -> Tensor:
+    def canvas(self, lengths: Tensor) -> Tensor | None:
+        """Each utterance's canvas length from its samples, or None for the fixed maximum."""
+        rate = self.hparams.tokens_per_second
+        if rate is None:
+            return None
+        return canvas_lengths(lengths.cpu() / SAMPLE_RATE, rate, self.decoder.config.max_length)
+
+    def tokens_of(self, texts: list[str | None], ids: list[str], canvas: Tensor | None = None) -> Tensor:
         missing = [i for i, t in zip(ids, texts) if t is None]
         if missing:
             raise ValueError(f"no transcript for {missing[:3]}: diffusion ASR trains on transcribed audio")
         lists = [self.tokenizer.encode(" " + normalize(t), add_special_tokens=False).ids for t in texts]
-        return pack_transcripts(lists, self.decoder.config).to(self.device)
+        try:
+            return pack_transcripts(lists, self.decoder.config, canvas).to(self.device)
+        except ValueError as err:
+            index = int(str(err).split()[1])
+            raise ValueError(f"{ids[index]}: {err}") from None
 
     def memory(self, batch: Batch) -> tuple[Tensor, Tensor]:
         if self.cache is not None:
@@ -86,13 +103,14 @@ class DiffusionASR(L.LightningModule):
         return self
 
     def _loss(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
-        tokens = self.tokens_of(batch.texts, batch.ids)
+        canvas = self.canvas(batch.lengths)
+        tokens = self.tokens_of(batch.texts, batch.ids, canvas)
         low, high = STAGE_RATIOS[self.hparams.stage]
         noisy, masked = mask_tokens(tokens, sample_ratio(len(batch), low, high, generator).to(self.device),
-                                    self.decoder.config.mask_id, generator)
+                                    self.decoder.config.mask_id, generator, canvas)
         memory, mask = self.memory(batch)
         with adapter_memory(self.decoder, memory, mask):
-            return diffusion_loss(self.decoder(noisy), tokens, masked)
+            return diffusion_loss(self.decoder(noisy, only=masked), tokens, masked)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self._loss(batch)
@@ -163,7 +181,8 @@ class DiffusionASR(L.LightningModule):
                 state = {k: v.contiguous() for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
                 save_file({k.replace(".base.", "."): v for k, v in state.items()}, directory / "decoder.safetensors")
         meta = {"kind": "diffusion_asr", "encoder_name": self.hparams.encoder_name,
-                "max_length": self.hparams.max_length, "xattn_heads": self.hparams.xattn_heads}
+                "max_length": self.hparams.max_length, "xattn_heads": self.hparams.xattn_heads,
+                "tokens_per_second": self.hparams.tokens_per_second}
         (directory / "diffusion_asr.json").write_text(json.dumps(meta, indent=2))
 
     def candidate_texts(self, candidates: Candidates) -> list[str]:
@@ -171,11 +190,18 @@ class DiffusionASR(L.LightningModule):
         return [self.tokenizer.decode(text_tokens(row, self.decoder.config)).strip() for row in candidates.tokens]
 
     @torch.no_grad()
-    def transcribe(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None) -> list[str]:
+    def decode_candidates(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None
+                          ) -> list[Candidates]:
+        """Encode, then decode K candidates per utterance on its canvas."""
         options = options or DecodeOptions(**(self.hparams.decode or {}))
         out = self.encoder(waves, lengths)
+        return diffusion_decode(self.decoder, out.hidden, out.mask, options, self.canvas(lengths))
+
+    @torch.no_grad()
+    def transcribe(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None) -> list[str]:
+        options = options or DecodeOptions(**(self.hparams.decode or {}))
         results = []
-        for candidates in diffusion_decode(self.decoder, out.hidden, out.mask, options):
+        for candidates in self.decode_candidates(waves, lengths, options):
             texts = self.candidate_texts(candidates)
             results.append(" ".join(choose(candidates, [t.split() for t in texts], options.rule).words))
         return results
@@ -199,4 +225,26 @@ def load_diffusion_asr(directory: str | Path, decode: dict | None = None) -> Dif
     meta = json.loads(meta_path.read_text())
     stage = 2 if (directory / "decoder.safetensors").exists() else 1
     return DiffusionASR(meta["encoder_name"], stage=stage, max_length=meta["max_length"],
-                        xattn_heads=meta["xattn_heads"], init_from=str(directory), decode=decode).eval()
+                        xattn_heads=meta["xattn_heads"], init_from=str(directory), decode=decode,
+                        tokens_per_second=meta.get("tokens_per_second")).eval()
+
+
+def init_from_whisper_cross_attention(decoder: nn.Module, whisper: nn.Module) -> None:
+    """Start each block's cross-attention adapter from the same Whisper decoder layer's own
+    cross-attention (its norm, q/k/v/out projections; k has no bias) with the gate open
+    (tanh(3) = 0.995): the decoder then begins already knowing how to look at Whisper's audio
+    states, instead of learning that from a random start."""
+    source, heads = whisper.model.decoder.layers, whisper.config.decoder_attention_heads
+    for name, site in sites(decoder).items():
+        if site.adapters["xattn"].attn.num_heads != heads:
+            raise ValueError(f"xattn_heads must match the Whisper decoder's {heads} heads to start from its "
+                             "cross-attention (or use xattn_init='random')")
+        adapter, layer = site.adapters["xattn"], source[int(name.split(".")[1])]
+        attn = layer.encoder_attn
+        with torch.no_grad():
+            adapter.norm.load_state_dict(layer.encoder_attn_layer_norm.state_dict())
+            adapter.attn.in_proj_weight.copy_(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]))
+            adapter.attn.in_proj_bias.copy_(torch.cat([attn.q_proj.bias, torch.zeros_like(attn.q_proj.bias),
+                                                       attn.v_proj.bias]))
+            adapter.attn.out_proj.load_state_dict(attn.out_proj.state_dict())
+            adapter.gate.fill_(3.0)
