@@ -5,9 +5,12 @@ length, alternating the systems, median of ``--repeats``: the encoder alone (sho
 diffusion path; padded to 30 s for the AR path, as Whisper decodes), AR greedy with a KV cache
 (Whisper tiny.en), and parallel diffusion decoding with K candidates and T=4 steps over L positions
 (the diffusion decoder initialised from Whisper tiny.en's decoder plus cross-attention adapters;
-trained and untrained weights cost the same). AR tokens/s counts the transcript tokens it produced.
+trained and untrained weights cost the same). With ``--tokens-per-second r`` each clip's canvas is
+1 + ceil(r x seconds) positions (at most L), as a model trained with that rate decodes. AR tokens/s
+counts the transcript tokens it produced.
 
     .venv/bin/python benches/decode_speed.py [--repeats 3] [--threads 2] [--length 128] [--ks 1 4 15]
+                                             [--tokens-per-second 3]
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch
 from speech_peft.adapters import CrossAttentionConfig, add_adapter
 from speech_peft.asr.whisper_ar import WhisperTranscriber
 from speech_peft.data.audio import load_audio
-from speech_peft.decoders import DecodeOptions, diffusion_decode, from_whisper
+from speech_peft.decoders import DecodeOptions, canvas_lengths, diffusion_decode, from_whisper
 from speech_peft.encoders.whisper import load_whisper, load_whisper_encoder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr"
@@ -45,6 +48,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--length", type=int, default=128, help="L, the diffusion decoder's positions")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 15])
+    parser.add_argument("--tokens-per-second", type=float, help="canvas per clip from its duration (default: L)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bundle = load_whisper("whisper-tiny.en")
@@ -52,13 +56,16 @@ def main() -> None:
     encoder = load_whisper_encoder("whisper-tiny.en")
     decoder = from_whisper(bundle.model, args.length).eval()
     add_adapter(decoder, CrossAttentionConfig(memory_dim=encoder.dim, num_heads=6), name="xattn")
-    print(f"CPU, {args.threads} threads, median of {args.repeats}; diffusion T=4, L={args.length}\n")
+    rate = args.tokens_per_second
+    canvas_note = f"canvas 1 + ceil({rate:g} x seconds), at most {args.length}" if rate else f"L={args.length}"
+    print(f"CPU, {args.threads} threads, median of {args.repeats}; diffusion T=4, {canvas_note}\n")
     print("| input | encoder short (s) | encoder 30 s (s) | AR greedy (s) | AR tokens/s | "
           + " | ".join(f"diffusion K={k} (s) | ratio AR / K={k}" for k in args.ks) + " |")
     print("|---|---|---|---|---|" + "---|---|" * len(args.ks))
     with torch.inference_mode():
         for seconds, wave in clips().items():
             lengths = torch.tensor([wave.shape[-1]])
+            canvas = canvas_lengths(lengths / 16000, rate, args.length) if rate else None
             times: dict[str, list[float]] = {}
             tokens = 0
             for _ in range(args.repeats + 1):  # the first round warms up and is dropped
@@ -66,7 +73,7 @@ def main() -> None:
                           "ar": lambda: ar.greedy(wave)}
                 for k in args.ks:
                     rounds[f"k{k}"] = lambda k=k: diffusion_decode(decoder, *_memory(encoder, wave, lengths),
-                                                                   DecodeOptions(candidates=k))
+                                                                   DecodeOptions(candidates=k), canvas)
                 for name, fn in rounds.items():
                     took, out = timed(fn)
                     times.setdefault(name, []).append(took)

@@ -105,6 +105,19 @@ def evaluate_all(exp: str | Path, buckets: list[str] | None, ks: tuple[int, ...]
     return out
 
 
+def _training_table(exp: Path) -> str:
+    rows = ["| run | trainable params | epochs | s / epoch | best validation |", "|---|---|---|---|---|"]
+    for run, label in (("ar_lora", "AR + LoRA"), ("diffusion_stage1", "diffusion stage 1 (cross-attention adapters)"),
+                       ("diffusion_stage2", "diffusion stage 2 (decoder + adapters)")):
+        path = exp / run / "fit_result.json"
+        if path.exists():
+            fit = json.loads(path.read_text())
+            times = fit["epoch_times_s"]
+            rows.append(f"| {label} | {fit['trainable_params']:,} | {len(times)} | {sum(times) / len(times):.1f} | "
+                        f"{fit['monitor']} {fit['best_score']:.4f} |")
+    return "\n".join(rows)
+
+
 def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
     exp = Path(exp)
     results = json.loads((exp / "eval" / "results.json").read_text())
@@ -126,11 +139,16 @@ def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
                                                  for b in buckets) + " |" for s in diffusion)
     speed = "\n".join(f"| {s} | " + " | ".join(cell(b, s, "seconds_per_utt", percent=False) for b in buckets) + " |"
                       for s in systems)
+    meta_path = exp / "diffusion_stage2" / "export" / "diffusion_asr.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    rate = meta.get("tokens_per_second")
+    canvas = (f"a canvas of 1 + ceil({rate:g} x seconds) positions (at most {meta['max_length']})" if rate
+              else f"L = {meta.get('max_length', '?')} positions")
     text = f"""# Long spoken-digit sequences (fsdd_long): diffusion-decoded ASR against autoregressive Whisper
 
 Test speakers are never heard in training. Each cell: corpus WER % (mean-utterance WER % in brackets),
 after the project's normaliser. "diffusion K=k rule": k candidates decoded in parallel over T=4 steps
-(mask ratios 1.0, 0.9, 0.85, 0.8), one chosen by the rule.
+(mask ratios 1.0, 0.9, 0.85, 0.8) on {canvas}, one chosen by the rule.
 
 {head}
 {wer}
@@ -144,6 +162,10 @@ after the project's normaliser. "diffusion K=k rule": k candidates decoded in pa
 
 {head}
 {speed}
+
+## Training
+
+{_training_table(exp)}
 
 Regenerate: `{command}` (its last stage alone rebuilds this file from `{exp}/eval/results.json`).
 """

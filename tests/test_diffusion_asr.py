@@ -190,7 +190,14 @@ def test_asr_results_table_orders_buckets_by_length_and_shows_oracle_and_hit_rat
     (tmp_path / "eval" / "results.json").write_text(json.dumps({
         "30s/whisper-tiny.en AR zero-shot": rows(0.4)[:1], "30s/diffusion": rows(0.4)[1:],
         "5s/whisper-tiny.en AR zero-shot": rows(0.2)[:1], "5s/diffusion": rows(0.2)[1:]}))
+    export = tmp_path / "diffusion_stage2" / "export"
+    export.mkdir(parents=True)
+    (export / "diffusion_asr.json").write_text(json.dumps({"max_length": 128, "tokens_per_second": 3.0}))
+    (tmp_path / "diffusion_stage2" / "fit_result.json").write_text(json.dumps(
+        {"epoch_times_s": [40.0, 50.0], "trainable_params": 1234567, "monitor": "val/loss", "best_score": 0.25}))
     text = write_asr_report(tmp_path, tmp_path / "RESULTS.md", "bash run.sh").read_text()
+    assert "on a canvas of 1 + ceil(3 x seconds) positions (at most 128)" in text
+    assert "| diffusion stage 2 (decoder + adapters) | 1,234,567 | 2 | 45.0 | val/loss 0.2500 |" in text
     assert "| system | 5s | 30s |" in text
     assert "| AR zero-shot | 20.0 (20.0) | 40.0 (40.0) |" in text
     assert "| diffusion K=4 mbr | 5.0 / 50.0 | 10.0 / 50.0 |" in text
