@@ -113,7 +113,8 @@ def _training_table(exp: Path) -> str:
         if path.exists():
             fit = json.loads(path.read_text())
             times = fit["epoch_times_s"]
-            rows.append(f"| {label} | {fit['trainable_params']:,} | {len(times)} | {sum(times) / len(times):.1f} | "
+            rows.append(f"| {label} | {fit['trainable_params']:,} | {fit.get('epochs', len(times))} | "
+                        f"{sum(times) / len(times):.1f} | "
                         f"{fit['monitor']} {fit['best_score']:.4f} |")
     return "\n".join(rows)
 

@@ -41,7 +41,8 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
         t = cfg.task
         return DiffusionASR(cfg.encoder.name, t.stage, t.max_length, t.xattn_heads, t.lr, t.weight_decay,
                             t.layer_decay, t.ema_decay, t.get("init_from"), t.get("cache_dir"),
-                            OmegaConf.to_container(t.decode, resolve=True))
+                            OmegaConf.to_container(t.decode, resolve=True), t.get("tokens_per_second"),
+                            t.get("xattn_init", "whisper"))
     if task == "restore_cleaner":
         from .tasks.restoration import FeatureCleaner
 
@@ -116,6 +117,7 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
         total = sum(p.numel() for p in module.parameters())
         result = {"best_checkpoint": best, "best_score": float(trainer.checkpoint_callback.best_model_score),
                   "monitor": cfg.trainer.monitor, "trainable_params": trainable, "total_params": total,
+                  "epochs": trainer.current_epoch,  # all of them, also when resumed from ckpt_path
                   "epoch_times_s": next(c.times for c in trainer.callbacks if isinstance(c, EpochTimer)),
                   "export_bytes": _dir_size(exp_dir / "export"),
                   "checkpoint_bytes": Path(best).stat().st_size}

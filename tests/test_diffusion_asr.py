@@ -2,6 +2,7 @@
 with layer-wise learning-rate decay and an EMA; encoder states cache safely."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -162,8 +163,9 @@ def test_fit_test_and_transcribe_run_diffusion_asr_from_configs(whisper_with_tok
     from speech_peft.cli import main
 
     _, test, export = _run_task("diffusion_asr", whisper_with_tokenizer, fsdd_folds, tmp_path, "task.max_length=8",
-                                "task.xattn_heads=4", f"task.cache_dir={tmp_path}/cache")
+                                "task.xattn_heads=4", f"task.cache_dir={tmp_path}/cache", "task.tokens_per_second=4.0")
     assert 0.0 <= test["test/wer"] and (export / "diffusion_asr.json").is_file()
+    assert json.loads((export / "diffusion_asr.json").read_text())["tokens_per_second"] == 4.0  # the config reached it
     assert any((tmp_path / "cache").rglob("*.safetensors"))
     out, manifest = tmp_path / "hyp.tsv", fsdd_folds / "fold_theo" / "test.jsonl"
     assert main(["transcribe", str(manifest), "--model", str(export), "--out", str(out),
@@ -217,3 +219,15 @@ def test_cross_attention_adapters_start_as_whispers_own_cross_attention(whisper_
     assert torch.tanh(adapter.gate).item() > 0.99
     random_start = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4, xattn_init="random")
     assert random_start.decoder.layers[1].adapters["xattn"].gate.item() == 0.0
+
+
+def test_a_resumed_stage_two_keeps_averaging_from_the_checkpointed_average(whisper_with_tokenizer):
+    model = DiffusionASR(whisper_with_tokenizer, stage=2, max_length=8, xattn_heads=4)
+    model.on_train_batch_end(None, None, 0)
+    name = next(iter(model.ema))
+    model.ema[name] += 1.0  # an average that no longer equals the live weights
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    resumed = DiffusionASR(whisper_with_tokenizer, stage=2, max_length=8, xattn_heads=4)
+    resumed.on_load_checkpoint(checkpoint)
+    assert set(resumed.ema) == set(model.ema) and torch.equal(resumed.ema[name], model.ema[name])

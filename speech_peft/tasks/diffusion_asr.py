@@ -134,6 +134,12 @@ class DiffusionASR(L.LightningModule):
                         self.ema[name] = p.detach().clone()
                     self.ema[name].lerp_(p.detach(), 1 - decay)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ema"] = self.ema  # so that a resumed stage 2 keeps averaging where it stopped
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.ema = {k: v.to(self.device) for k, v in checkpoint.get("ema", {}).items()}
+
     @contextlib.contextmanager
     def averaged_weights(self) -> Iterator[None]:
         """The EMA weights in place of the live ones (stage 2) inside the block, restored after it."""
