@@ -61,7 +61,8 @@ def write_restoration_report(exp: str | Path, out: str | Path, command: str) -> 
 Held-out evaluation: the {measured['files']} read sentences of `speech_samples/asr` (two speakers, never
 seen in training), degraded with real room impulse responses and real noise recordings that training
 never used. Training: the clean recordings, degraded on the fly (other real noises and RIRs, simulated
-rooms, coloured noise, band limits, clipping, codecs).
+rooms, coloured noise, band limits, clipping, codecs); the cleaner also on spoken-digit sequences of six
+more voices (FSDD, 8 kHz), the vocoder on the wideband recordings only.
 
 ## Cleaner: feature distance to the clean audio's features (held-out, mean L1)
 

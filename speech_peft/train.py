@@ -80,7 +80,8 @@ def build_trainer(cfg: DictConfig, exp_dir: Path) -> L.Trainer:
 
     checkpoint = ModelCheckpoint(dirpath=exp_dir / "checkpoints", monitor=cfg.trainer.monitor,
                                  mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=False,
-                                 filename="best-{epoch:02d}")
+                                 filename="best-epoch{epoch:02d}", auto_insert_metric_name=False)  # no "=": a
+                                                                   # Hydra override could not name it
     logger = CSVLogger(str(exp_dir), name="logs", version="") if cfg.logger.name == "csv" else False
     return L.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
                      devices=cfg.trainer.devices, precision=cfg.trainer.precision,

@@ -54,7 +54,7 @@ def test_checkpoint_holds_only_the_trained_part_and_test_uses_the_best_epoch(tin
     with open(Path(cfg.exp_dir) / "logs" / "metrics.csv") as handle:
         val = [(int(r["epoch"]), float(r["val/loss"])) for r in csv.DictReader(handle) if r.get("val/loss")]
     best_epoch = min(val, key=lambda item: (item[1], item[0]))[0]
-    assert f"epoch={best_epoch:02d}" in fit["best_checkpoint"]
+    assert f"best-epoch{best_epoch:02d}.ckpt" in fit["best_checkpoint"]
 
     test_cfg = OmegaConf.merge(cfg, {"ckpt_path": fit["best_checkpoint"]})
     result = run(test_cfg, "test")

@@ -148,14 +148,15 @@ def _run_task(task, model, fsdd_folds, tmp_path, *extra):
     from speech_peft.train import CONF_DIR, run
 
     fold = fsdd_folds / "fold_theo"
+    overrides = [f"task={task}", f"exp_dir={tmp_path}/{task}", f"encoder.name={model}", "data=fsdd_long",
+                 f"data.train={fold}/train.jsonl", f"data.val={fold}/val.jsonl", f"data.test={fold}/test.jsonl",
+                 "data.batch_size=4", "logger=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                 "trainer.progress_bar=false", *extra]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"task={task}", f"exp_dir={tmp_path}/{task}", f"encoder.name={model}", "data=fsdd_long",
-            f"data.train={fold}/train.jsonl", f"data.val={fold}/val.jsonl", f"data.test={fold}/test.jsonl",
-            "data.batch_size=4", "logger=none", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
-            "trainer.progress_bar=false", *extra])
-    fit = run(cfg, "fit")
-    cfg.ckpt_path = fit["best_checkpoint"]
+        cfg = compose("config", overrides=overrides)
+        fit = run(cfg, "fit")
+        # as a user would pass it on the command line: the checkpoint's name must parse as an override
+        cfg = compose("config", overrides=[*overrides, f"ckpt_path={fit['best_checkpoint']}"])
     return fit, run(cfg, "test"), Path(cfg.exp_dir) / "export"
 
 

@@ -51,7 +51,7 @@ fi
 if run_stage 3 && [ ! -f "$exp/diffusion_stage2/fit_result.json" ]; then
   log "stage 3: diffusion decoder, stage 2 (decoder + adapters)"
   "${fit[@]}" task=diffusion_asr task.stage=2 "${canvas[@]}" task.lr=1e-4 \
-    task.init_from="$exp/diffusion_stage1/export" task.cache_dir="$exp/encoder_cache" trainer.max_epochs="${epochs:-50}" exp_dir="$exp/diffusion_stage2" "${extra[@]}"
+    task.init_from="$exp/diffusion_stage1/export" task.cache_dir="$exp/encoder_cache" trainer.max_epochs="${epochs:-25}" exp_dir="$exp/diffusion_stage2" "${extra[@]}"
 fi
 
 if run_stage 4; then
