@@ -159,7 +159,10 @@ after the project's normaliser. "diffusion K=k rule": k candidates decoded in pa
 {head}
 {oracle}
 
-## Seconds per utterance (encoder + decoding, CPU; `benches/decode_speed.py` measures speed properly)
+## Seconds per utterance (encoder + decoding, CPU)
+
+AR rows decode the bucket in batches of 8, diffusion rows one utterance at a time, so they do not
+compare; `benches/decode_speed.py` measures both on the same clip, alternating.
 
 {head}
 {speed}
