@@ -22,6 +22,7 @@ from .decoders import DecodeOptions, choose
 from .decoders.parallel_decode import word_alignment
 from .metrics.text import normalize
 from .metrics.wer import score
+from .train import training_table
 
 RULES = ("confidence", "mbr", "rover")
 
@@ -105,18 +106,8 @@ def evaluate_all(exp: str | Path, buckets: list[str] | None, ks: tuple[int, ...]
     return out
 
 
-def _training_table(exp: Path) -> str:
-    rows = ["| run | trainable params | epochs | s / epoch | best validation |", "|---|---|---|---|---|"]
-    for run, label in (("ar_lora", "AR + LoRA"), ("diffusion_stage1", "diffusion stage 1 (cross-attention adapters)"),
-                       ("diffusion_stage2", "diffusion stage 2 (decoder + adapters)")):
-        path = exp / run / "fit_result.json"
-        if path.exists():
-            fit = json.loads(path.read_text())
-            times = fit["epoch_times_s"]
-            rows.append(f"| {label} | {fit['trainable_params']:,} | {fit.get('epochs', len(times))} | "
-                        f"{sum(times) / len(times):.1f} | "
-                        f"{fit['monitor']} {fit['best_score']:.4f} |")
-    return "\n".join(rows)
+TRAINING_RUNS = [("ar_lora", "AR + LoRA"), ("diffusion_stage1", "diffusion stage 1 (cross-attention adapters)"),
+                 ("diffusion_stage2", "diffusion stage 2 (decoder + adapters)")]
 
 
 def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
@@ -169,7 +160,7 @@ compare; `benches/decode_speed.py` measures both on the same clip, alternating.
 
 ## Training
 
-{_training_table(exp)}
+{training_table(exp, TRAINING_RUNS, "run")}
 
 Regenerate: `{command}` (its last stage alone rebuilds this file from `{exp}/eval/results.json`).
 """

@@ -18,6 +18,10 @@ from .adapters import set_active_adapters
 from .data.audio import load_audio
 from .data.manifest import read_manifest
 from .restore import load_restorer
+from .train import training_table
+
+TRAINING_STAGES = [("cleaner", "1 cleaner (parallel adapters)"), ("vocoder_clean", "2 WaveFit on clean features"),
+                   ("vocoder_cleaned", "3 WaveFit fine-tuned on cleaned features")]
 
 
 def measure_restorer(restorer_dir: str | Path, degraded_manifest: str | Path) -> dict[str, float]:
@@ -49,13 +53,9 @@ def write_restoration_report(exp: str | Path, out: str | Path, command: str) -> 
     exp = Path(exp)
     measured = json.loads((exp / "measure.json").read_text())
     quality = (exp / "quality" / "summary.md").read_text().strip()
-    stages = []
-    for stage, label in (("cleaner", "1 cleaner (parallel adapters)"), ("vocoder_clean", "2 WaveFit on clean features"),
-                         ("vocoder_cleaned", "3 WaveFit fine-tuned on cleaned features")):
-        fit = json.loads((exp / stage / "fit_result.json").read_text())
-        times = fit["epoch_times_s"]
-        stages.append(f"| {label} | {fit['trainable_params']:,} | {len(times)} | {sum(times) / len(times):.1f} | "
-                      f"{fit['monitor']} {fit['best_score']:.4f} |")
+    missing = [stage for stage, _ in TRAINING_STAGES if not (exp / stage / "fit_result.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"{exp}: no fit_result.json for {missing} (run the recipe's training stages)")
     text = f"""# Speech restoration on real recordings: frozen Whisper tiny.en + parallel adapters + WaveFit
 
 Held-out evaluation: the {measured['files']} read sentences of `speech_samples/asr` (two speakers, never
@@ -84,9 +84,7 @@ Cleaner + vocoder real-time factor {measured['rtf']:.3f} (batch 1, CPU, {measure
 
 ## Training
 
-| stage | trainable params | epochs | s / epoch | best validation |
-|---|---|---|---|---|
-{chr(10).join(stages)}
+{training_table(exp, TRAINING_STAGES, "stage")}
 
 Regenerate: `{command}` (its last stage alone rebuilds this file from `{exp}`).
 """

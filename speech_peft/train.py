@@ -80,8 +80,8 @@ def build_trainer(cfg: DictConfig, exp_dir: Path) -> L.Trainer:
 
     checkpoint = ModelCheckpoint(dirpath=exp_dir / "checkpoints", monitor=cfg.trainer.monitor,
                                  mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=False,
-                                 filename="best-epoch{epoch:02d}", auto_insert_metric_name=False)  # no "=": a
-                                                                   # Hydra override could not name it
+                                 # no "=" in the name: ckpt_path=... must parse as a Hydra override
+                                 filename="best-epoch{epoch:02d}", auto_insert_metric_name=False)
     logger = CSVLogger(str(exp_dir), name="logs", version="") if cfg.logger.name == "csv" else False
     return L.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
                      devices=cfg.trainer.devices, precision=cfg.trainer.precision,
@@ -90,6 +90,20 @@ def build_trainer(cfg: DictConfig, exp_dir: Path) -> L.Trainer:
                      deterministic=cfg.trainer.deterministic, num_sanity_val_steps=0,
                      limit_train_batches=cfg.trainer.get("limit_train_batches", 1.0),
                      limit_val_batches=cfg.trainer.get("limit_val_batches", 1.0))
+
+
+def training_table(exp: Path, runs: list[tuple[str, str]], first_column: str) -> str:
+    """A results table of the fits under ``exp`` (``(folder, label)`` each; folders without a
+    ``fit_result.json`` are left out): trainable parameters, epochs, mean seconds per epoch, best score."""
+    rows = [f"| {first_column} | trainable params | epochs | s / epoch | best validation |", "|---|---|---|---|---|"]
+    for folder, label in runs:
+        path = exp / folder / "fit_result.json"
+        if path.exists():
+            fit = json.loads(path.read_text())
+            times = fit["epoch_times_s"]
+            rows.append(f"| {label} | {fit['trainable_params']:,} | {fit.get('epochs', len(times))} | "
+                        f"{sum(times) / len(times):.1f} | {fit['monitor']} {fit['best_score']:.4f} |")
+    return "\n".join(rows)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -140,6 +140,8 @@ def test_canvas_follows_the_audio_and_positions_past_it_are_pad_never_masked_nev
     assert packed.shape == (2, 8) and packed[0, 3:].eq(config.pad_id).all()
     with pytest.raises(ValueError, match="canvas holds 3"):
         pack_transcripts([[5, 6, 7, 8], []], config, canvas[:2])
+    with pytest.raises(ValueError, match="clip_a has 4 tokens; its canvas holds 3"):
+        pack_transcripts([[5, 6, 7, 8], []], config, canvas[:2], names=["clip_a", "clip_b"])
     _, masked = mask_tokens(packed, torch.ones(2), config.mask_id, canvas=canvas[:2])
     assert masked[0].tolist() == [False, True, True, True] + [False] * 4 and masked[1, 1:].all()
 

@@ -4,6 +4,6 @@ from .masked_diffusion import (DiffusionDecoderConfig, MaskedDiffusionDecoder, c
                                text_tokens, within)
 from .parallel_decode import Candidates, DecodeOptions, choose, diffusion_decode, rover, select_mbr, word_alignment
 
-__all__ = ["DiffusionDecoderConfig", "MaskedDiffusionDecoder", "canvas_lengths", "within", "diffusion_loss", "from_whisper",
-           "load_decoder_weights", "mask_tokens", "pack_transcripts", "sample_ratio", "text_tokens",
+__all__ = ["DiffusionDecoderConfig", "MaskedDiffusionDecoder", "canvas_lengths", "within", "diffusion_loss",
+           "from_whisper", "load_decoder_weights", "mask_tokens", "pack_transcripts", "sample_ratio", "text_tokens",
            "Candidates", "DecodeOptions", "choose", "diffusion_decode", "rover", "select_mbr", "word_alignment"]

@@ -4,8 +4,8 @@ A sequence is BOS, the transcript's BPE tokens, then PAD up to a canvas length L
 where the text ends by predicting PAD. L is fixed (the decoder's maximum) or follows the audio:
 ``canvas_lengths`` gives 1 + ceil(tokens_per_second x seconds), the same rule in training and
 decoding, so a 5 s clip is not decoded (nor trained) on a canvas sized for 30 s; positions past an
-utterance's canvas hold PAD and are never masked. Training masks each position (never BOS) with probability t
-and scores cross-entropy on the masked positions only. The blocks are Whisper decoder blocks without
+utterance's canvas hold PAD and are never masked. Training masks each position (never BOS) with
+probability t and scores cross-entropy on the masked positions only. The blocks are Whisper decoder blocks without
 their cross-attention and without the causal mask, so the Whisper decoder's embeddings,
 self-attention and feed-forward weights load as a pretrained text model (``from_whisper``); the
 audio reaches the text through cross-attention adapters from the adapter core, one per block.
@@ -178,15 +178,16 @@ def diffusion_loss(logits: Tensor, tokens: Tensor, masked: Tensor) -> Tensor:
 
 
 def pack_transcripts(token_lists: list[list[int]], config: DiffusionDecoderConfig,
-                     canvas: Tensor | None = None) -> Tensor:
+                     canvas: Tensor | None = None, names: list[str] | None = None) -> Tensor:
     """BOS + tokens + PAD to L (the longest ``canvas`` when given); a transcript too long for its
-    canvas is an error, never silently cut."""
+    canvas is an error naming it (``names[i]``, else its index), never silently cut."""
     sizes = [config.max_length] * len(token_lists) if canvas is None else canvas.tolist()
     out = torch.full((len(token_lists), max(sizes)), config.pad_id, dtype=torch.long)
     for i, ids in enumerate(token_lists):
         if len(ids) + 1 > sizes[i]:
+            name = names[i] if names else f"transcript {i}"
             hint = "" if canvas is None else " (raise tokens_per_second)"
-            raise ValueError(f"transcript {i} has {len(ids)} tokens; its canvas holds {sizes[i] - 1}{hint}")
+            raise ValueError(f"{name} has {len(ids)} tokens; its canvas holds {sizes[i] - 1}{hint}")
         out[i, 0] = config.bos_id
         out[i, 1:1 + len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
@@ -202,4 +203,5 @@ def text_tokens(row: Tensor, config: DiffusionDecoderConfig) -> list[int]:
 
 
 __all__ = ["DiffusionDecoderConfig", "MaskedDiffusionDecoder", "from_whisper", "load_decoder_weights",
-           "canvas_lengths", "within", "mask_tokens", "sample_ratio", "diffusion_loss", "pack_transcripts", "text_tokens"]
+           "canvas_lengths", "within", "mask_tokens", "sample_ratio", "diffusion_loss", "pack_transcripts",
+           "text_tokens"]

@@ -81,11 +81,7 @@ class DiffusionASR(L.LightningModule):
         if missing:
             raise ValueError(f"no transcript for {missing[:3]}: diffusion ASR trains on transcribed audio")
         lists = [self.tokenizer.encode(" " + normalize(t), add_special_tokens=False).ids for t in texts]
-        try:
-            return pack_transcripts(lists, self.decoder.config, canvas).to(self.device)
-        except ValueError as err:
-            index = int(str(err).split()[1])
-            raise ValueError(f"{ids[index]}: {err}") from None
+        return pack_transcripts(lists, self.decoder.config, canvas, names=ids).to(self.device)
 
     def memory(self, batch: Batch) -> tuple[Tensor, Tensor]:
         if self.cache is not None:
@@ -242,10 +238,10 @@ def init_from_whisper_cross_attention(decoder: nn.Module, whisper: nn.Module) ->
     states, instead of learning that from a random start."""
     source, heads = whisper.model.decoder.layers, whisper.config.decoder_attention_heads
     for name, site in sites(decoder).items():
-        if site.adapters["xattn"].attn.num_heads != heads:
+        adapter, layer = site.adapters["xattn"], source[int(name.split(".")[1])]
+        if adapter.attn.num_heads != heads:
             raise ValueError(f"xattn_heads must match the Whisper decoder's {heads} heads to start from its "
                              "cross-attention (or use xattn_init='random')")
-        adapter, layer = site.adapters["xattn"], source[int(name.split(".")[1])]
         attn = layer.encoder_attn
         with torch.no_grad():
             adapter.norm.load_state_dict(layer.encoder_attn_layer_norm.state_dict())
