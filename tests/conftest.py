@@ -34,7 +34,7 @@ def fsdd_folds(tmp_path_factory) -> Path:
     """Manifests over a few real FSDD clips: 3 speakers, digits 0-2, takes 0-5, leave-one-speaker-out."""
     import shutil
 
-    from speech_peft.prepare import prepare
+    from speech_peft.data.prepare import prepare
 
     src = tmp_path_factory.mktemp("fsdd_src")
     for wav in sorted((BUNDLED / "fsdd_subset" / "recordings").glob("*.wav")):

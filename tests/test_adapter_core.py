@@ -12,7 +12,7 @@ from speech_peft.adapters import (AdapterBiasConfig, AdapterBudgetError, Adapter
                                   ParallelAdapterConfig, PrefixTuningConfig, PromptTuningConfig,
                                   SeriesAdapterConfig, adapter_memory, adapter_parameters, add_adapter,
                                   merge_adapter, remove_adapter, set_active_adapters, unmerge_adapter)
-from speech_peft.adapters.injection import AdapterSite
+from speech_peft.adapters.site import AdapterSite
 from tiny_models import ast_input, tiny_ast, tiny_whisper_encoder, whisper_input
 
 ENCODERS = {"whisper": (tiny_whisper_encoder, whisper_input), "ast": (tiny_ast, ast_input)}

@@ -2,40 +2,39 @@
 from __future__ import annotations
 
 import csv
+import inspect
+import json
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from speech_peft.commands.train import CONF_DIR, build_data, build_task, build_trainer, compose_config, run
 from speech_peft.data.manifest import read_manifest
 from speech_peft.tasks.classification import AudioClassifier
-from speech_peft.train import CONF_DIR, run
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["0", "1", "2"]
 
 
 def _cfg(tiny_whisper_dir, folds, tmp_path, *overrides):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"encoder.name={tiny_whisper_dir}", f"data.labels=[{','.join(LABELS)}]",
-            f"data.train={folds}/fold_theo/train.jsonl", f"data.val={folds}/fold_theo/val.jsonl",
-            f"data.test={folds}/fold_theo/test.jsonl", f"exp_dir={tmp_path}/exp", "data.batch_size=8",
-            "trainer.progress_bar=false", "logger=csv", *overrides])
-    return cfg
+    return compose_config([
+        f"encoder.name={tiny_whisper_dir}", f"data.labels=[{','.join(LABELS)}]",
+        f"data.train={folds}/fold_theo/train.jsonl", f"data.val={folds}/fold_theo/val.jsonl",
+        f"data.test={folds}/fold_theo/test.jsonl", f"exp_dir={tmp_path}/exp", "data.batch_size=8",
+        "trainer.enable_progress_bar=false", "logger=csv", *overrides])
 
 
 def test_frozen_encoder_stays_in_eval_mode_and_unchanged_while_the_adapter_trains(tiny_whisper_dir, fsdd_folds, tmp_path):
     cfg = _cfg(tiny_whisper_dir, fsdd_folds, tmp_path, "trainer.max_epochs=1", "adapter=parallel")
-    from speech_peft.train import build_data, build_module, build_trainer
-    module = build_module(cfg)
+    module = build_task(cfg)
     before = {k: v.clone() for k, v in module.encoder.state_dict().items() if ".adapters." not in k}
     module.train()
     assert not module.encoder.encoder.layers[0].fc1.training
     assert module.encoder.encoder.layers[0].fc2.adapters.training
-    trainer = build_trainer(cfg, Path(cfg.exp_dir))
+    trainer = build_trainer(cfg)
     trainer.fit(module, build_data(cfg))
     after = module.encoder.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
@@ -43,8 +42,11 @@ def test_frozen_encoder_stays_in_eval_mode_and_unchanged_while_the_adapter_train
     assert adapter and all(v.abs().sum() > 0 for v in adapter)
 
 
-def test_checkpoint_holds_only_the_trained_part_and_test_uses_the_best_epoch(tiny_whisper_dir, fsdd_folds, tmp_path):
-    cfg = _cfg(tiny_whisper_dir, fsdd_folds, tmp_path, "trainer.max_epochs=3", "adapter=lora")
+def test_checkpoint_holds_only_the_trained_part_and_test_and_predict_agree_on_the_best_epoch(
+        tiny_whisper_dir, fsdd_folds, tmp_path):
+    test_manifest = fsdd_folds / "fold_theo" / "test.jsonl"
+    cfg = _cfg(tiny_whisper_dir, fsdd_folds, tmp_path, "trainer.max_epochs=3", "adapter=lora",
+               f"data.predict={test_manifest}")
     fit = run(cfg, "fit")
     state = torch.load(fit["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     assert set(state) == {k for k in state if "lora_" in k or k.startswith("head.")}
@@ -56,22 +58,33 @@ def test_checkpoint_holds_only_the_trained_part_and_test_uses_the_best_epoch(tin
     best_epoch = min(val, key=lambda item: (item[1], item[0]))[0]
     assert f"best-epoch{best_epoch:02d}.ckpt" in fit["best_checkpoint"]
 
-    test_cfg = OmegaConf.merge(cfg, {"ckpt_path": fit["best_checkpoint"]})
-    result = run(test_cfg, "test")
-    assert result["checkpoint"] == fit["best_checkpoint"] and 0.0 <= result["test/acc"] <= 1.0
-    assert (Path(cfg.exp_dir) / "export" / "adapter" / "adapter.safetensors").is_file()
+    # test from the checkpoint and predict from the export see the same model: the accuracy of the
+    # exported classifier's predictions is the checkpoint's test accuracy.
+    result = run(OmegaConf.merge(cfg, {"ckpt_path": fit["best_checkpoint"]}), "test")
+    export = Path(cfg.exp_dir) / "export"
+    predicted = run(OmegaConf.merge(cfg, {"ckpt_path": str(export)}), "predict")
+    rows = [json.loads(line) for line in Path(predicted["predictions"]).read_text().splitlines()]
+    truth = {e.id: e.label for e in read_manifest(test_manifest)}
+    assert sorted(r["id"] for r in rows) == sorted(truth)
+    accuracy = sum(r["label"] == truth[r["id"]] for r in rows) / len(rows)
+    assert result["test/acc"] == pytest.approx(accuracy)
 
 
-def test_checkpoint_from_another_encoder_is_refused(tiny_whisper_dir, fsdd_folds, tmp_path):
+def test_checkpoint_from_another_encoder_or_another_adapter_is_refused(tiny_whisper_dir, fsdd_folds, tmp_path):
+    from speech_peft.tasks.common import load_checkpoint_weights
+
     cfg = _cfg(tiny_whisper_dir, fsdd_folds, tmp_path, "trainer.max_epochs=1", "adapter=lora")
-    fit = run(cfg, "fit")
-    module = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "lora"})
+    best = run(cfg, "fit")["best_checkpoint"]
+    same = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "lora"})
+    load_checkpoint_weights(same, best)  # strict: every tensor accounted for
+    other_base = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "lora"})
     with torch.no_grad():
-        module.encoder.encoder.layers[0].fc1.weight.add_(1.0)
-    module.fingerprint = __import__("speech_peft.tasks.common", fromlist=["x"]).encoder_fingerprint(module.encoder)
-    checkpoint = torch.load(fit["best_checkpoint"], map_location="cpu", weights_only=True)
-    with pytest.raises(ValueError, match="another"):
-        module.on_load_checkpoint(checkpoint)
+        other_base.encoder.encoder.layers[0].fc1.weight.add_(1.0)
+    with pytest.raises(ValueError, match="another base model"):
+        load_checkpoint_weights(other_base, best)
+    other_adapter = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "parallel"})
+    with pytest.raises(ValueError, match="missing .*parallel|unexpected .*lora"):
+        load_checkpoint_weights(other_adapter, best)
 
 
 def test_validation_never_holds_the_test_speaker(fsdd_folds):
@@ -98,29 +111,57 @@ def _config_files():
     return files
 
 
+def _keyword_arguments(target: str) -> set[str]:
+    return set(inspect.signature(get_class(target)).parameters)
+
+
 @pytest.mark.parametrize("path", _config_files(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_shipped_config_composes(path):
+def test_every_shipped_config_composes_and_names_only_arguments_its_classes_take(path):
     conf_root = next(p for p in path.parents if p.name == "conf")
     rel = path.relative_to(conf_root).with_suffix("")
     overrides = [] if rel.parent == Path(".") else [f"{rel.parent}={rel.name}"]
-    search = [] if conf_root == CONF_DIR else [f"hydra.searchpath=[file://{conf_root}]"]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides + search, return_hydra_config=bool(search))
+    cfg = compose_config(overrides, None if conf_root == CONF_DIR else conf_root)
     if rel.parent.name == "adapter":
         from speech_peft.adapters import config_from_dict
         if cfg.adapter.method != "full":
             config_from_dict(OmegaConf.to_container(cfg.adapter))
-    assert cfg.task.name and (cfg.data.get("labels") or cfg.data.get("degrade") is not None or cfg.data.get("require_text"))
+    for group in ("task", "data"):
+        keys = set(cfg[group]) - {"_target_"}
+        assert keys <= _keyword_arguments(cfg[group]._target_), f"{group}: {keys - _keyword_arguments(cfg[group]._target_)}"
+    for callback in cfg.callbacks.values():
+        assert set(callback) - {"_target_"} <= _keyword_arguments(callback._target_)
+    import lightning
+    assert set(cfg.trainer) <= set(inspect.signature(lightning.Trainer).parameters)
 
 
-def test_lightning_cli_prints_the_classifier_config(capsys):
-    from lightning.pytorch.cli import LightningCLI
-    with pytest.raises(SystemExit) as exit_info:
-        LightningCLI(AudioClassifier, run=False, save_config_callback=None,
-                     args=["--print_config", "--model.labels=[a,b]"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert "encoder_name: whisper-tiny.en" in out and "labels:" in out
+def test_a_sweep_over_adapters_gives_each_member_its_own_folder():
+    folders = {compose_config([f"adapter={name}"]).exp_dir for name in ("lora", "pissa", "lora_all", "series", "houlsby")}
+    assert len(folders) == 5 and "exp/fsdd/classification/pissa" in folders
+
+
+def test_lightning_cli_fits_the_same_task_and_data_modules_from_a_yaml_config(tiny_whisper_dir, fsdd_folds, tmp_path):
+    from speech_peft.commands.lightning import main
+
+    fold = fsdd_folds / "fold_theo"
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+model:
+  class_path: AudioClassifier
+  init_args: {{labels: ["0", "1", "2"], encoder_name: {tiny_whisper_dir}, adapter: {{method: lora, r: 2}}}}
+data:
+  class_path: ManifestDataModule
+  init_args: {{train: {fold}/train.jsonl, val: {fold}/val.jsonl, batch_size: 8}}
+trainer: {{max_steps: 2, limit_val_batches: 1, logger: false, enable_progress_bar: false,
+          default_root_dir: {tmp_path}/lightning}}
+""")
+    main(["fit", "--config", str(config)])
+    checkpoints = list((tmp_path / "lightning").rglob("*.ckpt"))
+    assert len(checkpoints) == 1
+    state = torch.load(checkpoints[0], map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2 and set(state["state_dict"]) == {
+        k for k in state["state_dict"] if "lora_" in k or k.startswith("head.")}
+    trained = [v for k, v in state["state_dict"].items() if "lora_B" in k]
+    assert trained and all(v.abs().sum() > 0 for v in trained)  # LoRA B starts at zero: it learned
 
 
 def test_full_fine_tuning_exports_the_encoder_it_trained_and_adapters_export_only_themselves(tiny_whisper_dir, tmp_path):
@@ -134,3 +175,20 @@ def test_full_fine_tuning_exports_the_encoder_it_trained_and_adapters_export_onl
     lora = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "lora", "target_roles": ["attn.q"]})
     lora.export(tmp_path / "lora")
     assert not (tmp_path / "lora" / "encoder.safetensors").exists() and (tmp_path / "lora" / "adapter").is_dir()
+
+
+@pytest.mark.parametrize("adapter", [{"method": "lora", "r": 2}, {"method": "full"}, {"method": "linear_probe"}],
+                         ids=lambda a: a["method"])
+def test_an_exported_classifier_reloads_to_the_same_outputs(tiny_whisper_dir, tmp_path, adapter):
+    torch.manual_seed(0)
+    trained = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, adapter).eval()
+    with torch.no_grad():  # trained weights that differ from any fresh start
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    trained.export(tmp_path / "export")
+    again = AudioClassifier.from_export(tmp_path / "export")
+    wave, lengths = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6000])
+    with torch.no_grad():
+        assert torch.allclose(again(wave, lengths), trained(wave, lengths), atol=1e-6)
+    assert again.labels == trained.labels

@@ -74,7 +74,7 @@ def test_quick_fsdd_recipe_runs_end_to_end_and_writes_results(tmp_path):
 
 
 def test_results_table_names_the_dataset_and_encoder_of_the_runs(tmp_path):
-    from speech_peft.report import write_classification_report
+    from speech_peft.reports.classification import write_classification_report
 
     for fold, acc in (("1", 0.8), ("2", 0.9)):
         run = tmp_path / "exp" / "lora" / f"fold_{fold}"

@@ -14,8 +14,9 @@ import soundfile as sf
 import torch
 
 from speech_peft.data.audio import load_audio
-from speech_peft.restore import build_restorer, load_restorer
-from speech_peft.tasks.restoration import DegradedPairs, FeatureCleaner, collate_pairs, feature_loss
+from speech_peft.data.pairs import DegradedPairs, collate_pairs
+from speech_peft.tasks.restoration import FeatureCleaner, feature_loss
+from speech_peft.vocoders.restorer import Restorer
 from speech_peft.vocoders.wavefit import WaveFit, WaveFitConfig, multi_resolution_stft_loss, wavefit_loss
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"
@@ -87,7 +88,7 @@ def restorer_dir(tiny_whisper_dir, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     cleaner = FeatureCleaner(tiny_whisper_dir, tap_layer=1, bottleneck_dim=8)
     vocoder = WaveFit(WaveFitConfig(feature_dim=32, channels=8, blocks=2, iterations=2))
-    return build_restorer(tiny_whisper_dir, 1, vocoder, cleaner.encoder).save(tmp_path_factory.mktemp("restorer"))
+    return Restorer(cleaner.encoder, vocoder, tiny_whisper_dir, 1).export(tmp_path_factory.mktemp("restorer"))
 
 
 @pytest.fixture
@@ -157,27 +158,24 @@ def test_restore_with_two_ddp_processes_restores_every_input_exactly_once(restor
 
 
 def _restore_cfg(tiny_whisper_dir, tmp_path, task, *overrides):
-    from hydra import compose, initialize_config_dir
-
+    from speech_peft.commands.train import compose_config
     from speech_peft.data.builders import from_folder
     from speech_peft.data.manifest import write_manifest
-    from speech_peft.train import CONF_DIR
 
     manifest = tmp_path / "clean.jsonl"
     if not manifest.exists():
         write_manifest(from_folder(DATA / "asr"), manifest)
     vocoder = ["task.vocoder.feature_dim=32", "task.vocoder.channels=8", "task.vocoder.blocks=2",
                "task.vocoder.iterations=2"] if task == "restore_vocoder" else []
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[
-            f"task={task}", "data=restore", f"encoder.name={tiny_whisper_dir}", f"data.train={manifest}",
-            f"data.val={manifest}", "data.seconds=0.5", "data.batch_size=4", "task.tap_layer=1",
-            "task.bottleneck_dim=8", "trainer.max_epochs=2", "trainer.progress_bar=false", "logger=none",
-            f"data.degrade.noise_files=[{DATA / 'noise' / 'noise2.wav'}]", *vocoder, *overrides])
+    return compose_config([
+        f"task={task}", "data=restore", f"encoder.name={tiny_whisper_dir}", f"data.train={manifest}",
+        f"data.val={manifest}", "data.seconds=0.5", "data.batch_size=4", "task.tap_layer=1",
+        "task.bottleneck_dim=8", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "logger=none",
+        f"data.degrade.noise_files=[{DATA / 'noise' / 'noise2.wav'}]", *vocoder, *overrides])
 
 
 def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restore_reads(tiny_whisper_dir, tmp_path):
-    from speech_peft.train import run
+    from speech_peft.commands.train import run
 
     cleaner = run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_cleaner", f"exp_dir={tmp_path}/cleaner"), "fit")
     assert cleaner["trainable_params"] == sum(p.numel() for n, p in FeatureCleaner(
@@ -193,23 +191,23 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
                      f"task.cleaner_dir={cleaner_dir}", f"task.init_vocoder={tmp_path}/vocoder_clean/export/vocoder.safetensors",
                      f"exp_dir={tmp_path}/vocoder_cleaned"), "fit")
 
-    restorer = load_restorer(tmp_path / "vocoder_cleaned" / "export")
-    trained = load_restorer(tmp_path / "vocoder_clean" / "export")
+    restorer = Restorer.from_export(tmp_path / "vocoder_cleaned" / "export")
+    trained = Restorer.from_export(tmp_path / "vocoder_clean" / "export")
     # Stage 3 starts from stage 2's vocoder and moves it; both carry the stage-1 cleaner unchanged.
     assert any(not torch.equal(a, b) for a, b in zip(restorer.vocoder.state_dict().values(),
                                                      trained.vocoder.state_dict().values()))
     from safetensors.torch import load_file
-    saved = load_file(cleaner_dir / "adapter.safetensors")
+    saved = load_file(cleaner_dir / "cleaner" / "adapter.safetensors")
     mine = {k: v for k, v in restorer.encoder.state_dict().items() if ".adapters." in k}
     assert len(saved) == len(mine) and all(any(torch.equal(v, w) for w in mine.values()) for v in saved.values())
     assert restorer(load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :8000]).shape == (1, 8000)
 
     # The recipe's evaluation path on the trained restorer: restore, copy-synthesis, quality, report.
     from speech_peft.data.degrade import DegradeConfig
-    from speech_peft.degrade_cli import degrade_to_disk
-    from speech_peft.quality_report import score_quality
-    from speech_peft.restore import restore
-    from speech_peft.restore_report import measure_restorer, write_restoration_report
+    from speech_peft.jobs.degrade import degrade_to_disk
+    from speech_peft.jobs.restore import restore
+    from speech_peft.reports.quality import score_quality
+    from speech_peft.reports.restoration import measure_restorer, write_restoration_report
 
     clean_dir = tmp_path / "eval_clean"
     clean_dir.mkdir()

@@ -24,7 +24,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
       speech-peft fit --config-dir "$conf_dir" experiment="$experiment" adapter="$method" \
         data.train="$exp/manifests/fold_$fold/train.jsonl" data.val="$exp/manifests/fold_$fold/val.jsonl" \
         data.test="$exp/manifests/fold_$fold/test.jsonl" trainer.max_epochs="$epochs" exp_dir="$dir" \
-        trainer.progress_bar=false "${lr[@]}" "${extra[@]}"
+        trainer.enable_progress_bar=false "${lr[@]}" "${extra[@]}"
     done
   done
 fi
@@ -38,7 +38,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
       log "stage 2: test $method/$fold with $(basename "$best") (selected on validation)"
       speech-peft test --config-dir "$conf_dir" experiment="$experiment" adapter="$method" \
         data.test="$exp/manifests/fold_$fold/test.jsonl" exp_dir="$dir" ckpt_path="'$best'" \
-        trainer.progress_bar=false "${extra[@]}" >/dev/null
+        trainer.enable_progress_bar=false "${extra[@]}" >/dev/null
     done
   done
 fi

@@ -10,11 +10,12 @@ from .bitfit import BitFitConfig, LinearProbeConfig
 from .bottleneck import ParallelAdapterConfig, SeriesAdapterConfig
 from .config import AdapterConfig
 from .cross_attention import CrossAttentionConfig, adapter_memory
-from .injection import (AdapterBudgetError, AdapterMergeError, AdapterReport, AdapterSite, active_adapters,
+from .injection import (AdapterBudgetError, AdapterMergeError, AdapterReport, active_adapters,
                         adapter_modules, adapter_parameters, add_adapter, count_parameters, merge_adapter,
                         records, remove_adapter, set_active_adapters, set_trainable_adapters, unmerge_adapter)
 from .io import AdapterMismatchError, load_adapter, read_manifest, save_adapter
 from .layout import BlockLayout, Sublayer, register_layout
+from .site import AdapterSite, sites, unwrap
 from .lora import LoRAConfig
 from .moa import MoAConfig
 from .peft_interop import export_peft_lora, import_peft_lora

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .config import AdapterConfig
 from .dims import output_dim
-from .injection import sites
+from .site import sites
 from .registry import register_method
 from .targeting import Target
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .targeting import Target, unwrap
+from .site import unwrap
+from .targeting import Target
 
 
 def output_dim(module: nn.Module) -> int:

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from .config import AdapterConfig
 from .registry import get_method
-from .targeting import Target, resolve_targets, unwrap
+from .site import AdapterSite, sites, unwrap
+from .targeting import Target, resolve_targets
 
 _RECORDS_ATTR = "_speech_peft_adapters"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -28,51 +29,6 @@ class AdapterBudgetError(ValueError):
 
 class AdapterMergeError(ValueError):
     """The adapter cannot be folded into the base weights."""
-
-
-class AdapterSite(nn.Module):
-    def __init__(self, base: nn.Module):
-        super().__init__()
-        self.base = base
-        self.adapters = nn.ModuleDict()
-        self.reads: dict[str, str | None] = {}
-        self.active: tuple[str, ...] = ()
-        self.merged: set[str] = set()
-        self._captured: dict[str, Tensor] = {}
-        self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
-
-    def __getattr__(self, name: str):
-        # Host code reads attributes of the module it owns (conv.stride, linear.weight): pass them through.
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("base"), name)
-
-    def live(self) -> list[str]:
-        return [n for n in self.active if n in self.adapters and n not in self.merged]
-
-    def capture(self, read: str, output) -> None:
-        if any(self.reads[n] == read for n in self.live()):
-            self._captured[read] = output[0] if isinstance(output, tuple) else output
-
-    def forward(self, *args, **kwargs):
-        out = self.base(*args, **kwargs)
-        live = self.live()
-        if not live:
-            return out
-        y = out[0] if isinstance(out, tuple) else out
-        total = y
-        for name in live:
-            read = self.reads[name]
-            if read is None:
-                x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, Tensor))
-            elif read in self._captured:
-                x = self._captured[read]
-            else:
-                raise RuntimeError(f"adapter {name!r} reads the output of {read!r}, which did not run first")
-            total = total + self.adapters[name](x, y)
-        self._captured.clear()
-        return (total, *out[1:]) if isinstance(out, tuple) else total
 
 
 @dataclass
@@ -110,10 +66,6 @@ def records(model: nn.Module) -> dict[str, AdapterRecord]:
     if _RECORDS_ATTR not in model.__dict__:
         model.__dict__[_RECORDS_ATTR] = {}
     return model.__dict__[_RECORDS_ATTR]
-
-
-def sites(model: nn.Module) -> dict[str, AdapterSite]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, AdapterSite)}
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,9 +17,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
+from ..fileio import atomic_write, write_json
 from .injection import AdapterReport, adapter_modules, add_adapter, records
 from .registry import config_from_dict
-from .targeting import Target, unwrap
+from .site import unwrap
+from .targeting import Target
 
 WEIGHTS, CONFIG, MANIFEST = "adapter.safetensors", "adapter_config.json", "manifest.json"
 _SAMPLE = 64
@@ -40,27 +41,28 @@ def module_fingerprint(module: nn.Module) -> dict:
     shapes = {}
     for name, param in sorted(module.named_parameters()):
         flat = param.detach().reshape(-1)
-        idx = torch.linspace(0, flat.numel() - 1, min(_SAMPLE, flat.numel())).long()
+        # float32 linspace can round the last index up to numel on large tensors: clamp it back
+        idx = torch.linspace(0, flat.numel() - 1, min(_SAMPLE, flat.numel())).long().clamp(max=flat.numel() - 1)
         digest.update(name.encode())
         digest.update(flat[idx].to(torch.float16).cpu().numpy().tobytes())
         shapes[name] = list(param.shape)
     return {"shapes": shapes, "values": digest.hexdigest()[:16]}
 
 
+def frozen_fingerprint(model: nn.Module) -> dict[str, str]:
+    """A fingerprint of every frozen linear and convolution of ``model`` outside its adapters, by module
+    name (adapter sites are looked through): checkpoints and caches store it to refuse another base."""
+    parts = {}
+    for name, module in model.named_modules():
+        trained = any(p.requires_grad for p in module.parameters(recurse=False))
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and ".adapters." not in f".{name}." and not trained:
+            parts[name.replace(".base", "")] = module_fingerprint(module)["values"]
+    return parts
+
+
 def base_fingerprint(model: nn.Module, targets: list[Target]) -> dict[str, dict]:
     return {t.write: module_fingerprint(model.get_submodule(t.write) if t.write else model)
             for t in targets}
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "default",
@@ -85,9 +87,9 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
         "num_tensors": len(tensors),
         "num_parameters": sum(v.numel() for v in tensors.values()),
     }
-    _atomic_write(directory / WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG, lambda p: Path(p).write_text(json.dumps(record.config.to_dict(), indent=2)))
-    _atomic_write(directory / MANIFEST, lambda p: Path(p).write_text(json.dumps(manifest, indent=2)))
+    atomic_write(directory / WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    write_json(directory / CONFIG, record.config.to_dict())
+    write_json(directory / MANIFEST, manifest)
     return directory
 
 

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..fileio import atomic_write, write_json
 from .injection import AdapterReport, adapter_modules, add_adapter, records
 from .lora import LoRAConfig, LoRALinear
 from .targeting import Target
@@ -49,8 +50,8 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
         "init_lora_weights": True, "modules_to_save": None, "inference_mode": True,
         "base_model_name_or_path": base_model_name_or_path, "rank_pattern": {}, "alpha_pattern": {},
     }
-    save_file(tensors, directory / "adapter_model.safetensors", metadata={"format": "pt"})
-    (directory / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))
+    atomic_write(directory / "adapter_model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_json(directory / "adapter_config.json", peft_config)
     return directory
 
 

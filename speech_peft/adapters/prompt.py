@@ -19,7 +19,8 @@ from torch.nn import functional as F
 
 from .config import AdapterConfig
 from .registry import register_method
-from .targeting import AdapterTargetError, Target, find_blocks, unwrap
+from .site import unwrap
+from .targeting import AdapterTargetError, Target, find_blocks
 
 
 @dataclass

@@ -10,6 +10,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .layout import BlockLayout, layout_of
+from .site import unwrap
 
 
 class AdapterTargetError(ValueError):
@@ -50,13 +51,6 @@ def find_blocks(model: nn.Module) -> list[Block]:
                 path = f"{stack_name}.{index}" if stack_name else str(index)
                 blocks.append(Block(path, stack_name, index, block, layout))
     return blocks
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The original module behind an adapter site."""
-    from .injection import AdapterSite  # local: injection imports this module
-
-    return module.base if isinstance(module, AdapterSite) else module
 
 
 def parse_layers(layers: str | list[int] | int | None) -> set[int] | None:

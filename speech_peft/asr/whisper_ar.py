@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..encoders.whisper import WhisperBundle, log_mel
+from ..encoders.whisper import WhisperBundle, log_mel, run_encoder
 
 SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362
 
@@ -27,14 +27,13 @@ class WhisperTranscriber:
 
     @torch.no_grad()
     def encode(self, waveforms: Tensor) -> Tensor:
-        feats = log_mel(waveforms, self.model.config.num_mel_bins, pad_to_30s=self.pad_to_30s)
-        return self.model.model.encoder(feats).last_hidden_state if self.pad_to_30s else \
-            _short_encode(self.model.model.encoder, feats)
+        feats = log_mel(waveforms.to(self.model.device), self.model.config.num_mel_bins, pad_to_30s=self.pad_to_30s)
+        return run_encoder(self.model.model.encoder, feats)[0]
 
     def _logits(self, step_ids: Tensor, encoder_states: Tensor, cache, first: bool):
         out = self.model(encoder_outputs=(encoder_states,), decoder_input_ids=step_ids,
                          cache=cache, use_cache=True)
-        logits = out.logits[:, -1].float()
+        logits = out.logits[:, -1].float().cpu()  # the search itself runs on the CPU
         logits[:, self.suppress] = float("-inf")
         if first:
             logits[:, self.begin_suppress] = float("-inf")
@@ -44,7 +43,7 @@ class WhisperTranscriber:
     def greedy(self, waveforms: Tensor) -> list[list[int]]:
         states = self.encode(waveforms)
         batch = states.shape[0]
-        ids = torch.tensor([self.prompt] * batch)
+        ids = torch.tensor([self.prompt] * batch, device=states.device)
         tokens = torch.empty(batch, 0, dtype=torch.long)
         done = torch.zeros(batch, dtype=torch.bool)
         cache = None
@@ -56,7 +55,7 @@ class WhisperTranscriber:
             done |= nxt == EOT
             if done.all():
                 break
-            ids = nxt[:, None]
+            ids = nxt[:, None].to(states.device)
         return [[t for t in row.tolist() if t != EOT][: _until_eot(row)] for row in tokens]
 
     @torch.no_grad()
@@ -68,7 +67,7 @@ class WhisperTranscriber:
         scores = torch.zeros(batch, beam_size)
         scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-        ids = torch.tensor([self.prompt] * batch * beam_size)
+        ids = torch.tensor([self.prompt] * batch * beam_size, device=states.device)
         cache = None
         for step in range(self.max_new_tokens):
             logits, cache = self._logits(ids, states, cache, first=step == 0)
@@ -101,8 +100,8 @@ class WhisperTranscriber:
             scores, seqs = new_scores, new_seqs
             if torch.isinf(scores).all():
                 break
-            cache.reorder_cache(reorder.view(-1))
-            ids = new_ids.view(-1, 1)
+            cache.reorder_cache(reorder.view(-1).to(states.device))
+            ids = new_ids.view(-1, 1).to(states.device)
         results = []
         for b in range(batch):
             pool = finished[b] or [(scores[b, k].item() / max(len(seqs[b][k]), 1), seqs[b][k]) for k in range(beam_size)]
@@ -121,11 +120,3 @@ def _until_eot(row: Tensor) -> int:
     hits = (row == EOT).nonzero()
     return int(hits[0]) if len(hits) else len(row)
 
-
-def _short_encode(encoder, feats: Tensor) -> Tensor:
-    x = torch.nn.functional.gelu(encoder.conv1(feats))
-    x = torch.nn.functional.gelu(encoder.conv2(x)).transpose(1, 2)
-    x = x + encoder.embed_positions.weight[: x.shape[1]]
-    for layer in encoder.layers:
-        x = layer(x, None)
-    return encoder.layer_norm(x)

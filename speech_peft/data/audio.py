@@ -8,6 +8,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from ..fileio import atomic_write
+
 MAX_SECONDS = 600.0  # longer files are almost always a mistake (a whole session, a wrong file)
 
 
@@ -51,7 +53,9 @@ def load_audio(path: str | Path, sample_rate: int | None = 16000, max_seconds: f
     return wave
 
 
-def save_audio(path: str | Path, wave: torch.Tensor, sample_rate: int) -> None:
+def save_audio(path: str | Path, wave: torch.Tensor, sample_rate: int) -> Path:
+    """Write atomically: 16-bit PCM when the samples fit [-1, 1], float otherwise."""
     data = wave.detach().cpu().float().numpy()
-    sf.write(str(path), data.T if data.ndim == 2 else data, sample_rate, subtype="PCM_16" if
-             np.abs(data).max(initial=0) <= 1.0 else "FLOAT")
+    subtype = "PCM_16" if np.abs(data).max(initial=0) <= 1.0 else "FLOAT"
+    return atomic_write(path, lambda tmp: sf.write(tmp, data.T if data.ndim == 2 else data, sample_rate,
+                                                   subtype=subtype))

@@ -42,7 +42,8 @@ def from_folder(root: str | os.PathLike, skip_bad: bool = False, rejects_path=No
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder {root} not found")
     rejects = _rejects(skip_bad, rejects_path)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+                   and not p.name.startswith("."))  # hidden: a writer's temporary, never an input
     if not files:
         raise ValueError(f"{root}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
     return _keep([_entry(str(p.relative_to(root).with_suffix("")), p, rejects) for p in files])

@@ -9,12 +9,16 @@ from .manifest import read_manifest
 
 
 class ManifestDataModule(L.LightningDataModule):
+    """``name``: the dataset's name (experiment folders, results tables); ``labels``: when given, every
+    labelled entry of every split must carry one of them (checked when the split is first read)."""
+
     def __init__(self, train: str | None = None, val: str | None = None, test: str | None = None,
                  predict: str | None = None, batch_size: int = 32, num_workers: int = 0,
                  sample_rate: int = 16000, seed: int = 0, skip_bad: bool = False,
                  rejects_path: str | None = None, cache_audio: bool = False, require_text: bool = False,
-                 augment: dict | None = None):
+                 augment: dict | None = None, labels: list[str] | None = None, name: str = "manifests"):
         super().__init__()
+        self.name, self.labels = name, [str(label) for label in labels] if labels is not None else None
         self.paths = {"train": train, "val": val, "test": test, "predict": predict}
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.options = dict(sample_rate=sample_rate, skip_bad=skip_bad, rejects_path=rejects_path,
@@ -34,7 +38,13 @@ class ManifestDataModule(L.LightningDataModule):
                 config = AugmentConfig(**{k: tuple(v) if isinstance(v, list) and k != "noise_files" else v
                                           for k, v in self.augment.items()})
                 transform = Augmenter(config, self.options["sample_rate"], self.seed)
-            self.datasets[split] = AudioDataset(read_manifest(path), transform=transform, **self.options)
+            entries = read_manifest(path)
+            if self.labels is not None:
+                unknown = [e for e in entries if e.label is not None and str(e.label) not in self.labels]
+                if unknown:
+                    raise ValueError(f"{path}: {len(unknown)} entries carry labels outside the configured "
+                                     f"{len(self.labels)} (e.g. {unknown[0].id!r}: {unknown[0].label!r})")
+            self.datasets[split] = AudioDataset(entries, transform=transform, **self.options)
         return self.datasets[split]
 
     def _loader(self, split: str) -> DataLoader:

@@ -69,9 +69,7 @@ def make_fsdd_long(src: str | os.PathLike, out: str | os.PathLike, test_speakers
                 wave, words = _join(clips, length, rng, waves)
                 path = out / "audio" / f"{uid}.wav"
                 if not path.exists():
-                    tmp = path.with_name(f".{path.name}.tmp.wav")
-                    save_audio(tmp, wave, SAMPLE_RATE)
-                    os.replace(tmp, path)
+                    save_audio(path, wave, SAMPLE_RATE)
                 splits[split].append(Entry(uid, str(path.resolve()), len(wave) / SAMPLE_RATE, SAMPLE_RATE,
                                            text=" ".join(words), speaker=speaker, task=f"{int(length)}s"))
     written = {name: write_manifest(items, out / f"{name}.jsonl", relative=False) for name, items in splits.items()}

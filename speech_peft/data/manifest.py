@@ -10,6 +10,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..fileio import write_text
+
 
 @dataclass
 class Entry:
@@ -77,7 +79,4 @@ def write_manifest(entries: list[Entry], path: str | os.PathLike, relative: bool
                     full = Path(value).resolve()
                     setattr(data, key, os.path.relpath(full, root) if full.is_relative_to(root) else str(full))
         lines.append(data.to_json())
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n".join(lines) + ("\n" if lines else ""))

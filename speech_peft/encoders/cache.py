@@ -15,12 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..adapters.io import frozen_fingerprint
+from ..fileio import atomic_write
+
 
 def encoder_key(encoder: nn.Module) -> str:
     """A short hash of the encoder's frozen weights (shapes and a sample of values per module)."""
-    from ..tasks.common import encoder_fingerprint
-
-    return hashlib.sha256(json.dumps(encoder_fingerprint(encoder), sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(frozen_fingerprint(encoder), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class EncoderCache:
@@ -47,10 +48,7 @@ class EncoderCache:
         for i in todo:  # one clip at a time, so the stored states do not depend on the batch's padding
             n = int(lengths[i])
             hidden = self.encoder(waves[i:i + 1, :n], lengths[i:i + 1]).hidden[0].contiguous()
-            paths[i].parent.mkdir(exist_ok=True)
-            tmp = paths[i].with_name(f".{paths[i].name}.{os.getpid()}.tmp")
-            save_file({"hidden": hidden.cpu()}, tmp)
-            os.replace(tmp, paths[i])
+            atomic_write(paths[i], lambda tmp, hidden=hidden: save_file({"hidden": hidden.cpu()}, tmp))
             states[i] = hidden
         longest = max(s.shape[0] for s in states)
         hidden = torch.zeros(len(states), longest, states[0].shape[-1], device=waves.device)

@@ -48,6 +48,25 @@ def log_mel(waveforms: Tensor, n_mels: int = 80, pad_to_30s: bool = True) -> Ten
     return feats
 
 
+def run_encoder(encoder: nn.Module, feats: Tensor, output_layers: bool = False,
+                final_norm: bool = True) -> tuple[Tensor, list[Tensor]]:
+    """Whisper's encoder (transformers ``WhisperEncoder``) on log-mel features of any length up to its
+    window: the position embeddings are sliced to the input, so a 2 s clip costs 2 s, not 30.
+    Returns the last state (after the final layer norm when ``final_norm``) and, when asked, each layer's."""
+    x = nn.functional.gelu(encoder.conv1(feats))
+    x = nn.functional.gelu(encoder.conv2(x)).transpose(1, 2)
+    if x.shape[1] > encoder.embed_positions.weight.shape[0]:
+        raise ValueError(f"{x.shape[1]} encoder frames exceed Whisper's {encoder.embed_positions.weight.shape[0]}")
+    x = x + encoder.embed_positions.weight[: x.shape[1]]
+    states = []
+    for layer in encoder.layers:
+        x = layer(x, None)
+        x = x[0] if isinstance(x, tuple) else x
+        if output_layers:
+            states.append(x)
+    return (encoder.layer_norm(x) if final_norm else x), states
+
+
 def encoder_frames(samples: Tensor) -> Tensor:
     """Number of encoder output frames (50 per second) covering ``samples`` of audio."""
     return torch.div(torch.div(samples, HOP, rounding_mode="floor") + 1, 2, rounding_mode="floor").clamp(min=1)
@@ -82,20 +101,8 @@ class WhisperEncoderModel(FrozenEncoder):
         return log_mel(waveforms, self.n_mels, self.pad_to_30s)
 
     def forward_features(self, feats: Tensor, output_layers: bool = False) -> tuple[Tensor, list[Tensor]]:
-        enc = self.encoder
-        x = nn.functional.gelu(enc.conv1(feats))
-        x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)
-        if x.shape[1] > enc.embed_positions.weight.shape[0]:
-            raise ValueError(f"{x.shape[1]} encoder frames exceed Whisper's {enc.embed_positions.weight.shape[0]}")
-        x = x + enc.embed_positions.weight[: x.shape[1]]
-        states = []
-        for layer in enc.layers:
-            x = layer(x, None)
-            x = x[0] if isinstance(x, tuple) else x
-            if output_layers:
-                states.append(x)
         # A tapped encoder yields the raw output of its last kept layer, as Miipher-2 taps USM.
-        return (x if self.tap_layer else enc.layer_norm(x)), states
+        return run_encoder(self.encoder, feats, output_layers, final_norm=not self.tap_layer)
 
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None,
                 output_layers: bool = False) -> EncoderOutput:

@@ -73,6 +73,15 @@ def score(references: list[str], hypotheses: list[str], normalise: bool = True) 
                      counts=counts)
 
 
+def word_errors(reference: str, hypothesis: str) -> int:
+    """Substitutions + deletions + insertions between two texts after the project's normaliser."""
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    if not ref.split():
+        return len(hyp.split())
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions
+
+
 def read_tsv(path: str) -> dict[str, str]:
     """``id<TAB>text`` lines; an id given twice or a line without a tab is an error naming the line."""
     entries: dict[str, str] = {}

@@ -1,6 +1,10 @@
 """Speech recognition tasks for ``speech-peft fit|test``: Whisper fine-tuned autoregressively with an
 adapter (the baseline), and diffusion-decoded ASR (``diffusion_asr.py``). Both score corpus WER on
-test with the project's one text normaliser."""
+test with the project's one text normaliser.
+
+Export of the AR task: the adapter (adapter core format) and ``export.json``;
+``WhisperARFineTune.from_export`` and ``speech-peft transcribe --model EXPORT`` read it.
+"""
 from __future__ import annotations
 
 import copy
@@ -11,13 +15,17 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
-from ..adapters import add_adapter, config_from_dict, save_adapter
+from ..adapters import add_adapter, config_from_dict, load_adapter, save_adapter
 from ..asr.whisper_ar import EOT, WhisperTranscriber
 from ..data.dataset import Batch
 from ..encoders.whisper import load_whisper, log_mel
+from ..exports import read_export_info, write_export_info
 from ..metrics.text import normalize
 from ..metrics.wer import score
-from .common import keep_frozen_parts_in_eval
+from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+
+EXPORT_KIND = "whisper_ar"
+DEFAULT_ADAPTER = {"method": "lora", "r": 8, "target_roles": ["attn.q", "attn.v"]}
 
 
 class CorpusWER:
@@ -40,17 +48,19 @@ class WhisperARFineTune(L.LightningModule):
     """Whisper with an adapter (LoRA by default) trained by teacher forcing on normalised transcripts."""
 
     def __init__(self, model_name: str = "whisper-tiny.en", adapter: dict | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, adapter_dir: str | None = None) -> None:
+        """``adapter_dir``: a saved adapter to place (and go on training) instead of a new one."""
         super().__init__()
         self.save_hyperparameters()
         bundle = load_whisper(model_name)
         self.model = copy.deepcopy(bundle.model)
-        self.report = add_adapter(self.model, config_from_dict(dict(adapter or {"method": "lora", "r": 8,
-                                                                              "target_roles": ["attn.q", "attn.v"]})))
+        if adapter_dir is None:
+            self.report = add_adapter(self.model, config_from_dict(dict(adapter or DEFAULT_ADAPTER)))
+        else:
+            self.report = load_adapter(self.model, adapter_dir)
         self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model))
         self.tokenizer = bundle.tokenizer
         self.wer = CorpusWER()
-        self.strict_loading = False
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -83,15 +93,36 @@ class WhisperARFineTune(L.LightningModule):
         self.wer.start()
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.wer.add(batch.texts, self.transcriber.transcribe(batch.waveforms))
+        self.wer.add(batch.texts, self.transcribe(batch.waveforms))
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.wer.result())
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
+        return [{"id": uid, "text": text} for uid, text in zip(batch.ids, self.transcribe(batch.waveforms))]
+
+    def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, beam_size: int = 1) -> list[str]:
+        return self.transcriber.transcribe(waveforms, beam_size)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        save_trained_state(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_trained_state(self, checkpoint)
 
     def configure_optimizers(self):
         return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr,
                                  weight_decay=self.hparams.weight_decay)
 
-    def export(self, directory: str | Path) -> None:
-        """The adapter alone; ``speech-peft transcribe --adapter DIR`` applies it."""
-        save_adapter(self.model, Path(directory), base_model_name=self.hparams.model_name)
+    def export(self, directory: str | Path) -> Path:
+        """``adapter/`` (also usable alone: ``speech-peft transcribe --adapter EXPORT/adapter``) and
+        ``export.json``."""
+        directory = Path(directory)
+        save_adapter(self.model, directory / "adapter", base_model_name=self.hparams.model_name)
+        write_export_info(directory, EXPORT_KIND, {"model_name": self.hparams.model_name})
+        return directory
+
+    @classmethod
+    def from_export(cls, directory: str | Path) -> "WhisperARFineTune":
+        config = read_export_info(directory, EXPORT_KIND)["config"]
+        return cls(config["model_name"], adapter_dir=str(Path(directory) / "adapter")).eval()

@@ -1,18 +1,29 @@
-"""Audio classification: frozen encoder + adapter method + pooling + linear head (PETL-AST style)."""
+"""Audio classification: frozen encoder + adapter method + pooling + linear head (PETL-AST style).
+
+Export: ``adapter/`` (the adapter core's format; absent for a linear probe), ``head.safetensors``,
+``encoder.safetensors`` for full fine-tuning (what it trained), and ``export.json``;
+``AudioClassifier.from_export`` reads it back, and ``speech-peft predict ckpt_path=EXPORT`` uses it.
+"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..adapters import save_adapter
+from ..adapters import load_adapter, save_adapter
 from ..data.dataset import Batch
 from ..encoders import build_encoder
 from ..encoders.base import EncoderOutput
-from .common import (FULL_FINETUNE, attach_adapter, encoder_fingerprint, keep_frozen_parts_in_eval,
-                     trainable_state)
+from ..exports import read_export_info, write_export_info
+from ..fileio import atomic_write
+from .common import FULL_FINETUNE, attach_adapter, keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+from .schedules import warmup_cosine
+
+EXPORT_KIND = "classifier"
 
 
 def pool(out: EncoderOutput, how: str) -> Tensor:
@@ -37,16 +48,17 @@ class AudioClassifier(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
+        adapter_dir: str | None = None,
     ) -> None:
+        """``adapter_dir``: a saved adapter (of the ``adapter`` config) to place instead of a new one."""
         super().__init__()
         self.save_hyperparameters()
-        self.labels = list(labels)
+        self.labels = [str(label) for label in labels]
         self.encoder = build_encoder(encoder_kind, encoder_name, pad_to_30s=pad_to_30s, max_length=max_length)
         self.adapter_config = dict(adapter or {"method": "linear_probe"})
-        self.report = attach_adapter(self.encoder, self.adapter_config)
+        self.report = load_adapter(self.encoder, adapter_dir) if adapter_dir else \
+            attach_adapter(self.encoder, self.adapter_config)
         self.head = nn.Linear(self.encoder.dim, len(self.labels))
-        self.fingerprint = encoder_fingerprint(self.encoder)
-        self.strict_loading = False  # checkpoints hold only the trained part
 
     @property
     def full_finetune(self) -> bool:
@@ -98,7 +110,7 @@ class AudioClassifier(L.LightningModule):
             return []
         probs = self(batch.waveforms, batch.lengths).softmax(-1)
         best = probs.argmax(-1)
-        return [{"id": uid, "label": self.labels[int(b)], "score": float(p[b])}
+        return [{"id": uid, "label": self.labels[int(b)], "score": round(float(p[b]), 6)}
                 for uid, b, p in zip(batch.ids, best, probs)]
 
     def on_fit_start(self) -> None:
@@ -111,43 +123,40 @@ class AudioClassifier(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = self.trainer.estimated_stepping_batches
-        warmup = self.hparams.warmup_steps
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to zero
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + torch.cos(torch.tensor(torch.pi * min(progress, 1.0))).item())
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                    "interval": "step"}}
+        schedule = warmup_cosine(opt, self.hparams.warmup_steps, self.trainer.estimated_stepping_batches)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {f"{k}": v for k, v in trainable_state(self).items()}
-        checkpoint["encoder_fingerprint"] = self.fingerprint
+        save_trained_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("encoder_fingerprint")
-        if saved is not None and saved != self.fingerprint:
-            differing = sorted(k for k in saved if saved.get(k) != self.fingerprint.get(k))
-            raise ValueError(f"checkpoint was trained on another {self.hparams.encoder_name} encoder: weights of "
-                             f"{differing[:3]} differ")
-        missing = set(trainable_state(self)) - set(checkpoint["state_dict"])
-        if missing:
-            raise ValueError(f"checkpoint lacks trained tensors {sorted(missing)[:5]}")
+        load_trained_state(self, checkpoint)
 
-    def export(self, directory) -> None:
-        """The adapter in the adapter core's format, plus the head, beside it; full fine-tuning
-        exports the whole encoder (``encoder.safetensors``), which is what it trained."""
-        from pathlib import Path
-
-        from safetensors.torch import save_file
-
+    def export(self, directory: str | Path) -> Path:
+        """What was trained: the adapter (adapter core format), the head, and for full fine-tuning the
+        whole encoder; ``export.json`` last."""
         directory = Path(directory)
         if self.report is not None and self.report.targets:
             save_adapter(self.encoder, directory / "adapter", base_model_name=self.hparams.encoder_name)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, directory / "head.safetensors")
+        _save_tensors(self.head.state_dict(), directory / "head.safetensors")
         if self.full_finetune:
-            save_file({k: v.contiguous() for k, v in self.encoder.state_dict().items()}, directory / "encoder.safetensors")
+            _save_tensors(self.encoder.state_dict(), directory / "encoder.safetensors")
+        write_export_info(directory, EXPORT_KIND, {k: v for k, v in self.hparams.items() if k != "adapter_dir"})
+        return directory
+
+    @classmethod
+    def from_export(cls, directory: str | Path) -> "AudioClassifier":
+        """The trained classifier back from ``export``; the adapter is checked against its base encoder."""
+        directory = Path(directory)
+        config = read_export_info(directory, EXPORT_KIND)["config"]
+        saved = directory / "adapter"
+        module = cls(**{**config, "adapter_dir": str(saved) if saved.is_dir() else None})
+        if module.full_finetune:
+            module.encoder.load_state_dict(load_file(directory / "encoder.safetensors"), strict=True)
+        module.head.load_state_dict(load_file(directory / "head.safetensors"), strict=True)
+        return module.eval()
+
+
+def _save_tensors(state: dict[str, Tensor], path: Path) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))

@@ -1,17 +1,21 @@
-"""Pieces every task's Lightning module shares: frozen-encoder handling and adapter-only checkpoints."""
+"""What every task's LightningModule shares: adapters on a frozen model, and one checkpoint rule.
+
+The rule: a checkpoint holds what was trained (parameters that require gradients, plus buffers
+that live inside adapters) and a fingerprint of the frozen weights; loading refuses another base
+model, refuses missing or unexpected tensors, and then loads strictly.
+"""
 from __future__ import annotations
 
 import copy
-import time
+from pathlib import Path
 from typing import Any
 
-import lightning as L
-
+import torch
 from torch import nn
 
-from ..adapters import add_adapter, config_from_dict
-from ..adapters.injection import AdapterReport, sites
-from ..adapters.io import module_fingerprint
+from ..adapters import add_adapter, config_from_dict, sites
+from ..adapters.injection import AdapterReport
+from ..adapters.io import frozen_fingerprint
 
 FULL_FINETUNE = "full"
 
@@ -26,39 +30,46 @@ def attach_adapter(encoder: nn.Module, adapter: dict[str, Any], name: str = "def
     return add_adapter(encoder, config_from_dict(adapter), name)
 
 
-def keep_frozen_parts_in_eval(encoder: nn.Module, mode: bool) -> None:
-    """The frozen encoder stays in eval mode (no dropout, fixed norms); adapters follow ``mode``."""
-    encoder.eval()
-    for site in sites(encoder).values():
+def keep_frozen_parts_in_eval(model: nn.Module, mode: bool) -> None:
+    """The frozen model stays in eval mode (no dropout, fixed norms); adapters follow ``mode``."""
+    model.eval()
+    for site in sites(model).values():
         site.adapters.train(mode)
 
 
-def encoder_fingerprint(encoder: nn.Module) -> dict[str, str]:
-    """A fingerprint of the frozen weights, stored in checkpoints to refuse another base on load."""
-    parts = {}
-    for name, module in encoder.named_modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and ".adapters." not in f".{name}.":
-            parts[name.replace(".base", "")] = module_fingerprint(module)["values"]
-    return parts
-
-
-def trainable_state(module: nn.Module) -> dict[str, Any]:
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """Trainable parameters plus the buffers that live inside adapters (e.g. BatchNorm statistics)."""
     state = module.state_dict()
     names = {n for n, p in module.named_parameters() if p.requires_grad}
     return {k: v for k, v in state.items() if k in names or ".adapters." in f".{k}"}
 
 
-class EpochTimer(L.Callback):
-    """Seconds per training epoch (``times``), logged as ``epoch_time_s``; ``speech-peft fit`` stores them."""
+def save_trained_state(module: nn.Module, checkpoint: dict) -> None:
+    """``on_save_checkpoint``: keep only what was trained, and the frozen weights' fingerprint."""
+    checkpoint["state_dict"] = trainable_state(module)
+    checkpoint["frozen_fingerprint"] = frozen_fingerprint(module)
 
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
 
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+def load_trained_state(module: nn.Module, checkpoint: dict) -> None:
+    """``on_load_checkpoint``: check the checkpoint against this module, then complete it with the
+    frozen weights so that Lightning's strict load sees every tensor."""
+    saved = checkpoint.get("frozen_fingerprint")
+    if saved is None:
+        raise ValueError("checkpoint has no frozen_fingerprint: it was not written by a speech_peft task")
+    here = frozen_fingerprint(module)
+    differing = sorted(k for k in set(saved) | set(here) if saved.get(k) != here.get(k))
+    if differing:
+        raise ValueError(f"checkpoint was trained on another base model: the frozen weights of {differing[:3]} "
+                         f"differ ({len(differing)} module(s))")
+    expected, stored = set(trainable_state(module)), set(checkpoint["state_dict"])
+    if expected != stored:
+        raise ValueError(f"checkpoint does not match this task's trainable tensors: missing "
+                         f"{sorted(expected - stored)[:5]}, unexpected {sorted(stored - expected)[:5]}")
+    checkpoint["state_dict"] = {**module.state_dict(), **checkpoint["state_dict"]}
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.times.append(time.perf_counter() - self._start)
-        module.log("epoch_time_s", self.times[-1])
+
+def load_checkpoint_weights(module: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint written by ``fit`` into a built module, through the module's own hook."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)

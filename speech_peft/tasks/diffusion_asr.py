@@ -4,12 +4,14 @@ masked-diffusion text decoder initialised from Whisper's decoder.
 Stage 1 trains only the cross-attention adapters (encoder and decoder frozen) with mask ratios
 t ~ U(0, 1). Stage 2 (``init_from`` a stage-1 export) trains the decoder and adapters with
 t ~ U(0.7, 1.0), layer-wise learning-rate decay and an exponential moving average of the weights;
-validation and the export use the averaged weights.
+validation and the export use the averaged weights (torch's ``AveragedModel`` with an EMA).
+
+Export: ``xattn/`` (the adapters, adapter core format), ``decoder.safetensors`` after stage 2, and
+``export.json``; ``DiffusionASR.from_export`` reads it (``speech-peft transcribe --model EXPORT``).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -17,20 +19,23 @@ import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_adapter
+from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_adapter, sites
 from ..adapters.cross_attention import adapter_memory
-from ..adapters.injection import sites
 from ..data.dataset import Batch
 from ..decoders import (Candidates, DecodeOptions, canvas_lengths, choose, diffusion_decode, diffusion_loss, from_whisper,
                         load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
 from ..encoders.cache import EncoderCache
 from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
+from ..exports import read_export_info, write_export_info
+from ..fileio import atomic_write
 from ..metrics.text import normalize
 from .asr import CorpusWER
-from .common import keep_frozen_parts_in_eval
+from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
 
 STAGE_RATIOS = {1: (0.0, 1.0), 2: (0.7, 1.0)}
+EXPORT_KIND = "diffusion_asr"
 
 
 class DiffusionASR(L.LightningModule):
@@ -64,9 +69,10 @@ class DiffusionASR(L.LightningModule):
             for p in self.decoder.parameters():
                 p.requires_grad_(True)
         self.cache = EncoderCache(cache_dir, self.encoder) if cache_dir else None
-        self.ema: dict[str, Tensor] = {}
+        # The average is not a submodule: it is no part of the model's parameters or state_dict (and
+        # so of trainable counts or the checkpoint rule); checkpoints carry it under "ema".
+        object.__setattr__(self, "average", None)
         self.wer = CorpusWER()
-        self.strict_loading = False
 
     # -- data ---------------------------------------------------------------------------------
     def canvas(self, lengths: Tensor) -> Tensor | None:
@@ -119,35 +125,43 @@ class DiffusionASR(L.LightningModule):
             loss = self._loss(batch, generator)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch))
 
+    def _new_average(self) -> AveragedModel:
+        average = AveragedModel(self.decoder, multi_avg_fn=get_ema_multi_avg_fn(self.hparams.ema_decay))
+        average.requires_grad_(False)
+        object.__setattr__(self, "average", average)
+        return average
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.hparams.stage != 2:
-            return
-        decay = self.hparams.ema_decay
-        with torch.no_grad():
-            for name, p in self.decoder.named_parameters():
-                if p.requires_grad:
-                    if name not in self.ema:
-                        self.ema[name] = p.detach().clone()
-                    self.ema[name].lerp_(p.detach(), 1 - decay)
+        if self.hparams.stage == 2:
+            (self.average or self._new_average()).update_parameters(self.decoder)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ema"] = self.ema  # so that a resumed stage 2 keeps averaging where it stopped
+        save_trained_state(self, checkpoint)
+        if self.average is not None:  # so that a resumed stage 2 keeps averaging where it stopped
+            checkpoint["ema"] = self.average.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.ema = {k: v.to(self.device) for k, v in checkpoint.get("ema", {}).items()}
+        load_trained_state(self, checkpoint)
+        if "ema" in checkpoint:
+            self._new_average().load_state_dict(checkpoint["ema"], strict=True)
 
     @contextlib.contextmanager
     def averaged_weights(self) -> Iterator[None]:
-        """The EMA weights in place of the live ones (stage 2) inside the block, restored after it."""
-        params = dict(self.decoder.named_parameters())
-        saved = {name: params[name].detach().clone() for name in self.ema}
-        for name, value in self.ema.items():
-            params[name].data.copy_(value)
+        """The averaged weights in place of the live ones (stage 2) inside the block, restored after it."""
+        if self.average is None:
+            yield
+            return
+        live, averaged = list(self.decoder.parameters()), list(self.average.module.parameters())
+        saved = [p.detach().clone() for p in live]
+        with torch.no_grad():
+            for p, a in zip(live, averaged):
+                p.copy_(a)
         try:
             yield
         finally:
-            for name, value in saved.items():
-                params[name].data.copy_(value)
+            with torch.no_grad():
+                for p, value in zip(live, saved):
+                    p.copy_(value)
 
     def on_test_epoch_start(self) -> None:
         self.wer.start()
@@ -158,6 +172,11 @@ class DiffusionASR(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.wer.result())
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
+        with self.averaged_weights():
+            return [{"id": uid, "text": text} for uid, text in zip(batch.ids, self.transcribe(batch.waveforms,
+                                                                                               batch.lengths))]
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -173,19 +192,29 @@ class DiffusionASR(L.LightningModule):
         return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
 
     # -- export and decoding ------------------------------------------------------------------
-    def export(self, directory: str | Path) -> None:
-        """``xattn/`` (the adapters, adapter core format), ``decoder.safetensors`` after stage 2, and
-        ``diffusion_asr.json``; the averaged weights when there are any."""
+    def export(self, directory: str | Path) -> Path:
+        """``xattn/``, ``decoder.safetensors`` after stage 2 (the averaged weights when there are any),
+        and ``export.json``."""
         directory = Path(directory)
         with self.averaged_weights():
             save_adapter(self.decoder, directory / "xattn", name="xattn", base_model_name=self.hparams.encoder_name)
             if self.hparams.stage == 2:
-                state = {k: v.contiguous() for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
-                save_file({k.replace(".base.", "."): v for k, v in state.items()}, directory / "decoder.safetensors")
-        meta = {"kind": "diffusion_asr", "encoder_name": self.hparams.encoder_name,
-                "max_length": self.hparams.max_length, "xattn_heads": self.hparams.xattn_heads,
-                "tokens_per_second": self.hparams.tokens_per_second}
-        (directory / "diffusion_asr.json").write_text(json.dumps(meta, indent=2))
+                state = {k.replace(".base.", "."): v.detach().contiguous().cpu()
+                         for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
+                atomic_write(directory / "decoder.safetensors", lambda tmp: save_file(state, tmp))
+        hp = self.hparams
+        write_export_info(directory, EXPORT_KIND, {
+            "encoder_name": hp.encoder_name, "max_length": hp.max_length, "xattn_heads": hp.xattn_heads,
+            "tokens_per_second": hp.tokens_per_second, "stage": 2 if hp.stage == 2 else 1})
+        return directory
+
+    @classmethod
+    def from_export(cls, directory: str | Path, decode: dict | None = None) -> "DiffusionASR":
+        """A trained model from its export; ``decode`` overrides the decoding options."""
+        config = read_export_info(directory, EXPORT_KIND)["config"]
+        return cls(config["encoder_name"], stage=config["stage"], max_length=config["max_length"],
+                   xattn_heads=config["xattn_heads"], init_from=str(directory), decode=decode,
+                   tokens_per_second=config.get("tokens_per_second")).eval()
 
     def candidate_texts(self, candidates: Candidates) -> list[str]:
         """Each candidate row's transcript (after BOS, up to the first PAD), detokenised."""
@@ -216,19 +245,6 @@ def _layer_index(name: str, layers: int) -> int:
     if name.startswith("layers."):
         return int(name.split(".")[1]) + 1
     return layers
-
-
-def load_diffusion_asr(directory: str | Path, decode: dict | None = None) -> DiffusionASR:
-    """A trained model from its export (``diffusion_asr.json``, ``xattn/``, ``decoder.safetensors``)."""
-    directory = Path(directory)
-    meta_path = directory / "diffusion_asr.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a diffusion ASR export: diffusion_asr.json is missing")
-    meta = json.loads(meta_path.read_text())
-    stage = 2 if (directory / "decoder.safetensors").exists() else 1
-    return DiffusionASR(meta["encoder_name"], stage=stage, max_length=meta["max_length"],
-                        xattn_heads=meta["xattn_heads"], init_from=str(directory), decode=decode,
-                        tokens_per_second=meta.get("tokens_per_second")).eval()
 
 
 def init_from_whisper_cross_attention(decoder: nn.Module, whisper: nn.Module) -> None:

@@ -10,28 +10,29 @@ off; the loss is mean L1 + mean squared error + spectral convergence ||S - S'||^
 VocoderTraining: stage "clean" trains WaveFit on the clean audio's features; stage "cleaned"
 fine-tunes it on the cleaner's output for degraded audio, so it learns the cleaner's residual errors.
 
-Both train through ``speech-peft fit task=restore_cleaner|restore_vocoder data=restore``; the
-cleaner exports its adapters (adapter core format), the vocoder a whole restorer directory that
-``speech-peft restore`` reads.
+Both train through ``speech-peft fit task=restore_cleaner|restore_vocoder data=restore``. The
+cleaner exports ``cleaner/`` (its adapters, adapter core format) and ``export.json``
+(``FeatureCleaner.from_export``); the vocoder exports a whole restorer (``Restorer.from_export``),
+which ``speech-peft restore`` reads.
 """
 from __future__ import annotations
 
-import random
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
 from ..adapters import ParallelAdapterConfig, add_adapter, load_adapter, save_adapter, set_active_adapters
-from ..data.audio import load_audio
-from ..data.degrade import DegradeConfig, Degrader
-from ..data.manifest import Entry, read_manifest
 from ..encoders.whisper import load_whisper_encoder
+from ..exports import read_export_info, write_export_info
+from ..vocoders.restorer import Restorer
 from ..vocoders.wavefit import Discriminators, WaveFit, WaveFitConfig, adversarial_losses, wavefit_loss
-from .common import keep_frozen_parts_in_eval
+from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+
+CLEANER_KIND = "cleaner"
 
 
 def feature_loss(cleaned: Tensor, clean: Tensor) -> Tensor:
@@ -42,80 +43,6 @@ def feature_loss(cleaned: Tensor, clean: Tensor) -> Tensor:
     return l1 + mse + sc
 
 
-class DegradedPairs(Dataset):
-    """(entry, degraded, clean) crops: clean audio degraded on the fly by a seeded ``Degrader``.
-
-    ``vary=True`` (training) draws a new crop and degradation on every visit; ``vary=False``
-    (validation) gives each item the same pair every epoch, so validation losses compare.
-    """
-
-    def __init__(self, entries: list[Entry], degrade: DegradeConfig | None, seconds: float | None = 2.0,
-                 seed: int = 0, sample_rate: int = 16000, vary: bool = True, repeats: int = 1):
-        if not entries:
-            raise ValueError("no clean recordings to build degraded pairs from")
-        self.entries, self.seconds, self.seed, self.sample_rate = entries, seconds, seed, sample_rate
-        self.vary, self.repeats = vary, repeats  # repeats: crops per recording per epoch
-        self.degrader = Degrader(degrade, sample_rate, seed) if degrade is not None else None
-        self.waves: dict[int, Tensor] = {}
-        self.calls = 0
-
-    def __len__(self) -> int:
-        return len(self.entries) * self.repeats
-
-    def __getitem__(self, item: int):
-        index = item % len(self.entries)
-        if index not in self.waves:
-            self.waves[index] = load_audio(self.entries[index].audio, self.sample_rate)
-        clean = self.waves[index]
-        self.calls += 1
-        draw = self.calls if self.vary else item
-        rng = random.Random(self.seed * 7919 + draw)
-        if self.seconds is not None:
-            n = int(self.seconds * self.sample_rate)
-            if clean.shape[-1] > n:
-                start = rng.randrange(0, clean.shape[-1] - n)
-                clean = clean[start:start + n]
-        degraded = self.degrader(clean, self.seed + draw) if self.degrader else clean
-        return self.entries[index], degraded, clean
-
-
-def collate_pairs(items):
-    lengths = torch.tensor([c.shape[-1] for _, _, c in items])
-    deg = torch.zeros(len(items), int(lengths.max()))
-    clean = torch.zeros_like(deg)
-    for i, (_, d, c) in enumerate(items):
-        deg[i, : d.shape[-1]], clean[i, : c.shape[-1]] = d, c
-    return [e.id for e, _, _ in items], deg, clean, lengths
-
-
-class RestorationData(L.LightningDataModule):
-    """Clean-recording manifests in, (degraded, clean) pairs out; degradations drawn on the fly."""
-
-    def __init__(self, train: str, val: str | None = None, degrade: dict[str, Any] | None = None,
-                 seconds: float = 2.0, batch_size: int = 8, seed: int = 0, repeats: int = 1):
-        super().__init__()
-        fields = {k: tuple(v) if isinstance(v, list) and not k.endswith("_files") else v
-                  for k, v in (degrade or {}).items()}
-        self.config = DegradeConfig(**fields)
-        self.paths, self.seconds, self.batch_size, self.seed = {"train": train, "val": val}, seconds, batch_size, seed
-        self.repeats = repeats  # crops of each recording per epoch (training and validation alike)
-
-    def _loader(self, split: str) -> DataLoader:
-        pairs = DegradedPairs(read_manifest(self.paths[split]), self.config, self.seconds,
-                              seed=self.seed + (0 if split == "train" else 10_000), vary=split == "train",
-                              repeats=self.repeats)
-        return DataLoader(pairs, batch_size=self.batch_size, shuffle=split == "train", collate_fn=collate_pairs,
-                          generator=torch.Generator().manual_seed(self.seed))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        if not self.paths["val"]:
-            raise ValueError("no validation manifest configured (data.val)")
-        return self._loader("val")
-
-
 def build_cleaner_encoder(encoder_name: str, tap_layer: int, bottleneck_dim: int, scale: float):
     encoder = load_whisper_encoder(encoder_name, tap_layer=tap_layer)
     report = add_adapter(encoder, ParallelAdapterConfig(target_roles=["ffn"], bottleneck_dim=bottleneck_dim,
@@ -124,7 +51,9 @@ def build_cleaner_encoder(encoder_name: str, tap_layer: int, bottleneck_dim: int
 
 
 class FeatureCleaner(L.LightningModule):
-    """``adapter_dir``: start from trained adapters exported by an earlier fit (checked against the base)."""
+    """``adapter_dir``: start from trained adapters saved by an earlier fit (checked against the base)."""
+
+    predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
 
     def __init__(self, encoder_name: str = "whisper-tiny.en", tap_layer: int = 2, bottleneck_dim: int = 128,
                  scale: float = 1.0, lr: float = 1e-3, adapter_dir: str | None = None) -> None:
@@ -135,7 +64,6 @@ class FeatureCleaner(L.LightningModule):
         else:
             self.encoder = load_whisper_encoder(encoder_name, tap_layer=tap_layer)
             self.report = load_adapter(self.encoder, adapter_dir, name="cleaner")
-        self.strict_loading = False
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -173,15 +101,32 @@ class FeatureCleaner(L.LightningModule):
         return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if ".adapters." in k}
+        save_trained_state(self, checkpoint)
 
-    def export(self, directory: str | Path) -> None:
-        save_adapter(self.encoder, Path(directory), name="cleaner", base_model_name=self.hparams.encoder_name)
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_trained_state(self, checkpoint)
+
+    def export(self, directory: str | Path) -> Path:
+        """``cleaner/`` (the adapters) and ``export.json``."""
+        directory = Path(directory)
+        save_adapter(self.encoder, directory / "cleaner", name="cleaner", base_model_name=self.hparams.encoder_name)
+        hp = self.hparams
+        write_export_info(directory, CLEANER_KIND, {"encoder_name": hp.encoder_name, "tap_layer": hp.tap_layer,
+                                                   "bottleneck_dim": hp.bottleneck_dim, "scale": hp.scale})
+        return directory
+
+    @classmethod
+    def from_export(cls, directory: str | Path) -> "FeatureCleaner":
+        config = read_export_info(directory, CLEANER_KIND)["config"]
+        return cls(**config, adapter_dir=str(Path(directory) / "cleaner"))
 
 
 class VocoderTraining(L.LightningModule):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
-    ``init_vocoder``: a ``vocoder.safetensors`` to start from (stage "cleaned" fine-tunes stage "clean")."""
+    ``init_vocoder``: a ``vocoder.safetensors`` to start from (stage "cleaned" fine-tunes stage "clean").
+    Its export is a restorer (``Restorer.from_export``)."""
+
+    predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
 
     def __init__(self, vocoder: dict[str, Any] | None = None, stage: Literal["clean", "cleaned"] = "clean",
                  cleaner_dir: str | None = None, init_vocoder: str | None = None,
@@ -191,12 +136,11 @@ class VocoderTraining(L.LightningModule):
         self.save_hyperparameters()
         self.vocoder = WaveFit(WaveFitConfig(**(vocoder or {})))
         if init_vocoder is not None:
-            from safetensors.torch import load_file
-
             self.vocoder.load_state_dict(load_file(init_vocoder), strict=True)
         if stage == "cleaned" and cleaner_dir is None:
             raise ValueError("stage 'cleaned' needs cleaner_dir (the export of the cleaner's training)")
-        self.cleaner = FeatureCleaner(encoder_name, tap_layer, bottleneck_dim, adapter_dir=cleaner_dir)
+        self.cleaner = FeatureCleaner.from_export(cleaner_dir) if cleaner_dir else \
+            FeatureCleaner(encoder_name, tap_layer, bottleneck_dim)
         for p in self.cleaner.parameters():
             p.requires_grad_(False)
         self.discriminators = Discriminators() if adversarial else None
@@ -248,11 +192,13 @@ class VocoderTraining(L.LightningModule):
         return [opt, torch.optim.AdamW(self.discriminators.parameters(), lr=self.hparams.lr, betas=(0.8, 0.99))]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("vocoder.")}
+        save_trained_state(self, checkpoint)
 
-    def export(self, directory: str | Path) -> None:
-        """A restorer directory: this vocoder with the cleaner it was trained beside."""
-        from ..restore import build_restorer
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_trained_state(self, checkpoint)
 
-        hp = self.hparams
-        build_restorer(hp.encoder_name, hp.tap_layer, self.vocoder, cleaner_encoder=self.cleaner.encoder).save(directory)
+    def export(self, directory: str | Path) -> Path:
+        """A restorer: this vocoder with the cleaner it was trained beside."""
+        cleaner = self.cleaner.hparams
+        restorer = Restorer(self.cleaner.encoder, self.vocoder, cleaner.encoder_name, cleaner.tap_layer)
+        return restorer.export(directory)

@@ -22,7 +22,7 @@ source recipes/_shared/parse_args.sh "$@"
 [ -n "$data" ] || { [ -d ../shared/data/fsdd ] && data=../shared/data/fsdd || data=data/fsdd_subset; }
 results=$here/RESULTS.md
 [ "$exp" = exp/fsdd_long/asr ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
-fit=(speech-peft fit --config-dir "$here/conf" experiment=fsdd_long_asr trainer.progress_bar=false
+fit=(speech-peft fit --config-dir "$here/conf" experiment=fsdd_long_asr trainer.enable_progress_bar=false
      data.train="$exp/data/train.jsonl" data.val="$exp/data/val.jsonl" data.test="$exp/data/test.jsonl")
 # Canvas: 1 + ceil(3 tokens/s x duration) positions, at most L = 128 (a 30 s item has about 50 digit
 # words); against a fixed L = 128 it halves training time and decodes faster, and WER is 8-12 points

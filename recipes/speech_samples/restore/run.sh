@@ -28,7 +28,7 @@ cleaner_epochs=${epochs:-10} vocoder_epochs=${epochs:-10} finetune_epochs=${epoc
 results=$here/RESULTS.md
 [ "$exp" = exp/speech_samples/restore ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
 fit=(speech-peft fit --config-dir "$here/conf" experiment=restore_speech_samples
-     data.val="$exp/manifests/val.jsonl" trainer.progress_bar=false)
+     data.val="$exp/manifests/val.jsonl" trainer.enable_progress_bar=false)
 # The vocoder runs at the waveform rate: shorter crops, smaller batches keep a step near a second on 2 cores.
 vocoder_data=(data.train="$exp/manifests/train.jsonl" data.seconds=1.0 data.batch_size=4)
 log() { echo "[$(date +%H:%M:%S)] $*"; }

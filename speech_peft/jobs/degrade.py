@@ -1,21 +1,20 @@
-"""``speech-peft degrade IN OUT``: write degraded copies of clean audio, and a manifest pairing them.
+"""Degraded copies of clean audio on disk (``speech-peft degrade``), and a manifest pairing them.
 
-Each output keeps the input's relative path; it is written to a temporary name and renamed, so a
-killed run leaves no half-written file, and existing outputs are kept (a rerun resumes). The output
-folder may not be the input folder or inside it.
+Each output keeps the input's relative path and is written atomically, so a killed run leaves no
+half-written file, and existing outputs are kept (a rerun resumes). The output folder may not be the
+input folder or inside it.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .data.audio import AudioError, load_audio, save_audio
-from .data.degrade import DegradeConfig, Degrader
-from .data.manifest import Entry, write_manifest
-from .data.rejects import Rejects
-from .transcribe import gather_inputs
+from ..data.audio import AudioError, load_audio, save_audio
+from ..data.degrade import DegradeConfig, Degrader
+from ..data.inputs import gather_inputs
+from ..data.manifest import Entry, write_manifest
+from ..data.rejects import Rejects
 
 
 def degrade_to_disk(inputs: list[str], out_dir: str, config: DegradeConfig, seed: int = 0,
@@ -38,10 +37,7 @@ def degrade_to_disk(inputs: list[str], out_dir: str, config: DegradeConfig, seed
             except AudioError as err:
                 rejects.add(err.path, err.problem)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp.wav")
-            save_audio(tmp, degrader(wave, index), sample_rate)
-            os.replace(tmp, target)
+            save_audio(target, degrader(wave, index), sample_rate)
         written.append(Entry(entry.id, str(target), entry.duration, sample_rate, text=entry.text,
                              label=entry.label, speaker=entry.speaker, clean_audio=str(Path(entry.audio).resolve())))
     return write_manifest(written, out / "degraded.jsonl")

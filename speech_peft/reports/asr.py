@@ -9,35 +9,30 @@ table is rebuilt from them.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from .data.audio import load_audio
-from .data.manifest import read_manifest
-from .decoders import DecodeOptions, choose
-from .decoders.parallel_decode import word_alignment
-from .metrics.text import normalize
-from .metrics.wer import score
-from .train import training_table
+from ..data.audio import load_audio
+from ..data.manifest import read_manifest
+from ..decoders import DecodeOptions, choose
+from ..exports import read_export_info
+from ..fileio import write_json, write_text
+from ..jobs.transcribe import transcribe_entries
+from ..metrics.wer import score, word_errors
+from ..tasks.diffusion_asr import DiffusionASR
+from .training import training_table
 
 RULES = ("confidence", "mbr", "rover")
-
-
-def _errors(ref: str, hyp: str) -> int:
-    return sum(r != h for r, h in word_alignment(normalize(ref).split(), normalize(hyp).split()))
 
 
 @torch.no_grad()
 def evaluate_diffusion(export: str | Path, manifest: str | Path, ks: tuple[int, ...] = (1, 4, 15),
                        schedule: tuple[float, ...] = (1.0, 0.9, 0.85, 0.8), remask: str = "random",
                        seed: int = 0) -> list[dict]:
-    from .tasks.diffusion_asr import load_diffusion_asr
-
-    model = load_diffusion_asr(export)
+    model = DiffusionASR.from_export(export)
     entries = read_manifest(manifest)
     refs = [e.text or "" for e in entries]
     rows = []
@@ -51,12 +46,12 @@ def evaluate_diffusion(export: str | Path, manifest: str | Path, ks: tuple[int, 
             candidates = model.decode_candidates(wave, torch.tensor([wave.shape[-1]]), options)[0]
             seconds += time.perf_counter() - start
             texts = model.candidate_texts(candidates)
-            errors = [_errors(ref, t) for t in texts]
+            errors = [word_errors(ref, t) for t in texts]
             oracle.append(texts[errors.index(min(errors))])
             for rule in RULES:
                 pick = " ".join(choose(candidates, [t.split() for t in texts], rule).words)
                 chosen[rule].append(pick)
-                hits[rule] += _errors(ref, pick) <= min(errors)
+                hits[rule] += word_errors(ref, pick) <= min(errors)
         oracle_wer = score(refs, oracle).wer
         for rule in RULES:
             result = score(refs, chosen[rule])
@@ -66,12 +61,11 @@ def evaluate_diffusion(export: str | Path, manifest: str | Path, ks: tuple[int, 
     return rows
 
 
-def evaluate_ar(model: str, manifest: str | Path, adapter: str | None, name: str) -> list[dict]:
-    from .transcribe import transcribe_entries
-
+def evaluate_ar(model: str, manifest: str | Path, name: str) -> list[dict]:
+    """``model``: a Whisper name or an AR export (Whisper + its trained adapter)."""
     entries = read_manifest(manifest)
     start = time.perf_counter()
-    hyps = transcribe_entries(entries, model, adapter, progress=False)
+    hyps = transcribe_entries(entries, model, progress=False)
     seconds = (time.perf_counter() - start) / len(entries)
     result = score([e.text or "" for e in entries], [hyps.get(e.id, "") for e in entries])
     return [{"system": name, "wer": result.wer, "mean_utterance_wer": result.mean_utterance_wer,
@@ -92,17 +86,14 @@ def evaluate_all(exp: str | Path, buckets: list[str] | None, ks: tuple[int, ...]
     results = json.loads(out.read_text()) if out.exists() else {}
     for bucket in buckets:
         manifest = exp / "data" / f"test_{bucket}.jsonl"
-        jobs = {"whisper-tiny.en AR zero-shot": lambda: evaluate_ar("whisper-tiny.en", manifest, None, "AR zero-shot"),
-                "whisper-tiny.en AR + LoRA": lambda: evaluate_ar("whisper-tiny.en", manifest, str(exp / "ar_lora" / "export"),
-                                                                 "AR + LoRA"),
+        jobs = {"whisper-tiny.en AR zero-shot": lambda: evaluate_ar("whisper-tiny.en", manifest, "AR zero-shot"),
+                "whisper-tiny.en AR + LoRA": lambda: evaluate_ar(str(exp / "ar_lora" / "export"), manifest, "AR + LoRA"),
                 "diffusion": lambda: evaluate_diffusion(exp / "diffusion_stage2" / "export", manifest, ks)}
         for job, run in jobs.items():
             key = f"{bucket}/{job}"
             if key not in results:
                 results[key] = run()
-                tmp = out.with_name(f".{out.name}.tmp")
-                tmp.write_text(json.dumps(results, indent=2))
-                os.replace(tmp, out)
+                write_json(out, results)
     return out
 
 
@@ -131,8 +122,8 @@ def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
                                                  for b in buckets) + " |" for s in diffusion)
     speed = "\n".join(f"| {s} | " + " | ".join(cell(b, s, "seconds_per_utt", percent=False) for b in buckets) + " |"
                       for s in systems)
-    meta_path = exp / "diffusion_stage2" / "export" / "diffusion_asr.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    export = exp / "diffusion_stage2" / "export"
+    meta = read_export_info(export, "diffusion_asr")["config"] if export.is_dir() else {}
     rate = meta.get("tokens_per_second")
     canvas = (f"a canvas of 1 + ceil({rate:g} x seconds) positions (at most {meta['max_length']})" if rate
               else f"L = {meta.get('max_length', '?')} positions")
@@ -164,8 +155,4 @@ compare; `benches/decode_speed.py` measures both on the same clip, alternating.
 
 Regenerate: `{command}` (its last stage alone rebuilds this file from `{exp}/eval/results.json`).
 """
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-    return out
+    return write_text(out, text)

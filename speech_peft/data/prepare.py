@@ -1,11 +1,14 @@
-"""``speech-peft prepare LAYOUT SRC OUT``: manifests (and folds) from a corpus layout."""
+"""Manifests (and folds) from a corpus layout (``speech-peft prepare LAYOUT SRC OUT``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .data import builders
-from .data.manifest import write_manifest
-from .data.splits import fsdd_take, leave_one_group_out, write_folds
+from . import builders
+from .fsdd_long import make_fsdd_long
+from .manifest import write_manifest
+from .splits import fsdd_take, leave_one_group_out, write_folds
+
+LAYOUTS = ("fsdd", "fsdd_long", "esc50", "speechcommands", "folder", "kaldi", "librispeech")
 
 
 def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: int = 5,
@@ -30,11 +33,9 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
         return [write_manifest(v, out_dir / "fold_official" / f"{names[k]}.jsonl", relative=False)
                 for k, v in splits.items()]
     if layout == "fsdd_long":
-        from .data.fsdd_long import make_fsdd_long
-
         return list(make_fsdd_long(src, out_dir, train_items=long_items[0], eval_items=long_items[1]).values())
     single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir,
               "librispeech": builders.from_librispeech}
     if layout in single:
         return [write_manifest(single[layout](src, skip_bad, rejects), out_dir / "all.jsonl", relative=False)]
-    raise ValueError(f"unknown layout {layout!r} (fsdd, fsdd_long, esc50, speechcommands, folder, kaldi, librispeech)")
+    raise ValueError(f"unknown layout {layout!r} ({', '.join(LAYOUTS)})")

@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .data.audio import load_audio
-from .data.builders import from_folder
-from .metrics import quality
+from ..data.audio import load_audio
+from ..data.builders import from_folder
+from ..data.manifest import Entry
+from ..fileio import atomic_write, write_text
+from ..jobs.transcribe import transcribe_entries
+from ..metrics import quality
+from ..metrics.wer import read_references, score
 
 INTRUSIVE = ("pesq_wb", "stoi", "si_sdr")
 
@@ -63,7 +67,7 @@ def score_quality(degraded: str, restored: str | None, reference: str | None, re
     if transcripts:
         _add_wer(rows, conditions, transcripts)
     _write_csv(rows, out / "per_file.csv")
-    (out / "summary.md").write_text(_summary(rows))
+    write_text(out / "summary.md", _summary(rows))
     for uid in ids[:plots]:
         _spectrograms(uid, {k: v[uid] for k, v in {"clean": ref, **conditions}.items() if uid in v},
                       out / f"spectrogram_{uid.replace('/', '_')}.png")
@@ -72,10 +76,6 @@ def score_quality(degraded: str, restored: str | None, reference: str | None, re
 
 
 def _add_wer(rows: list[dict], conditions: dict[str, dict[str, str]], transcripts: str) -> None:
-    from .data.manifest import Entry
-    from .metrics.wer import read_references, score
-    from .transcribe import transcribe_entries
-
     refs = read_references(transcripts)
     for condition, files in conditions.items():
         entries = [Entry(uid, path, 0.0, 0) for uid, path in files.items() if uid in refs]
@@ -89,10 +89,13 @@ def _add_wer(rows: list[dict], conditions: dict[str, dict[str, str]], transcript
 
 def _write_csv(rows: list[dict], path: Path) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def _summary(rows: list[dict]) -> str:
@@ -129,5 +132,5 @@ def _spectrograms(uid: str, files: dict[str, str], path: Path) -> None:
         ax.set_ylabel("kHz")
     axes[-1, 0].set_xlabel("s")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)

@@ -8,24 +8,24 @@ factor of cleaner + vocoder (processing seconds / audio seconds, batch 1, this m
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
-from .adapters import set_active_adapters
-from .data.audio import load_audio
-from .data.manifest import read_manifest
-from .restore import load_restorer
-from .train import training_table
+from ..adapters import set_active_adapters
+from ..data.audio import load_audio
+from ..data.manifest import read_manifest
+from ..fileio import write_text
+from ..vocoders.restorer import Restorer
+from .training import training_table
 
 TRAINING_STAGES = [("cleaner", "1 cleaner (parallel adapters)"), ("vocoder_clean", "2 WaveFit on clean features"),
                    ("vocoder_cleaned", "3 WaveFit fine-tuned on cleaned features")]
 
 
 def measure_restorer(restorer_dir: str | Path, degraded_manifest: str | Path) -> dict[str, float]:
-    restorer = load_restorer(restorer_dir)
+    restorer = Restorer.from_export(restorer_dir)
     encoder, entries = restorer.encoder, read_manifest(degraded_manifest)
     missing = [e.id for e in entries if not e.clean_audio]
     if missing:
@@ -88,8 +88,4 @@ Cleaner + vocoder real-time factor {measured['rtf']:.3f} (batch 1, CPU, {measure
 
 Regenerate: `{command}` (its last stage alone rebuilds this file from `{exp}`).
 """
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-    return out
+    return write_text(out, text)

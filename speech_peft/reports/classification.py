@@ -5,6 +5,10 @@ import json
 import statistics
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from ..fileio import write_text
+
 
 def classification_table(exp: str | Path) -> tuple[str, list[dict]]:
     exp = Path(exp)
@@ -70,14 +74,10 @@ the head; "full" fine-tunes the whole encoder). "adapter on disk" is the exporte
 
 Regenerate: `{command}` (stage 3 alone rebuilds this table from `{exp}`).
 """
-    out = Path(out)
-    out.write_text(text)
-    return out
+    return write_text(out, text)
 
 
 def _run_names(config_path: str) -> tuple[str, str]:
     """(encoder name, dataset name) from a run's saved config."""
-    from omegaconf import OmegaConf
-
     cfg = OmegaConf.load(config_path)
     return str(cfg.encoder.name), str(cfg.data.name)

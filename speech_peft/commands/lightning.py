@@ -1,0 +1,37 @@
+"""Lightning's own CLI over the same tasks and data modules: ``speech-peft lightning fit --config run.yaml``.
+
+The classes are the ones ``conf/task`` and ``conf/data`` name by ``_target_`` (that folder is the task
+registry), so ``--model AudioClassifier`` and ``--data ManifestDataModule`` resolve by their short
+names; ``--print_config`` writes a complete YAML to start from.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from .train import CONF_DIR
+
+GROUPS = ("task", "data")
+
+
+def registered_classes() -> dict[str, type]:
+    """Every LightningModule and LightningDataModule a ``conf/task`` or ``conf/data`` file names."""
+    found = {}
+    for group in GROUPS:
+        for path in sorted((CONF_DIR / group).glob("*.yaml")):
+            target = OmegaConf.load(path).get("_target_")
+            if target:
+                found[target] = get_class(target)
+    return found
+
+
+def main(args: list[str] | None = None) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    registered_classes()  # imported, so jsonargparse knows them by their short names
+    LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                 args=args, save_config_kwargs={"overwrite": True},
+                 trainer_defaults={"default_root_dir": str(Path("exp") / "lightning")})

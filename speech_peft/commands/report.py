@@ -1,0 +1,56 @@
+"""``speech-peft report cls|restore|asr EXP --out FILE``: a results table regenerated from finished runs.
+Each kind is its own sub-command with its own options."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..fileio import write_json
+from ..reports.asr import evaluate_all, write_asr_report
+from ..reports.classification import write_classification_report
+from ..reports.restoration import measure_restorer, write_restoration_report
+
+
+def add_parser(sub) -> None:
+    r = sub.add_parser("report", help="regenerate a results table from finished runs (cls, restore, asr)")
+    kinds = r.add_subparsers(dest="kind", required=True)
+
+    def common(kind: str, help: str) -> argparse.ArgumentParser:
+        p = kinds.add_parser(kind, help=help)
+        p.add_argument("exp", help="the recipe's experiment folder")
+        p.add_argument("--out", required=True, help="the RESULTS.md to write")
+        p.add_argument("--command", default="", help="the command that made the runs, quoted in the table")
+        return p
+
+    common("cls", "classification: accuracy per method and fold").set_defaults(func=run_cls)
+    rs = common("restore", "restoration: feature distance, audio quality, speed, training")
+    rs.add_argument("--measure", nargs=2, metavar=("RESTORER_EXPORT", "DEGRADED_JSONL"),
+                    help="first measure feature L1 and real-time factor on a degraded manifest")
+    rs.set_defaults(func=run_restore)
+    asr = common("asr", "ASR: AR and diffusion decoding per length bucket")
+    asr.add_argument("--evaluate", action="store_true", help="first score every system on every bucket")
+    asr.add_argument("--buckets", nargs="+", help="which test_<bucket>.jsonl (default: all there are)")
+    asr.add_argument("--ks", nargs="+", type=int, default=[1, 4, 15], help="candidate counts K")
+    asr.set_defaults(func=run_asr)
+
+
+def run_cls(args: argparse.Namespace) -> int:
+    write_classification_report(args.exp, args.out, args.command)
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    if args.measure:
+        restorer_dir, manifest = args.measure
+        write_json(Path(args.exp) / "measure.json", measure_restorer(restorer_dir, manifest))
+    write_restoration_report(args.exp, args.out, args.command)
+    return 0
+
+
+def run_asr(args: argparse.Namespace) -> int:
+    if not args.evaluate and (args.buckets or args.ks != [1, 4, 15]):
+        raise ValueError("--buckets and --ks choose what --evaluate scores: give --evaluate too")
+    if args.evaluate:
+        evaluate_all(args.exp, args.buckets, tuple(args.ks))
+    write_asr_report(args.exp, args.out, args.command)
+    return 0

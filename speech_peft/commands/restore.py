@@ -1,0 +1,28 @@
+"""``speech-peft restore IN OUT --checkpoint RESTORER_EXPORT``: batch restoration (resumable, DDP)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..jobs.devices import DEVICES
+from ..jobs.restore import restore
+
+
+def add_parser(sub) -> None:
+    rs = sub.add_parser("restore", help="restore degraded speech with a trained cleaner + vocoder")
+    rs.add_argument("inputs", help="a folder of audio or a .jsonl manifest")
+    rs.add_argument("out", help="output folder (same relative names; never inside the input)")
+    rs.add_argument("--checkpoint", required=True, help="a restorer export (the vocoder training's export/)")
+    rs.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
+    rs.add_argument("--devices", type=int, default=1, help="processes on this node (DDP when > 1)")
+    rs.add_argument("--num-nodes", type=int, default=1)
+    rs.add_argument("--ledger", action="store_true", help="log which process restored which input")
+    rs.add_argument("--copy-synthesis", action="store_true",
+                    help="cleaner off: vocode the encoder's own features (the vocoder's ceiling on clean input)")
+    rs.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(json.dumps(restore(args.inputs, args.out, args.checkpoint, args.devices, args.num_nodes, args.ledger,
+                             copy_synthesis=args.copy_synthesis, device=args.device)))
+    return 0

@@ -1,0 +1,153 @@
+"""Lightning's verbs over Hydra configs: ``speech-peft fit|validate|test|predict [overrides]``.
+
+The config names everything a run is built from: ``task`` (the LightningModule, by ``_target_``, with
+its keyword arguments), ``data`` (the LightningDataModule, likewise), ``trainer`` (Trainer keyword
+arguments), ``callbacks`` and ``logger``. Adding a task is one module plus one ``conf/task/*.yaml``.
+
+Each run writes into ``exp_dir``: the resolved ``config.<verb>.yaml``, ``checkpoints/`` (what was
+trained, nothing else), ``export/`` (the task's export, which its ``from_export`` reads back), and
+``<verb>_result.json``; ``predict`` writes ``predictions.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..fileio import write_json, write_text
+from ..tasks.callbacks import EpochTimer
+from ..tasks.common import load_checkpoint_weights
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+VERBS = ("fit", "validate", "test", "predict")
+
+
+def compose_config(overrides: list[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """The config ``speech-peft VERB OVERRIDES`` runs with (``config_dir``: a recipe's own ``conf/``,
+    searched before the package's). Also sets Hydra's runtime, which ``exp_dir`` reads."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    search = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, *search], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def build(node: DictConfig) -> Any:
+    """The object a config node names by ``_target_``, built with its other keys as keyword arguments.
+    What the constructor raised is raised as is (Hydra would wrap it)."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        if err.__cause__ is None:
+            raise
+        raise err.__cause__.with_traceback(err.__cause__.__traceback__) from None
+
+
+def build_task(cfg: DictConfig) -> L.LightningModule:
+    return build(cfg.task)
+
+
+def build_data(cfg: DictConfig) -> L.LightningDataModule:
+    return build(cfg.data)
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    logger = build(cfg.logger) if cfg.get("logger") else False
+    return L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks, logger=logger)
+
+
+def trained_module(cfg: DictConfig, verb: str) -> tuple[L.LightningModule, str | None]:
+    """The module a validate/test/predict run scores, and the checkpoint Lightning should load into it:
+    ``ckpt_path`` is a checkpoint written by fit, or an export folder (read by the task's ``from_export``)."""
+    path = cfg.get("ckpt_path")
+    if path and Path(path).is_dir():
+        task_class = get_class(cfg.task._target_)
+        if not hasattr(task_class, "from_export"):
+            raise ValueError(f"{task_class.__name__} cannot be rebuilt from an export; give a .ckpt")
+        return task_class.from_export(path), None
+    if verb != "validate" and not path:
+        raise ValueError(f"{verb} needs ckpt_path=... (a checkpoint written by fit, or its export folder)")
+    if path and not Path(path).is_file():
+        raise FileNotFoundError(f"ckpt_path {path}: no such checkpoint or export folder")
+    return build_task(cfg), path
+
+
+def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
+    if verb not in VERBS:
+        raise ValueError(f"unknown verb {verb!r} ({', '.join(VERBS)})")
+    L.seed_everything(cfg.seed, workers=True)
+    exp_dir = Path(cfg.exp_dir)
+    write_text(exp_dir / f"config.{verb}.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if verb == "fit":
+        module = build_task(cfg)
+        data, trainer = build_data(cfg), build_trainer(cfg)
+        trainer.fit(module, data, ckpt_path=cfg.ckpt_path)
+        checkpoint = trainer.checkpoint_callback
+        load_checkpoint_weights(module, checkpoint.best_model_path)
+        module.export(exp_dir / "export")
+        result = {"best_checkpoint": checkpoint.best_model_path, "best_score": float(checkpoint.best_model_score),
+                  "monitor": checkpoint.monitor,
+                  "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
+                  "total_params": sum(p.numel() for p in module.parameters()),
+                  "epochs": trainer.current_epoch,  # all of them, also when resumed from ckpt_path
+                  "epoch_times_s": next(c.times for c in trainer.callbacks if isinstance(c, EpochTimer)),
+                  "export_bytes": _dir_size(exp_dir / "export"),
+                  "checkpoint_bytes": Path(checkpoint.best_model_path).stat().st_size}
+    else:
+        task_class = get_class(cfg.task._target_)
+        if verb == "predict" and hasattr(task_class, "predict_instead"):
+            raise ValueError(f"{task_class.__name__} does not predict through Lightning: "
+                             f"use `{task_class.predict_instead}`")
+        module, ckpt = trained_module(cfg, verb)
+        data, trainer = build_data(cfg), build_trainer(cfg)
+        if verb == "predict":
+            rows = [row for batch in trainer.predict(module, data, ckpt_path=ckpt) for row in batch]
+            out = write_text(exp_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                                  for r in rows))
+            result = {"checkpoint": cfg.ckpt_path, "predictions": str(out), "count": len(rows)}
+        else:
+            scores = (trainer.validate if verb == "validate" else trainer.test)(module, data, ckpt_path=ckpt)[0]
+            result = {"checkpoint": cfg.ckpt_path, **{k: float(v) for k, v in scores.items()}}
+    write_json(exp_dir / f"{verb}_result.json", result)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def run_verb(verb: str, overrides: list[str]) -> int:
+    """Run a verb through Hydra's own entry point, so -m sweeps, --cfg and --config-dir work as usual;
+    errors in the run are one line on stderr (exit status 2), like every other command's."""
+    import hydra
+
+    from .errors import user_error
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            run(cfg, verb)
+        except Exception as err:  # noqa: BLE001 - only user errors are caught; the rest re-raises
+            message = user_error(err)
+            if message is None:
+                raise
+            print(f"speech-peft {verb}: error: {message}", file=sys.stderr)
+            sys.exit(2)
+
+    sys.argv = [f"speech-peft {verb}", *overrides]
+    _main()
+    return 0

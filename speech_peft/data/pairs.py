@@ -1,0 +1,90 @@
+"""Training pairs for restoration: clean recordings degraded on the fly into (degraded, clean) crops."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .audio import load_audio
+from .degrade import DegradeConfig, Degrader
+from .manifest import Entry, read_manifest
+
+
+class DegradedPairs(Dataset):
+    """(entry, degraded, clean) crops: clean audio degraded on the fly by a seeded ``Degrader``.
+
+    ``vary=True`` (training) draws a new crop and degradation on every visit; ``vary=False``
+    (validation) gives each item the same pair every epoch, so validation losses compare.
+    """
+
+    def __init__(self, entries: list[Entry], degrade: DegradeConfig | None, seconds: float | None = 2.0,
+                 seed: int = 0, sample_rate: int = 16000, vary: bool = True, repeats: int = 1):
+        if not entries:
+            raise ValueError("no clean recordings to build degraded pairs from")
+        self.entries, self.seconds, self.seed, self.sample_rate = entries, seconds, seed, sample_rate
+        self.vary, self.repeats = vary, repeats  # repeats: crops per recording per epoch
+        self.degrader = Degrader(degrade, sample_rate, seed) if degrade is not None else None
+        self.waves: dict[int, Tensor] = {}
+        self.calls = 0
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.repeats
+
+    def __getitem__(self, item: int):
+        index = item % len(self.entries)
+        if index not in self.waves:
+            self.waves[index] = load_audio(self.entries[index].audio, self.sample_rate)
+        clean = self.waves[index]
+        self.calls += 1
+        draw = self.calls if self.vary else item
+        rng = random.Random(self.seed * 7919 + draw)
+        if self.seconds is not None:
+            n = int(self.seconds * self.sample_rate)
+            if clean.shape[-1] > n:
+                start = rng.randrange(0, clean.shape[-1] - n)
+                clean = clean[start:start + n]
+        degraded = self.degrader(clean, self.seed + draw) if self.degrader else clean
+        return self.entries[index], degraded, clean
+
+
+def collate_pairs(items):
+    lengths = torch.tensor([c.shape[-1] for _, _, c in items])
+    deg = torch.zeros(len(items), int(lengths.max()))
+    clean = torch.zeros_like(deg)
+    for i, (_, d, c) in enumerate(items):
+        deg[i, : d.shape[-1]], clean[i, : c.shape[-1]] = d, c
+    return [e.id for e, _, _ in items], deg, clean, lengths
+
+
+class RestorationData(L.LightningDataModule):
+    """Clean-recording manifests in, (degraded, clean) pairs out; degradations drawn on the fly."""
+
+    def __init__(self, train: str, val: str | None = None, degrade: dict[str, Any] | None = None,
+                 seconds: float = 2.0, batch_size: int = 8, seed: int = 0, repeats: int = 1, name: str = "restore"):
+        """``name``: the dataset's name (experiment folders and results tables)."""
+        super().__init__()
+        self.name = name
+        fields = {k: tuple(v) if isinstance(v, list) and not k.endswith("_files") else v
+                  for k, v in (degrade or {}).items()}
+        self.config = DegradeConfig(**fields)
+        self.paths, self.seconds, self.batch_size, self.seed = {"train": train, "val": val}, seconds, batch_size, seed
+        self.repeats = repeats  # crops of each recording per epoch (training and validation alike)
+
+    def _loader(self, split: str) -> DataLoader:
+        pairs = DegradedPairs(read_manifest(self.paths[split]), self.config, self.seconds,
+                              seed=self.seed + (0 if split == "train" else 10_000), vary=split == "train",
+                              repeats=self.repeats)
+        return DataLoader(pairs, batch_size=self.batch_size, shuffle=split == "train", collate_fn=collate_pairs,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        if not self.paths["val"]:
+            raise ValueError("no validation manifest configured (data.val)")
+        return self._loader("val")

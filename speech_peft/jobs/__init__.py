@@ -1,0 +1,1 @@
+"""Batch jobs over files (transcribe, restore, degrade): resumable, atomic, bad inputs listed."""

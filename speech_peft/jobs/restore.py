@@ -1,0 +1,110 @@
+"""Batch restoration (``speech-peft restore IN OUT --checkpoint RESTORER_EXPORT``), scaled out with Lightning.
+
+Runs as Lightning ``predict``; with ``devices`` > 1 (and ``num_nodes``) it uses the DDP strategy and
+each process takes its own shard of the inputs (``entries[rank::world]``), so every input is
+restored exactly once. Outputs are written atomically; outputs that already exist are skipped, so a
+killed run resumes; unreadable inputs go to ``OUT/rejects.tsv``; output names and relative layout
+mirror the input; OUT may not be inside the input.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from ..adapters import set_active_adapters
+from ..data.audio import AudioError, load_audio, save_audio
+from ..data.builders import from_folder
+from ..data.manifest import Entry, read_manifest
+from ..data.rejects import Rejects
+from ..fileio import remove_stale_temporaries
+from ..vocoders.restorer import Restorer
+from .devices import accelerator_for
+
+
+def plan(inputs: str, out_dir: str) -> tuple[list[Entry], Path]:
+    """Entries to restore (ids: paths relative to the input folder) and the output root."""
+    src, out = Path(inputs).resolve(), Path(out_dir).resolve()
+    guard = src if src.is_dir() else src.parent
+    if out == guard or guard in out.parents:
+        raise ValueError(f"output folder {out} lies inside the input {guard}: restore never writes into its input")
+    # Every DDP process plans the same list; only the first lists unreadable inputs in the rejects file.
+    rejects = out / "rejects.tsv" if _first_process() else None
+    if src.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        entries = from_folder(src, skip_bad=True, rejects_path=rejects)  # ids: relative paths, no suffix
+    elif src.suffix == ".jsonl":
+        entries = read_manifest(src)
+    else:
+        raise ValueError(f"{inputs}: give a folder of audio or a .jsonl manifest")
+    for entry in entries:
+        if Path(entry.audio).resolve().parent == out or out in Path(entry.audio).resolve().parents:
+            raise ValueError(f"input {entry.audio} lies inside the output folder {out}")
+    return entries, out
+
+
+class _Shard(Dataset):
+    def __init__(self, entries: list[Entry], out: Path, rejects: Rejects):
+        self.entries, self.out, self.rejects = entries, out, rejects
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int):
+        entry = self.entries[index]
+        try:
+            return entry, load_audio(entry.audio, 16000)
+        except AudioError as err:
+            self.rejects.add(err.path, err.problem)
+            return entry, None
+
+
+class RestoreTask(L.LightningModule):
+    """Lightning ``predict``: restores and writes each file; the model itself is a loaded Restorer."""
+
+    def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False, copy_synthesis: bool = False):
+        super().__init__()
+        self.restorer = Restorer.from_export(checkpoint)
+        if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
+            set_active_adapters(self.restorer.encoder, [])
+        self.out, self.ledger = Path(out_dir), ledger
+
+    def predict_step(self, batch, batch_idx: int) -> int:
+        written = 0
+        for entry, wave in batch:
+            if wave is None:
+                continue
+            restored = self.restorer(wave[None].to(self.device))[0].cpu()
+            save_audio(self.out / f"{entry.id}.wav", restored.clamp(-1, 1), 16000)
+            if self.ledger:  # which process wrote what (used to check each input is restored once)
+                with open(self.out / f".ledger.{self.global_rank}", "a") as handle:
+                    handle.write(f"{entry.id}\n")
+            written += 1
+        return written
+
+
+def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_nodes: int = 1,
+            ledger: bool = False, progress: bool = True, copy_synthesis: bool = False,
+            device: str = "cpu") -> dict[str, int]:
+    """``device``: cpu, cuda or auto; ``devices`` processes (DDP when more than one) on each of ``num_nodes``."""
+    accelerator = accelerator_for(device)
+    entries, out = plan(inputs, out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if _first_process():  # before any other process starts: temporaries of a killed run go
+        remove_stale_temporaries(out)
+    todo = [e for e in entries if not (out / f"{e.id}.wav").exists()]  # resume: finished outputs stay
+    rejects = Rejects(out / "rejects.tsv")
+    task = RestoreTask(checkpoint, str(out), ledger, copy_synthesis)
+    strategy = "ddp" if devices * num_nodes > 1 else "auto"
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, logger=False,
+                        enable_progress_bar=progress, use_distributed_sampler=False, enable_checkpointing=False)
+    shard = todo[trainer.global_rank::trainer.world_size]
+    loader = DataLoader(_Shard(shard, out, rejects), batch_size=1, collate_fn=list)
+    written = trainer.predict(task, loader, return_predictions=True) or []
+    return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": sum(written)}
+
+
+def _first_process() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
