@@ -13,9 +13,10 @@ from speech_peft.adapters import (AdapterBiasConfig, AdapterBudgetError, Adapter
                                   SeriesAdapterConfig, adapter_memory, adapter_parameters, add_adapter,
                                   merge_adapter, remove_adapter, set_active_adapters, unmerge_adapter)
 from speech_peft.adapters.site import AdapterSite
-from tiny_models import ast_input, tiny_ast, tiny_whisper_encoder, whisper_input
+from tiny_models import ast_input, conformer_input, tiny_ast, tiny_conformer, tiny_whisper_encoder, whisper_input
 
-ENCODERS = {"whisper": (tiny_whisper_encoder, whisper_input), "ast": (tiny_ast, ast_input)}
+ENCODERS = {"whisper": (tiny_whisper_encoder, whisper_input), "ast": (tiny_ast, ast_input),
+            "conformer": (tiny_conformer, conformer_input)}
 METHODS = {
     "lora": lambda: LoRAConfig(r=4),
     "lora_gaussian": lambda: LoRAConfig(r=4, init="gaussian"),
@@ -34,7 +35,17 @@ METHODS = {
     "soft_moa": lambda: MoAConfig(mode="soft", num_experts=3, slots_per_expert=2, bottleneck_dim=4),
     "soft_moa_series": lambda: MoAConfig(mode="soft", placement="series", num_experts=2, bottleneck_dim=4),
 }
-CASES = [(e, m) for e in ENCODERS for m in METHODS]
+# torchaudio's Conformer fuses q/k/v into one MultiheadAttention: LoRA goes on its feed-forward
+# projections there, and prompt/prefix tuning (which need the q/k/v projections) are refused.
+ON_CONFORMER = {"lora": lambda: LoRAConfig(r=4, target_roles=["ffn.up", "ffn.down"]),
+                "lora_gaussian": lambda: LoRAConfig(r=4, init="gaussian", target_roles=["ffn.up", "ffn.down"]),
+                "pissa": lambda: LoRAConfig(r=4, init="pissa", target_roles=["ffn.up", "ffn.down"])}
+NOT_ON_CONFORMER = ("prompt_shallow", "prompt_deep", "prefix")
+CASES = [(e, m) for e in ENCODERS for m in METHODS if not (e == "conformer" and m in NOT_ON_CONFORMER)]
+
+
+def config_for(encoder: str, method: str):
+    return (ON_CONFORMER if encoder == "conformer" and method in ON_CONFORMER else METHODS)[method]()
 MEMORY = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(7))
 
 
@@ -48,7 +59,7 @@ def test_adapter_starts_as_identity(encoder, method):
     make, inputs = ENCODERS[encoder]
     model, x = make(), inputs()
     before = model(x).last_hidden_state
-    add_adapter(model, METHODS[method]())
+    add_adapter(model, config_for(encoder, method))
     torch.testing.assert_close(run(model, x), before, rtol=0, atol=1e-6)
 
 
@@ -57,7 +68,7 @@ def test_every_adapter_parameter_learns_within_two_steps_and_base_stays_frozen(e
     make, inputs = ENCODERS[encoder]
     model, x = make(), inputs()
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    add_adapter(model, METHODS[method]())
+    add_adapter(model, config_for(encoder, method))
     params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
     assert params, "the adapter must have trainable parameters"
     learned = _parameters_that_learn(model, params, x, steps=2)
@@ -94,12 +105,28 @@ def test_bottleneck_with_zero_down_and_up_leaves_only_a_bias_learning():
     assert {n.rsplit(".", 2)[-2:][0] + "." + n.rsplit(".", 1)[-1] for n in learned} == {"up.bias"}
 
 
+@pytest.mark.parametrize("method", NOT_ON_CONFORMER)
+def test_prompt_and_prefix_tuning_are_refused_on_fused_attention_with_a_reason(method):
+    with pytest.raises(AdapterTargetError, match="q/k/v"):
+        add_adapter(tiny_conformer(), METHODS[method]())
+
+
+def test_token_mixing_adapters_see_time_first_blocks_batch_first():
+    """Soft MoA averages over time: on the time-first Conformer it must never mix the utterances of a batch."""
+    model, x = tiny_conformer(), conformer_input(batch=3)
+    add_adapter(model, MoAConfig(mode="soft", num_experts=2, bottleneck_dim=4))
+    _randomise(model)
+    together = model(x).last_hidden_state
+    alone = model(x[1:2]).last_hidden_state
+    torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_no_active_adapter_gives_the_base_model_bit_for_bit(encoder):
     make, inputs = ENCODERS[encoder]
     model, x = make(), inputs()
     before = model(x).last_hidden_state
-    add_adapter(model, LoRAConfig(r=4), "a")
+    add_adapter(model, config_for(encoder, "lora"), "a")
     add_adapter(model, ParallelAdapterConfig(bottleneck_dim=4), "b")
     _randomise(model)
     set_active_adapters(model, [])
@@ -143,7 +170,10 @@ def test_merged_output_equals_unmerged_output(encoder, method):
     make, inputs = ENCODERS[encoder]
     model, x = make(), inputs()
     base = model(x).last_hidden_state
-    add_adapter(model, copy.deepcopy(MERGEABLE[method]))
+    config = copy.deepcopy(MERGEABLE[method])
+    if encoder == "conformer" and method in ("lora", "pissa"):
+        config.target_roles = ["ffn.up", "ffn.down"]
+    add_adapter(model, config)
     _randomise(model)
     unmerged = model(x).last_hidden_state
     assert not torch.allclose(unmerged, base, atol=1e-4)

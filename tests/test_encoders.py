@@ -26,11 +26,22 @@ def test_ast_loads_from_a_local_directory_and_resizes_positions_to_the_configure
     assert not any(p.requires_grad for p in encoder.parameters())
 
 
-def test_ast_fbank_is_normalised_and_padded_to_max_length():
-    wave = torch.randn(16000) * 0.1
-    feats = ast_fbank(wave, 128, 200)
-    assert feats.shape == (200, 128)
-    assert feats[:98].mean().abs() < 1.5 and torch.all(feats[99:] == feats[199])  # padding rows are equal
+@pytest.mark.parametrize("seconds,max_length", [(3.0, 1024), (0.7, 1024), (3.0, 200)])
+def test_ast_fbank_matches_the_reference_ast_feature_extractor(seconds, max_length):
+    """The features AST checkpoints were trained on (transformers' ASTFeatureExtractor), padded or cut."""
+    from pathlib import Path
+
+    from transformers import ASTFeatureExtractor
+
+    from speech_peft.data.audio import load_audio
+
+    wave = load_audio(Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr" / "spk1_snt1.wav")
+    wave = wave[: int(seconds * 16000)] + 0.01  # a DC offset, which both remove
+    reference = ASTFeatureExtractor(max_length=max_length)(wave.numpy(), sampling_rate=16000,
+                                                           return_tensors="pt").input_values[0]
+    ours = ast_fbank(wave, 128, max_length)
+    assert ours.shape == reference.shape == (max_length, 128)
+    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=0)
 
 
 def test_missing_model_directories_are_errors(tmp_path):

@@ -1,6 +1,8 @@
 """Tiny, seeded stand-ins for the real encoders: same block classes, small widths."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from transformers import ASTConfig, ASTModel, WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
@@ -29,6 +31,40 @@ def tiny_ast(seed: int = 0) -> ASTModel:
     model = ASTModel(config).eval()
     _randomise_biases(model)
     return model
+
+
+class LastHiddenState(torch.nn.Module):
+    """A speech_peft encoder answering like a transformers model (``out.last_hidden_state``), so the
+    adapter tables run it exactly as they run the transformers encoders."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, waveforms: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(last_hidden_state=self.encoder(waveforms).hidden)
+
+
+def tiny_conformer(seed: int = 0) -> LastHiddenState:
+    from speech_peft.encoders.conformer import ConformerEncoderModel, ConformerSpec
+
+    torch.manual_seed(seed)
+    model = ConformerEncoderModel(ConformerSpec(n_mels=16, dim=32, num_heads=4, ffn_dim=64, num_layers=2,
+                                                kernel_size=5)).eval()
+    _randomise_biases(model)
+    return LastHiddenState(model).eval()
+
+
+def conformer_input(batch: int = 2, seed: int = 1) -> torch.Tensor:
+    """Crops of a real recording: white noise gives the Conformer's mel front end frames so alike
+    that a small ReLU bottleneck can start with every unit dead."""
+    from pathlib import Path
+
+    from speech_peft.data.audio import load_audio
+
+    wave = load_audio(Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr" / "spk1_snt1.wav")
+    starts = torch.randint(0, wave.shape[0] - 4000, (batch,), generator=torch.Generator().manual_seed(seed))
+    return torch.stack([wave[s:s + 4000] for s in starts.tolist()])
 
 
 def _randomise_biases(model: torch.nn.Module) -> None:

@@ -116,6 +116,7 @@ def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default",
         site = _site_at(model, target.write)
         site.adapters[name] = adapter
         site.reads[name] = target.read
+        site.time_first[name] = target.time_first
         if target.read is not None and target.read not in site._hooks:
             reader = model.get_submodule(target.read)
             site._hooks[target.read] = reader.register_forward_hook(
@@ -183,6 +184,7 @@ def remove_adapter(model: nn.Module, name: str) -> None:
             continue
         del site.adapters[name]
         read = site.reads.pop(name)
+        site.time_first.pop(name, None)
         if read is not None and read not in site.reads.values():
             site._hooks.pop(read).remove()
         site.active = tuple(n for n in site.active if n != name)

@@ -27,6 +27,8 @@ class BlockLayout:
     # Names of the attention's frozen q/k/v/o linears and head count, for prompt and prefix tuning.
     attention: dict[str, str] = field(default_factory=dict)
     num_heads_attr: str | None = None
+    # Roles whose tensors run (time, batch, features): adapters see them batch-first all the same.
+    time_first_roles: tuple[str, ...] = ()
 
     def num_heads(self, block: nn.Module) -> int:
         if self.num_heads_attr is None:
@@ -79,6 +81,8 @@ _CONFORMER = BlockLayout(
                "ffn1": Sublayer(write="ffn1.sequential.4", read="ffn1.sequential.0"),
                "conv": Sublayer(write="conv_module", read=None),
                "block": Sublayer(write="", read=None)},
+    # The layer runs time-first; only its convolution module is handed batch-first tensors.
+    time_first_roles=("ffn.up", "ffn.down", "ffn1.up", "ffn1.down", "attn", "ffn", "ffn1", "block"),
 )
 
 LAYOUTS: dict[str, BlockLayout] = {

@@ -12,6 +12,7 @@ class AdapterSite(nn.Module):
         self.base = base
         self.adapters = nn.ModuleDict()
         self.reads: dict[str, str | None] = {}
+        self.time_first: dict[str, bool] = {}
         self.active: tuple[str, ...] = ()
         self.merged: set[str] = set()
         self._captured: dict[str, Tensor] = {}
@@ -46,7 +47,10 @@ class AdapterSite(nn.Module):
                 x = self._captured[read]
             else:
                 raise RuntimeError(f"adapter {name!r} reads the output of {read!r}, which did not run first")
-            total = total + self.adapters[name](x, y)
+            if self.time_first.get(name):  # adapters are written for (batch, time, ...) tensors
+                total = total + self.adapters[name](x.transpose(0, 1), y.transpose(0, 1)).transpose(0, 1)
+            else:
+                total = total + self.adapters[name](x, y)
         self._captured.clear()
         return (total, *out[1:]) if isinstance(out, tuple) else total
 

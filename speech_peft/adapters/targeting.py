@@ -24,6 +24,7 @@ class Target:
     role: str | None = None
     block: str | None = None   # full name of the enclosing block, when there is one
     layer: int | None = None
+    time_first: bool = False   # the site's tensors are (time, batch, ...): the adapter gets them transposed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,7 +160,8 @@ def _role_target(block: Block, role: str, accept: Callable[[nn.Module], bool], m
     module = unwrap(block.module.get_submodule(write)) if write else block.module
     if not accept(module):
         raise AdapterTargetError(f"{method} cannot adapt role {role!r} of {kind} ({type(module).__name__})")
-    return Target(write=full(write), read=full(read), role=role, block=block.path, layer=block.index)
+    return Target(write=full(write), read=full(read), role=role, block=block.path, layer=block.index,
+                  time_first=role in layout.time_first_roles)
 
 
 def _example_names(model: nn.Module, limit: int = 12) -> str:

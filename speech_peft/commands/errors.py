@@ -1,9 +1,11 @@
 """Which exceptions are the user's to fix (a missing file, a bad value, an unknown name), as one line."""
 from __future__ import annotations
 
+from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, OmegaConfBaseException)
+# A bad override or config name (Hydra, OmegaConf), a bad value, a missing file, an unknown name.
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, OmegaConfBaseException, HydraException)
 
 
 def user_error(err: BaseException) -> str | None:

@@ -148,6 +148,36 @@ def run_verb(verb: str, overrides: list[str]) -> int:
             print(f"speech-peft {verb}: error: {message}", file=sys.stderr)
             sys.exit(2)
 
+    checked = _check_overrides(overrides)
+    if checked is not None:
+        print(f"speech-peft {verb}: error: {checked}", file=sys.stderr)
+        return 2
     sys.argv = [f"speech-peft {verb}", *overrides]
     _main()
     return 0
+
+
+def _check_overrides(overrides: list[str]) -> str | None:
+    """Compose a plain run's config first, so a bad override or config name is one line, not Hydra's
+    report; sweeps and Hydra's own flags (--cfg, --help, -m) go straight to Hydra."""
+    from .errors import user_error
+
+    config_dir, plain = None, []
+    items = iter(overrides)
+    for item in items:
+        if item == "--config-dir":
+            config_dir = next(items, None)
+        elif item.startswith("--config-dir="):
+            config_dir = item.partition("=")[2]
+        elif item.startswith("-"):
+            return None
+        else:
+            plain.append(item)
+    try:
+        compose_config(plain, config_dir)
+    except Exception as err:  # noqa: BLE001 - only user errors are reported; the rest re-raises
+        message = user_error(err)
+        if message is None:
+            raise
+        return message
+    return None

@@ -14,6 +14,7 @@ import torchaudio
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..fileio import atomic_write, write_json
 from .base import EncoderOutput, FrozenEncoder, frame_mask, lengths_or_full
 
 
@@ -66,9 +67,9 @@ class ConformerEncoderModel(FrozenEncoder):
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "conformer.json").write_text(json.dumps(asdict(self.spec), indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / "conformer.safetensors")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(directory / "conformer.safetensors", lambda tmp: save_file(state, tmp))
+        write_json(directory / "conformer.json", asdict(self.spec))
         return directory
 
 
