@@ -134,6 +134,13 @@ def test_every_shipped_config_composes_and_names_only_arguments_its_classes_take
     assert set(cfg.trainer) <= set(inspect.signature(lightning.Trainer).parameters)
 
 
+def test_the_trainer_overrides_recipes_document_are_accepted():
+    cfg = compose_config(["trainer.limit_train_batches=0.5", "trainer.accumulate_grad_batches=4",
+                          "trainer.precision=bf16-mixed", "trainer.strategy=ddp", "trainer.devices=2", "trainer=gpu"])
+    assert cfg.trainer.limit_train_batches == 0.5 and cfg.trainer.accumulate_grad_batches == 4
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.strategy == "ddp"
+
+
 def test_a_sweep_over_adapters_gives_each_member_its_own_folder():
     folders = {compose_config([f"adapter={name}"]).exp_dir for name in ("lora", "pissa", "lora_all", "series", "houlsby")}
     assert len(folders) == 5 and "exp/fsdd/classification/pissa" in folders

@@ -6,6 +6,7 @@ names; ``--print_config`` writes a complete YAML to start from.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -29,9 +30,12 @@ def registered_classes() -> dict[str, type]:
 
 
 def main(args: list[str] | None = None) -> None:
+    """``args``: what follows ``speech-peft lightning`` (default: the process's own arguments)."""
     from lightning.pytorch.cli import LightningCLI
 
     registered_classes()  # imported, so jsonargparse knows them by their short names
+    if args is not None:  # LightningCLI reads sys.argv (and warns when given both)
+        sys.argv = ["speech-peft lightning", *args]
     LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                 args=args, save_config_kwargs={"overwrite": True},
+                 save_config_kwargs={"overwrite": True},
                  trainer_defaults={"default_root_dir": str(Path("exp") / "lightning")})

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..fileio import write_json, write_text
 from ..tasks.callbacks import EpochTimer
 from ..tasks.common import load_checkpoint_weights
+from .errors import user_error
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 VERBS = ("fit", "validate", "test", "predict")
@@ -135,8 +136,6 @@ def run_verb(verb: str, overrides: list[str]) -> int:
     errors in the run are one line on stderr (exit status 2), like every other command's."""
     import hydra
 
-    from .errors import user_error
-
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
         try:
@@ -160,8 +159,6 @@ def run_verb(verb: str, overrides: list[str]) -> int:
 def _check_overrides(overrides: list[str]) -> str | None:
     """Compose a plain run's config first, so a bad override or config name is one line, not Hydra's
     report; sweeps and Hydra's own flags (--cfg, --help, -m) go straight to Hydra."""
-    from .errors import user_error
-
     config_dir, plain = None, []
     items = iter(overrides)
     for item in items:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import jiwer
 
+from ..data.manifest import read_manifest
 from .text import NAME as NORMALISER_NAME
 from .text import normalize
 
@@ -104,8 +105,6 @@ def read_references(path: str) -> dict[str, str]:
     """``id<TAB>text`` lines, or a manifest (``.jsonl``) whose entries carry ``text``."""
     if not path.endswith(".jsonl"):
         return read_tsv(path)
-    from ..data.manifest import read_manifest
-
     entries = read_manifest(path)
     missing = [e.id for e in entries if not (e.text or "").strip()]
     if missing:
