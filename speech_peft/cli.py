@@ -11,7 +11,7 @@ import logging
 import sys
 
 from .commands import degrade, prepare, report, restore, score, transcribe
-from .commands.errors import user_error
+from .commands.errors import exit_status
 from .commands.train import VERBS
 
 VERB_HELP = {"fit": "train a task from the Hydra configs (speech-peft fit experiment=... key=value ...)",
@@ -48,14 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         lightning_main(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except Exception as err:  # noqa: BLE001 - user errors become one line; the rest re-raises
-        message = user_error(err)
-        if message is None:
-            raise
-        print(f"speech-peft {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    return exit_status(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from speech_peft.adapters import (AdapterBiasConfig, AdapterBudgetError, AdapterMergeError, AdapterTargetError,
-                                  BitFitConfig, CrossAttentionConfig, LinearProbeConfig, LoRAConfig, MoAConfig,
+                                  BitFitConfig, CrossAttentionConfig, LoRAConfig, MoAConfig,
                                   ParallelAdapterConfig, PrefixTuningConfig, PromptTuningConfig,
-                                  SeriesAdapterConfig, adapter_memory, adapter_parameters, add_adapter,
+                                  SeriesAdapterConfig, adapter_memory, add_adapter,
                                   merge_adapter, remove_adapter, set_active_adapters, unmerge_adapter)
 from speech_peft.adapters.site import AdapterSite
 from tiny_models import ast_input, conformer_input, tiny_ast, tiny_conformer, tiny_whisper_encoder, whisper_input

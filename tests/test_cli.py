@@ -38,7 +38,8 @@ def _one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
     (["fit", "trainer.no_such_key=1"], ["no_such_key"]),
     (["fit", "task=nope"], ["task/nope"]),
     (["test", "ckpt_path=/no/such.ckpt"], ["/no/such.ckpt"]),
-], ids=["unknown-method", "bad-override", "unknown-task", "missing-checkpoint"])
+    (["fit", "task=restore_cleaner", "encoder.name=whisper-tiny.en"], ["RestorationData", "ManifestDataModule"]),
+], ids=["unknown-method", "bad-override", "unknown-task", "missing-checkpoint", "task-and-data-mismatch"])
 def test_lightning_verbs_report_user_errors_in_one_line(args, words, tmp_path):
     _one_line_error(_cli(*args, f"exp_dir={tmp_path}/exp"), *words)
 

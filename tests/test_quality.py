@@ -53,7 +53,6 @@ def test_quality_command_writes_csv_summary_and_spectrograms(tmp_path):
     import shutil
 
     import soundfile as sf
-    import torch
 
     from speech_peft.cli import main
     for name in ("clean", "deg", "res", "ceiling"):

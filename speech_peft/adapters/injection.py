@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .config import AdapterConfig
 from .registry import get_method

@@ -1,6 +1,9 @@
 """Which exceptions are the user's to fix (a missing file, a bad value, an unknown name), as one line."""
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
@@ -22,3 +25,17 @@ def user_error(err: BaseException) -> str | None:
 def _is_wrapper(err: BaseException) -> bool:
     # Hydra's InstantiationException (a ValueError-like wrapper) names the target; the cause says why.
     return type(err).__name__ == "InstantiationException" and (err.__cause__ or err.__context__) is not None
+
+
+def exit_status(command: str, action: Callable[[], object]) -> int:
+    """Run ``action``: its status when it returns an int, else 0; a user error is one line on stderr and
+    status 2; anything else raises."""
+    try:
+        status = action()
+    except Exception as err:  # noqa: BLE001 - only user errors are reported; the rest re-raises
+        message = user_error(err)
+        if message is None:
+            raise
+        print(f"speech-peft {command}: error: {message}", file=sys.stderr)
+        return 2
+    return status if isinstance(status, int) else 0

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..fileio import write_json, write_text
 from ..tasks.callbacks import EpochTimer
 from ..tasks.common import load_checkpoint_weights
-from .errors import user_error
+from .errors import exit_status
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 VERBS = ("fit", "validate", "test", "predict")
@@ -61,7 +61,12 @@ def build_task(cfg: DictConfig) -> L.LightningModule:
 
 
 def build_data(cfg: DictConfig) -> L.LightningDataModule:
-    return build(cfg.data)
+    """The data module, checked against the one the task trains on (its ``datamodule`` attribute)."""
+    data, wanted = build(cfg.data), getattr(get_class(cfg.task._target_), "datamodule", None)
+    if wanted is not None and not isinstance(data, wanted):
+        raise ValueError(f"task {cfg.task._target_.rsplit('.', 1)[-1]} takes batches of {wanted.__name__}, but the "
+                         f"data config builds {type(data).__name__}: choose a matching data= option")
+    return data
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -133,32 +138,28 @@ def _dir_size(path: Path) -> int:
 
 def run_verb(verb: str, overrides: list[str]) -> int:
     """Run a verb through Hydra's own entry point, so -m sweeps, --cfg and --config-dir work as usual;
-    errors in the run are one line on stderr (exit status 2), like every other command's."""
+    user errors are one line on stderr (exit status 2), like every other command's. A plain run's
+    config is composed first, so a bad override or config name is reported the same way."""
     import hydra
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        try:
-            run(cfg, verb)
-        except Exception as err:  # noqa: BLE001 - only user errors are caught; the rest re-raises
-            message = user_error(err)
-            if message is None:
-                raise
-            print(f"speech-peft {verb}: error: {message}", file=sys.stderr)
-            sys.exit(2)
+        status = exit_status(verb, lambda: run(cfg, verb))
+        if status:
+            sys.exit(status)
 
-    checked = _check_overrides(overrides)
-    if checked is not None:
-        print(f"speech-peft {verb}: error: {checked}", file=sys.stderr)
-        return 2
+    plain = _plain_run(overrides)
+    if plain is not None:
+        status = exit_status(verb, lambda: compose_config(*plain))
+        if status:
+            return status
     sys.argv = [f"speech-peft {verb}", *overrides]
     _main()
     return 0
 
 
-def _check_overrides(overrides: list[str]) -> str | None:
-    """Compose a plain run's config first, so a bad override or config name is one line, not Hydra's
-    report; sweeps and Hydra's own flags (--cfg, --help, -m) go straight to Hydra."""
+def _plain_run(overrides: list[str]) -> tuple[list[str], str | None] | None:
+    """(overrides, config dir) of a plain run; None for sweeps and Hydra's own flags (--cfg, --help, -m)."""
     config_dir, plain = None, []
     items = iter(overrides)
     for item in items:
@@ -170,11 +171,4 @@ def _check_overrides(overrides: list[str]) -> str | None:
             return None
         else:
             plain.append(item)
-    try:
-        compose_config(plain, config_dir)
-    except Exception as err:  # noqa: BLE001 - only user errors are reported; the rest re-raises
-        message = user_error(err)
-        if message is None:
-            raise
-        return message
-    return None
+    return plain, config_dir

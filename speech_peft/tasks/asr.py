@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -17,6 +18,7 @@ from torch.nn import functional as F
 
 from ..adapters import add_adapter, config_from_dict, load_adapter, save_adapter
 from ..asr.whisper_ar import EOT, WhisperTranscriber
+from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders.whisper import load_whisper, log_mel
 from ..exports import read_export_info, write_export_info
@@ -46,6 +48,8 @@ class CorpusWER:
 
 class WhisperARFineTune(L.LightningModule):
     """Whisper with an adapter (LoRA by default) trained by teacher forcing on normalised transcripts."""
+
+    datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
 
     def __init__(self, model_name: str = "whisper-tiny.en", adapter: dict | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.0, adapter_dir: str | None = None) -> None:

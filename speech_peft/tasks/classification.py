@@ -7,7 +7,7 @@ Export: ``adapter/`` (the adapter core's format; absent for a linear probe), ``h
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..adapters import load_adapter, save_adapter
+from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders import build_encoder
 from ..encoders.base import EncoderOutput
@@ -35,6 +36,8 @@ def pool(out: EncoderOutput, how: str) -> Tensor:
 
 class AudioClassifier(L.LightningModule):
     """Checkpoints hold only what was trained (adapter, head) and a fingerprint of the frozen encoder."""
+
+    datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import lightning as L
 import torch
@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_adapter, sites
 from ..adapters.cross_attention import adapter_memory
+from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..decoders import (Candidates, DecodeOptions, canvas_lengths, choose, diffusion_decode, diffusion_loss, from_whisper,
                         load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
@@ -39,6 +40,8 @@ EXPORT_KIND = "diffusion_asr"
 
 
 class DiffusionASR(L.LightningModule):
+    datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
+
     def __init__(self, encoder_name: str = "whisper-tiny.en", stage: int = 1, max_length: int = 256,
                  xattn_heads: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, layer_decay: float = 0.9,
                  ema_decay: float = 0.995, init_from: str | None = None, cache_dir: str | None = None,

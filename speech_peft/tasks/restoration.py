@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..adapters import ParallelAdapterConfig, add_adapter, load_adapter, save_adapter, set_active_adapters
+from ..data.pairs import RestorationData
 from ..encoders.whisper import load_whisper_encoder
 from ..exports import read_export_info, write_export_info
 from ..vocoders.restorer import Restorer
@@ -54,6 +55,7 @@ class FeatureCleaner(L.LightningModule):
     """``adapter_dir``: start from trained adapters saved by an earlier fit (checked against the base)."""
 
     predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
+    datamodule: ClassVar[type] = RestorationData  # the batches it trains on
 
     def __init__(self, encoder_name: str = "whisper-tiny.en", tap_layer: int = 2, bottleneck_dim: int = 128,
                  scale: float = 1.0, lr: float = 1e-3, adapter_dir: str | None = None) -> None:
@@ -127,6 +129,7 @@ class VocoderTraining(L.LightningModule):
     Its export is a restorer (``Restorer.from_export``)."""
 
     predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
+    datamodule: ClassVar[type] = RestorationData  # the batches it trains on
 
     def __init__(self, vocoder: dict[str, Any] | None = None, stage: Literal["clean", "cleaned"] = "clean",
                  cleaner_dir: str | None = None, init_vocoder: str | None = None,
