@@ -181,21 +181,23 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
     assert cleaner["trainable_params"] == sum(p.numel() for n, p in FeatureCleaner(
         tiny_whisper_dir, tap_layer=1, bottleneck_dim=8).named_parameters() if ".adapters." in n)
     cleaner_dir = tmp_path / "cleaner" / "export"
-    clean = run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_vocoder", f"exp_dir={tmp_path}/vocoder_clean",
-                             f"task.cleaner_dir={cleaner_dir}"), "fit")
+    bridge = ["task.bridge.channels=16", "task.bridge.blocks=1"]
+    clean = run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_bridge", f"exp_dir={tmp_path}/bridge_clean",
+                             f"task.cleaner_dir={cleaner_dir}", *bridge), "fit")
     assert len(clean["epoch_times_s"]) == 2
     with pytest.raises(ValueError, match="cleaner_dir"):
-        run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_vocoder", "task.stage=cleaned",
-                         f"exp_dir={tmp_path}/bad"), "fit")
-    run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_vocoder", "task.stage=cleaned",
-                     f"task.cleaner_dir={cleaner_dir}", f"task.init_vocoder={tmp_path}/vocoder_clean/export/vocoder.safetensors",
-                     f"exp_dir={tmp_path}/vocoder_cleaned"), "fit")
+        run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_bridge", "task.stage=cleaned",
+                         f"exp_dir={tmp_path}/bad", *bridge), "fit")
+    run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_bridge", "task.stage=cleaned", *bridge,
+                     f"task.cleaner_dir={cleaner_dir}", f"task.init_bridge={tmp_path}/bridge_clean/export/vocoder.safetensors",
+                     f"exp_dir={tmp_path}/bridge_cleaned"), "fit")
 
-    restorer = Restorer.from_export(tmp_path / "vocoder_cleaned" / "export")
-    trained = Restorer.from_export(tmp_path / "vocoder_clean" / "export")
-    # Stage 3 starts from stage 2's vocoder and moves it; both carry the stage-1 cleaner unchanged.
-    assert any(not torch.equal(a, b) for a, b in zip(restorer.vocoder.state_dict().values(),
-                                                     trained.vocoder.state_dict().values()))
+    restorer = Restorer.from_export(tmp_path / "bridge_cleaned" / "export")
+    trained = Restorer.from_export(tmp_path / "bridge_clean" / "export")
+    assert restorer.backend == trained.backend == "hifigan"
+    # Stage 3 starts from stage 2's bridge and moves it; both carry the stage-1 cleaner unchanged.
+    assert any(not torch.equal(a, b) for a, b in zip(restorer.vocoder.bridge.state_dict().values(),
+                                                     trained.vocoder.bridge.state_dict().values()))
     from safetensors.torch import load_file
     saved = load_file(cleaner_dir / "cleaner" / "adapter.safetensors")
     mine = {k: v for k, v in restorer.encoder.state_dict().items() if ".adapters." in k}
@@ -213,16 +215,15 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
     clean_dir.mkdir()
     for stem in ("spk1_snt1", "spk2_snt2"):
         shutil.copy(DATA / "asr" / f"{stem}.wav", clean_dir)
-    exp, restorer_dir = tmp_path, tmp_path / "vocoder_cleaned" / "export"  # the recipe's layout
+    exp, restorer_dir = tmp_path, tmp_path / "bridge_cleaned" / "export"  # the recipe's layout
     manifest = degrade_to_disk([str(clean_dir)], str(tmp_path / "degraded"), DegradeConfig(
         effects=("noise",), p_clean=0.0, noise_files=[str(DATA / "noise" / "noise3.wav")]))
     restore(str(tmp_path / "degraded"), str(tmp_path / "restored"), str(restorer_dir), progress=False)
     restore(str(clean_dir), str(tmp_path / "ceiling"), str(restorer_dir), progress=False, copy_synthesis=True)
     wave = load_audio(clean_dir / "spk1_snt1.wav")[None]
     bare = load_restorer_encoder(tiny_whisper_dir)
-    torch.manual_seed(0)
     with torch.no_grad():
-        expected = restorer.vocoder(bare(wave).hidden, return_all=False)[-1][:, : wave.shape[-1] // 320 * 320]
+        expected = restorer.vocoder.synthesise(bare(wave).hidden, wave.shape[-1])
     assert torch.allclose(load_audio(tmp_path / "ceiling" / "spk1_snt1.wav"), expected[0].clamp(-1, 1), atol=1e-3)
 
     measured = measure_restorer(restorer_dir, manifest)
@@ -230,13 +231,27 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
         l1 = [(bare(load_audio(tmp_path / "degraded" / f"{s}.wav")[None]).hidden -
                bare(load_audio(clean_dir / f"{s}.wav")[None]).hidden).abs().mean().item() for s in ("spk1_snt1", "spk2_snt2")]
     assert measured["files"] == 2 and measured["l1_degraded"] == pytest.approx(sum(l1) / 2, rel=1e-5)
-    assert measured["rtf"] > 0 and measured["l1_cleaned"] > 0
+    assert measured["rtf"] > 0 and measured["l1_cleaned"] > 0 and measured["backend"] == "hifigan"
     (exp / "measure.json").write_text(__import__("json").dumps(measured))
     score_quality(str(tmp_path / "degraded"), str(tmp_path / "restored"), str(clean_dir), str(exp / "quality"),
                   plots=0, speaker=False, non_intrusive=False, extra={"ceiling": str(tmp_path / "ceiling")})
     report = write_restoration_report(exp, tmp_path / "RESULTS.md", "bash run.sh").read_text()
     assert f"{measured['l1_degraded']:.4f}" in report and "| ceiling |" in report
-    assert "| 3 WaveFit fine-tuned on cleaned features |" in report
+    assert "| 3 bridge fine-tuned on cleaned features |" in report
+
+
+def test_the_wavefit_backend_trains_through_fit_and_exports_a_restorer(tiny_whisper_dir, tmp_path):
+    from speech_peft.commands.train import run
+
+    run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_cleaner", f"exp_dir={tmp_path}/cleaner",
+                     "trainer.max_epochs=1"), "fit")
+    run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_vocoder", f"exp_dir={tmp_path}/vocoder",
+                     f"task.cleaner_dir={tmp_path}/cleaner/export", "trainer.max_epochs=1"), "fit")
+    restorer = Restorer.from_export(tmp_path / "vocoder" / "export")
+    assert restorer.backend == "wavefit"
+    wave = load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :8000]
+    first, again = restorer(wave), restorer(wave)
+    assert first.shape == (1, 8000) and torch.equal(first, again)  # seeded start noise: deterministic
 
 
 def test_validation_pairs_repeat_every_epoch_while_training_pairs_vary():

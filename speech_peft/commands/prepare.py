@@ -12,14 +12,18 @@ def add_parser(sub) -> None:
     p.add_argument("src", help="the corpus root")
     p.add_argument("out", help="output folder for the manifests")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files, listing them in OUT/rejects.tsv")
-    p.add_argument("--long-items", type=int, nargs=2, default=[10, 5], metavar=("TRAIN", "TEST"),
-                   help="fsdd_long: items per speaker and length bucket for training and test speakers")
+    p.add_argument("--long-items", type=int, nargs=2, metavar=("TRAIN", "TEST"),
+                   help="fsdd_long: items per speaker and length bucket for training and test speakers (10 5)")
+    p.add_argument("--voices", type=int, nargs=2, metavar=("SENTENCES", "VOICES"),
+                   help="tts_voices (SRC: a sentences file): sentences per voice and voices (0: all; default 8 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.layout != "fsdd_long" and args.long_items != [10, 5]:
-        raise ValueError("--long-items applies to the fsdd_long layout only")
-    for path in prepare(args.layout, args.src, args.out, args.skip_bad, long_items=tuple(args.long_items)):
+    for option, layout in (("long_items", "fsdd_long"), ("voices", "tts_voices")):
+        if getattr(args, option) is not None and args.layout != layout:
+            raise ValueError(f"--{option.replace('_', '-')} applies to the {layout} layout only")
+    options = {"long_items": tuple(args.long_items or (10, 5)), "voices": tuple(args.voices or (8, 0))}
+    for path in prepare(args.layout, args.src, args.out, args.skip_bad, **options):
         print(path)
     return 0

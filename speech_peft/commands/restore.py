@@ -5,14 +5,15 @@ import argparse
 import json
 
 from ..jobs.devices import DEVICES
-from ..jobs.restore import restore
+from ..jobs.restore import restore, shipped_restorer
 
 
 def add_parser(sub) -> None:
     rs = sub.add_parser("restore", help="restore degraded speech with a trained cleaner + vocoder")
     rs.add_argument("inputs", help="a folder of audio or a .jsonl manifest")
     rs.add_argument("out", help="output folder (same relative names; never inside the input)")
-    rs.add_argument("--checkpoint", required=True, help="a restorer export (the vocoder training's export/)")
+    rs.add_argument("--checkpoint", help="a restorer export (the bridge or vocoder training's export/); "
+                                         "default: the restorer shipped with the package")
     rs.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
     rs.add_argument("--devices", type=int, default=1, help="processes on this node (DDP when > 1)")
     rs.add_argument("--num-nodes", type=int, default=1)
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(json.dumps(restore(args.inputs, args.out, args.checkpoint, args.devices, args.num_nodes, args.ledger,
+    checkpoint = args.checkpoint or str(shipped_restorer())
+    print(json.dumps(restore(args.inputs, args.out, checkpoint, args.devices, args.num_nodes, args.ledger,
                              copy_synthesis=args.copy_synthesis, device=args.device)))
     return 0

@@ -7,13 +7,15 @@ from . import builders
 from .fsdd_long import make_fsdd_long
 from .manifest import write_manifest
 from .splits import fsdd_take, leave_one_group_out, write_folds
+from .tts_voices import make_tts_voices
 
-LAYOUTS = ("fsdd", "fsdd_long", "esc50", "speechcommands", "folder", "kaldi", "librispeech")
+LAYOUTS = ("fsdd", "fsdd_long", "esc50", "speechcommands", "folder", "kaldi", "librispeech", "tts_voices")
 
 
 def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: int = 5,
-            long_items: tuple[int, int] = (10, 5)) -> list[Path]:
-    """``long_items``: fsdd_long items per speaker and length bucket, (training speakers, test speakers)."""
+            long_items: tuple[int, int] = (10, 5), voices: tuple[int, int] = (8, 0)) -> list[Path]:
+    """``long_items``: fsdd_long items per speaker and length bucket, (training speakers, test speakers).
+    ``voices``: tts_voices (sentences per voice, voices: 0 for every available one); SRC is the sentences file."""
     out_dir = Path(out)
     rejects = out_dir / "rejects.tsv"
     if layout == "fsdd":
@@ -32,6 +34,9 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
         names = {"train": "train", "validation": "val", "test": "test"}  # one fold: the official split
         return [write_manifest(v, out_dir / "fold_official" / f"{names[k]}.jsonl", relative=False)
                 for k, v in splits.items()]
+    if layout == "tts_voices":
+        per_voice, count = voices
+        return list(make_tts_voices(src, out_dir, per_voice=per_voice, max_voices=count or None).values())
     if layout == "fsdd_long":
         return list(make_fsdd_long(src, out_dir, train_items=long_items[0], eval_items=long_items[1]).values())
     single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir,

@@ -23,6 +23,8 @@ from ..fileio import remove_stale_temporaries
 from ..vocoders.restorer import Restorer
 from .devices import accelerator_for
 
+SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
+
 
 def plan(inputs: str, out_dir: str) -> tuple[list[Entry], Path]:
     """Entries to restore (ids: paths relative to the input folder) and the output root."""
@@ -104,6 +106,13 @@ def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_no
     loader = DataLoader(_Shard(shard, out, rejects), batch_size=1, collate_fn=list)
     written = trainer.predict(task, loader, return_predictions=True) or []
     return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": sum(written)}
+
+
+def shipped_restorer() -> Path:
+    """The restorer that ships with the package (trained by ``recipes/speech_samples/restore``)."""
+    if not (SHIPPED_RESTORER / "export.json").is_file():
+        raise FileNotFoundError(f"no shipped restorer at {SHIPPED_RESTORER}: give --checkpoint RESTORER_EXPORT")
+    return SHIPPED_RESTORER
 
 
 def _first_process() -> bool:

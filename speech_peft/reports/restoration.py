@@ -20,8 +20,9 @@ from ..fileio import write_text
 from ..vocoders.restorer import Restorer
 from .training import training_table
 
-TRAINING_STAGES = [("cleaner", "1 cleaner (parallel adapters)"), ("vocoder_clean", "2 WaveFit on clean features"),
-                   ("vocoder_cleaned", "3 WaveFit fine-tuned on cleaned features")]
+TRAINING_STAGES = [("cleaner", "1 cleaner (parallel adapters)"),
+                   ("bridge_clean", "2 bridge to HiFi-GAN's log-mel, clean features"),
+                   ("bridge_cleaned", "3 bridge fine-tuned on cleaned features")]
 
 
 def measure_restorer(restorer_dir: str | Path, degraded_manifest: str | Path) -> dict[str, float]:
@@ -39,30 +40,41 @@ def measure_restorer(restorer_dir: str | Path, degraded_manifest: str | Path) ->
             set_active_adapters(encoder, ["cleaner"])
             start = time.perf_counter()
             cleaned = encoder(degraded).hidden
-            restorer.vocoder(cleaned, return_all=False)
+            restorer.vocoder.synthesise(cleaned, degraded.shape[-1])
             busy += time.perf_counter() - start
             seconds += degraded.shape[-1] / 16000
             before.append((plain - target).abs().mean().item())
             after.append((cleaned - target).abs().mean().item())
     l1_before, l1_after = sum(before) / len(before), sum(after) / len(after)
     return {"files": len(entries), "audio_s": seconds, "l1_degraded": l1_before, "l1_cleaned": l1_after,
-            "l1_reduction": 1 - l1_after / l1_before, "rtf": busy / seconds, "threads": torch.get_num_threads()}
+            "l1_reduction": 1 - l1_after / l1_before, "rtf": busy / seconds, "threads": torch.get_num_threads(),
+            "backend": restorer.backend}
 
 
 def write_restoration_report(exp: str | Path, out: str | Path, command: str) -> Path:
     exp = Path(exp)
     measured = json.loads((exp / "measure.json").read_text())
     quality = (exp / "quality" / "summary.md").read_text().strip()
+    hard = exp / "quality_hard" / "summary.md"
+    hard_section = f"""
+## Harder held-out condition
+
+Low SNR (0-5 dB), the held-out rooms and a telephone-like band limit, all at once.
+
+{hard.read_text().strip()}
+""" if hard.exists() else ""
     missing = [stage for stage, _ in TRAINING_STAGES if not (exp / stage / "fit_result.json").exists()]
     if missing:
         raise FileNotFoundError(f"{exp}: no fit_result.json for {missing} (run the recipe's training stages)")
-    text = f"""# Speech restoration on real recordings: frozen Whisper tiny.en + parallel adapters + WaveFit
+    text = f"""# Speech restoration on real recordings: frozen Whisper tiny.en + parallel adapters + a bridge to the pretrained HiFi-GAN
 
 Held-out evaluation: the {measured['files']} read sentences of `speech_samples/asr` (two speakers, never
-seen in training), degraded with real room impulse responses and real noise recordings that training
-never used. Training: the clean recordings, degraded on the fly (other real noises and RIRs, simulated
-rooms, coloured noise, band limits, clipping, codecs); the cleaner also on spoken-digit sequences of six
-more voices (FSDD, 8 kHz), the vocoder on the wideband recordings only.
+heard in training), degraded with real room impulse responses and real noise recordings that training
+never used. Training: the clean recordings and many synthetic voices (espeak-ng accents and variants at
+several rates and pitches, flite), degraded on the fly (other real noises and RIRs, simulated rooms,
+coloured noise, band limits, clipping, codecs); the cleaner also on spoken-digit sequences of six more
+voices (FSDD, 8 kHz). The bridge maps the encoder's features to the log-mel of the frozen pretrained
+HiFi-GAN V1 (universal generator), which is never trained.
 
 ## Cleaner: feature distance to the clean audio's features (held-out, mean L1)
 
@@ -72,15 +84,16 @@ more voices (FSDD, 8 kHz), the vocoder on the wideband recordings only.
 
 ## Audio quality (held-out)
 
-"degraded" is the input, "restored" the full restorer's output, "ceiling" the vocoder's copy-synthesis
-from the clean audio's own features (adapters off): the best the vocoder can do.
+"degraded" is the input and "restored" the restorer's output; "clean" is the original recording and
+"clean_restored" the restorer's output for it; "ceiling" is the copy-synthesis from the clean audio's own
+features (cleaner off) through the bridge and HiFi-GAN: the best the restorer can do.
 
 {quality}
-
+{hard_section}
 ## Speed
 
-Cleaner + vocoder real-time factor {measured['rtf']:.3f} (batch 1, CPU, {measured['threads']} threads,
-{measured['audio_s']:.1f} s of audio); `benches/restore_speed.py` gives batch 1 and 8, parts separately.
+Cleaner + bridge + vocoder ({measured.get('backend', 'wavefit')}) real-time factor {measured['rtf']:.3f} (batch 1, CPU,
+{measured['threads']} threads, {measured['audio_s']:.1f} s of audio); `benches/restore_speed.py` gives the parts.
 
 ## Training
 

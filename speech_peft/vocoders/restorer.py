@@ -1,6 +1,12 @@
-"""The restorer that ``speech-peft restore`` runs: the frozen encoder with its cleaner adapters, then
-the vocoder. Exported by the vocoder's training (``tasks/restoration.py``) as ``cleaner/`` (adapter
-core format), ``vocoder.safetensors`` and ``export.json``."""
+"""The restorer that ``speech-peft restore`` runs: the frozen encoder with its cleaner adapters, then a
+vocoder backend that turns the cleaned features into a waveform:
+
+- ``hifigan``: a trained bridge (features -> log-mel) in front of the frozen pretrained HiFi-GAN V1;
+- ``wavefit``: a WaveFit vocoder trained on the features themselves (for accelerator-scale training).
+
+Exported by the vocoder or bridge training (``tasks/restoration.py``) as ``cleaner/`` (adapter core
+format), ``vocoder.safetensors`` (the trained part: the bridge, or the whole WaveFit) and ``export.json``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,39 +19,61 @@ from ..adapters import load_adapter, save_adapter
 from ..encoders.whisper import load_whisper_encoder
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
+from .bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel
 from .wavefit import WaveFit, WaveFitConfig
 
 EXPORT_KIND = "restorer"
+BACKENDS = ("hifigan", "wavefit")
+
+
+def trained_part(vocoder: nn.Module) -> nn.Module:
+    """What a backend trains (and its export stores): the bridge of ``hifigan``, all of ``wavefit``."""
+    return vocoder.bridge if isinstance(vocoder, BridgedHiFiGAN) else vocoder
 
 
 class Restorer(nn.Module):
-    def __init__(self, encoder: nn.Module, vocoder: WaveFit, encoder_name: str, tap_layer: int):
+    def __init__(self, encoder: nn.Module, vocoder: BridgedHiFiGAN | WaveFit, encoder_name: str, tap_layer: int):
         super().__init__()
         self.encoder, self.vocoder = encoder.eval(), vocoder.eval()
         self.encoder_name, self.tap_layer = encoder_name, tap_layer
 
+    @property
+    def backend(self) -> str:
+        return "hifigan" if isinstance(self.vocoder, BridgedHiFiGAN) else "wavefit"
+
     @torch.inference_mode()
     def forward(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
-        hop = self.vocoder.config.hop
-        feats = self.encoder(waves, lengths).hidden
-        torch.manual_seed(0)  # the vocoder starts from noise: fixed, so a file restores the same every time
-        return self.vocoder(feats, return_all=False)[-1][:, : waves.shape[-1] // hop * hop]
+        """(B, samples) degraded 16 kHz audio -> restored 16 kHz audio of (about) the same length."""
+        return self.vocoder.synthesise(self.encoder(waves, lengths).hidden, waves.shape[-1])
 
     def export(self, directory: str | Path) -> Path:
         directory = Path(directory)
         save_adapter(self.encoder, directory / "cleaner", name="cleaner", base_model_name=self.encoder_name)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.vocoder.state_dict().items()}
+        part = trained_part(self.vocoder)
+        state = {k: v.detach().contiguous().cpu() for k, v in part.state_dict().items()}
         atomic_write(directory / "vocoder.safetensors", lambda tmp: save_file(state, tmp))
-        write_export_info(directory, EXPORT_KIND, {"encoder_name": self.encoder_name, "tap_layer": self.tap_layer,
-                                                   "vocoder": self.vocoder.config.to_dict()})
+        config = {"encoder_name": self.encoder_name, "tap_layer": self.tap_layer, "backend": self.backend,
+                  "vocoder": part.config.to_dict()}
+        if self.backend == "hifigan":
+            config["hifigan_weights"] = self.vocoder.weights
+        write_export_info(directory, EXPORT_KIND, config)
         return directory
 
     @classmethod
     def from_export(cls, directory: str | Path) -> "Restorer":
         directory = Path(directory)
         config = read_export_info(directory, EXPORT_KIND)["config"]
+        backend = config.get("backend", "wavefit")
+        if backend not in BACKENDS:
+            raise ValueError(f"{directory}: unknown vocoder backend {backend!r} ({', '.join(BACKENDS)})")
         encoder = load_whisper_encoder(config["encoder_name"], tap_layer=config["tap_layer"])
         load_adapter(encoder, directory / "cleaner")
-        vocoder = WaveFit(WaveFitConfig(**config["vocoder"]))
-        vocoder.load_state_dict(load_file(directory / "vocoder.safetensors"), strict=True)
+        state = load_file(directory / "vocoder.safetensors")
+        if backend == "hifigan":
+            bridge = FeatureToMel(BridgeConfig(**config["vocoder"]))
+            bridge.load_state_dict(state, strict=True)
+            vocoder = BridgedHiFiGAN(bridge, weights=config.get("hifigan_weights", "universal"))
+        else:
+            vocoder = WaveFit(WaveFitConfig(**config["vocoder"]))
+            vocoder.load_state_dict(state, strict=True)
         return cls(encoder, vocoder, config["encoder_name"], config["tap_layer"])

@@ -97,6 +97,13 @@ class WaveFit(nn.Module):
                 outputs.append(y)
         return outputs
 
+    def synthesise(self, features: Tensor, samples: int) -> Tensor:
+        """The restorer's vocoder interface: (B, T, D) features -> (B, samples rounded down to the hop).
+        The start noise is seeded, so the same input always gives the same waveform."""
+        noise = torch.randn(features.shape[0], features.shape[1] * self.config.hop,
+                            generator=torch.Generator().manual_seed(0)).to(features)
+        return self(features, noise, return_all=False)[-1][:, : samples // self.config.hop * self.config.hop]
+
 
 def _fit(x: Tensor, length: int) -> Tensor:
     return x[..., :length] if x.shape[-1] >= length else F.pad(x, (0, length - x.shape[-1]))

@@ -1,0 +1,88 @@
+"""Restoration with the pretrained vocoder: train the bridge from encoder features to HiFi-GAN's log-mel.
+
+Stage "clean": the frozen encoder's features of clean audio (cleaner adapters off) -> the clean audio's
+log-mel; its copy-synthesis through the frozen generator is the restorer's ceiling. Stage "cleaned":
+fine-tuned on the cleaner's output for degraded audio against the clean audio's log-mel, so it learns
+the cleaner's residual errors. Loss: L1 on log-mel plus spectral convergence of the magnitude mel.
+The frozen HiFi-GAN generator is never run in training; the export is a restorer with the ``hifigan``
+backend (``Restorer.from_export``), which ``speech-peft restore`` reads.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import lightning as L
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from ..data.pairs import RestorationData
+from ..vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
+from ..vocoders.restorer import Restorer
+from .common import load_trained_state, save_trained_state
+from .restoration import FeatureCleaner
+
+
+class BridgeTraining(L.LightningModule):
+    """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
+    ``init_bridge``: a restorer export's ``vocoder.safetensors`` to start from (stage "cleaned")."""
+
+    predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
+    datamodule: ClassVar[type] = RestorationData  # the batches it trains on
+
+    def __init__(self, bridge: dict[str, Any] | None = None, stage: Literal["clean", "cleaned"] = "clean",
+                 cleaner_dir: str | None = None, init_bridge: str | None = None,
+                 encoder_name: str = "whisper-tiny.en", tap_layer: int = 2, bottleneck_dim: int = 128,
+                 hifigan_weights: str = "universal", lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if stage not in ("clean", "cleaned"):
+            raise ValueError(f"stage must be 'clean' or 'cleaned', not {stage!r}")
+        if stage == "cleaned" and cleaner_dir is None:
+            raise ValueError("stage 'cleaned' needs cleaner_dir (the export of the cleaner's training)")
+        self.cleaner = FeatureCleaner.from_export(cleaner_dir) if cleaner_dir else \
+            FeatureCleaner(encoder_name, tap_layer, bottleneck_dim)
+        for p in self.cleaner.parameters():
+            p.requires_grad_(False)
+        config = BridgeConfig(**{"feature_dim": self.cleaner.encoder.dim, **(bridge or {})})
+        self.bridge = FeatureToMel(config)
+        if init_bridge is not None:
+            self.bridge.load_state_dict(load_file(init_bridge), strict=True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.cleaner.eval()
+        return self
+
+    def _loss(self, batch) -> tuple[Tensor, int]:
+        _, degraded, clean, lengths = batch
+        with torch.no_grad():
+            feats = self.cleaner.features(degraded, lengths) if self.hparams.stage == "cleaned" else \
+                self.cleaner.features(clean, lengths, clean=True)
+            target = target_mel(clean)
+        return mel_loss(self.bridge(feats, target.shape[-1]), target), len(lengths)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        loss, n = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, n = self._loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.bridge.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        save_trained_state(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_trained_state(self, checkpoint)
+
+    def export(self, directory: str | Path) -> Path:
+        """A restorer: the cleaner it was trained beside, this bridge and the frozen generator."""
+        cleaner = self.cleaner.hparams
+        vocoder = BridgedHiFiGAN(self.bridge, weights=self.hparams.hifigan_weights)
+        return Restorer(self.cleaner.encoder, vocoder, cleaner.encoder_name, cleaner.tap_layer).export(directory)

@@ -1,0 +1,64 @@
+"""The pretrained HiFi-GAN V1 backend: our module loads the package's weights strictly and speaks;
+the bridge maps encoder features to its log-mel at the right frame rate; a bridge restorer round-trips."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchaudio.functional as AF
+
+from speech_peft.data.audio import load_audio
+from speech_peft.vocoders import hifigan
+from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_frames, mel_loss, target_mel
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"
+
+
+def test_folded_weight_norm_equals_the_normalised_weight():
+    conv = torch.nn.utils.weight_norm(torch.nn.Conv1d(4, 6, 3))
+    transposed = torch.nn.utils.weight_norm(torch.nn.ConvTranspose1d(6, 4, 4, 2))
+    for module in (conv, transposed):
+        with torch.no_grad():
+            module.weight_g.mul_(torch.rand_like(module.weight_g) + 0.5)
+        module(torch.randn(1, module.in_channels, 8))  # the hook recomputes .weight
+        folded = hifigan.fold_weight_norm({k: v for k, v in module.state_dict().items()})
+        assert set(folded) == {"weight", "bias"}
+        torch.testing.assert_close(folded["weight"], module.weight.detach())
+
+
+@pytest.fixture(scope="module")
+def generator() -> hifigan.HiFiGAN:
+    return hifigan.load_hifigan("universal")
+
+
+def test_the_pretrained_generator_loads_strictly_and_copy_synthesis_keeps_the_words(generator):
+    from speech_peft.jobs.transcribe import load_transcriber
+    from speech_peft.data.dataset import Batch
+
+    assert sum(p.numel() for p in generator.parameters()) == 13_926_017
+    assert not any(p.requires_grad for p in generator.parameters())
+    wave = load_audio(DATA / "asr" / "spk1_snt1.wav")[None]
+    with torch.inference_mode():
+        mel = target_mel(wave)
+        spoken = AF.resample(generator(mel), hifigan.SAMPLE_RATE, 16000)
+    assert mel.shape == (1, 80, mel_frames(wave.shape[-1])) and abs(spoken.shape[-1] - wave.shape[-1]) < 256
+    transcribe = load_transcriber("whisper-tiny.en")
+    text = transcribe(Batch(["copy"], spoken, torch.tensor([spoken.shape[-1]]), [None], [None]))[0]
+    assert "child almost hurt the small dog" in text.lower()
+
+
+def test_the_bridge_writes_the_mel_frames_the_audio_needs_and_the_backend_returns_every_sample(generator):
+    bridge = FeatureToMel(BridgeConfig(feature_dim=32, channels=16, blocks=1))
+    backend = BridgedHiFiGAN(bridge, generator)
+    for samples in (8000, 12345, 32000):
+        feats = torch.randn(2, samples // 320, 32)
+        assert bridge(feats, mel_frames(samples)).shape == (2, 80, mel_frames(samples))
+        with torch.inference_mode():
+            assert backend.synthesise(feats, samples).shape == (2, samples)
+
+
+def test_mel_loss_is_zero_only_on_the_target():
+    target = torch.randn(2, 80, 20)
+    assert mel_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert mel_loss(target + 0.1, target).item() > 0.1
