@@ -1,8 +1,10 @@
-"""Real-time factor of restoration on the CPU: feature cleaner, WaveFit vocoder, and both together.
+"""Real-time factor of restoration on the CPU, by part: feature cleaner, then each vocoder backend
+(the bridge + frozen HiFi-GAN V1, and WaveFit), measured side by side on the same clips.
 
 RTF = processing seconds / audio seconds, at batch 1 and batch 8, on 4 s of real speech per item,
-with the default sizes (Whisper tiny.en tapped at layer 2 with parallel adapters; WaveFit with 5
-iterations). Trained and untrained weights cost the same, so fresh adapters are used.
+with the default sizes (Whisper tiny.en tapped at layer 2 with parallel adapters; the bridge of
+``conf/task/restore_bridge.yaml``; WaveFit with 5 iterations). Trained and untrained weights cost the
+same, so fresh adapters, bridge and WaveFit are used (HiFi-GAN is the pretrained generator).
 
     .venv/bin/python benches/restore_speed.py [--threads 2] [--repeats 3]
 """
@@ -17,10 +19,21 @@ import torch
 
 from speech_peft.data.audio import load_audio
 from speech_peft.tasks.restoration import build_cleaner_encoder
+from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_frames
 from speech_peft.vocoders.wavefit import WaveFit, WaveFitConfig
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr"
 SECONDS = 4
+
+
+def _median_seconds(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -31,28 +44,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     speech = torch.cat([load_audio(p) for p in sorted(DATA.glob("*.wav"))] * 2)  # 55 s: room for 8 x 4 s
     encoder, _ = build_cleaner_encoder("whisper-tiny.en", tap_layer=2, bottleneck_dim=128, scale=1.0)
-    vocoder = WaveFit(WaveFitConfig()).eval()
+    hifigan = BridgedHiFiGAN(FeatureToMel(BridgeConfig(feature_dim=encoder.dim))).eval()
+    wavefit = WaveFit(WaveFitConfig()).eval()
     encoder.eval()
     print(f"CPU, {args.threads} threads, {SECONDS} s items, median of {args.repeats}\n")
-    print("| batch | cleaner RTF | vocoder RTF | total RTF |")
-    print("|---|---|---|---|")
+    print("| batch | cleaner | bridge | HiFi-GAN V1 | cleaner + bridge + HiFi-GAN | WaveFit | cleaner + WaveFit |")
+    print("|---|---|---|---|---|---|---|")
+    samples = SECONDS * 16000
     for batch in (1, 8):
-        waves = torch.stack([speech[i * SECONDS * 16000:(i + 1) * SECONDS * 16000] for i in range(batch)])
-        cleaner_t, vocoder_t = [], []
+        waves = torch.stack([speech[i * samples:(i + 1) * samples] for i in range(batch)])
         with torch.inference_mode():
-            feats = encoder(waves).hidden  # warm-up
-            vocoder(feats, return_all=False)
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                feats = encoder(waves).hidden
-                mid = time.perf_counter()
-                vocoder(feats, return_all=False)
-                end = time.perf_counter()
-                cleaner_t.append(mid - start)
-                vocoder_t.append(end - mid)
-        audio = batch * SECONDS
-        c, v = statistics.median(cleaner_t) / audio, statistics.median(vocoder_t) / audio
-        print(f"| {batch} | {c:.4f} | {v:.4f} | {c + v:.4f} |")
+            feats = encoder(waves).hidden
+            mel = hifigan.bridge(feats, mel_frames(samples))
+            parts = {
+                "cleaner": lambda: encoder(waves).hidden,
+                "bridge": lambda: hifigan.bridge(feats, mel_frames(samples)),
+                "generator": lambda: hifigan.generator(mel),
+                "wavefit": lambda: wavefit.synthesise(feats, samples),
+            }
+            rtf = {name: _median_seconds(run, args.repeats) / (batch * SECONDS) for name, run in parts.items()}
+        hifigan_total = rtf["cleaner"] + rtf["bridge"] + rtf["generator"]
+        print(f"| {batch} | {rtf['cleaner']:.4f} | {rtf['bridge']:.4f} | {rtf['generator']:.4f} | {hifigan_total:.4f} | "
+              f"{rtf['wavefit']:.4f} | {rtf['cleaner'] + rtf['wavefit']:.4f} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Manifests, corpus layouts and bad input: every problem names the file, or is skipped on request."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -158,3 +161,25 @@ def test_speech_commands_official_split(tmp_path):
     splits = builders.from_speech_commands(tmp_path)
     assert {k: [e.id for e in v] for k, v in splits.items()} == {
         "train": ["yes/a_nohash_0"], "validation": ["yes/b_nohash_0"], "test": ["no/c_nohash_0"]}
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")),
+                    reason="espeak-ng and flite are not installed (apt-get install espeak-ng flite)")
+def test_synthetic_voices_read_the_sentences_and_validation_voices_are_never_trained_on(tmp_path):
+    from speech_peft.data.manifest import read_manifest
+    from speech_peft.data.tts_voices import make_tts_voices
+
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("The red boat sailed home.\nA small bird sang at dawn.\nWe ate soup by the fire.\n")
+    written = make_tts_voices(sentences, tmp_path / "out", per_voice=2, max_voices=5, val_voices=2, seed=3)
+    train, val = read_manifest(written["train"]), read_manifest(written["val"])
+    assert len(train) == 3 * 2 and len(val) == 2 * 2
+    assert not {e.speaker for e in train} & {e.speaker for e in val}
+    lines = set(sentences.read_text().splitlines())
+    for entry in train + val:
+        wave = load_audio(entry.audio, None)
+        assert entry.text in lines and entry.sample_rate == 16000 and 0.5 < entry.duration < 6
+        assert wave.abs().max() > 0.01
+    stamp = {e.audio: Path(e.audio).stat().st_mtime_ns for e in train}
+    make_tts_voices(sentences, tmp_path / "out", per_voice=2, max_voices=5, val_voices=2, seed=3)
+    assert {a: Path(a).stat().st_mtime_ns for a in stamp} == stamp  # a rerun keeps what exists

@@ -111,8 +111,11 @@ def _outputs(out: Path) -> dict[str, bytes]:
 
 
 def test_restore_mirrors_the_layout_lists_rejects_and_never_writes_into_its_input(restorer_dir, inputs, tmp_path):
+    refused = _restore(inputs, tmp_path / "refused", "--checkpoint", restorer_dir)
+    assert refused.returncode == 2 and "broken.wav" in refused.stderr and "Traceback" not in refused.stderr
+    assert not list((tmp_path / "refused").rglob("*.wav"))  # nothing written before the bad file was found
     out = tmp_path / "out"
-    done = _restore(inputs, out, "--checkpoint", restorer_dir)
+    done = _restore(inputs, out, "--checkpoint", restorer_dir, "--skip-bad")
     assert done.returncode == 0, done.stderr[-2000:]
     restored = _outputs(out)
     assert len(restored) == 12 and all(k.startswith(("sub0/", "sub1/")) for k in restored)
@@ -127,10 +130,10 @@ def test_restore_mirrors_the_layout_lists_rejects_and_never_writes_into_its_inpu
 @pytest.mark.slow
 def test_restore_killed_mid_run_resumes_to_the_same_outputs(restorer_dir, inputs, tmp_path):
     reference = tmp_path / "reference"
-    assert _restore(inputs, reference, "--checkpoint", restorer_dir).returncode == 0
+    assert _restore(inputs, reference, "--checkpoint", restorer_dir, "--skip-bad").returncode == 0
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "speech_peft.cli", "restore", str(inputs), str(out),
-                             "--checkpoint", str(restorer_dir)], env=ENV, stdout=subprocess.DEVNULL,
+                             "--checkpoint", str(restorer_dir), "--skip-bad"], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(_outputs(out) if out.exists() else {}) < 3:
@@ -140,7 +143,7 @@ def test_restore_killed_mid_run_resumes_to_the_same_outputs(restorer_dir, inputs
     partial = _outputs(out)
     assert 0 < len(partial) < 12, "the kill must land mid-run"
     assert all(reference.joinpath(k).read_bytes() == v for k, v in partial.items())  # no half-written file
-    again = _restore(inputs, out, "--checkpoint", restorer_dir)
+    again = _restore(inputs, out, "--checkpoint", restorer_dir, "--skip-bad")
     assert again.returncode == 0, again.stderr[-2000:]
     assert _outputs(out) == _outputs(reference)
 
@@ -148,7 +151,7 @@ def test_restore_killed_mid_run_resumes_to_the_same_outputs(restorer_dir, inputs
 @pytest.mark.slow
 def test_restore_with_two_ddp_processes_restores_every_input_exactly_once(restorer_dir, inputs, tmp_path):
     out = tmp_path / "out"
-    done = _restore(inputs, out, "--checkpoint", restorer_dir, "--devices", "2", "--ledger")
+    done = _restore(inputs, out, "--checkpoint", restorer_dir, "--devices", "2", "--ledger", "--skip-bad")
     assert done.returncode == 0, done.stderr[-3000:]
     ledgers = [p.read_text().split() for p in sorted(out.glob(".ledger.*"))]
     assert len(ledgers) == 2 and all(ledgers)

@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     rs.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
     rs.add_argument("--devices", type=int, default=1, help="processes on this node (DDP when > 1)")
     rs.add_argument("--num-nodes", type=int, default=1)
+    rs.add_argument("--skip-bad", action="store_true",
+                    help="skip unreadable inputs, listing them with the reason in OUT/rejects.tsv")
     rs.add_argument("--ledger", action="store_true", help="log which process restored which input")
     rs.add_argument("--copy-synthesis", action="store_true",
                     help="cleaner off: vocode the encoder's own features (the vocoder's ceiling on clean input)")
@@ -26,5 +28,6 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or str(shipped_restorer())
     print(json.dumps(restore(args.inputs, args.out, checkpoint, args.devices, args.num_nodes, args.ledger,
-                             copy_synthesis=args.copy_synthesis, device=args.device)))
+                             copy_synthesis=args.copy_synthesis, device=args.device,
+                             skip_bad=args.skip_bad)))
     return 0

