@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     """Call ``write(tmp_path)`` then rename the result onto ``path`` (parents are created).
 
@@ -24,6 +33,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes files private (0600); outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -183,3 +183,22 @@ def test_synthetic_voices_read_the_sentences_and_validation_voices_are_never_tra
     stamp = {e.audio: Path(e.audio).stat().st_mtime_ns for e in train}
     make_tts_voices(sentences, tmp_path / "out", per_voice=2, max_voices=5, val_voices=2, seed=3)
     assert {a: Path(a).stat().st_mtime_ns for a in stamp} == stamp  # a rerun keeps what exists
+
+
+def test_atomic_writes_leave_no_temporary_and_give_files_the_usual_permissions(tmp_path):
+    import os
+
+    from speech_peft.fileio import atomic_write, write_text
+
+    mask = os.umask(0)
+    os.umask(mask)
+    path = write_text(tmp_path / "sub" / "out.txt", "done")
+    assert path.read_text() == "done" and (path.stat().st_mode & 0o777) == 0o666 & ~mask
+
+    def killed_halfway(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, killed_halfway)
+    assert path.read_text() == "done" and sorted(p.name for p in path.parent.iterdir()) == ["out.txt"]

@@ -46,12 +46,12 @@ def load_transcriber(model: str = "whisper-tiny.en", adapter: str | None = None,
         raise ValueError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
                          "--rule, --remask) do not apply")
     bundle = load_whisper(model)
-    if adapter is not None:
-        adapted = copy.deepcopy(bundle.model)
-        load_adapter(adapted, adapter)
-        bundle = dataclasses.replace(bundle, model=adapted)
-    transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=bundle.model.to(target))
-                                     if target.type != "cpu" else bundle)
+    if adapter is not None or target.type != "cpu":  # the loaded model is shared: adapt or move a copy
+        private = copy.deepcopy(bundle.model).to(target)
+        if adapter is not None:
+            load_adapter(private, adapter)
+        bundle = dataclasses.replace(bundle, model=private)
+    transcriber = WhisperTranscriber(bundle)
     return lambda b: transcriber.transcribe(b.waveforms.to(target), beam_size)
 
 

@@ -16,13 +16,15 @@
 #   4 restore the evaluation sets, the clean originals, and copy-synthesis (the bridge's ceiling)
 #   5 score quality (PESQ, STOI, SI-SDR, DNSMOS, speaker similarity, WER)
 #   6 measure feature distance and real-time factor, write RESULTS.md
+#   7 ship the restorer with the package (speech_peft/pretrained/restorer-whisper-tiny.en), which
+#     `speech-peft restore IN OUT` uses when no --checkpoint is given
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 command -v espeak-ng >/dev/null || { echo "needs espeak-ng and flite: apt-get install espeak-ng flite" >&2; exit 1; }
 
-stage=0 stop_stage=6 data=data/speech_samples quick=false extra=() epochs=""
+stage=0 stop_stage=7 data=data/speech_samples quick=false extra=() epochs=""
 exp=exp/speech_samples/restore
 source recipes/_shared/parse_args.sh "$@"
 fsdd=../shared/data/fsdd; [ -d "$fsdd" ] || fsdd=data/fsdd_subset
@@ -94,4 +96,11 @@ if run_stage 6; then
   speech-peft report restore "$exp" --out "$results" --measure "$restorer" "$exp/eval/degraded/degraded.jsonl" \
     --command "bash recipes/speech_samples/restore/run.sh"
   cat "$results"
+fi
+
+shipped=speech_peft/pretrained/restorer-whisper-tiny.en
+if run_stage 7 && [ "$exp" = exp/speech_samples/restore ]; then  # trial runs never replace the shipped one
+  log "stage 7: ship $restorer as $shipped"
+  mkdir -p "$(dirname "$shipped")" && rm -rf "$shipped.new" && cp -r "$restorer" "$shipped.new"
+  rm -rf "$shipped" && mv "$shipped.new" "$shipped"
 fi
