@@ -19,7 +19,6 @@ from torch import Tensor
 
 from ..data.pairs import RestorationData
 from ..vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
-from ..vocoders.restorer import Restorer
 from .common import load_trained_state, save_trained_state
 from .restoration import FeatureCleaner
 
@@ -37,14 +36,7 @@ class BridgeTraining(L.LightningModule):
                  hifigan_weights: str = "universal", lr: float = 1e-3, weight_decay: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if stage not in ("clean", "cleaned"):
-            raise ValueError(f"stage must be 'clean' or 'cleaned', not {stage!r}")
-        if stage == "cleaned" and cleaner_dir is None:
-            raise ValueError("stage 'cleaned' needs cleaner_dir (the export of the cleaner's training)")
-        self.cleaner = FeatureCleaner.from_export(cleaner_dir) if cleaner_dir else \
-            FeatureCleaner(encoder_name, tap_layer, bottleneck_dim)
-        for p in self.cleaner.parameters():
-            p.requires_grad_(False)
+        self.cleaner = FeatureCleaner.frozen_for(stage, cleaner_dir, encoder_name, tap_layer, bottleneck_dim)
         config = BridgeConfig(**{"feature_dim": self.cleaner.encoder.dim, **(bridge or {})})
         self.bridge = FeatureToMel(config)
         if init_bridge is not None:
@@ -56,12 +48,10 @@ class BridgeTraining(L.LightningModule):
         return self
 
     def _loss(self, batch) -> tuple[Tensor, int]:
-        _, degraded, clean, lengths = batch
+        feats = self.cleaner.stage_features(batch, self.hparams.stage)
         with torch.no_grad():
-            feats = self.cleaner.features(degraded, lengths) if self.hparams.stage == "cleaned" else \
-                self.cleaner.features(clean, lengths, clean=True)
-            target = target_mel(clean)
-        return mel_loss(self.bridge(feats, target.shape[-1]), target), len(lengths)
+            target = target_mel(batch[2])  # the clean audio's log-mel
+        return mel_loss(self.bridge(feats, target.shape[-1]), target), len(feats)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         loss, n = self._loss(batch)
@@ -83,6 +73,5 @@ class BridgeTraining(L.LightningModule):
 
     def export(self, directory: str | Path) -> Path:
         """A restorer: the cleaner it was trained beside, this bridge and the frozen generator."""
-        cleaner = self.cleaner.hparams
         vocoder = BridgedHiFiGAN(self.bridge, weights=self.hparams.hifigan_weights)
-        return Restorer(self.cleaner.encoder, vocoder, cleaner.encoder_name, cleaner.tap_layer).export(directory)
+        return self.cleaner.restorer_with(vocoder).export(directory)

@@ -122,6 +122,30 @@ class FeatureCleaner(L.LightningModule):
         config = read_export_info(directory, CLEANER_KIND)["config"]
         return cls(**config, adapter_dir=str(Path(directory) / "cleaner"))
 
+    @classmethod
+    def frozen_for(cls, stage: str, cleaner_dir: str | None, encoder_name: str, tap_layer: int,
+                   bottleneck_dim: int) -> "FeatureCleaner":
+        """The cleaner a vocoder stage trains beside, never trained itself: the export in ``cleaner_dir``
+        (needed by stage "cleaned"), or a fresh one whose adapters stage "clean" switches off anyway."""
+        if stage not in ("clean", "cleaned"):
+            raise ValueError(f"stage must be 'clean' or 'cleaned', not {stage!r}")
+        if stage == "cleaned" and cleaner_dir is None:
+            raise ValueError("stage 'cleaned' needs cleaner_dir (the export of the cleaner's training)")
+        cleaner = cls.from_export(cleaner_dir) if cleaner_dir else cls(encoder_name, tap_layer, bottleneck_dim)
+        cleaner.requires_grad_(False)
+        return cleaner.eval()
+
+    def restorer_with(self, vocoder: torch.nn.Module) -> Restorer:
+        """This cleaner's encoder and adapters in front of ``vocoder``: what a vocoder stage exports."""
+        return Restorer(self.encoder, vocoder, self.hparams.encoder_name, self.hparams.tap_layer)
+
+    @torch.no_grad()
+    def stage_features(self, batch, stage: str) -> Tensor:
+        """What a vocoder stage learns from: the clean audio's own features ("clean") or the cleaner's
+        output for the degraded audio ("cleaned")."""
+        _, degraded, clean, lengths = batch
+        return self.features(degraded, lengths) if stage == "cleaned" else self.features(clean, lengths, clean=True)
+
 
 class VocoderTraining(L.LightningModule):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
@@ -140,12 +164,7 @@ class VocoderTraining(L.LightningModule):
         self.vocoder = WaveFit(WaveFitConfig(**(vocoder or {})))
         if init_vocoder is not None:
             self.vocoder.load_state_dict(load_file(init_vocoder), strict=True)
-        if stage == "cleaned" and cleaner_dir is None:
-            raise ValueError("stage 'cleaned' needs cleaner_dir (the export of the cleaner's training)")
-        self.cleaner = FeatureCleaner.from_export(cleaner_dir) if cleaner_dir else \
-            FeatureCleaner(encoder_name, tap_layer, bottleneck_dim)
-        for p in self.cleaner.parameters():
-            p.requires_grad_(False)
+        self.cleaner = FeatureCleaner.frozen_for(stage, cleaner_dir, encoder_name, tap_layer, bottleneck_dim)
         self.discriminators = Discriminators() if adversarial else None
         self.automatic_optimization = not adversarial
 
@@ -155,10 +174,8 @@ class VocoderTraining(L.LightningModule):
         return self
 
     def _inputs(self, batch) -> tuple[Tensor, Tensor]:
-        _, degraded, clean, lengths = batch
-        with torch.no_grad():
-            feats = self.cleaner.features(degraded, lengths) if self.hparams.stage == "cleaned" else \
-                self.cleaner.features(clean, lengths, clean=True)
+        clean = batch[2]
+        feats = self.cleaner.stage_features(batch, self.hparams.stage)
         target = clean[:, : feats.shape[1] * self.vocoder.config.hop]
         target = torch.nn.functional.pad(target, (0, feats.shape[1] * self.vocoder.config.hop - target.shape[-1]))
         return feats, target
@@ -202,6 +219,4 @@ class VocoderTraining(L.LightningModule):
 
     def export(self, directory: str | Path) -> Path:
         """A restorer: this vocoder with the cleaner it was trained beside."""
-        cleaner = self.cleaner.hparams
-        restorer = Restorer(self.cleaner.encoder, self.vocoder, cleaner.encoder_name, cleaner.tap_layer)
-        return restorer.export(directory)
+        return self.cleaner.restorer_with(self.vocoder).export(directory)
