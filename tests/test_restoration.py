@@ -122,6 +122,8 @@ def test_restore_mirrors_the_layout_lists_rejects_and_never_writes_into_its_inpu
     assert "broken.wav" in (out / "rejects.tsv").read_text()
     wave, rate = sf.read(out / "sub0" / "spk1_snt1.wav")
     assert rate == 16000 and len(wave) > 0.9 * len(load_audio(inputs / "sub0" / "spk1_snt1.wav"))
+    mixed = _restore(inputs, out, "--checkpoint", restorer_dir, "--skip-bad", "--copy-synthesis")
+    assert mixed.returncode == 2 and "another restorer" in mixed.stderr and _outputs(out) == restored
     inside = _restore(inputs, inputs / "restored", "--checkpoint", restorer_dir)
     assert inside.returncode == 2 and "never writes into its input" in inside.stderr
     assert not (inputs / "restored").exists()

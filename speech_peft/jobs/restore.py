@@ -10,6 +10,8 @@ mirror the input; OUT may not be inside the input.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -21,11 +23,12 @@ from ..data.audio import AudioError, load_audio, probe, save_audio
 from ..data.builders import from_folder
 from ..data.manifest import Entry, read_manifest
 from ..data.rejects import Rejects
-from ..fileio import remove_stale_temporaries
+from ..fileio import remove_stale_temporaries, write_json
 from ..vocoders.restorer import Restorer
 from .devices import accelerator_for
 
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
+MARKER = "restorer.json"  # in the output folder: which restorer wrote it
 
 
 def plan(inputs: str, out_dir: str, skip_bad: bool = False) -> tuple[list[Entry], Path]:
@@ -114,6 +117,7 @@ def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_no
     entries, out = plan(inputs, out_dir, skip_bad)
     out.mkdir(parents=True, exist_ok=True)
     if _first_process():  # before any other process starts: temporaries of a killed run go
+        _claim(out, checkpoint, copy_synthesis)
         remove_stale_temporaries(out)
     todo = [e for e in entries if not (out / f"{e.id}.wav").exists()]  # resume: finished outputs stay
     rejects = Rejects(out / "rejects.tsv")
@@ -125,6 +129,31 @@ def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_no
     loader = DataLoader(_Shard(shard, out, rejects), batch_size=1, collate_fn=list)
     written = trainer.predict(task, loader, return_predictions=True) or []
     return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": sum(written)}
+
+
+def restorer_identity(checkpoint: str | Path, copy_synthesis: bool) -> str:
+    """A hash of the restorer's files and the mode: outputs of one identity never mix with another's."""
+    digest = hashlib.sha256(str(copy_synthesis).encode())
+    for path in sorted(p for p in Path(checkpoint).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(checkpoint).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _claim(out: Path, checkpoint: str, copy_synthesis: bool) -> None:
+    """Record which restorer writes ``out``; a resumed run must be the same one, so a folder never holds
+    the outputs of two restorers (kept outputs are skipped, so they would silently stay)."""
+    marker = out / MARKER
+    identity = {"restorer": restorer_identity(checkpoint, copy_synthesis), "checkpoint": str(Path(checkpoint).resolve()),
+                "copy_synthesis": copy_synthesis}
+    if marker.exists():
+        before = json.loads(marker.read_text())
+        if before.get("restorer") != identity["restorer"]:
+            raise ValueError(f"{out} holds outputs of another restorer ({before.get('checkpoint')}"
+                             f"{', copy-synthesis' if before.get('copy_synthesis') else ''}): "
+                             "choose a new output folder, or move that one away")
+        return
+    write_json(marker, identity)
 
 
 def shipped_restorer() -> Path:

@@ -74,20 +74,23 @@ if run_stage 3 && [ ! -f "$exp/bridge_cleaned/fit_result.json" ]; then
     trainer.max_epochs="$finetune_epochs" exp_dir="$exp/bridge_cleaned" "${extra[@]}"
 fi
 
+# Outputs live beside the restorer that made them: retraining it (removing its folder) drops them too,
+# and `speech-peft restore` refuses to mix two restorers' outputs in one folder.
+eval_out=$exp/bridge_cleaned/eval
 if run_stage 4; then
   log "stage 4: restore the held-out sets and the clean originals; copy-synthesis of the clean audio"
-  speech-peft restore "$exp/eval/degraded" "$exp/eval/restored" --checkpoint "$restorer" >/dev/null
-  speech-peft restore "$exp/eval/hard" "$exp/eval/restored_hard" --checkpoint "$restorer" >/dev/null
-  speech-peft restore "$data/asr" "$exp/eval/clean_restored" --checkpoint "$restorer" >/dev/null
-  speech-peft restore "$data/asr" "$exp/eval/ceiling" --checkpoint "$restorer" --copy-synthesis >/dev/null
+  speech-peft restore "$exp/eval/degraded" "$eval_out/restored" --checkpoint "$restorer" >/dev/null
+  speech-peft restore "$exp/eval/hard" "$eval_out/restored_hard" --checkpoint "$restorer" >/dev/null
+  speech-peft restore "$data/asr" "$eval_out/clean_restored" --checkpoint "$restorer" >/dev/null
+  speech-peft restore "$data/asr" "$eval_out/ceiling" --checkpoint "$restorer" --copy-synthesis >/dev/null
 fi
 
 if run_stage 5; then
   log "stage 5: quality"
-  speech-peft score quality --ref "$data/asr" --deg "$exp/eval/degraded" --out "$exp/eval/restored" \
-    --also ceiling="$exp/eval/ceiling" clean="$data/asr" clean_restored="$exp/eval/clean_restored" \
+  speech-peft score quality --ref "$data/asr" --deg "$exp/eval/degraded" --out "$eval_out/restored" \
+    --also ceiling="$eval_out/ceiling" clean="$data/asr" clean_restored="$eval_out/clean_restored" \
     --transcripts "$data/asr/transcripts.tsv" --report "$exp/quality" >/dev/null
-  speech-peft score quality --ref "$data/asr" --deg "$exp/eval/hard" --out "$exp/eval/restored_hard" \
+  speech-peft score quality --ref "$data/asr" --deg "$exp/eval/hard" --out "$eval_out/restored_hard" \
     --transcripts "$data/asr/transcripts.tsv" --report "$exp/quality_hard" --plots 2 >/dev/null
 fi
 
