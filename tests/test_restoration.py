@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -98,6 +99,10 @@ def inputs(tmp_path) -> Path:
         (src / f"sub{i % 2}").mkdir(parents=True, exist_ok=True)
         shutil.copy(wav, src / f"sub{i % 2}" / wav.name)
     (src / "sub0" / "broken.wav").write_bytes(b"not audio at all")
+    sf.write(src / "sub1" / "short.wav", np.full(800, 0.1, dtype=np.float32), 16000)  # 50 ms
+    nan = np.full(8000, 0.1, dtype=np.float32)
+    nan[100] = np.nan
+    sf.write(src / "sub1" / "nan.wav", nan, 16000, subtype="FLOAT")
     return src
 
 
@@ -119,7 +124,15 @@ def test_restore_mirrors_the_layout_lists_rejects_and_never_writes_into_its_inpu
     assert done.returncode == 0, done.stderr[-2000:]
     restored = _outputs(out)
     assert len(restored) == 12 and all(k.startswith(("sub0/", "sub1/")) for k in restored)
-    assert "broken.wav" in (out / "rejects.tsv").read_text()
+    rejected = (out / "rejects.tsv").read_text()
+    assert "broken.wav" in rejected and "short.wav\ttoo short to restore" in rejected and "nan.wav\tcontains NaN" in rejected
+    for bad, problem in (("short.wav", "too short"), ("nan.wav", "NaN")):  # each alone, without --skip-bad
+        alone = tmp_path / f"only_{bad}"
+        alone.mkdir()
+        shutil.copy(inputs / "sub1" / bad, alone)
+        done_alone = _restore(alone, tmp_path / f"out_{bad}", "--checkpoint", restorer_dir)
+        assert done_alone.returncode == 2 and bad in done_alone.stderr and problem in done_alone.stderr
+        assert "Traceback" not in done_alone.stderr and not list((tmp_path / f"out_{bad}").rglob("*.wav"))
     wave, rate = sf.read(out / "sub0" / "spk1_snt1.wav")
     assert rate == 16000 and len(wave) > 0.9 * len(load_audio(inputs / "sub0" / "spk1_snt1.wav"))
     mixed = _restore(inputs, out, "--checkpoint", restorer_dir, "--skip-bad", "--copy-synthesis")

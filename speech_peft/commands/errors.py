@@ -12,19 +12,14 @@ USER_ERRORS = (FileNotFoundError, ValueError, KeyError, OmegaConfBaseException, 
 
 
 def user_error(err: BaseException) -> str | None:
-    """The message of the user error behind ``err`` (Hydra wraps what a constructor raised), else None."""
+    """The message of the user error behind ``err`` (or behind what it was raised from), else None."""
     seen = err
     while seen is not None:
-        if isinstance(seen, USER_ERRORS) and not _is_wrapper(seen):
+        if isinstance(seen, USER_ERRORS):
             message = seen.args[0] if isinstance(seen, KeyError) and seen.args else str(seen)
             return " ".join(str(message).split())
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-def _is_wrapper(err: BaseException) -> bool:
-    # Hydra's InstantiationException (a ValueError-like wrapper) names the target; the cause says why.
-    return type(err).__name__ == "InstantiationException" and (err.__cause__ or err.__context__) is not None
 
 
 def exit_status(command: str, action: Callable[[], object]) -> int:

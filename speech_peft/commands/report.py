@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     asr = common("asr", "ASR: AR and diffusion decoding per length bucket")
     asr.add_argument("--evaluate", action="store_true", help="first score every system on every bucket")
     asr.add_argument("--buckets", nargs="+", help="which test_<bucket>.jsonl (default: all there are)")
-    asr.add_argument("--ks", nargs="+", type=int, default=[1, 4, 15], help="candidate counts K")
+    asr.add_argument("--ks", nargs="+", type=int, help="candidate counts K (default 1 4 15)")
     asr.set_defaults(func=run_asr)
 
 
@@ -48,9 +48,9 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def run_asr(args: argparse.Namespace) -> int:
-    if not args.evaluate and (args.buckets or args.ks != [1, 4, 15]):
+    if not args.evaluate and (args.buckets or args.ks):
         raise ValueError("--buckets and --ks choose what --evaluate scores: give --evaluate too")
     if args.evaluate:
-        evaluate_all(args.exp, args.buckets, tuple(args.ks))
+        evaluate_all(args.exp, args.buckets, tuple(args.ks or (1, 4, 15)))
     write_asr_report(args.exp, args.out, args.command)
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .audio import load_audio, save_audio
+from .audio import load_audio, probe, save_audio
 from .manifest import Entry, write_manifest
 
 SAMPLE_RATE = 16000
@@ -85,8 +85,8 @@ def make_tts_voices(sentences: str | Path, out: str | Path, per_voice: int = 8, 
                     if done.returncode != 0:
                         raise RuntimeError(f"{voice.engine} failed for voice {voice.name}: {done.stderr.strip()[:200]}")
                     save_audio(path, load_audio(raw, SAMPLE_RATE), SAMPLE_RATE)
-                wave_seconds = load_audio(path, SAMPLE_RATE).shape[-1] / SAMPLE_RATE
+                frames, rate, _ = probe(path)
                 split = "val" if voice.id in held_out else "train"
-                splits[split].append(Entry(f"{voice.id}_s{index:03d}", str(path.resolve()), round(wave_seconds, 4),
+                splits[split].append(Entry(f"{voice.id}_s{index:03d}", str(path.resolve()), round(frames / rate, 4),
                                            SAMPLE_RATE, text=lines[index], speaker=voice.id))
     return {name: write_manifest(entries, out / f"{name}.jsonl", relative=False) for name, entries in splits.items()}

@@ -3,10 +3,10 @@
 Runs as Lightning ``predict``; with ``devices`` > 1 (and ``num_nodes``) it uses the DDP strategy and
 each process takes its own shard of the inputs (``entries[rank::world]``), so every input is
 restored exactly once. Outputs are written atomically; outputs that already exist are skipped, so a
-killed run resumes; an unreadable input (corrupt, empty, NaN, absurdly long) is an error naming it
-before anything is written, or with ``skip_bad`` goes to ``OUT/rejects.tsv`` with the reason;
-output names and relative layout
-mirror the input; OUT may not be inside the input.
+killed run resumes. An input that cannot be restored (corrupt, empty, too short, absurdly long: found
+from its header before anything is written; NaN samples: found when it is read) is an error naming
+it, or with ``skip_bad`` goes to ``OUT/rejects.tsv`` with the reason. Output names and relative
+layout mirror the input; OUT may not be inside the input.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ..fileio import remove_stale_temporaries, write_json
 from ..vocoders.restorer import Restorer
 from .devices import accelerator_for
 
+MIN_SECONDS = 0.1  # the encoder's and vocoder's framing need a few frames of audio
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
 MARKER = "restorer.json"  # in the output folder: which restorer wrote it
 
@@ -43,22 +44,25 @@ def plan(inputs: str, out_dir: str, skip_bad: bool = False) -> tuple[list[Entry]
         out.mkdir(parents=True, exist_ok=True)
         entries = from_folder(src, skip_bad=skip_bad, rejects_path=rejects)  # ids: relative paths, no suffix
     elif src.suffix == ".jsonl":
-        entries = _readable(read_manifest(src), skip_bad, rejects)
+        entries = read_manifest(src)
     else:
         raise ValueError(f"{inputs}: give a folder of audio or a .jsonl manifest")
+    entries = _restorable(entries, skip_bad, rejects)
     for entry in entries:
         if Path(entry.audio).resolve().parent == out or out in Path(entry.audio).resolve().parents:
             raise ValueError(f"input {entry.audio} lies inside the output folder {out}")
     return entries, out
 
 
-def _readable(entries: list[Entry], skip_bad: bool, rejects_path: Path | None) -> list[Entry]:
-    """The entries whose audio can be read (checked from the header, so a bad file fails the job before
-    it writes anything); without ``skip_bad`` the first bad one is an error naming it."""
+def _restorable(entries: list[Entry], skip_bad: bool, rejects_path: Path | None) -> list[Entry]:
+    """The entries whose audio can be read and is long enough to restore (from the header, so a bad file
+    fails the job before it writes anything); without ``skip_bad`` the first bad one is an error naming it."""
     rejects, kept = Rejects(rejects_path), []
     for entry in entries:
         try:
-            probe(entry.audio)
+            frames, rate, _ = probe(entry.audio)
+            if frames < MIN_SECONDS * rate:
+                raise AudioError(entry.audio, f"too short to restore ({frames} samples; at least {MIN_SECONDS} s)")
         except AudioError as err:
             if not skip_bad:
                 raise
@@ -69,8 +73,8 @@ def _readable(entries: list[Entry], skip_bad: bool, rejects_path: Path | None) -
 
 
 class _Shard(Dataset):
-    def __init__(self, entries: list[Entry], out: Path, rejects: Rejects):
-        self.entries, self.out, self.rejects = entries, out, rejects
+    def __init__(self, entries: list[Entry], rejects: Rejects, skip_bad: bool):
+        self.entries, self.rejects, self.skip_bad = entries, rejects, skip_bad
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -79,7 +83,9 @@ class _Shard(Dataset):
         entry = self.entries[index]
         try:
             return entry, load_audio(entry.audio, 16000)
-        except AudioError as err:
+        except AudioError as err:  # a header that passed but samples that do not (NaN, infinite)
+            if not self.skip_bad:
+                raise
             self.rejects.add(err.path, err.problem)
             return entry, None
 
@@ -126,7 +132,7 @@ def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_no
     trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, logger=False,
                         enable_progress_bar=progress, use_distributed_sampler=False, enable_checkpointing=False)
     shard = todo[trainer.global_rank::trainer.world_size]
-    loader = DataLoader(_Shard(shard, out, rejects), batch_size=1, collate_fn=list)
+    loader = DataLoader(_Shard(shard, rejects, skip_bad), batch_size=1, collate_fn=list)
     written = trainer.predict(task, loader, return_predictions=True) or []
     return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": sum(written)}
 

@@ -18,11 +18,11 @@ from ..data.manifest import Entry
 from ..encoders.whisper import load_whisper
 from ..exports import INFO, read_export_info
 from ..fileio import write_text
+from ..tasks.asr import EXPORT_KIND as AR_EXPORT
 from ..tasks.asr import WhisperARFineTune
+from ..tasks.diffusion_asr import EXPORT_KIND as DIFFUSION_EXPORT
 from ..tasks.diffusion_asr import DiffusionASR
 from .devices import torch_device
-
-ASR_EXPORTS = {"whisper_ar": WhisperARFineTune, "diffusion_asr": DiffusionASR}
 
 
 def load_transcriber(model: str = "whisper-tiny.en", adapter: str | None = None, beam_size: int = 1,
@@ -32,10 +32,10 @@ def load_transcriber(model: str = "whisper-tiny.en", adapter: str | None = None,
     options). Options that do not apply to the model are refused, never ignored."""
     target = torch_device(device)
     if (Path(model) / INFO).is_file():
-        kind = read_export_info(model, tuple(ASR_EXPORTS))["kind"]
+        kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT))["kind"]
         if adapter is not None:
             raise ValueError(f"{model} is an ASR export with its own adapter: --adapter does not apply")
-        if kind == "diffusion_asr":
+        if kind == DIFFUSION_EXPORT:
             if beam_size != 1:
                 raise ValueError(f"{model} is a diffusion ASR export: --beam-size does not apply (use --candidates)")
             diffusion = DiffusionASR.from_export(model, decode).to(target)

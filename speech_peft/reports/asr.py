@@ -22,6 +22,7 @@ from ..exports import read_export_info
 from ..fileio import write_json, write_text
 from ..jobs.transcribe import transcribe_entries
 from ..metrics.wer import score, word_errors
+from ..tasks.diffusion_asr import EXPORT_KIND as DIFFUSION_EXPORT
 from ..tasks.diffusion_asr import DiffusionASR
 from .training import training_table
 
@@ -123,7 +124,7 @@ def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
     speed = "\n".join(f"| {s} | " + " | ".join(cell(b, s, "seconds_per_utt", percent=False) for b in buckets) + " |"
                       for s in systems)
     export = exp / "diffusion_stage2" / "export"
-    meta = read_export_info(export, "diffusion_asr")["config"] if export.is_dir() else {}
+    meta = read_export_info(export, DIFFUSION_EXPORT)["config"] if export.is_dir() else {}
     rate = meta.get("tokens_per_second")
     canvas = (f"a canvas of 1 + ceil({rate:g} x seconds) positions (at most {meta['max_length']})" if rate
               else f"L = {meta.get('max_length', '?')} positions")

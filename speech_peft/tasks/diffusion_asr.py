@@ -208,7 +208,7 @@ class DiffusionASR(L.LightningModule):
         hp = self.hparams
         write_export_info(directory, EXPORT_KIND, {
             "encoder_name": hp.encoder_name, "max_length": hp.max_length, "xattn_heads": hp.xattn_heads,
-            "tokens_per_second": hp.tokens_per_second, "stage": 2 if hp.stage == 2 else 1})
+            "tokens_per_second": hp.tokens_per_second, "stage": hp.stage})
         return directory
 
     @classmethod
