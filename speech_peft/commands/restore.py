@@ -6,6 +6,7 @@ import json
 
 from ..jobs.devices import DEVICES
 from ..jobs.restore import restore, shipped_restorer
+from ..vocoders.student import SHIPPED as SHIPPED_STUDENT
 
 
 def add_parser(sub) -> None:
@@ -22,6 +23,9 @@ def add_parser(sub) -> None:
     rs.add_argument("--ledger", action="store_true", help="log which process restored which input")
     rs.add_argument("--copy-synthesis", action="store_true",
                     help="cleaner off: vocode the encoder's own features (the vocoder's ceiling on clean input)")
+    rs.add_argument("--student", metavar="DIR", nargs="?", const=str(SHIPPED_STUDENT),
+                    help="a distilled student of HiFi-GAN V1 speaks instead (about 20x faster on a CPU, lower "
+                         "quality); without DIR, the one shipped with the package")
     rs.set_defaults(func=run)
 
 
@@ -29,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or str(shipped_restorer())
     print(json.dumps(restore(args.inputs, args.out, checkpoint, args.devices, args.num_nodes, args.ledger,
                              copy_synthesis=args.copy_synthesis, device=args.device,
-                             skip_bad=args.skip_bad)))
+                             skip_bad=args.skip_bad, student=args.student)))
     return 0

@@ -93,9 +93,10 @@ class _Shard(Dataset):
 class RestoreTask(L.LightningModule):
     """Lightning ``predict``: restores and writes each file; the model itself is a loaded Restorer."""
 
-    def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False, copy_synthesis: bool = False):
+    def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False, copy_synthesis: bool = False,
+                 student: str | None = None):
         super().__init__()
-        self.restorer = Restorer.from_export(checkpoint)
+        self.restorer = Restorer.from_export(checkpoint, student)
         if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
             set_active_adapters(self.restorer.encoder, [])
         self.out, self.ledger = Path(out_dir), ledger
@@ -116,18 +117,19 @@ class RestoreTask(L.LightningModule):
 
 def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_nodes: int = 1,
             ledger: bool = False, progress: bool = True, copy_synthesis: bool = False,
-            device: str = "cpu", skip_bad: bool = False) -> dict[str, int]:
+            device: str = "cpu", skip_bad: bool = False, student: str | None = None) -> dict[str, int]:
     """``device``: cpu, cuda or auto; ``devices`` processes (DDP when more than one) on each of ``num_nodes``;
-    ``skip_bad``: list unreadable inputs in ``OUT/rejects.tsv`` and restore the rest."""
+    ``skip_bad``: list unreadable inputs in ``OUT/rejects.tsv`` and restore the rest; ``student``: a
+    distilled student vocoder in place of HiFi-GAN V1."""
     accelerator = accelerator_for(device)
     entries, out = plan(inputs, out_dir, skip_bad)
     out.mkdir(parents=True, exist_ok=True)
     if _first_process():  # before any other process starts: temporaries of a killed run go
-        _claim(out, checkpoint, copy_synthesis)
+        _claim(out, checkpoint, copy_synthesis, student)
         remove_stale_temporaries(out)
     todo = [e for e in entries if not (out / f"{e.id}.wav").exists()]  # resume: finished outputs stay
     rejects = Rejects(out / "rejects.tsv")
-    task = RestoreTask(checkpoint, str(out), ledger, copy_synthesis)
+    task = RestoreTask(checkpoint, str(out), ledger, copy_synthesis, student)
     strategy = "ddp" if devices * num_nodes > 1 else "auto"
     trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, logger=False,
                         enable_progress_bar=progress, use_distributed_sampler=False, enable_checkpointing=False)
@@ -137,21 +139,24 @@ def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_no
     return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": sum(written)}
 
 
-def restorer_identity(checkpoint: str | Path, copy_synthesis: bool) -> str:
-    """A hash of the restorer's files and the mode: outputs of one identity never mix with another's."""
+def restorer_identity(checkpoint: str | Path, copy_synthesis: bool, student: str | Path | None = None) -> str:
+    """A hash of the restorer's files (and the student's), and the mode: outputs of one identity never
+    mix with another's."""
     digest = hashlib.sha256(str(copy_synthesis).encode())
-    for path in sorted(p for p in Path(checkpoint).rglob("*") if p.is_file()):
-        digest.update(path.relative_to(checkpoint).as_posix().encode())
-        digest.update(path.read_bytes())
+    for folder in (checkpoint, student) if student is not None else (checkpoint,):
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def _claim(out: Path, checkpoint: str, copy_synthesis: bool) -> None:
+def _claim(out: Path, checkpoint: str, copy_synthesis: bool, student: str | None = None) -> None:
     """Record which restorer writes ``out``; a resumed run must be the same one, so a folder never holds
     the outputs of two restorers (kept outputs are skipped, so they would silently stay)."""
     marker = out / MARKER
-    identity = {"restorer": restorer_identity(checkpoint, copy_synthesis), "checkpoint": str(Path(checkpoint).resolve()),
-                "copy_synthesis": copy_synthesis}
+    identity = {"restorer": restorer_identity(checkpoint, copy_synthesis, student),
+                "checkpoint": str(Path(checkpoint).resolve()), "copy_synthesis": copy_synthesis,
+                "student": str(Path(student).resolve()) if student else None}
     if marker.exists():
         before = json.loads(marker.read_text())
         if before.get("restorer") != identity["restorer"]:

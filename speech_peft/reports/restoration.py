@@ -63,6 +63,7 @@ Low SNR (0-5 dB), the held-out rooms and a telephone-like band limit, all at onc
 
 {hard.read_text().strip()}
 """ if hard.exists() else ""
+    student_section = _student_section(exp)
     missing = [stage for stage, _ in TRAINING_STAGES if not (exp / stage / "fit_result.json").exists()]
     if missing:
         raise FileNotFoundError(f"{exp}: no fit_result.json for {missing} (run the recipe's training stages)")
@@ -89,7 +90,7 @@ HiFi-GAN V1 (universal generator), which is never trained.
 features (cleaner off) through the bridge and HiFi-GAN: the best the restorer can do.
 
 {quality}
-{hard_section}
+{hard_section}{student_section}
 ## Speed
 
 Cleaner + bridge + vocoder ({measured.get('backend', 'wavefit')}) real-time factor {measured['rtf']:.3f} (batch 1, CPU,
@@ -102,3 +103,26 @@ Cleaner + bridge + vocoder ({measured.get('backend', 'wavefit')}) real-time fact
 Regenerate: `{command}` (its last stage alone rebuilds this file from `{exp}`).
 """
     return write_text(out, text)
+
+
+def _student_section(exp: Path) -> str:
+    """Stage 8's table: the same restorer speaking through the distilled student instead of HiFi-GAN V1."""
+    quality, info = exp / "quality_student" / "summary.md", exp / "student" / "distillation.json"
+    if not (quality.exists() and info.exists()):
+        return ""
+    run = json.loads(info.read_text())
+    rtf = exp / "student" / "rtf.txt"
+    gpu = f"\n\nVocoder parts on the GPU that distilled it (RTF, 4 s items):\n\n{rtf.read_text().strip()}\n" \
+        if rtf.exists() else ""
+    return f"""
+## Through the distilled student vocoder (stage 8)
+
+The same cleaner and bridge, with a student of HiFi-GAN V1 (ConvNeXt over mel frames + inverse STFT,
+7.7 M parameters) speaking instead: distilled for {run['steps']} steps of {run['batch']} crops
+({run['seconds']:.0f} s on {run['device']}) from {run['corpus_seconds'] / 60:.0f} minutes of log-mels, with no
+discriminator. Held-out distillation loss: spectral convergence {run['validation']['sc']:.3f}, log magnitude
+{run['validation']['log_mag']:.3f}. "ceiling" is copy-synthesis through bridge and student;
+"restored_hard" the harder condition.
+
+{quality.read_text().strip()}{gpu}
+"""

@@ -14,7 +14,6 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import librosa
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -133,6 +132,8 @@ def load_hifigan(name: str = "universal") -> HiFiGAN:
 
 @functools.lru_cache(maxsize=4)
 def _mel_basis(device: str) -> Tensor:
+    import librosa  # only the mel features need it; the generator alone runs without it
+
     basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=FMAX)
     return torch.from_numpy(basis).float().to(device)
 

@@ -18,6 +18,10 @@
 #   6 measure feature distance and real-time factor, write RESULTS.md
 #   7 ship the restorer with the package (speech_peft/pretrained/restorer-whisper-tiny.en), which
 #     `speech-peft restore IN OUT` uses when no --checkpoint is given
+#   8 (GPU profile, run on its own: --stage 8) distil a fast student of HiFi-GAN V1 from the log-mels
+#     of the training voices and the bridge's predictions of them (DISTILL_SECONDS of training, 480 by
+#     default: about 11k steps on an H200), ship it (speech_peft/pretrained/hifigan-student, used by
+#     `speech-peft restore --student`), restore the held-out sets through it, rewrite RESULTS.md
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
@@ -106,4 +110,29 @@ if run_stage 7 && [ "$exp" = exp/speech_samples/restore ]; then  # trial runs ne
   log "stage 7: ship $restorer as $shipped"
   mkdir -p "$(dirname "$shipped")" && rm -rf "$shipped.new" && cp -r "$restorer" "$shipped.new"
   rm -rf "$shipped" && mv "$shipped.new" "$shipped"
+fi
+
+student=$exp/student
+if run_stage 8; then
+  log "stage 8: distil the student vocoder; restore through it"
+  if [ ! -f "$student/export.json" ]; then
+    python -m speech_peft.vocoders.distill corpus "$exp/manifests/wideband_train.jsonl" "$exp/manifests/val.jsonl" \
+      --out "$exp/student_mels.npz" --restorer "$restorer"
+    python -m speech_peft.vocoders.distill train --mels "$exp/student_mels.npz" --out "$student" \
+      --seconds "${DISTILL_SECONDS:-480}" | tee "$exp/student_train.log"
+    if [ "$exp" = exp/speech_samples/restore ]; then
+      shipped_student=speech_peft/pretrained/hifigan-student
+      rm -rf "$shipped_student.new" && mkdir -p "$shipped_student.new"
+      cp "$student"/{student.safetensors,export.json,distillation.json} "$shipped_student.new"
+      rm -rf "$shipped_student" && mv "$shipped_student.new" "$shipped_student"
+    fi
+  fi
+  with_student=(--checkpoint "$restorer" --student "$student")
+  speech-peft restore "$exp/eval/degraded" "$student/eval/restored" "${with_student[@]}" >/dev/null
+  speech-peft restore "$exp/eval/hard" "$student/eval/restored_hard" "${with_student[@]}" >/dev/null
+  speech-peft restore "$data/asr" "$student/eval/ceiling" "${with_student[@]}" --copy-synthesis >/dev/null
+  speech-peft score quality --ref "$data/asr" --deg "$exp/eval/degraded" --out "$student/eval/restored" \
+    --also ceiling="$student/eval/ceiling" restored_hard="$student/eval/restored_hard" \
+    --transcripts "$data/asr/transcripts.tsv" --report "$exp/quality_student" >/dev/null
+  speech-peft report restore "$exp" --out "$results" --command "bash recipes/speech_samples/restore/run.sh"
 fi
