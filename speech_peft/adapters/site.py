@@ -1,5 +1,7 @@
 """Where an adapter lives: ``AdapterSite`` wraps one module of the frozen model and adds the deltas of
-its active adapters to that module's output. The rest of the adapter core builds on this file alone."""
+its active adapters to that module's output; when a fusion is active (``fusion.py``), the deltas of
+the adapters it fuses go through its combiner instead of being summed. The rest of the adapter core
+builds on this file alone."""
 from __future__ import annotations
 
 import torch
@@ -15,6 +17,9 @@ class AdapterSite(nn.Module):
         self.time_first: dict[str, bool] = {}
         self.active: tuple[str, ...] = ()
         self.merged: set[str] = set()
+        self.combiners = nn.ModuleDict()  # fusion name -> this site's combiner
+        self.fused: dict[str, tuple[str, ...]] = {}  # fusion name -> the adapters it combines
+        self.active_fusion: str | None = None
         self._captured: dict[str, Tensor] = {}
         self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
 
@@ -26,31 +31,44 @@ class AdapterSite(nn.Module):
             return getattr(super().__getattr__("base"), name)
 
     def live(self) -> list[str]:
-        return [n for n in self.active if n in self.adapters and n not in self.merged]
+        fused = self.fused.get(self.active_fusion, ())
+        return [n for n in self.active if n in self.adapters and n not in self.merged and n not in fused]
 
     def capture(self, read: str, output) -> None:
-        if any(self.reads[n] == read for n in self.live()):
+        wanted = self.live() + list(self.fused.get(self.active_fusion, ()))
+        if any(self.reads[n] == read for n in wanted):
             self._captured[read] = output[0] if isinstance(output, tuple) else output
+
+    def _read(self, name: str, own_input: Tensor) -> Tensor:
+        read = self.reads[name]
+        if read is None:
+            return own_input
+        if read in self._captured:
+            return self._captured[read]
+        raise RuntimeError(f"adapter {name!r} reads the output of {read!r}, which did not run first")
+
+    def _delta(self, name: str, own_input: Tensor, y: Tensor) -> Tensor:
+        x = self._read(name, own_input)
+        if self.time_first.get(name):  # adapters are written for (batch, time, ...) tensors
+            return self.adapters[name](x.transpose(0, 1), y.transpose(0, 1)).transpose(0, 1)
+        return self.adapters[name](x, y)
 
     def forward(self, *args, **kwargs):
         out = self.base(*args, **kwargs)
         live = self.live()
-        if not live:
+        fusion = self.active_fusion if self.active_fusion in self.combiners else None
+        if not live and fusion is None:
             return out
         y = out[0] if isinstance(out, tuple) else out
+        own_input = args[0] if args else next(v for v in kwargs.values() if isinstance(v, Tensor))
         total = y
         for name in live:
-            read = self.reads[name]
-            if read is None:
-                x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, Tensor))
-            elif read in self._captured:
-                x = self._captured[read]
-            else:
-                raise RuntimeError(f"adapter {name!r} reads the output of {read!r}, which did not run first")
-            if self.time_first.get(name):  # adapters are written for (batch, time, ...) tensors
-                total = total + self.adapters[name](x.transpose(0, 1), y.transpose(0, 1)).transpose(0, 1)
-            else:
-                total = total + self.adapters[name](x, y)
+            total = total + self._delta(name, own_input, y)
+        if fusion is not None:
+            fused = self.fused[fusion]
+            deltas = torch.stack([self._delta(name, own_input, y) for name in fused], dim=-2)
+            # the combiner sees what the adapters read (the layer's state) and the sublayer's output
+            total = total + self.combiners[fusion](self._read(fused[0], own_input), y, deltas)
         self._captured.clear()
         return (total, *out[1:]) if isinstance(out, tuple) else total
 
