@@ -19,6 +19,7 @@ class Batch:
     lengths: torch.Tensor     # (B,) valid samples
     texts: list[str | None]
     labels: list[str | None]
+    tasks: list[str | None] | None = None  # the manifest's task field (multi-task training, oracle routing)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,7 +77,8 @@ def collate(items: list) -> Batch | None:
     for row, (_, w) in enumerate(items):
         waves[row, : w.shape[-1]] = w
     entries = [e for e, _ in items]
-    return Batch([e.id for e in entries], waves, lengths, [e.text for e in entries], [e.label for e in entries])
+    return Batch([e.id for e in entries], waves, lengths, [e.text for e in entries], [e.label for e in entries],
+                 [e.task for e in entries])
 
 
 class LengthBucketSampler(Sampler[list[int]]):

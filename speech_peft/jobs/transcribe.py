@@ -22,6 +22,8 @@ from ..tasks.asr import EXPORT_KIND as AR_EXPORT
 from ..tasks.asr import WhisperARFineTune
 from ..tasks.diffusion_asr import EXPORT_KIND as DIFFUSION_EXPORT
 from ..tasks.diffusion_asr import DiffusionASR
+from ..tasks.multitask_asr import EXPORT_KIND as FUSION_EXPORT
+from ..tasks.multitask_asr import WhisperAdapterFusion
 from .devices import torch_device
 
 
@@ -32,7 +34,7 @@ def load_transcriber(model: str = "whisper-tiny.en", adapter: str | None = None,
     options). Options that do not apply to the model are refused, never ignored."""
     target = torch_device(device)
     if (Path(model) / INFO).is_file():
-        kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT))["kind"]
+        kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT, FUSION_EXPORT))["kind"]
         if adapter is not None:
             raise ValueError(f"{model} is an ASR export with its own adapter: --adapter does not apply")
         if kind == DIFFUSION_EXPORT:
@@ -40,6 +42,9 @@ def load_transcriber(model: str = "whisper-tiny.en", adapter: str | None = None,
                 raise ValueError(f"{model} is a diffusion ASR export: --beam-size does not apply (use --candidates)")
             diffusion = DiffusionASR.from_export(model, decode).to(target)
             return lambda b: diffusion.transcribe(b.waveforms.to(target), b.lengths.to(target))
+        if kind == FUSION_EXPORT:  # task-ID-free: each utterance routed by what it sounds like
+            fused = WhisperAdapterFusion.from_export(model).to(target)
+            return lambda b: fused.transcribe(b.waveforms.to(target), b.lengths.to(target), beam_size=beam_size)
         ar = WhisperARFineTune.from_export(model).to(target)
         return lambda b: ar.transcribe(b.waveforms.to(target), beam_size=beam_size)
     if decode is not None:

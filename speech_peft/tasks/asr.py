@@ -46,6 +46,23 @@ class CorpusWER:
         return {"test/wer": s.wer, "test/cer": s.cer}
 
 
+def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber, batch: Batch) -> torch.Tensor:
+    """Cross-entropy of the normalised transcripts (and end-of-text) after the transcriber's prompt."""
+    prompt, tokenizer = transcriber.prompt, transcriber.bundle.tokenizer
+    device = batch.waveforms.device
+    rows = [prompt + tokenizer.encode(" " + normalize(t or ""), add_special_tokens=False).ids + [EOT]
+            for t in batch.texts]
+    longest = max(map(len, rows))
+    ids = torch.full((len(rows), longest), EOT, dtype=torch.long, device=device)
+    targets = torch.full_like(ids, -100)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        targets[i, len(prompt) - 1: len(row) - 1] = torch.tensor(row[len(prompt):])  # predict text + EOT
+    feats = log_mel(batch.waveforms, model.config.num_mel_bins, pad_to_30s=True)
+    logits = model(input_features=feats, decoder_input_ids=ids).logits
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
 class WhisperARFineTune(L.LightningModule):
     """Whisper with an adapter (LoRA by default) trained by teacher forcing on normalised transcripts."""
 
@@ -72,18 +89,7 @@ class WhisperARFineTune(L.LightningModule):
         return self
 
     def _loss(self, batch: Batch) -> torch.Tensor:
-        prompt = self.transcriber.prompt
-        rows = [prompt + self.tokenizer.encode(" " + normalize(t or ""), add_special_tokens=False).ids + [EOT]
-                for t in batch.texts]
-        longest = max(map(len, rows))
-        ids = torch.full((len(rows), longest), EOT, dtype=torch.long, device=self.device)
-        targets = torch.full_like(ids, -100)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            targets[i, len(prompt) - 1: len(row) - 1] = torch.tensor(row[len(prompt):])  # predict text + EOT
-        feats = log_mel(batch.waveforms, self.model.config.num_mel_bins, pad_to_30s=True)
-        logits = self.model(input_features=feats, decoder_input_ids=ids).logits
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return teacher_forced_loss(self.model, self.transcriber, batch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

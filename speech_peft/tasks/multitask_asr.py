@@ -1,0 +1,178 @@
+"""Task-ID-free multi-task ASR (Audio-AdapterFusion): single-task adapters on a frozen Whisper, combined
+by a fusion (``adapters/fusion.py``) trained on a task-balanced mixture.
+
+Algorithms: ``two_stage`` trains the combiners alone, the single-task adapters frozen; ``joint`` trains
+the combiners together with trainable copies of the adapters (``<task>_joint``), the originals kept
+unchanged. Manifest entries carry their ``task``: the predicted-task router learns from it and oracle
+routing reads it; the other combiners never see it.
+
+Export: ``adapters/<task>/`` (adapter core format; the joint copies under their task names),
+``fusion.safetensors`` (the combiners) and ``export.json``; ``speech-peft transcribe --model EXPORT``
+runs it (without task IDs, except an oracle export, which needs them and refuses to run without).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import ClassVar
+
+import lightning as L
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
+
+from ..adapters import add_adapter, adapter_modules, load_adapter, records, save_adapter
+from ..adapters.fusion import (FusionConfig, add_fusion, combiners, fusion_weights,
+                               set_mask, set_routing, task_logits, value_regulariser)
+from ..asr.whisper_ar import WhisperTranscriber
+from ..data.datamodule import ManifestDataModule
+from ..data.dataset import Batch
+from ..encoders.whisper import load_whisper
+from ..exports import read_export_info, write_export_info
+from ..fileio import atomic_write
+from .asr import CorpusWER, teacher_forced_loss
+from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+
+EXPORT_KIND = "whisper_adapter_fusion"
+ALGORITHMS = ("two_stage", "joint")
+SAMPLES_PER_FRAME = 320  # 16 kHz samples per Whisper encoder frame (hop 160, stride-2 convolution)
+
+
+class WhisperAdapterFusion(L.LightningModule):
+    datamodule: ClassVar[type] = ManifestDataModule
+
+    def __init__(self, adapters: dict[str, str], model_name: str = "whisper-tiny.en", fusion: dict | None = None,
+                 algorithm: str = "two_stage", lr: float = 1e-3, weight_decay: float = 0.0,
+                 value_regulariser: float = 1e-3, task_loss_weight: float = 1.0) -> None:
+        """``adapters``: task name -> a saved single-task adapter (e.g. an AR export's ``adapter/``)."""
+        super().__init__()
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        if len(adapters) < 2:
+            raise ValueError("adapter fusion needs at least two single-task adapters")
+        self.save_hyperparameters()
+        self.tasks = list(adapters)
+        bundle = load_whisper(model_name)
+        self.model = copy.deepcopy(bundle.model)
+        for task, directory in adapters.items():
+            load_adapter(self.model, directory, name=task)
+        fused = self.tasks
+        if algorithm == "joint":  # trainable copies; the single-task adapters themselves stay as they are
+            fused = [f"{task}_joint" for task in self.tasks]
+            for task, copy_name in zip(self.tasks, fused):
+                record = records(self.model)[task]
+                add_adapter(self.model, record.config, copy_name, targets=list(record.targets))
+                for path, module in adapter_modules(self.model, copy_name).items():
+                    module.load_state_dict(adapter_modules(self.model, task)[path].state_dict())
+        self.fused = fused
+        self.fusion_config = FusionConfig(**(fusion or {}))
+        self.combiner_params = add_fusion(self.model, fused, self.fusion_config)
+        if algorithm == "joint":
+            for name in fused:
+                for module in adapter_modules(self.model, name).values():
+                    for p in module.parameters():
+                        p.requires_grad_(True)
+        self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model))
+        self.wer = CorpusWER()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        keep_frozen_parts_in_eval(self.model, mode)
+        return self
+
+    def _route(self, lengths: torch.Tensor | None, tasks: list[str | None] | None, batch_size: int) -> None:
+        """Tell the fusion which encoder frames are speech (the rest is Whisper's 30 s padding) and, for
+        oracle routing, each utterance's task."""
+        frames = self.model.config.max_source_positions
+        if lengths is None:
+            set_mask(self.model, None)
+        else:
+            real = torch.clamp(torch.ceil(lengths.float() / SAMPLES_PER_FRAME), 1, frames).long()
+            set_mask(self.model, torch.arange(frames, device=real.device)[None] < real[:, None])
+        if self.fusion_config.kind == "oracle":
+            set_routing(self.model, self._one_hot(tasks, batch_size))
+
+    def _one_hot(self, tasks: list[str | None] | None, batch_size: int) -> torch.Tensor:
+        if tasks is None or len(tasks) != batch_size or any(t not in self.tasks for t in tasks):
+            raise ValueError(f"oracle routing needs each utterance's task, one of {self.tasks}; got {tasks}")
+        return F.one_hot(torch.tensor([self.tasks.index(t) for t in tasks]), len(self.tasks)).float()
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        self._route(batch.lengths, batch.tasks, len(batch))
+        loss = teacher_forced_loss(self.model, self.transcriber, batch)
+        if self.fusion_config.kind == "attention" and self.hparams.value_regulariser:
+            loss = loss + self.hparams.value_regulariser * value_regulariser(self.model)
+        if self.fusion_config.kind == "task" and self.training:
+            target = torch.tensor([self.tasks.index(t) for t in batch.tasks], device=loss.device)
+            loss = loss + self.hparams.task_loss_weight * F.cross_entropy(task_logits(self.model), target)
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch))
+
+    def on_test_epoch_start(self) -> None:
+        self.wer.start()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.wer.add(batch.texts, self.transcribe(batch.waveforms, batch.lengths, batch.tasks))
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.wer.result())
+
+    def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None,
+                   tasks: list[str | None] | None = None, beam_size: int = 1) -> list[str]:
+        """Per-utterance routing: a batch may mix tasks (and, for oracle routing, must name them)."""
+        self._route(lengths, tasks, waveforms.shape[0])
+        return self.transcriber.transcribe(waveforms, beam_size)
+
+    def routing_weights(self) -> dict[str, torch.Tensor]:
+        """Per layer, the (B, tasks) weights of the last forward (for plots)."""
+        return fusion_weights(self.model)
+
+    def trainable_fraction(self) -> float:
+        seen = {id(p): p for p in self.model.parameters()}
+        return sum(p.numel() for p in seen.values() if p.requires_grad) / sum(p.numel() for p in seen.values())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        save_trained_state(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_trained_state(self, checkpoint)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def export(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        for task, name in zip(self.tasks, self.fused):
+            save_adapter(self.model, directory / "adapters" / task, name=name,
+                         base_model_name=self.hparams.model_name)
+        state = {f"{path}.{key}": value.detach().contiguous().cpu()
+                 for path, combiner in combiners(self.model).items() for key, value in combiner.state_dict().items()}
+        atomic_write(directory / "fusion.safetensors", lambda tmp: save_file(state, tmp))
+        write_export_info(directory, EXPORT_KIND, {"model_name": self.hparams.model_name, "tasks": self.tasks,
+                                                   "fusion": self.fusion_config.to_dict()})
+        return directory
+
+    @classmethod
+    def from_export(cls, directory: str | Path) -> "WhisperAdapterFusion":
+        directory = Path(directory)
+        config = read_export_info(directory, EXPORT_KIND)["config"]
+        adapters = {task: str(directory / "adapters" / task) for task in config["tasks"]}
+        module = cls(adapters, config["model_name"], config["fusion"])
+        state = load_file(directory / "fusion.safetensors")
+        for path, combiner in combiners(module.model).items():
+            own = {key[len(path) + 1:]: value for key, value in state.items() if key.startswith(f"{path}.")}
+            combiner.load_state_dict(own, strict=True)
+        expected = sum(len(c.state_dict()) for c in combiners(module.model).values())
+        if expected != len(state):
+            raise ValueError(f"{directory}: fusion.safetensors holds {len(state)} tensors, the fusion has {expected}")
+        return module.eval()
+

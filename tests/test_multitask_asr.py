@@ -1,0 +1,117 @@
+"""Multi-task ASR by adapter fusion on the real frozen Whisper tiny.en: training the fusion leaves the
+single-task adapters and the base bit-for-bit unchanged, routing is per utterance in a batch that
+mixes tasks (greedy and beam search alike), the export transcribes alone, and oracle routing refuses
+to run without task IDs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from speech_peft.adapters import ParallelAdapterConfig, add_adapter, adapter_parameters, save_adapter
+from speech_peft.data.audio import load_audio
+from speech_peft.data.dataset import Batch
+from speech_peft.encoders.whisper import load_whisper
+from speech_peft.tasks.multitask_asr import WhisperAdapterFusion
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr"
+TASKS = ["read", "phone"]
+
+
+@pytest.fixture(scope="module")
+def task_adapters(tmp_path_factory) -> dict[str, str]:
+    """Two single-task parallel adapters on the encoder, as if trained (small random weights)."""
+    import copy
+
+    model = copy.deepcopy(load_whisper("whisper-tiny.en").model)
+    root = tmp_path_factory.mktemp("adapters")
+    torch.manual_seed(0)
+    for task in TASKS:
+        add_adapter(model, ParallelAdapterConfig(bottleneck_dim=16, stack="*encoder*", scale=1.0), task)
+        with torch.no_grad():
+            for p in adapter_parameters(model, task):
+                p.normal_(0, 0.02)
+        save_adapter(model, root / task, name=task, base_model_name="whisper-tiny.en")
+    return {task: str(root / task) for task in TASKS}
+
+
+def _batch() -> Batch:
+    waves = [load_audio(DATA / f"{stem}.wav") for stem in ("spk1_snt1", "spk2_snt2")]
+    lengths = torch.tensor([len(w) for w in waves])
+    padded = torch.zeros(2, int(lengths.max()))
+    for i, w in enumerate(waves):
+        padded[i, : len(w)] = w
+    texts = ["The child almost hurt the small dog.", "x"]
+    return Batch(["a", "b"], padded, lengths, texts, [None, None], ["phone", "read"])
+
+
+def test_training_the_router_changes_neither_the_single_task_adapters_nor_whisper(task_adapters):
+    module = WhisperAdapterFusion(task_adapters, fusion={"kind": "router"}).train()
+    before = {k: v.clone() for k, v in module.model.state_dict().items() if ".combiners." not in k}
+    optimiser = module.configure_optimizers()
+    for _ in range(2):
+        loss = module._loss(_batch())
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    after = module.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in after.items() if ".combiners." in k)
+    assert 0 < module.trainable_fraction() < 0.01
+
+
+def test_joint_training_updates_copies_of_the_adapters_and_keeps_the_originals(task_adapters):
+    module = WhisperAdapterFusion(task_adapters, fusion={"kind": "task"}, algorithm="joint").train()
+    originals = {t: [p.clone() for p in adapter_parameters(module.model, t)] for t in TASKS}
+    optimiser = module.configure_optimizers()
+    loss = module._loss(_batch())
+    loss.backward()
+    optimiser.step()
+    for task in TASKS:
+        assert all(torch.equal(a, b) for a, b in zip(adapter_parameters(module.model, task), originals[task]))
+        copies = adapter_parameters(module.model, f"{task}_joint")
+        assert any(not torch.equal(a, b) for a, b in zip(copies, originals[task]))
+
+
+def test_a_mixed_task_batch_transcribes_each_utterance_as_it_would_alone_and_the_export_reloads(
+        task_adapters, tmp_path):
+    module = WhisperAdapterFusion(task_adapters, fusion={"kind": "router"}).eval()
+    with torch.no_grad():
+        for path, combiner in module.model.named_modules():
+            if path.endswith("combiners.fusion"):
+                for p in combiner.parameters():
+                    p.normal_(0, 0.5)
+    batch = _batch()
+    for beam in (1, 3):
+        together = module.transcribe(batch.waveforms, batch.lengths, beam_size=beam)
+        weights_together = {k: v.clone() for k, v in module.routing_weights().items()}
+        for i in range(2):
+            n = int(batch.lengths[i])
+            alone = module.transcribe(batch.waveforms[i:i + 1, :n], batch.lengths[i:i + 1], beam_size=beam)
+            assert alone[0] == together[i]
+            for key, value in module.routing_weights().items():
+                torch.testing.assert_close(value[0], weights_together[key][i], atol=1e-4, rtol=1e-4)
+    assert "child almost hurt the small dog" in together[0].lower()
+    module.export(tmp_path / "export")
+    reloaded = WhisperAdapterFusion.from_export(tmp_path / "export")
+    assert reloaded.transcribe(batch.waveforms, batch.lengths) == module.transcribe(batch.waveforms, batch.lengths)
+
+
+def test_oracle_routing_needs_the_task_of_every_utterance(task_adapters):
+    module = WhisperAdapterFusion(task_adapters, fusion={"kind": "oracle"}).eval()
+    batch = _batch()
+    with pytest.raises(ValueError, match="oracle routing needs each utterance's task"):
+        module.transcribe(batch.waveforms, batch.lengths)
+    assert len(module.transcribe(batch.waveforms, batch.lengths, tasks=batch.tasks)) == 2
+
+
+def test_speech_peft_transcribe_runs_a_fusion_export_with_no_other_argument(task_adapters, tmp_path):
+    import subprocess
+    import sys
+
+    WhisperAdapterFusion(task_adapters, fusion={"kind": "router"}).export(tmp_path / "fusion")
+    done = subprocess.run([sys.executable, "-m", "speech_peft.cli", "transcribe", str(DATA / "spk1_snt1.wav"),
+                           "--model", str(tmp_path / "fusion")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "child almost hurt the small dog" in done.stdout.lower()
