@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Task-ID-free multi-task ASR in the manner of Audio-AdapterFusion, on the frozen real Whisper tiny.en:
+# one parallel adapter per task on the encoder, then a fusion of them that never sees a task ID.
+#
+#   bash recipes/multitask/asr/run.sh                     # stages 0-2
+#   bash recipes/multitask/asr/run.sh --epochs 1 -- trainer.limit_train_batches=4 trainer.limit_val_batches=2
+#
+#   0 four tasks (read, far-field, telephone, spoken digits), ten test sets, a task-balanced mixture
+#     (local/prepare_tasks.py; needs espeak-ng and flite)
+#   1 single-task adapters: a parallel bottleneck adapter at every encoder feed-forward, one per task
+#   2 fusions of the frozen single-task adapters trained on the mixture (FUSIONS: combiner:algorithm ...)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/../../.."
+command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
+command -v espeak-ng >/dev/null || { echo "needs espeak-ng and flite: apt-get install espeak-ng flite" >&2; exit 1; }
+
+stage=0 stop_stage=2 data="" quick=false extra=() epochs=""
+exp=exp/multitask/asr
+source recipes/_shared/parse_args.sh "$@"
+tasks_dir=$exp/tasks
+fit=(speech-peft fit --config-dir "$here/conf" experiment=multitask_asr trainer.enable_progress_bar=false)
+adapter=(adapter=parallel '++adapter.stack=*encoder*' ++adapter.bottleneck_dim=64 adapter.scale=1.0)
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+TASKS=(read far phone digits)
+
+if run_stage 0; then
+  log "stage 0: tasks, test sets, mixture"
+  python recipes/multitask/asr/local/prepare_tasks.py "$exp"
+fi
+
+if run_stage 1; then
+  for task in "${TASKS[@]}"; do
+    [ -f "$exp/single/$task/fit_result.json" ] && continue
+    log "stage 1: single-task adapter for $task"
+    "${fit[@]}" task=whisper_ar "${adapter[@]}" data.train="$tasks_dir/${task}_train.jsonl" \
+      data.val="$tasks_dir/${task}_val.jsonl" ${epochs:+trainer.max_epochs=$epochs} exp_dir="$exp/single/$task" "${extra[@]}"
+  done
+fi
+
+adapters="{$(for t in "${TASKS[@]}"; do printf '%s:%s,' "$t" "$exp/single/$t/export/adapter"; done | sed 's/,$//')}"
+if run_stage 2; then
+  for fusion in ${FUSIONS:-router:two_stage attention:two_stage task:two_stage router:joint}; do
+    kind=${fusion%%:*} algorithm=${fusion##*:}
+    [ -f "$exp/fusion/${kind}_$algorithm/fit_result.json" ] && continue
+    log "stage 2: fusion $kind ($algorithm)"
+    "${fit[@]}" task=adapter_fusion "task.adapters=$adapters" task.fusion.kind="$kind" task.algorithm="$algorithm" \
+      data.train="$tasks_dir/mixture_train.jsonl" data.val="$tasks_dir/mixture_val.jsonl" \
+      ${epochs:+trainer.max_epochs=$epochs} exp_dir="$exp/fusion/${kind}_$algorithm" "${extra[@]}"
+  done
+fi
