@@ -115,3 +115,39 @@ def test_speech_peft_transcribe_runs_a_fusion_export_with_no_other_argument(task
                            "--model", str(tmp_path / "fusion")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "child almost hurt the small dog" in done.stdout.lower()
+
+
+def test_the_report_tabulates_every_system_against_full_fine_tuning_and_draws_the_fusion_weights(tmp_path):
+    import json
+
+    from speech_peft.reports.multitask import write_multitask_report
+
+    weights = {"model.encoder.layers.0.fc2": [0.7, 0.1, 0.1, 0.1], "model.encoder.layers.1.fc2": [0.4, 0.2, 0.2, 0.2]}
+    results = {"test_sets": {"read_real": "read", "digits": "digits"}, "systems": {
+        "full fine-tuning": {"wer": {"read_real": 10.0, "digits": 30.0}, "mean_wer": 20.0, "trained_fraction": 1.0,
+                             "adapters_per_site": 0, "weights": {}},
+        "fusion: router_two_stage": {"wer": {"read_real": 8.0, "digits": 28.0}, "mean_wer": 18.0,
+                                     "trained_fraction": 0.02, "adapters_per_site": 4,
+                                     "weights": {"read_real": weights, "digits": weights}}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "report" / "RESULTS.md"
+    out.parent.mkdir()
+    text = write_multitask_report(tmp_path, out, "bash run.sh").read_text()
+    assert "| fusion: router_two_stage | 8.0 | 28.0 | **18.00** | -10.0% | 2.00 | 4 |" in text
+    assert (out.parent / "fusion_weights_router_two_stage.png").stat().st_size > 1000
+    assert json.loads((out.parent / "results.json").read_text()) == results
+
+
+def test_full_fine_tuning_trains_every_weight_and_its_export_restores_them(tmp_path):
+    from speech_peft.tasks.asr import WhisperARFineTune
+
+    module = WhisperARFineTune(adapter={"method": "full"})
+    assert all(p.requires_grad for p in module.model.parameters())
+    with torch.no_grad():
+        module.model.model.encoder.layers[0].fc1.weight.add_(0.01)
+    module.export(tmp_path / "full")
+    reloaded = WhisperARFineTune.from_export(tmp_path / "full")
+    torch.testing.assert_close(reloaded.model.model.encoder.layers[0].fc1.weight,
+                               module.model.model.encoder.layers[0].fc1.weight)
+    assert reloaded.model.proj_out.weight is reloaded.model.model.decoder.embed_tokens.weight
+    assert not any(p.requires_grad for p in reloaded.model.parameters())

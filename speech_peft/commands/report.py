@@ -8,11 +8,12 @@ from pathlib import Path
 from ..fileio import write_json
 from ..reports.asr import evaluate_all, write_asr_report
 from ..reports.classification import write_classification_report
+from ..reports.multitask import evaluate_multitask, write_multitask_report
 from ..reports.restoration import measure_restorer, write_restoration_report
 
 
 def add_parser(sub) -> None:
-    r = sub.add_parser("report", help="regenerate a results table from finished runs (cls, restore, asr)")
+    r = sub.add_parser("report", help="regenerate a results table from finished runs (cls, restore, asr, multitask)")
     kinds = r.add_subparsers(dest="kind", required=True)
 
     def common(kind: str, help: str) -> argparse.ArgumentParser:
@@ -32,6 +33,9 @@ def add_parser(sub) -> None:
     asr.add_argument("--buckets", nargs="+", help="which test_<bucket>.jsonl (default: all there are)")
     asr.add_argument("--ks", nargs="+", type=int, help="candidate counts K (default 1 4 15)")
     asr.set_defaults(func=run_asr)
+    mt = common("multitask", "multi-task ASR: every system on every test set, fusion-weight plots")
+    mt.add_argument("--evaluate", action="store_true", help="first transcribe every test set with every system")
+    mt.set_defaults(func=run_multitask)
 
 
 def run_cls(args: argparse.Namespace) -> int:
@@ -44,6 +48,13 @@ def run_restore(args: argparse.Namespace) -> int:
         restorer_dir, manifest = args.measure
         write_json(Path(args.exp) / "measure.json", measure_restorer(restorer_dir, manifest))
     write_restoration_report(args.exp, args.out, args.command)
+    return 0
+
+
+def run_multitask(args: argparse.Namespace) -> int:
+    if args.evaluate:
+        evaluate_multitask(args.exp)
+    write_multitask_report(args.exp, args.out, args.command)
     return 0
 
 

@@ -2,7 +2,8 @@
 adapter (the baseline), and diffusion-decoded ASR (``diffusion_asr.py``). Both score corpus WER on
 test with the project's one text normaliser.
 
-Export of the AR task: the adapter (adapter core format) and ``export.json``;
+Export of the AR task: the adapter (adapter core format), or for full fine-tuning (``adapter.method:
+full``) the whole model's weights (``model.safetensors``), and ``export.json``;
 ``WhisperARFineTune.from_export`` and ``speech-peft transcribe --model EXPORT`` read it.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import ClassVar
 
 import lightning as L
 import torch
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from ..adapters import add_adapter, config_from_dict, load_adapter, save_adapter
@@ -22,11 +24,13 @@ from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders.whisper import load_whisper, log_mel
 from ..exports import read_export_info, write_export_info
+from ..fileio import atomic_write
 from ..metrics.text import normalize
 from ..metrics.wer import score
-from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+from .common import FULL_FINETUNE, keep_frozen_parts_in_eval, load_trained_state, save_trained_state
 
 EXPORT_KIND = "whisper_ar"
+FULL_WEIGHTS = "model.safetensors"
 DEFAULT_ADAPTER = {"method": "lora", "r": 8, "target_roles": ["attn.q", "attn.v"]}
 
 
@@ -75,7 +79,12 @@ class WhisperARFineTune(L.LightningModule):
         self.save_hyperparameters()
         bundle = load_whisper(model_name)
         self.model = copy.deepcopy(bundle.model)
-        if adapter_dir is None:
+        self.full_finetune = (adapter or {}).get("method") == FULL_FINETUNE
+        if self.full_finetune:  # the reference point: every weight of the model trains
+            for p in self.model.parameters():
+                p.requires_grad_(True)
+            self.report = None
+        elif adapter_dir is None:
             self.report = add_adapter(self.model, config_from_dict(dict(adapter or DEFAULT_ADAPTER)))
         else:
             self.report = load_adapter(self.model, adapter_dir)
@@ -125,14 +134,29 @@ class WhisperARFineTune(L.LightningModule):
                                  weight_decay=self.hparams.weight_decay)
 
     def export(self, directory: str | Path) -> Path:
-        """``adapter/`` (also usable alone: ``speech-peft transcribe --adapter EXPORT/adapter``) and
-        ``export.json``."""
+        """``adapter/`` (also usable alone: ``speech-peft transcribe --adapter EXPORT/adapter``), or
+        ``model.safetensors`` after full fine-tuning, and ``export.json``."""
         directory = Path(directory)
-        save_adapter(self.model, directory / "adapter", base_model_name=self.hparams.model_name)
-        write_export_info(directory, EXPORT_KIND, {"model_name": self.hparams.model_name})
+        if self.full_finetune:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            state.pop("proj_out.weight", None)  # tied to the token embedding
+            atomic_write(directory / FULL_WEIGHTS, lambda tmp: save_file(state, tmp))
+        else:
+            save_adapter(self.model, directory / "adapter", base_model_name=self.hparams.model_name)
+        write_export_info(directory, EXPORT_KIND, {"model_name": self.hparams.model_name,
+                                                   "full_finetune": self.full_finetune})
         return directory
 
     @classmethod
     def from_export(cls, directory: str | Path) -> "WhisperARFineTune":
         config = read_export_info(directory, EXPORT_KIND)["config"]
+        if config.get("full_finetune"):
+            module = cls(config["model_name"], adapter={"method": FULL_FINETUNE})
+            missing, unexpected = module.model.load_state_dict(load_file(Path(directory) / FULL_WEIGHTS), strict=False)
+            if unexpected or set(missing) - {"proj_out.weight"}:
+                raise ValueError(f"{directory}: {FULL_WEIGHTS} does not match {config['model_name']} "
+                                 f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+            for p in module.model.parameters():
+                p.requires_grad_(False)
+            return module.eval()
         return cls(config["model_name"], adapter_dir=str(Path(directory) / "adapter")).eval()

@@ -35,6 +35,7 @@ def keep_frozen_parts_in_eval(model: nn.Module, mode: bool) -> None:
     model.eval()
     for site in sites(model).values():
         site.adapters.train(mode)
+        site.combiners.train(mode)
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:

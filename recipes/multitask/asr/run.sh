@@ -2,20 +2,25 @@
 # Task-ID-free multi-task ASR in the manner of Audio-AdapterFusion, on the frozen real Whisper tiny.en:
 # one parallel adapter per task on the encoder, then a fusion of them that never sees a task ID.
 #
-#   bash recipes/multitask/asr/run.sh                     # stages 0-2
+#   bash recipes/multitask/asr/run.sh                     # all stages -> RESULTS.md, results.json
 #   bash recipes/multitask/asr/run.sh --epochs 1 -- trainer.limit_train_batches=4 trainer.limit_val_batches=2
 #
 #   0 four tasks (read, far-field, telephone, spoken digits), ten test sets, a task-balanced mixture
 #     (local/prepare_tasks.py; needs espeak-ng and flite)
 #   1 single-task adapters: a parallel bottleneck adapter at every encoder feed-forward, one per task
 #   2 fusions of the frozen single-task adapters trained on the mixture (FUSIONS: combiner:algorithm ...)
+#   3 baselines trained on the mixture: one multi-task adapter, full fine-tuning of the whole model
+#   4 every system on every test set (frozen base, baselines, weight-space and output averages, oracle
+#     task-ID routing, each fusion) -> RESULTS.md, results.json, fusion-weight plots
+#   5 ship the best task-ID-free fusion with the package (speech_peft/pretrained/whisper-tiny.en-adapterfusion):
+#     speech-peft transcribe --model speech_peft/pretrained/whisper-tiny.en-adapterfusion FILES
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 command -v espeak-ng >/dev/null || { echo "needs espeak-ng and flite: apt-get install espeak-ng flite" >&2; exit 1; }
 
-stage=0 stop_stage=2 data="" quick=false extra=() epochs=""
+stage=0 stop_stage=5 data="" quick=false extra=() epochs=""
 exp=exp/multitask/asr
 source recipes/_shared/parse_args.sh "$@"
 tasks_dir=$exp/tasks
@@ -49,4 +54,32 @@ if run_stage 2; then
       data.train="$tasks_dir/mixture_train.jsonl" data.val="$tasks_dir/mixture_val.jsonl" \
       ${epochs:+trainer.max_epochs=$epochs} exp_dir="$exp/fusion/${kind}_$algorithm" "${extra[@]}"
   done
+fi
+
+if run_stage 3; then
+  mixture=(data.train="$tasks_dir/mixture_train.jsonl" data.val="$tasks_dir/mixture_val.jsonl")
+  if [ ! -f "$exp/baselines/multitask_adapter/fit_result.json" ]; then
+    log "stage 3: one multi-task adapter on the mixture"
+    "${fit[@]}" task=whisper_ar "${adapter[@]}" "${mixture[@]}" ${epochs:+trainer.max_epochs=$epochs} \
+      exp_dir="$exp/baselines/multitask_adapter" "${extra[@]}"
+  fi
+  if [ ! -f "$exp/baselines/full/fit_result.json" ]; then
+    log "stage 3: full fine-tuning on the mixture"
+    "${fit[@]}" task=whisper_ar adapter=full task.lr=1e-5 "${mixture[@]}" ${epochs:+trainer.max_epochs=$epochs} \
+      exp_dir="$exp/baselines/full" "${extra[@]}"
+  fi
+fi
+
+if run_stage 4; then
+  log "stage 4: every system on every test set -> $here/RESULTS.md"
+  results=$here/RESULTS.md
+  [ "$exp" = exp/multitask/asr ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
+  speech-peft report multitask "$exp" --evaluate --out "$results" --command "bash recipes/multitask/asr/run.sh"
+fi
+
+shipped=speech_peft/pretrained/whisper-tiny.en-adapterfusion
+if run_stage 5 && [ "$exp" = exp/multitask/asr ]; then  # trial runs never replace the shipped one
+  best=$(python -c "from speech_peft.reports.multitask import best_fusion; print(best_fusion('$exp'))")
+  log "stage 5: ship $best as $shipped"
+  rm -rf "$shipped.new" && cp -r "$best" "$shipped.new" && rm -rf "$shipped" && mv "$shipped.new" "$shipped"
 fi

@@ -1,0 +1,206 @@
+"""The multi-task ASR table: every system (baselines, oracle routing, each fusion) on every test set.
+
+``evaluate_multitask(exp)`` transcribes ``exp/tasks/test_*.jsonl`` with each system it finds and writes
+``exp/results.json``; ``write_multitask_report`` turns it into RESULTS.md, with the fusion weights per
+layer and test set drawn as PNGs beside it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..adapters import load_adapter, set_active_adapters
+from ..adapters.fusion import average_adapters
+from ..asr.whisper_ar import WhisperTranscriber
+from ..data.dataset import AudioDataset, Batch, LengthBucketSampler, collate
+from ..data.manifest import read_manifest
+from ..encoders.whisper import load_whisper
+from ..fileio import atomic_write, write_json, write_text
+from ..metrics.wer import score
+from ..tasks.asr import WhisperARFineTune
+from ..tasks.multitask_asr import WhisperAdapterFusion
+
+TASKS = ("read", "far", "phone", "digits")
+Transcribe = Callable[[Batch], list[str]]
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[Transcribe, object]], dict]]:
+    """name -> (a loader giving the transcribe function and the module whose fusion weights to read, info)."""
+    singles = {t: exp / "single" / t / "export" / "adapter" for t in TASKS}
+    have_singles = all((d / "adapter.safetensors").is_file() for d in singles.values())
+    systems: dict = {}
+
+    def base():
+        transcriber = WhisperTranscriber(load_whisper(model_name))
+        return (lambda b: transcriber.transcribe(b.waveforms)), None
+
+    systems["frozen base model"] = (base, {"kind": "baseline", "adapters_per_site": 0})
+    for name, folder in (("full fine-tuning", "full"), ("one multi-task adapter", "multitask_adapter")):
+        export = exp / "baselines" / folder / "export"
+        if (export / "export.json").is_file():
+            def ar(export=export):
+                module = WhisperARFineTune.from_export(export)
+                return (lambda b: module.transcribe(b.waveforms)), None
+            systems[name] = (ar, {"kind": "baseline", "adapters_per_site": 0 if folder == "full" else 1,
+                                  "export": str(export)})
+    if have_singles:
+        adapters = {t: str(d) for t, d in singles.items()}
+
+        def weight_average():
+            bundle = load_whisper(model_name)
+            model = copy.deepcopy(bundle.model)
+            for task, directory in adapters.items():
+                load_adapter(model, directory, name=task)
+            average_adapters(model, list(TASKS), "average")
+            set_active_adapters(model, ["average"])
+            transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=model))
+            return (lambda b: transcriber.transcribe(b.waveforms)), None
+
+        systems["weight-space average of the adapters"] = (weight_average, {"kind": "baseline", "adapters_per_site": 1})
+        for kind, label in (("average", "output average of the adapters"), ("oracle", "oracle task-ID routing")):
+            def untrained(kind=kind):
+                module = WhisperAdapterFusion(adapters, model_name, {"kind": kind}).eval()
+                return (lambda b: module.transcribe(b.waveforms, b.lengths, b.tasks)), module
+            # oracle routing mixes with one-hot weights: all deltas are computed today, one is kept
+            systems[label] = (untrained, {"kind": "baseline" if kind == "average" else "oracle",
+                                          "adapters_per_site": len(TASKS)})
+    for export in sorted((exp / "fusion").glob("*/export")) if (exp / "fusion").is_dir() else []:
+        if not (export / "export.json").is_file():
+            continue
+        def fused(export=export):
+            module = WhisperAdapterFusion.from_export(export)
+            return (lambda b: module.transcribe(b.waveforms, b.lengths)), module
+        systems[f"fusion: {export.parent.name}"] = (fused, {"kind": "fusion", "adapters_per_site": len(TASKS),
+                                                            "export": str(export)})
+    return systems
+
+
+def _trained_fraction(name: str, info: dict, exp: Path, model_name: str) -> float:
+    """Parameters trained to build the system (every stage), as a fraction of the base model's."""
+    base = load_whisper(model_name).model
+    total = _params(base)
+    singles = sum(json.loads((exp / "single" / t / "fit_result.json").read_text()).get("trainable_params", 0)
+                  for t in TASKS if (exp / "single" / t / "fit_result.json").is_file())
+    if name == "frozen base model":
+        return 0.0
+    if name == "full fine-tuning":
+        return 1.0
+    if name == "one multi-task adapter":
+        return json.loads((exp / "baselines" / "multitask_adapter" / "fit_result.json").read_text()).get(
+            "trainable_params", 0) / total
+    if info["kind"] == "fusion":
+        result = Path(info["export"]).parent / "fit_result.json"
+        extra = json.loads(result.read_text()).get("trainable_params", 0) if result.is_file() else 0
+        return (singles + extra) / total
+    return singles / total
+
+
+def evaluate_multitask(exp: str | Path, model_name: str = "whisper-tiny.en", batch_size: int = 8) -> Path:
+    exp = Path(exp)
+    found = {p.stem[len("test_"):]: read_manifest(p) for p in sorted((exp / "tasks").glob("test_*.jsonl"))}
+    if not found:
+        raise FileNotFoundError(f"{exp}/tasks has no test_*.jsonl: run the recipe's stage 0")
+    order = sorted(found, key=lambda name: (TASKS.index(found[name][0].task) if found[name][0].task in TASKS
+                                            else len(TASKS), name))
+    test_sets = {name: found[name] for name in order}
+    results: dict = {"test_sets": {name: entries[0].task for name, entries in test_sets.items()}, "systems": {}}
+    for name, (load, info) in _systems(exp, model_name).items():
+        transcribe, module = load()
+        row: dict = {**info, "wer": {}, "weights": {}}
+        for set_name, entries in test_sets.items():
+            data = AudioDataset(entries, 16000, require_text=True)
+            sampler = LengthBucketSampler([e.duration for e in entries], batch_size, shuffle=False)
+            refs, hyps, weights = [], [], []
+            with torch.inference_mode():
+                for batch in tqdm(DataLoader(data, batch_sampler=sampler, collate_fn=collate),
+                                  desc=f"{name} / {set_name}", unit="batch", leave=False):
+                    hyps += transcribe(batch)
+                    refs += batch.texts
+                    if module is not None and module.fusion_config.kind in ("router", "task", "attention"):
+                        weights.append({k: v.float().mean(0) for k, v in module.routing_weights().items()})
+            row["wer"][set_name] = round(100 * score(refs, hyps).wer, 2)
+            if weights:
+                row["weights"][set_name] = {k: torch.stack([w[k] for w in weights]).mean(0).tolist() for k in weights[0]}
+        row["mean_wer"] = round(sum(row["wer"].values()) / len(row["wer"]), 2)
+        row["trained_fraction"] = _trained_fraction(name, info, exp, model_name)
+        results["systems"][name] = row
+        print(f"{name}: mean WER {row['mean_wer']:.2f}%", flush=True)
+    return write_json(exp / "results.json", results)
+
+
+def _plot_weights(row: dict, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(row["weights"])
+    layers = list(row["weights"][sets[0]])
+    figure, axes = plt.subplots(1, len(layers), figsize=(2.2 * len(layers) + 1.5, 0.35 * len(sets) + 1.5),
+                                sharey=True, squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        grid = [row["weights"][s][layer] for s in sets]
+        ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(TASKS)), TASKS, rotation=45, fontsize=7)
+        ax.set_title(layer.split("layers.")[-1].split(".")[0].join(("layer ", "")), fontsize=8)
+    axes[0][0].set_yticks(range(len(sets)), sets, fontsize=7)
+    figure.suptitle(f"{title}: mean weight per adapter (columns) by test set (rows), per encoder layer", fontsize=8)
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def write_multitask_report(exp: str | Path, out: str | Path, command: str) -> Path:
+    exp, out = Path(exp), Path(out)
+    results = json.loads((exp / "results.json").read_text())
+    atomic_write(out.parent / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
+    sets, systems = list(results["test_sets"]), results["systems"]
+    reference = systems.get("full fine-tuning", {}).get("mean_wer")
+    header = "| system | " + " | ".join(sets) + " | mean | vs full FT | trained % | adapters run per site |"
+    lines = [header, "|" + "---|" * (len(sets) + 5)]
+    for name, row in systems.items():
+        relative = f"{100 * (row['mean_wer'] - reference) / reference:+.1f}%" if reference else "n/a"
+        lines.append(f"| {name} | " + " | ".join(f"{row['wer'][s]:.1f}" for s in sets)
+                     + f" | **{row['mean_wer']:.2f}** | {relative} | {100 * row['trained_fraction']:.2f} | "
+                     f"{row['adapters_per_site']} |")
+    plots = []
+    for name, row in systems.items():
+        if row.get("weights"):
+            png = out.parent / f"fusion_weights_{name.split(': ')[-1]}.png"
+            _plot_weights(row, name, png)
+            plots.append(f"![{name}]({png.name})")
+    task_of = ", ".join(f"{s} ({t})" for s, t in results["test_sets"].items())
+    text = f"""# Task-ID-free multi-task ASR on the frozen Whisper tiny.en (adapter fusion)
+
+Corpus WER % (the project's normaliser, greedy decoding) on ten test sets of four tasks: {task_of}.
+Test speakers, rooms and noises are never heard in training. "trained %" counts every parameter
+trained to build the system (the single-task adapters included) against the base model's; "adapters run
+per site" is the adapter deltas computed at each adapted layer (hard top-1 routing still computes all).
+
+{chr(10).join(lines)}
+
+{chr(10).join(plots)}
+
+Regenerate: `{command}` (its last stage alone rebuilds this file and results.json from `{exp}`).
+"""
+    return write_text(out, text)
+
+
+def best_fusion(exp: str | Path) -> Path:
+    """The export of the task-ID-free fusion with the lowest mean WER in ``exp/results.json``."""
+    systems = json.loads((Path(exp) / "results.json").read_text())["systems"]
+    fused = {name: row for name, row in systems.items() if row["kind"] == "fusion"}
+    if not fused:
+        raise ValueError(f"{exp}/results.json scores no fusion: run the recipe's stages 2 and 4")
+    return Path(min(fused.values(), key=lambda row: row["mean_wer"])["export"])
