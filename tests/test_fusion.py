@@ -162,3 +162,17 @@ def test_fusing_adapters_that_share_no_site_is_a_clear_error():
     add_adapter(encoder, ParallelAdapterConfig(bottleneck_dim=4, layers="1"), "b")
     with pytest.raises(ValueError, match="share no site"):
         add_fusion(encoder, ["a", "b"])
+
+
+def test_one_hot_routing_runs_each_adapter_only_on_the_utterances_routed_to_it(feats):
+    from speech_peft.adapters import adapter_modules
+
+    encoder = _encoder_with_task_adapters()
+    add_fusion(encoder, TASKS, FusionConfig(kind="oracle"))
+    rows_seen = {name: [] for name in TASKS}
+    for name in TASKS:
+        for module in adapter_modules(encoder, name).values():
+            module.register_forward_hook(lambda m, args, out, name=name: rows_seen[name].append(args[0].shape[0]))
+    set_routing(encoder, torch.nn.functional.one_hot(torch.tensor([2, 0, 2]), len(TASKS)).float())
+    _out(encoder, feats)
+    assert set(rows_seen["read"]) == {1} and set(rows_seen["phone"]) == {2} and rows_seen["far"] == []

@@ -151,3 +151,18 @@ def test_full_fine_tuning_trains_every_weight_and_its_export_restores_them(tmp_p
                                module.model.model.encoder.layers[0].fc1.weight)
     assert reloaded.model.proj_out.weight is reloaded.model.model.decoder.embed_tokens.weight
     assert not any(p.requires_grad for p in reloaded.model.parameters())
+
+
+def test_a_soft_router_export_runs_hard_top1_at_inference_when_asked(task_adapters, tmp_path):
+    module = WhisperAdapterFusion(task_adapters, fusion={"kind": "router"})
+    with torch.no_grad():
+        for path, combiner in module.model.named_modules():
+            if path.endswith("combiners.fusion"):
+                for p in combiner.parameters():
+                    p.normal_(0, 0.5)
+    module.export(tmp_path / "router")
+    hard = WhisperAdapterFusion.from_export(tmp_path / "router", hard=True)
+    batch = _batch()
+    hard.transcribe(batch.waveforms, batch.lengths)
+    for weights in hard.routing_weights().values():
+        assert set(weights.unique().tolist()) <= {0.0, 1.0} and torch.equal(weights.sum(-1), torch.ones(2))

@@ -76,15 +76,18 @@ def _top1(weights: Tensor) -> Tensor:
 
 
 class Combiner(nn.Module):
+    """``weights(state, y)``: per-utterance weights (B, N) over the adapters, which the site mixes
+    (running each adapter only where it has weight); or None, and ``forward(state, y, deltas)`` combines
+    the stacked deltas (B, T, N, D) itself."""
+
     def __init__(self, context: FusionContext, path: str):
         super().__init__()
         self.__dict__["context"] = context  # shared, not a submodule
         self.path = path
 
-    def mix(self, weights: Tensor, deltas: Tensor) -> Tensor:
-        """Per-utterance weights (B, N) over deltas (B, T, N, D) -> (B, T, D); records the weights."""
+    def record(self, weights: Tensor) -> Tensor:
         self.context.weights[self.path] = weights.detach()
-        return torch.einsum("bn,btnd->btd", weights.to(deltas.dtype), deltas)
+        return weights
 
 
 class AttentionFusion(Combiner):
@@ -96,6 +99,9 @@ class AttentionFusion(Combiner):
             nn.init.zeros_(projection.bias)
         nn.init.eye_(self.value.weight)
         self.temperature = config.temperature
+
+    def weights(self, x: Tensor, y: Tensor) -> None:
+        return None  # per frame, from the deltas themselves
 
     def forward(self, x: Tensor, y: Tensor, deltas: Tensor) -> Tensor:
         scores = torch.einsum("btd,btnd->btn", self.query(y), self.key(deltas)) / math.sqrt(y.shape[-1])
@@ -117,9 +123,9 @@ class UtteranceRouter(Combiner):
         nn.init.zeros_(self.gate.bias)
         self.hard = config.hard
 
-    def forward(self, x: Tensor, y: Tensor, deltas: Tensor) -> Tensor:
+    def weights(self, x: Tensor, y: Tensor) -> Tensor:
         weights = torch.softmax(self.gate(masked_mean(x, self.context.mask)), dim=-1)
-        return self.mix(_top1(weights) if self.hard and not self.training else weights, deltas)
+        return self.record(_top1(weights) if self.hard and not self.training else weights)
 
 
 class TaskClassifier(nn.Module):
@@ -139,29 +145,29 @@ class TaskRouting(Combiner):
         self.classifier = TaskClassifier(dim, len(context.names), config.classifier_hidden) if first else None
         self.hard = config.hard
 
-    def forward(self, x: Tensor, y: Tensor, deltas: Tensor) -> Tensor:
+    def weights(self, x: Tensor, y: Tensor) -> Tensor:
         if self.classifier is not None:
             self.context.task_logits = self.classifier(x, self.context.mask)
             weights = torch.softmax(self.context.task_logits, dim=-1)
             self.context.predicted = _top1(weights) if self.hard and not self.training else weights
-        if self.context.predicted is None or self.context.predicted.shape[0] != deltas.shape[0]:
+        if self.context.predicted is None or self.context.predicted.shape[0] != x.shape[0]:
             raise RuntimeError(f"{self.path}: task routing runs before its classifier's site did")
-        return self.mix(self.context.predicted, deltas)
+        return self.record(self.context.predicted)
 
 
 class OracleRouting(Combiner):
-    def forward(self, x: Tensor, y: Tensor, deltas: Tensor) -> Tensor:
-        routing = self.context.routing
-        if routing is None or routing.shape != (deltas.shape[0], deltas.shape[-2]):
-            raise ValueError(f"oracle routing needs set_routing(model, ...) with one row of {deltas.shape[-2]} "
-                             f"weights per utterance (batch of {deltas.shape[0]})")
-        return self.mix(routing.to(deltas.device), deltas)
+    def weights(self, x: Tensor, y: Tensor) -> Tensor:
+        routing, count = self.context.routing, len(self.context.names)
+        if routing is None or routing.shape != (x.shape[0], count):
+            raise ValueError(f"oracle routing needs set_routing(model, ...) with one row of {count} "
+                             f"weights per utterance (batch of {x.shape[0]})")
+        return self.record(routing.to(x.device))
 
 
 class AverageFusion(Combiner):
-    def forward(self, x: Tensor, y: Tensor, deltas: Tensor) -> Tensor:
-        weights = torch.full((deltas.shape[0], deltas.shape[-2]), 1.0 / deltas.shape[-2], device=deltas.device)
-        return self.mix(weights, deltas)
+    def weights(self, x: Tensor, y: Tensor) -> Tensor:
+        count = len(self.context.names)
+        return self.record(torch.full((x.shape[0], count), 1.0 / count, device=x.device))
 
 
 def _fusion_sites(model: nn.Module, names: tuple[str, ...]) -> dict[str, object]:

@@ -47,8 +47,10 @@ class AdapterSite(nn.Module):
             return self._captured[read]
         raise RuntimeError(f"adapter {name!r} reads the output of {read!r}, which did not run first")
 
-    def _delta(self, name: str, own_input: Tensor, y: Tensor) -> Tensor:
+    def _delta(self, name: str, own_input: Tensor, y: Tensor, rows: Tensor | None = None) -> Tensor:
         x = self._read(name, own_input)
+        if rows is not None:  # only these utterances (batch-first states)
+            x, y = x[rows], y[rows]
         if self.time_first.get(name):  # adapters are written for (batch, time, ...) tensors
             return self.adapters[name](x.transpose(0, 1), y.transpose(0, 1)).transpose(0, 1)
         return self.adapters[name](x, y)
@@ -65,12 +67,27 @@ class AdapterSite(nn.Module):
         for name in live:
             total = total + self._delta(name, own_input, y)
         if fusion is not None:
-            fused = self.fused[fusion]
-            deltas = torch.stack([self._delta(name, own_input, y) for name in fused], dim=-2)
-            # the combiner sees what the adapters read (the layer's state) and the sublayer's output
-            total = total + self.combiners[fusion](self._read(fused[0], own_input), y, deltas)
+            total = total + self._fuse(fusion, own_input, y)
         self._captured.clear()
         return (total, *out[1:]) if isinstance(out, tuple) else total
+
+    def _fuse(self, fusion: str, own_input: Tensor, y: Tensor) -> Tensor:
+        """The combined delta of a fusion's adapters. With per-utterance weights an adapter runs only on
+        the utterances that give it weight, so hard and oracle routing cost one adapter per utterance."""
+        fused, combiner = self.fused[fusion], self.combiners[fusion]
+        state = self._read(fused[0], own_input)  # the layer's state, as the adapters read it
+        weights = combiner.weights(state, y)
+        if weights is None:  # per-frame weights (attention fusion) need every delta
+            return combiner(state, y, torch.stack([self._delta(n, own_input, y) for n in fused], dim=-2))
+        mixed = torch.zeros_like(y)
+        for k, name in enumerate(fused):
+            rows = (weights[:, k] != 0).nonzero().squeeze(1)
+            if len(rows) == len(weights):
+                mixed = mixed + weights[:, k, None, None].to(y.dtype) * self._delta(name, own_input, y)
+            elif len(rows):
+                part = weights[rows, k, None, None].to(y.dtype) * self._delta(name, own_input, y, rows)
+                mixed = mixed.index_add(0, rows, part)
+        return mixed
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -72,17 +72,20 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
             def untrained(kind=kind):
                 module = WhisperAdapterFusion(adapters, model_name, {"kind": kind}).eval()
                 return (lambda b: module.transcribe(b.waveforms, b.lengths, b.tasks)), module
-            # oracle routing mixes with one-hot weights: all deltas are computed today, one is kept
             systems[label] = (untrained, {"kind": "baseline" if kind == "average" else "oracle",
-                                          "adapters_per_site": len(TASKS)})
+                                          "adapters_per_site": len(TASKS) if kind == "average" else 1})
     for export in sorted((exp / "fusion").glob("*/export")) if (exp / "fusion").is_dir() else []:
         if not (export / "export.json").is_file():
             continue
-        def fused(export=export):
-            module = WhisperAdapterFusion.from_export(export)
-            return (lambda b: module.transcribe(b.waveforms, b.lengths)), module
-        systems[f"fusion: {export.parent.name}"] = (fused, {"kind": "fusion", "adapters_per_site": len(TASKS),
-                                                            "export": str(export)})
+        kind = json.loads((export / "export.json").read_text())["config"]["fusion"]["kind"]
+        # utterance-level routers also run hard: top-1 at inference, one adapter per utterance
+        for hard in (False, True) if kind in ("router", "task") else (False,):
+            def fused(export=export, hard=hard):
+                module = WhisperAdapterFusion.from_export(export, hard=hard)
+                return (lambda b: module.transcribe(b.waveforms, b.lengths)), module
+            label = f"fusion: {export.parent.name}" + (" (hard top-1)" if hard else "")
+            systems[label] = (fused, {"kind": "fusion", "adapters_per_site": 1 if hard else len(TASKS),
+                                      "export": str(export)})
     return systems
 
 
@@ -177,7 +180,7 @@ def write_multitask_report(exp: str | Path, out: str | Path, command: str) -> Pa
     plots = []
     for name, row in systems.items():
         if row.get("weights"):
-            png = out.parent / f"fusion_weights_{name.split(': ')[-1]}.png"
+            png = out.parent / f"fusion_weights_{name.split(': ')[-1].replace(' (hard top-1)', '_hard')}.png"
             _plot_weights(row, name, png)
             plots.append(f"![{name}]({png.name})")
     task_of = ", ".join(f"{s} ({t})" for s, t in results["test_sets"].items())
@@ -186,7 +189,8 @@ def write_multitask_report(exp: str | Path, out: str | Path, command: str) -> Pa
 Corpus WER % (the project's normaliser, greedy decoding) on ten test sets of four tasks: {task_of}.
 Test speakers, rooms and noises are never heard in training. "trained %" counts every parameter
 trained to build the system (the single-task adapters included) against the base model's; "adapters run
-per site" is the adapter deltas computed at each adapted layer (hard top-1 routing still computes all).
+per site" is the adapter deltas computed for an utterance at each adapted layer (one-hot routing runs only
+the chosen adapter).
 
 {chr(10).join(lines)}
 

@@ -162,11 +162,13 @@ class WhisperAdapterFusion(L.LightningModule):
         return directory
 
     @classmethod
-    def from_export(cls, directory: str | Path) -> "WhisperAdapterFusion":
+    def from_export(cls, directory: str | Path, hard: bool | None = None) -> "WhisperAdapterFusion":
+        """``hard``: override the export's choice of top-1 routing at inference (router and task kinds)."""
         directory = Path(directory)
         config = read_export_info(directory, EXPORT_KIND)["config"]
         adapters = {task: str(directory / "adapters" / task) for task in config["tasks"]}
-        module = cls(adapters, config["model_name"], config["fusion"])
+        fusion = {**config["fusion"], **({} if hard is None else {"hard": hard})}
+        module = cls(adapters, config["model_name"], fusion)
         state = load_file(directory / "fusion.safetensors")
         for path, combiner in combiners(module.model).items():
             own = {key[len(path) + 1:]: value for key, value in state.items() if key.startswith(f"{path}.")}
