@@ -166,3 +166,14 @@ def test_a_soft_router_export_runs_hard_top1_at_inference_when_asked(task_adapte
     hard.transcribe(batch.waveforms, batch.lengths)
     for weights in hard.routing_weights().values():
         assert set(weights.unique().tolist()) <= {0.0, 1.0} and torch.equal(weights.sum(-1), torch.ones(2))
+
+
+def test_the_shipped_adapter_fusion_transcribes_without_task_ids():
+    from speech_peft.jobs.transcribe import transcribe_entries
+    from speech_peft.data.builders import from_folder
+
+    shipped = Path(__file__).resolve().parents[1] / "speech_peft" / "pretrained" / "whisper-tiny.en-adapterfusion"
+    assert (shipped / "export.json").is_file(), "the multi-task recipe's best fusion ships with the package"
+    entries = [e for e in from_folder(DATA) if e.id in ("spk1_snt1", "spk2_snt1")]
+    hyps = transcribe_entries(entries, model=str(shipped), progress=False)
+    assert "child almost hurt the small dog" in hyps["spk1_snt1"].lower()
