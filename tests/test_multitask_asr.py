@@ -177,3 +177,18 @@ def test_the_shipped_adapter_fusion_transcribes_without_task_ids():
     entries = [e for e in from_folder(DATA) if e.id in ("spk1_snt1", "spk2_snt1")]
     hyps = transcribe_entries(entries, model=str(shipped), progress=False)
     assert "child almost hurt the small dog" in hyps["spk1_snt1"].lower()
+
+
+def test_a_system_is_rescored_only_when_its_files_or_the_test_sets_change(tmp_path):
+    from speech_peft.data.manifest import Entry
+    from speech_peft.reports.multitask import _identity
+
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "fusion.safetensors").write_bytes(b"a")
+    tests = {"read_real": [Entry("u1", "u1.wav", 1.0, 16000, text="x", task="read")]}
+    first = _identity([str(tmp_path / "export")], tests)
+    assert _identity([str(tmp_path / "export")], tests) == first
+    (tmp_path / "export" / "fusion.safetensors").write_bytes(b"b")
+    assert _identity([str(tmp_path / "export")], tests) != first
+    assert _identity([str(tmp_path / "export")], {"read_real": tests["read_real"] * 2}) != \
+        _identity([str(tmp_path / "export")], tests)

@@ -1,13 +1,14 @@
 """The multi-task ASR table: every system (baselines, oracle routing, each fusion) on every test set.
 
 ``evaluate_multitask(exp)`` transcribes ``exp/tasks/test_*.jsonl`` with each system it finds and writes
-``exp/results.json``; ``write_multitask_report`` turns it into RESULTS.md, with the fusion weights per
+``exp/results.json`` (a rerun keeps the rows of systems whose files have not changed); ``write_multitask_report`` turns it into RESULTS.md, with the fusion weights per
 layer and test set drawn as PNGs beside it.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -45,7 +46,7 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
         transcriber = WhisperTranscriber(load_whisper(model_name))
         return (lambda b: transcriber.transcribe(b.waveforms)), None
 
-    systems["frozen base model"] = (base, {"kind": "baseline", "adapters_per_site": 0})
+    systems["frozen base model"] = (base, {"kind": "baseline", "adapters_per_site": 0, "made_from": []})
     for name, folder in (("full fine-tuning", "full"), ("one multi-task adapter", "multitask_adapter")):
         export = exp / "baselines" / folder / "export"
         if (export / "export.json").is_file():
@@ -53,7 +54,7 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
                 module = WhisperARFineTune.from_export(export)
                 return (lambda b: module.transcribe(b.waveforms)), None
             systems[name] = (ar, {"kind": "baseline", "adapters_per_site": 0 if folder == "full" else 1,
-                                  "export": str(export)})
+                                  "export": str(export), "made_from": [str(export)]})
     if have_singles:
         adapters = {t: str(d) for t, d in singles.items()}
 
@@ -67,13 +68,16 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
             transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=model))
             return (lambda b: transcriber.transcribe(b.waveforms)), None
 
-        systems["weight-space average of the adapters"] = (weight_average, {"kind": "baseline", "adapters_per_site": 1})
+        made_from = [str(d) for d in singles.values()]
+        systems["weight-space average of the adapters"] = (weight_average, {"kind": "baseline", "adapters_per_site": 1,
+                                                                            "made_from": made_from})
         for kind, label in (("average", "output average of the adapters"), ("oracle", "oracle task-ID routing")):
             def untrained(kind=kind):
                 module = WhisperAdapterFusion(adapters, model_name, {"kind": kind}).eval()
                 return (lambda b: module.transcribe(b.waveforms, b.lengths, b.tasks)), module
             systems[label] = (untrained, {"kind": "baseline" if kind == "average" else "oracle",
-                                          "adapters_per_site": len(TASKS) if kind == "average" else 1})
+                                          "adapters_per_site": len(TASKS) if kind == "average" else 1,
+                                          "made_from": made_from})
     for export in sorted((exp / "fusion").glob("*/export")) if (exp / "fusion").is_dir() else []:
         if not (export / "export.json").is_file():
             continue
@@ -85,8 +89,18 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
                 return (lambda b: module.transcribe(b.waveforms, b.lengths)), module
             label = f"fusion: {export.parent.name}" + (" (hard top-1)" if hard else "")
             systems[label] = (fused, {"kind": "fusion", "adapters_per_site": 1 if hard else len(TASKS),
-                                      "export": str(export)})
+                                      "export": str(export), "made_from": [str(export)]})
     return systems
+
+
+def _identity(folders: list[str], test_sets: dict) -> str:
+    """A hash of the files a system is made from and of the test sets: a rerun rescores only what changed."""
+    digest = hashlib.sha256(json.dumps({k: [e.id for e in v] for k, v in test_sets.items()}).encode())
+    for folder in folders:
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _trained_fraction(name: str, info: dict, exp: Path, model_name: str) -> float:
@@ -118,9 +132,16 @@ def evaluate_multitask(exp: str | Path, model_name: str = "whisper-tiny.en", bat
                                             else len(TASKS), name))
     test_sets = {name: found[name] for name in order}
     results: dict = {"test_sets": {name: entries[0].task for name, entries in test_sets.items()}, "systems": {}}
+    previous = json.loads((exp / "results.json").read_text()) if (exp / "results.json").is_file() else {}
     for name, (load, info) in _systems(exp, model_name).items():
+        identity = _identity(info["made_from"], test_sets)
+        earlier = previous.get("systems", {}).get(name, {})
+        if earlier.get("identity") == identity:  # same files, same test sets: scored already
+            results["systems"][name] = earlier
+            print(f"{name}: mean WER {earlier['mean_wer']:.2f}% (unchanged, kept)", flush=True)
+            continue
         transcribe, module = load()
-        row: dict = {**info, "wer": {}, "weights": {}}
+        row: dict = {**info, "identity": identity, "wer": {}, "weights": {}}
         for set_name, entries in test_sets.items():
             data = AudioDataset(entries, 16000, require_text=True)
             sampler = LengthBucketSampler([e.duration for e in entries], batch_size, shuffle=False)

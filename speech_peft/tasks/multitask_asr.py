@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from ..adapters import add_adapter, adapter_modules, load_adapter, records, save_adapter
-from ..adapters.fusion import (FusionConfig, add_fusion, combiners, fusion_weights,
-                               set_mask, set_routing, task_logits, value_regulariser)
+from ..adapters.fusion import (FusionConfig, add_fusion, combiners, fusion_weights, set_mask, set_routing,
+                               set_temperature, task_logits, value_regulariser)
 from ..asr.whisper_ar import WhisperTranscriber
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
@@ -44,8 +44,11 @@ class WhisperAdapterFusion(L.LightningModule):
 
     def __init__(self, adapters: dict[str, str], model_name: str = "whisper-tiny.en", fusion: dict | None = None,
                  algorithm: str = "two_stage", lr: float = 1e-3, weight_decay: float = 0.0,
-                 value_regulariser: float = 1e-3, task_loss_weight: float = 1.0) -> None:
-        """``adapters``: task name -> a saved single-task adapter (e.g. an AR export's ``adapter/``)."""
+                 value_regulariser: float = 1e-3, task_loss_weight: float = 1.0,
+                 temperature_start: float | None = None) -> None:
+        """``adapters``: task name -> a saved single-task adapter (e.g. an AR export's ``adapter/``);
+        ``temperature_start``: attention fusion anneals its softmax temperature linearly from this to
+        ``fusion.temperature`` over training (None: constant)."""
         super().__init__()
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -107,6 +110,12 @@ class WhisperAdapterFusion(L.LightningModule):
             target = torch.tensor([self.tasks.index(t) for t in batch.tasks], device=loss.device)
             loss = loss + self.hparams.task_loss_weight * F.cross_entropy(task_logits(self.model), target)
         return loss
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        start = self.hparams.temperature_start
+        if start is not None and self.fusion_config.kind == "attention":
+            progress = self.global_step / max(1, self.trainer.estimated_stepping_batches)
+            set_temperature(self.model, start + (self.fusion_config.temperature - start) * min(1.0, progress))
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

@@ -46,7 +46,7 @@ fi
 
 adapters="{$(for t in "${TASKS[@]}"; do printf '%s:%s,' "$t" "$exp/single/$t/export/adapter"; done | sed 's/,$//')}"
 if run_stage 2; then
-  for fusion in ${FUSIONS:-router:two_stage attention:two_stage task:two_stage router:joint}; do
+  for fusion in ${FUSIONS:-router:two_stage attention:two_stage task:two_stage router:joint attention:joint task:joint}; do
     kind=${fusion%%:*} algorithm=${fusion##*:}
     [ -f "$exp/fusion/${kind}_$algorithm/fit_result.json" ] && continue
     log "stage 2: fusion $kind ($algorithm)"
