@@ -202,3 +202,18 @@ def test_atomic_writes_leave_no_temporary_and_give_files_the_usual_permissions(t
     with pytest.raises(RuntimeError):
         atomic_write(path, killed_halfway)
     assert path.read_text() == "done" and sorted(p.name for p in path.parent.iterdir()) == ["out.txt"]
+
+
+def test_a_synthesiser_that_fails_is_one_line_naming_the_voice(tmp_path, monkeypatch, capsys):
+    from speech_peft.commands.errors import exit_status
+    from speech_peft.data import tts_voices
+
+    broken = tts_voices.Voice("flite", "no_such_voice")
+    monkeypatch.setattr(tts_voices, "available_voices", lambda: [broken, broken])
+    monkeypatch.setattr(tts_voices.Voice, "command", lambda self, text, wav: ["sh", "-c", "echo no voice >&2; exit 3"])
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("The red boat sailed home.\n")
+    status = exit_status("prepare", lambda: tts_voices.make_tts_voices(sentences, tmp_path / "out", val_voices=1))
+    err = capsys.readouterr().err
+    assert status == 2 and "flite failed for voice no_such_voice (exit status 3): no voice" in err
+    assert "Traceback" not in err and err.count("error:") == 1  # the progress bar aside, one line

@@ -7,8 +7,11 @@ from typing import Callable
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-# A bad override or config name (Hydra, OmegaConf), a bad value, a missing file, an unknown name.
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, OmegaConfBaseException, HydraException)
+from ..data.tts_voices import SynthesisError
+
+# A bad override or config name (Hydra, OmegaConf), a bad value, a missing file, an unknown name, a
+# speech synthesiser that fails on a voice.
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, OmegaConfBaseException, HydraException, SynthesisError)
 
 
 def user_error(err: BaseException) -> str | None:

@@ -27,6 +27,10 @@ ESPEAK_VARIANTS = ("m1", "m3", "m7", "f1", "f2", "f4")
 FLITE_VOICES = ("slt", "rms", "awb", "kal16")
 
 
+class SynthesisError(RuntimeError):
+    """A synthesiser failed on a voice (the user's to fix: reinstall it, or drop that voice)."""
+
+
 @dataclass(frozen=True)
 class Voice:
     engine: str      # espeak-ng | flite
@@ -83,7 +87,8 @@ def make_tts_voices(sentences: str | Path, out: str | Path, per_voice: int = 8, 
                     raw = str(Path(tmp) / "raw.wav")
                     done = subprocess.run(voice.command(lines[index], raw), capture_output=True, text=True)
                     if done.returncode != 0:
-                        raise RuntimeError(f"{voice.engine} failed for voice {voice.name}: {done.stderr.strip()[:200]}")
+                        raise SynthesisError(f"{voice.engine} failed for voice {voice.name} "
+                                             f"(exit status {done.returncode}): {done.stderr.strip()[:200]}")
                     save_audio(path, load_audio(raw, SAMPLE_RATE), SAMPLE_RATE)
                 frames, rate, _ = probe(path)
                 split = "val" if voice.id in held_out else "train"
