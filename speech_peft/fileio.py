@@ -5,6 +5,7 @@ half-written file, whatever kills the writer.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -39,6 +40,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def folder_digest(folders: list[str | os.PathLike], seed: bytes = b"") -> str:
+    """A short hash of ``seed`` and every file under ``folders`` (relative names and bytes): what a job
+    records to tell whether the model it ran is the one it would run now."""
+    digest = hashlib.sha256(seed)
+    for folder in map(Path, folders):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -192,3 +192,11 @@ def test_a_system_is_rescored_only_when_its_files_or_the_test_sets_change(tmp_pa
     assert _identity([str(tmp_path / "export")], tests) != first
     assert _identity([str(tmp_path / "export")], {"read_real": tests["read_real"] * 2}) != \
         _identity([str(tmp_path / "export")], tests)
+
+
+def test_training_the_task_router_on_a_manifest_without_tasks_names_the_missing_field(task_adapters):
+    module = WhisperAdapterFusion(task_adapters, fusion={"kind": "task"}).train()
+    batch = _batch()
+    batch.tasks = [None, None]
+    with pytest.raises(ValueError, match="task routing needs each utterance's task \\(the manifest's 'task' field\\)"):
+        module._loss(batch)

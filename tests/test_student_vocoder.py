@@ -102,3 +102,9 @@ def test_restore_with_a_student_speaks_through_it_and_never_mixes_its_outputs_wi
     assert done["restored_here"] == 1 and (tmp_path / "out" / "spk1_snt1.wav").is_file()
     with pytest.raises(ValueError, match="another restorer"):
         restore(str(clean), str(tmp_path / "out"), str(SHIPPED_RESTORER), progress=False)
+
+
+def test_distilling_from_clips_shorter_than_a_crop_is_a_clear_error(tmp_path):
+    corpus = MelCorpus.from_mels([torch.full((80, 10), -5.0), torch.full((80, 30), -5.0)], [False, True])
+    with pytest.raises(ValueError, match="no training utterance in the mel corpus is 24 frames long"):
+        distill(corpus, tmp_path / "student", steps=1, batch=1, frames=16, margin=4, config=TINY)

@@ -181,11 +181,11 @@ def _fusion_sites(model: nn.Module, names: tuple[str, ...]) -> dict[str, object]
 
 def average_adapters(model: nn.Module, names: list[str], new_name: str) -> None:
     """A new adapter whose weights are the mean of ``names``' (same method and places): the weight-space
-    average, a baseline that needs no training and no routing."""
+    average, a baseline that needs no training and no routing. Of one adapter, it is a copy."""
     from .injection import adapter_modules, add_adapter, records
 
-    configs = {records(model)[n].config.to_dict().__repr__() for n in names}
-    if len(configs) != 1:
+    kinds = {(repr(records(model)[n].config.to_dict()), repr(records(model)[n].targets)) for n in names}
+    if len(kinds) != 1:
         raise ValueError(f"adapters {names} differ in method or placement; only like adapters average")
     first = records(model)[names[0]]
     add_adapter(model, first.config, new_name, targets=list(first.targets))

@@ -10,7 +10,6 @@ layout mirror the input; OUT may not be inside the input.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..data.audio import AudioError, load_audio, probe, save_audio
 from ..data.builders import from_folder
 from ..data.manifest import Entry, read_manifest
 from ..data.rejects import Rejects
-from ..fileio import remove_stale_temporaries, write_json
+from ..fileio import folder_digest, remove_stale_temporaries, write_json
 from ..vocoders.restorer import Restorer
 from .devices import accelerator_for
 
@@ -142,12 +141,7 @@ def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_no
 def restorer_identity(checkpoint: str | Path, copy_synthesis: bool, student: str | Path | None = None) -> str:
     """A hash of the restorer's files (and the student's), and the mode: outputs of one identity never
     mix with another's."""
-    digest = hashlib.sha256(str(copy_synthesis).encode())
-    for folder in (checkpoint, student) if student is not None else (checkpoint,):
-        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return folder_digest([checkpoint, student] if student is not None else [checkpoint], str(copy_synthesis).encode())
 
 
 def _claim(out: Path, checkpoint: str, copy_synthesis: bool, student: str | None = None) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -17,23 +16,19 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..adapters import load_adapter, set_active_adapters
+from ..adapters import count_parameters, load_adapter, set_active_adapters
 from ..adapters.fusion import average_adapters
 from ..asr.whisper_ar import WhisperTranscriber
 from ..data.dataset import AudioDataset, Batch, LengthBucketSampler, collate
 from ..data.manifest import read_manifest
 from ..encoders.whisper import load_whisper
-from ..fileio import atomic_write, write_json, write_text
+from ..fileio import atomic_write, folder_digest, write_json, write_text
 from ..metrics.wer import score
 from ..tasks.asr import WhisperARFineTune
 from ..tasks.multitask_asr import WhisperAdapterFusion
 
 TASKS = ("read", "far", "phone", "digits")
 Transcribe = Callable[[Batch], list[str]]
-
-
-def _params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[Transcribe, object]], dict]]:
@@ -95,31 +90,25 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
 
 def _identity(folders: list[str], test_sets: dict) -> str:
     """A hash of the files a system is made from and of the test sets: a rerun rescores only what changed."""
-    digest = hashlib.sha256(json.dumps({k: [e.id for e in v] for k, v in test_sets.items()}).encode())
-    for folder in folders:
-        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return folder_digest(folders, json.dumps({k: [e.id for e in v] for k, v in test_sets.items()}).encode())
 
 
-def _trained_fraction(name: str, info: dict, exp: Path, model_name: str) -> float:
-    """Parameters trained to build the system (every stage), as a fraction of the base model's."""
-    base = load_whisper(model_name).model
-    total = _params(base)
-    singles = sum(json.loads((exp / "single" / t / "fit_result.json").read_text()).get("trainable_params", 0)
-                  for t in TASKS if (exp / "single" / t / "fit_result.json").is_file())
+def _trained_params(run: Path) -> int:
+    result = run / "fit_result.json"
+    return json.loads(result.read_text()).get("trainable_params", 0) if result.is_file() else 0
+
+
+def _trained_fraction(name: str, info: dict, exp: Path, total: int) -> float:
+    """Parameters trained to build the system (every stage), as a fraction of the base model's ``total``."""
+    singles = sum(_trained_params(exp / "single" / t) for t in TASKS)
     if name == "frozen base model":
         return 0.0
     if name == "full fine-tuning":
         return 1.0
     if name == "one multi-task adapter":
-        return json.loads((exp / "baselines" / "multitask_adapter" / "fit_result.json").read_text()).get(
-            "trainable_params", 0) / total
+        return _trained_params(exp / "baselines" / "multitask_adapter") / total
     if info["kind"] == "fusion":
-        result = Path(info["export"]).parent / "fit_result.json"
-        extra = json.loads(result.read_text()).get("trainable_params", 0) if result.is_file() else 0
-        return (singles + extra) / total
+        return (singles + _trained_params(Path(info["export"]).parent)) / total
     return singles / total
 
 
@@ -133,6 +122,7 @@ def evaluate_multitask(exp: str | Path, model_name: str = "whisper-tiny.en", bat
     test_sets = {name: found[name] for name in order}
     results: dict = {"test_sets": {name: entries[0].task for name, entries in test_sets.items()}, "systems": {}}
     previous = json.loads((exp / "results.json").read_text()) if (exp / "results.json").is_file() else {}
+    total = count_parameters(load_whisper(model_name).model)[1]
     for name, (load, info) in _systems(exp, model_name).items():
         identity = _identity(info["made_from"], test_sets)
         earlier = previous.get("systems", {}).get(name, {})
@@ -157,7 +147,7 @@ def evaluate_multitask(exp: str | Path, model_name: str = "whisper-tiny.en", bat
             if weights:
                 row["weights"][set_name] = {k: torch.stack([w[k] for w in weights]).mean(0).tolist() for k in weights[0]}
         row["mean_wer"] = round(sum(row["wer"].values()) / len(row["wer"]), 2)
-        row["trained_fraction"] = _trained_fraction(name, info, exp, model_name)
+        row["trained_fraction"] = _trained_fraction(name, info, exp, total)
         results["systems"][name] = row
         print(f"{name}: mean WER {row['mean_wer']:.2f}%", flush=True)
     return write_json(exp / "results.json", results)
@@ -188,7 +178,7 @@ def _plot_weights(row: dict, title: str, path: Path) -> None:
 def write_multitask_report(exp: str | Path, out: str | Path, command: str) -> Path:
     exp, out = Path(exp), Path(out)
     results = json.loads((exp / "results.json").read_text())
-    atomic_write(out.parent / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
+    write_json(out.parent / "results.json", results)
     sets, systems = list(results["test_sets"]), results["systems"]
     reference = systems.get("full fine-tuning", {}).get("mean_wer")
     header = "| system | " + " | ".join(sets) + " | mean | vs full FT | trained % | adapters run per site |"

@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from ..adapters import add_adapter, adapter_modules, load_adapter, records, save_adapter
-from ..adapters.fusion import (FusionConfig, add_fusion, combiners, fusion_weights, set_mask, set_routing,
-                               set_temperature, task_logits, value_regulariser)
+from ..adapters import adapter_modules, count_parameters, load_adapter, save_adapter
+from ..adapters.fusion import (FusionConfig, add_fusion, average_adapters, combiners, fusion_weights, set_mask,
+                               set_routing, set_temperature, task_logits, value_regulariser)
 from ..asr.whisper_ar import WhisperTranscriber
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
@@ -64,10 +64,7 @@ class WhisperAdapterFusion(L.LightningModule):
         if algorithm == "joint":  # trainable copies; the single-task adapters themselves stay as they are
             fused = [f"{task}_joint" for task in self.tasks]
             for task, copy_name in zip(self.tasks, fused):
-                record = records(self.model)[task]
-                add_adapter(self.model, record.config, copy_name, targets=list(record.targets))
-                for path, module in adapter_modules(self.model, copy_name).items():
-                    module.load_state_dict(adapter_modules(self.model, task)[path].state_dict())
+                average_adapters(self.model, [task], copy_name)
         self.fused = fused
         self.fusion_config = FusionConfig(**(fusion or {}))
         self.combiner_params = add_fusion(self.model, fused, self.fusion_config)
@@ -97,8 +94,10 @@ class WhisperAdapterFusion(L.LightningModule):
             set_routing(self.model, self._one_hot(tasks, batch_size))
 
     def _one_hot(self, tasks: list[str | None] | None, batch_size: int) -> torch.Tensor:
+        """Each utterance's task as a one-hot row (oracle routing; the task router's training target)."""
         if tasks is None or len(tasks) != batch_size or any(t not in self.tasks for t in tasks):
-            raise ValueError(f"oracle routing needs each utterance's task, one of {self.tasks}; got {tasks}")
+            raise ValueError(f"{self.fusion_config.kind} routing needs each utterance's task (the manifest's "
+                             f"'task' field), one of {self.tasks}; got {tasks}")
         return F.one_hot(torch.tensor([self.tasks.index(t) for t in tasks]), len(self.tasks)).float()
 
     def _loss(self, batch: Batch) -> torch.Tensor:
@@ -107,7 +106,7 @@ class WhisperAdapterFusion(L.LightningModule):
         if self.fusion_config.kind == "attention" and self.hparams.value_regulariser:
             loss = loss + self.hparams.value_regulariser * value_regulariser(self.model)
         if self.fusion_config.kind == "task" and self.training:
-            target = torch.tensor([self.tasks.index(t) for t in batch.tasks], device=loss.device)
+            target = self._one_hot(batch.tasks, len(batch)).argmax(-1).to(loss.device)
             loss = loss + self.hparams.task_loss_weight * F.cross_entropy(task_logits(self.model), target)
         return loss
 
@@ -145,8 +144,8 @@ class WhisperAdapterFusion(L.LightningModule):
         return fusion_weights(self.model)
 
     def trainable_fraction(self) -> float:
-        seen = {id(p): p for p in self.model.parameters()}
-        return sum(p.numel() for p in seen.values() if p.requires_grad) / sum(p.numel() for p in seen.values())
+        trainable, total = count_parameters(self.model)
+        return trainable / total
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)

@@ -88,6 +88,8 @@ def build_mel_corpus(manifests: list[str], restorer_dir: str | None = None, val_
     if restorer_dir:
         from .restorer import Restorer
         restorer = Restorer.from_export(restorer_dir)
+    if not entries:
+        raise ValueError(f"{', '.join(manifests)}: no clips at 16 kHz or more to take log-mels from")
     mels, validation = [], []
     with torch.inference_mode():
         for entry in entries:
@@ -106,28 +108,31 @@ def _stft(wave: Tensor, n_fft: int, hop: int) -> Tensor:
     return torch.stft(wave, n_fft, hop, window=torch.hann_window(n_fft, device=wave.device), return_complex=True)
 
 
+def _compress(z: Tensor) -> Tensor:
+    return torch.polar((z.abs() + 1e-8).pow(COMPRESSION), z.angle())
+
+
 def distillation_loss(student_wave: Tensor, teacher_wave: Tensor) -> dict[str, Tensor]:
-    sc = log_mag = 0.0
+    """Spectral convergence and log magnitude averaged over ``RESOLUTIONS``; the compressed complex L2 at
+    the student's own frame (n_fft 1024, hop 256)."""
+    sc = log_mag = complex_l2 = 0.0
     for n_fft, hop in RESOLUTIONS:
-        s, t = _stft(student_wave, n_fft, hop).abs(), _stft(teacher_wave, n_fft, hop).abs()
+        s_spec, t_spec = _stft(student_wave, n_fft, hop), _stft(teacher_wave, n_fft, hop)
+        s, t = s_spec.abs(), t_spec.abs()
         sc = sc + (torch.linalg.norm(t - s, dim=(1, 2)) / torch.linalg.norm(t, dim=(1, 2)).clamp(min=1e-7)).mean()
         log_mag = log_mag + (torch.log(s + 1e-5) - torch.log(t + 1e-5)).abs().mean()
-    s, t = _stft(student_wave, 1024, 256), _stft(teacher_wave, 1024, 256)
-
-    def compress(z: Tensor) -> Tensor:
-        return torch.polar((z.abs() + 1e-8).pow(COMPRESSION), z.angle())
-
-    complex_l2 = (compress(s) - compress(t)).abs().square().mean()
+        if (n_fft, hop) == (hifigan.N_FFT, hifigan.HOP):
+            complex_l2 = (_compress(s_spec) - _compress(t_spec)).abs().square().mean()
     n = len(RESOLUTIONS)
     return {"sc": sc / n, "log_mag": log_mag / n, "complex": complex_l2}
 
 
 def _batch(corpus: MelCorpus, pool: list[int], size: int, frames: int, generator: torch.Generator) -> Tensor:
-    long_enough = [i for i in pool if corpus.offsets[i + 1] - corpus.offsets[i] >= frames]
-    picks = torch.randint(len(long_enough), (size,), generator=generator).tolist()
+    """``size`` random crops of ``frames`` from the utterances in ``pool`` (each at least that long)."""
+    picks = torch.randint(len(pool), (size,), generator=generator).tolist()
     crops = []
     for k in picks:
-        mel = corpus.utterance(long_enough[k])
+        mel = corpus.utterance(pool[k])
         start = int(torch.randint(mel.shape[1] - frames + 1, (1,), generator=generator))
         crops.append(mel[:, start:start + frames])
     mels = torch.stack(crops)
@@ -149,8 +154,11 @@ def distill(corpus: MelCorpus, out_dir: str | Path, *, seconds: float = 0.0, ste
     teacher = hifigan.load_hifigan("universal").to(device)
     student = StudentVocoder(config).to(device).train()
     optimiser = torch.optim.AdamW(student.parameters(), lr=lr, betas=(0.8, 0.9), weight_decay=0.01)
-    train_pool = corpus.indices(validation=False)
     span = frames + 2 * margin
+    train_pool = [i for i in corpus.indices(validation=False) if corpus.offsets[i + 1] - corpus.offsets[i] >= span]
+    if not train_pool:
+        raise ValueError(f"no training utterance in the mel corpus is {span} frames long "
+                         f"({span * hifigan.HOP / hifigan.SAMPLE_RATE:.2f} s): give longer clips or fewer frames")
     keep = slice(margin * hifigan.HOP, (margin + frames) * hifigan.HOP)
 
     def step(lr_now: float) -> dict[str, float]:
