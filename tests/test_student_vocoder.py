@@ -108,3 +108,13 @@ def test_distilling_from_clips_shorter_than_a_crop_is_a_clear_error(tmp_path):
     corpus = MelCorpus.from_mels([torch.full((80, 10), -5.0), torch.full((80, 30), -5.0)], [False, True])
     with pytest.raises(ValueError, match="no training utterance in the mel corpus is 24 frames long"):
         distill(corpus, tmp_path / "student", steps=1, batch=1, frames=16, margin=4, config=TINY)
+
+
+def test_restore_refuses_to_write_inside_the_restorer_or_student_it_runs(tmp_path):
+    from speech_peft.jobs.restore import SHIPPED_RESTORER, restore
+
+    StudentVocoder(TINY).export(tmp_path / "student")
+    for out in (tmp_path / "student" / "eval", SHIPPED_RESTORER / "eval"):
+        with pytest.raises(ValueError, match="lies inside the model folder"):
+            restore(str(tmp_path), str(out), str(SHIPPED_RESTORER), progress=False, student=str(tmp_path / "student"))
+        assert not out.exists()

@@ -121,6 +121,12 @@ def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_no
     ``skip_bad``: list unreadable inputs in ``OUT/rejects.tsv`` and restore the rest; ``student``: a
     distilled student vocoder in place of HiFi-GAN V1."""
     accelerator = accelerator_for(device)
+    target = Path(out_dir).resolve()
+    for model_dir in filter(None, (checkpoint, student)):
+        root = Path(model_dir).resolve()
+        if target == root or root in target.parents:
+            raise ValueError(f"output folder {target} lies inside the model folder {root}: outputs there would "
+                             "change the files that identify the model; choose another place")
     entries, out = plan(inputs, out_dir, skip_bad)
     out.mkdir(parents=True, exist_ok=True)
     if _first_process():  # before any other process starts: temporaries of a killed run go

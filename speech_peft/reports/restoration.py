@@ -111,7 +111,7 @@ def _student_section(exp: Path) -> str:
     if not (quality.exists() and info.exists()):
         return ""
     run = json.loads(info.read_text())
-    rtf = exp / "student" / "rtf.txt"
+    rtf = exp / "student_rtf.txt"  # written by the GPU run that distilled it
     gpu = f"\n\nVocoder parts on the GPU that distilled it (RTF, 4 s items):\n\n{rtf.read_text().strip()}\n" \
         if rtf.exists() else ""
     return f"""

@@ -128,11 +128,11 @@ if run_stage 8; then
     fi
   fi
   with_student=(--checkpoint "$restorer" --student "$student")
-  speech-peft restore "$exp/eval/degraded" "$student/eval/restored" "${with_student[@]}" >/dev/null
-  speech-peft restore "$exp/eval/hard" "$student/eval/restored_hard" "${with_student[@]}" >/dev/null
-  speech-peft restore "$data/asr" "$student/eval/ceiling" "${with_student[@]}" --copy-synthesis >/dev/null
-  speech-peft score quality --ref "$data/asr" --deg "$exp/eval/degraded" --out "$student/eval/restored" \
-    --also ceiling="$student/eval/ceiling" restored_hard="$student/eval/restored_hard" \
+  speech-peft restore "$exp/eval/degraded" "$exp/student_eval/restored" "${with_student[@]}" >/dev/null
+  speech-peft restore "$exp/eval/hard" "$exp/student_eval/restored_hard" "${with_student[@]}" >/dev/null
+  speech-peft restore "$data/asr" "$exp/student_eval/ceiling" "${with_student[@]}" --copy-synthesis >/dev/null
+  speech-peft score quality --ref "$data/asr" --deg "$exp/eval/degraded" --out "$exp/student_eval/restored" \
+    --also ceiling="$exp/student_eval/ceiling" restored_hard="$exp/student_eval/restored_hard" \
     --transcripts "$data/asr/transcripts.tsv" --report "$exp/quality_student" >/dev/null
   speech-peft report restore "$exp" --out "$results" --command "bash recipes/speech_samples/restore/run.sh"
 fi
