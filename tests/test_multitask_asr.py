@@ -200,3 +200,14 @@ def test_training_the_task_router_on_a_manifest_without_tasks_names_the_missing_
     batch.tasks = [None, None]
     with pytest.raises(ValueError, match="task routing needs each utterance's task \\(the manifest's 'task' field\\)"):
         module._loss(batch)
+
+
+def test_an_export_whose_combiners_do_not_match_its_config_is_a_clear_error(task_adapters, tmp_path):
+    import json
+
+    WhisperAdapterFusion(task_adapters, fusion={"kind": "router"}).export(tmp_path / "fusion")
+    info = json.loads((tmp_path / "fusion" / "export.json").read_text())
+    info["config"]["fusion"]["kind"] = "attention"  # router weights under an attention config
+    (tmp_path / "fusion" / "export.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="does not hold the combiners of the attention fusion"):
+        WhisperAdapterFusion.from_export(tmp_path / "fusion")

@@ -178,11 +178,13 @@ class WhisperAdapterFusion(L.LightningModule):
         fusion = {**config["fusion"], **({} if hard is None else {"hard": hard})}
         module = cls(adapters, config["model_name"], fusion)
         state = load_file(directory / "fusion.safetensors")
+        expected = {f"{path}.{key}": value.shape for path, combiner in combiners(module.model).items()
+                    for key, value in combiner.state_dict().items()}
+        if {key: value.shape for key, value in state.items()} != expected:
+            raise ValueError(f"{directory}: fusion.safetensors does not hold the combiners of the "
+                             f"{module.fusion_config.kind} fusion of {config['tasks']} on {config['model_name']}")
         for path, combiner in combiners(module.model).items():
-            own = {key[len(path) + 1:]: value for key, value in state.items() if key.startswith(f"{path}.")}
-            combiner.load_state_dict(own, strict=True)
-        expected = sum(len(c.state_dict()) for c in combiners(module.model).values())
-        if expected != len(state):
-            raise ValueError(f"{directory}: fusion.safetensors holds {len(state)} tensors, the fusion has {expected}")
+            combiner.load_state_dict({key[len(path) + 1:]: value for key, value in state.items()
+                                      if key.startswith(f"{path}.")}, strict=True)
         return module.eval()
 
