@@ -49,7 +49,7 @@ def test_options_that_do_not_apply_are_refused_not_ignored(tmp_path):
     _one_line_error(_cli("transcribe", str(wav), "--candidates", "2"), "do not apply", "--candidates")
     _one_line_error(_cli("prepare", "folder", str(wav.parent), str(tmp_path), "--long-items", "3", "3"),
                     "fsdd_long")
-    _one_line_error(_cli("report", "asr", str(tmp_path), "--out", str(tmp_path / "R.md"), "--ks", "2"), "--evaluate")
+    _one_line_error(_cli("report", "asr", str(tmp_path), "--out", str(tmp_path / "R.md"), "--candidates", "2"), "--evaluate")
     _one_line_error(_cli("transcribe", str(tmp_path / "missing.wav")), "missing.wav")
     done = _cli("report", "cls", str(tmp_path), "--out", str(tmp_path / "R.md"), "--measure", "a", "b")
     assert done.returncode == 2 and "unrecognized arguments: --measure" in done.stderr

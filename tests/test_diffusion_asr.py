@@ -208,30 +208,82 @@ def test_ar_baseline_fine_tunes_real_whisper_with_lora_and_scores_wer(fsdd_folds
     assert test["test/wer"] == pytest.approx(_wer_of_transcribing(export, manifest, tmp_path))
 
 
-def test_asr_results_table_orders_buckets_by_length_and_shows_oracle_and_hit_rate(tmp_path):
-    import json
+def test_asr_report_marks_the_target_per_bucket_and_writes_every_row_to_results_json(tmp_path):
+    from speech_peft.reports.asr import BEST_MASK, MASK_CTC, write_asr_report
 
-    from speech_peft.exports import write_export_info
-    from speech_peft.reports.asr import write_asr_report
+    def row(system, bucket, wer, **extra):
+        return {"system": system, "bucket_s": bucket, "candidates": extra.pop("candidates", 1),
+                "rule": extra.pop("rule", None), "wer": wer, "mean_utterance_wer": wer, "seconds_per_item": 0.5,
+                **extra}
 
-    rows = lambda wer: [{"system": "AR zero-shot", "wer": wer, "mean_utterance_wer": wer, "seconds_per_utt": 1.0},
-                        {"system": "diffusion K=4 mbr", "wer": wer / 2, "mean_utterance_wer": wer / 2,
-                         "oracle_wer": wer / 4, "hit_rate": 0.5, "seconds_per_utt": 0.5}]
+    design = {"training": "design", "oracle_wer": 0.01, "hit_rate": 1.0}
+    stored = {}
+    for bucket, base in ((30, 0.03), (5, 0.01)):
+        stored[f"{bucket}s/ar_lora"] = [row("ar_lora", bucket, base, decoding="greedy")]
+        stored[f"{bucket}s/design/K=1"] = [row("diffusion", bucket, base + 0.05, decoding=BEST_MASK, **design),
+                                           row("diffusion_ctc", bucket, base + 0.015, decoding=MASK_CTC, **design)]
+        stored[f"{bucket}s/design/K=4"] = [row("diffusion_ctc", bucket, base, decoding=MASK_CTC, candidates=4,
+                                               rule="rover", **design)]
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "results.json").write_text(json.dumps({
-        "30s/whisper-tiny.en AR zero-shot": rows(0.4)[:1], "30s/diffusion": rows(0.4)[1:],
-        "5s/whisper-tiny.en AR zero-shot": rows(0.2)[:1], "5s/diffusion": rows(0.2)[1:]}))
-    export = tmp_path / "diffusion_stage2" / "export"
-    export.mkdir(parents=True)
-    write_export_info(export, "diffusion_asr", {"max_length": 128, "tokens_per_second": 3.0})
-    (tmp_path / "diffusion_stage2" / "fit_result.json").write_text(json.dumps(
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(stored))
+    (tmp_path / "ar_lora").mkdir()
+    (tmp_path / "ar_lora" / "fit_result.json").write_text(json.dumps(
         {"epoch_times_s": [40.0, 50.0], "trainable_params": 1234567, "monitor": "val/loss", "best_score": 0.25}))
-    text = write_asr_report(tmp_path, tmp_path / "RESULTS.md", "bash run.sh").read_text()
-    assert "on a canvas of 1 + ceil(3 x seconds) positions (at most 128)" in text
-    assert "| diffusion stage 2 (decoder + adapters) | 1,234,567 | 2 | 45.0 | val/loss 0.2500 |" in text
-    assert "| system | 5s | 30s |" in text
-    assert "| AR zero-shot | 20.0 (20.0) | 40.0 (40.0) |" in text
-    assert "| diffusion K=4 mbr | 5.0 / 50.0 | 10.0 / 50.0 |" in text
+    out = tmp_path / "recipe" / "RESULTS.md"
+    text = write_asr_report(tmp_path, out, "bash run.sh").read_text()
+    assert "| system | 5 s | 30 s |" in text
+    assert "| AR + LoRA (greedy) | 1.0 (+0.0 ✓) | 3.0 (+0.0 ✓) |" in text
+    assert f"| diffusion [design] {BEST_MASK} | 6.0 (+5.0) | 8.0 (+5.0) |" in text
+    assert f"| diffusion_ctc [design] {MASK_CTC} | 2.5 (+1.5 ✓) | 4.5 (+1.5 ✓) |" in text
+    assert f"| diffusion_ctc [design] {MASK_CTC}, K=4 rover | 1.0 / 1.0 / 100 | 3.0 / 1.0 / 100 |" in text
+    assert "| AR + LoRA | 1,234,567 | 2 | 45.0 | val/loss 0.2500 |" in text
+    rows = json.loads((out.parent / "results.json").read_text())["rows"]
+    assert len(rows) == 8 and {"system", "bucket_s", "candidates", "rule", "wer", "seconds_per_item"} <= set(rows[0])
+
+
+def test_with_a_ctc_head_the_export_restores_it_and_mask_ctc_keeps_the_sure_tokens(whisper_with_tokenizer, tmp_path):
+    from speech_peft.decoders import DecodeOptions
+    torch.manual_seed(0)
+    model = DiffusionASR(whisper_with_tokenizer, stage=2, max_length=12, xattn_heads=4, shift=True, ctc_weight=0.5,
+                         ctc_width=16, ctc_layers=1, tokens_per_second=3.0,
+                         decode={"init": "ctc", "schedule": [1.0, 0.5], "candidates": 2}).eval()
+    model.export(tmp_path / "export")
+    again = DiffusionASR.from_export(tmp_path / "export")
+    assert again.decoder.config.shift and again.ctc is not None
+    # the decoding it was trained with is the default; a caller's options override it
+    assert again.hparams.decode == {"init": "ctc", "schedule": [1.0, 0.5], "candidates": 2}
+    assert DiffusionASR.from_export(tmp_path / "export", {"candidates": 1}).hparams.decode["candidates"] == 1
+    for ours, theirs in zip(model.ctc.state_dict().values(), again.ctc.state_dict().values()):
+        assert torch.equal(ours, theirs)
+    # A CTC hypothesis "one two three" whose "two" is unsure: the canvas keeps one and three, masks two.
+    config = model.decoder.config
+    model.ctc_hypotheses = lambda hidden, mask: [([11, 12, 13], [0.99, 0.5, 0.95])]
+    start, canvas = model.ctc_canvas(torch.zeros(1, 4, 32), torch.ones(1, 4, dtype=torch.bool), threshold=0.9)
+    assert start.tolist() == [[*config.prefix, 11, config.mask_id, 13, config.pad_id]] and canvas.tolist() == [5]
+    options = DecodeOptions(candidates=2, init="ctc", remask="progressive", schedule=(1.0,))
+    decoded = model.decode_states(torch.zeros(1, 4, 32), torch.ones(1, 4, dtype=torch.bool), torch.tensor([8000]),
+                                  options)[0]
+    assert decoded.tokens[:, [1, 3, 4]].tolist() == [[11, 13, config.pad_id]] * 2
+    assert (decoded.tokens != config.mask_id).all()
+    plain = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4)
+    with pytest.raises(ValueError, match="CTC head"):
+        plain.decode_states(torch.zeros(1, 4, 32), torch.ones(1, 4, dtype=torch.bool), torch.tensor([8000]), options)
+
+
+def test_design_switches_train_and_bad_values_are_refused(whisper_with_tokenizer, fsdd_folds, tmp_path):
+    torch.manual_seed(0)
+    model = DiffusionASR(whisper_with_tokenizer, stage=2, max_length=8, xattn_heads=4, shift=True, antithetic=True,
+                         loss_weighting="inverse_t", mask_range=(0.0, 1.0), ctc_weight=0.5, ctc_width=16, ctc_layers=1,
+                         tokens_per_second=4.0, val_wer=True)
+    head_before = {k: v.clone() for k, v in model.ctc.state_dict().items()}
+    trainer = _trainer(tmp_path)
+    trainer.fit(model, _data(fsdd_folds))
+    assert {"val/wer", "val/ctc", "train/ctc"} <= set(trainer.logged_metrics)
+    assert any(not torch.equal(v, model.ctc.state_dict()[k]) for k, v in head_before.items())
+    with pytest.raises(ValueError, match="loss_weighting"):
+        DiffusionASR(whisper_with_tokenizer, max_length=8, xattn_heads=4, loss_weighting="sum")
+    with pytest.raises(ValueError, match="mask_range"):
+        DiffusionASR(whisper_with_tokenizer, max_length=8, xattn_heads=4, mask_range=(0.9, 0.1))
 
 
 def test_cross_attention_adapters_start_as_whispers_own_cross_attention(whisper_with_tokenizer):

@@ -160,3 +160,126 @@ def test_only_masked_positions_are_projected_onto_the_vocabulary_with_the_same_l
     only = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(0)) < 0.5
     with torch.no_grad():
         assert torch.allclose(decoder(tokens, only=only), decoder(tokens)[only], atol=1e-5)
+
+
+# -- design changes beyond the paper ---------------------------------------------------------------
+
+def test_with_the_ar_shift_each_position_reads_the_state_before_it(whisper):
+    plain = from_whisper(whisper, max_length=8).eval()
+    shifted = from_whisper(whisper, max_length=8, shift=True).eval()
+    assert shifted.config.shift and shifted.config.prefix[0] == plain.config.bos_id
+    tokens = torch.tensor([[1, 5, 6, 7, 8, 9, 10, 11]])
+    with torch.no_grad():
+        assert torch.allclose(shifted(tokens)[0, 1:], plain(tokens)[0, :-1], atol=1e-6)
+
+
+def test_the_prompt_after_bos_is_part_of_every_canvas_and_never_masked(whisper):
+    from dataclasses import replace
+
+    from speech_peft.decoders import canvas_lengths
+    config = replace(from_whisper(whisper, max_length=8).config, prompt=(7,))
+    packed = pack_transcripts([[5, 6]], config, canvas_lengths(torch.tensor([1.0]), 3.0, 8, prefix=2))
+    assert packed.tolist() == [[config.bos_id, 7, 5, 6, config.pad_id]]
+    assert text_tokens(packed[0], config) == [5, 6]
+    _, masked = mask_tokens(packed, torch.ones(1), config.mask_id, prefix=2)
+    assert masked.tolist() == [[False, False, True, True, True]]
+
+
+def test_antithetic_ratios_cover_the_range_evenly_in_every_batch():
+    ratio = sample_ratio(8, 0.0, 1.0, torch.Generator().manual_seed(3), antithetic=True).sort().values
+    assert torch.allclose(ratio.diff(), torch.full((7,), 1 / 8), atol=1e-6)
+    assert 0.0 <= ratio.min() and ratio.max() < 1.0
+    shifted = sample_ratio(4, 0.5, 1.0, torch.Generator().manual_seed(3), antithetic=True).sort().values
+    assert torch.allclose(shifted.diff(), torch.full((3,), 0.125), atol=1e-6)
+
+
+def test_inverse_t_weighting_is_each_rows_summed_loss_over_t_and_its_text_length():
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 5, 7, generator=generator)
+    tokens = torch.randint(0, 7, (2, 5), generator=generator)
+    masked = torch.tensor([[False, True, False, True, False], [False, False, True, False, False]])
+    ratio, text = torch.tensor([0.5, 0.25]), torch.tensor([4, 3])
+    per_token = F.cross_entropy(logits[masked], tokens[masked], reduction="none")
+    expected = ((per_token[0] + per_token[1]) / (0.5 * 4) + per_token[2] / (0.25 * 3)) / 2
+    got = diffusion_loss(logits, tokens, masked, "inverse_t", ratio, text)
+    assert torch.allclose(got, expected)
+    with pytest.raises(ValueError, match="mask ratio"):
+        diffusion_loss(logits, tokens, masked, "inverse_t")
+
+
+class ScriptedDecoder(torch.nn.Module):
+    """A decoder whose predictions are fixed per position (token, confidence); it records its inputs."""
+
+    def __init__(self, config, tokens: list[int], confidence: list[float]):
+        super().__init__()
+        self.config, self.inputs = config, []
+        others = config.vocab_size - 2  # every id but the token and MASK (which decoding never picks)
+        self.logits = torch.zeros(len(tokens), config.vocab_size)
+        for position, (token, conf) in enumerate(zip(tokens, confidence)):
+            self.logits[position, token] = torch.tensor(min(conf, 0.999) * others / (1 - min(conf, 0.999))).log()
+
+    def forward(self, tokens, only=None):
+        self.inputs.append(tokens.clone())
+        out = self.logits[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
+        return out if only is None else out[only]
+
+
+def _scripted(whisper, tokens, confidence):
+    config = from_whisper(whisper, max_length=len(tokens)).config
+    return ScriptedDecoder(config, tokens, confidence), torch.zeros(1, 3, 8)
+
+
+def test_progressive_decoding_keeps_what_it_committed_and_commits_by_the_schedule(whisper):
+    decoder, memory = _scripted(whisper, [1, 5, 6, 7, 8, 9, 10, 11, 12], [1, .9, .2, .8, .3, .7, .4, .6, .5])
+    options = DecodeOptions(candidates=1, remask="progressive", schedule=(1.0, 0.75, 0.5, 0.25))
+    out = diffusion_decode(decoder, memory, None, options)[0].tokens[0]
+    assert out.tolist() == [decoder.config.bos_id, 5, 6, 7, 8, 9, 10, 11, 12]
+    masked_per_step = [int((x == decoder.config.mask_id).sum()) for x in decoder.inputs]
+    assert masked_per_step == [8, 6, 4, 2]  # 8 text positions, 2 committed per step
+    second = decoder.inputs[1][0]
+    assert second[1] == 5 and second[3] == 7  # the two most confident went first and stayed
+
+
+def test_end_of_text_is_committed_only_at_the_last_step(whisper):
+    decoder, memory = _scripted(whisper, [1, 5, 6, 0, 0, 0], [1, .5, .5, .99, .99, .99])
+    pad = decoder.config.pad_id
+    for hold, early_pads in ((False, 3), (True, 0)):
+        decoder.inputs.clear()
+        options = DecodeOptions(candidates=1, remask="progressive", schedule=(1.0, 0.5), hold_eos=hold)
+        out = diffusion_decode(decoder, memory, None, options)[0].tokens[0]
+        assert out.tolist() == [decoder.config.bos_id, 5, 6, pad, pad, pad]
+        assert int((decoder.inputs[1][0, 1:] == pad).sum()) == early_pads
+
+
+def test_two_equal_neighbours_are_never_committed_in_one_step(whisper):
+    decoder, memory = _scripted(whisper, [1, 5, 5, 5, 6, 6], [1, .9, .8, .95, .6, .7])
+    options = DecodeOptions(candidates=1, remask="progressive", schedule=(1.0, 0.0, 0.0), distinct_neighbours=True)
+    diffusion_decode(decoder, memory, None, options)
+    mask = decoder.config.mask_id
+    first = decoder.inputs[1][0].tolist()
+    # of 5 5 5 the middle (least sure) waits, of 6 6 the more confident goes first
+    assert first == [decoder.config.bos_id, 5, mask, 5, mask, 6]
+    decoder.inputs.clear()
+    diffusion_decode(decoder, memory, None, DecodeOptions(candidates=1, remask="progressive", schedule=(1.0, 0.0)))
+    assert len(decoder.inputs) == 1  # without the rule everything is committed at once
+
+
+def test_a_starting_canvas_keeps_its_known_tokens_and_fills_only_its_masks(whisper):
+    decoder, memory = _scripted(whisper, [1, 5, 6, 7, 0], [1, .9, .9, .9, .9])
+    mask, pad = decoder.config.mask_id, decoder.config.pad_id
+    start = torch.tensor([[decoder.config.bos_id, 9, mask, 9, pad]])
+    options = DecodeOptions(candidates=2, remask="progressive", schedule=(1.0, 0.5), hold_eos=True)
+    out = diffusion_decode(decoder, memory, None, options, canvas=torch.tensor([5]), start=start)[0]
+    assert out.tokens.tolist() == [[decoder.config.bos_id, 9, 6, 9, pad]] * 2
+
+
+def test_gaps_are_empty_slots_inside_the_text_that_decoding_skips(whisper):
+    from speech_peft.decoders import insert_gaps
+    generator = torch.Generator().manual_seed(0)
+    gapped = insert_gaps(list(range(5, 45)), 0.3, room=6, pad_id=0, generator=generator)
+    assert [t for t in gapped if t != 0] == list(range(5, 45)) and gapped.count(0) == 6  # at most the room
+    assert insert_gaps([5, 6], 1.0, room=0, pad_id=0) == [5, 6]
+    config = from_whisper(whisper, max_length=8).config
+    row = torch.tensor([config.bos_id, 5, config.pad_id, 6, config.pad_id, config.pad_id])
+    assert text_tokens(row, config) == [5]
+    assert text_tokens(row, config, pad_is_gap=True) == [5, 6]

@@ -9,6 +9,7 @@ while [ $# -gt 0 ]; do
     --epochs) epochs=$2; shift 2 ;;
     --exp) exp=$2; shift 2 ;;
     --quick) quick=true; shift ;;
+    --profile) profile=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac

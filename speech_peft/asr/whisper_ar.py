@@ -9,6 +9,12 @@ from ..encoders.whisper import WhisperBundle, log_mel, run_encoder
 SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362
 
 
+def prompt_for(vocab_size: int) -> list[int]:
+    """Whisper's English transcription prompt without timestamps: English-only models (51864 ids)
+    take <|startoftranscript|><|notimestamps|>; multilingual ones add <|en|><|transcribe|>."""
+    return [SOT, NO_TIMESTAMPS] if vocab_size == 51864 else [SOT, 50259, 50359, 50363]
+
+
 class WhisperTranscriber:
     """Transcribe 16 kHz waveforms with a (possibly adapted) Whisper model, English-only prompt."""
 
@@ -23,7 +29,7 @@ class WhisperTranscriber:
         # Specials and timestamps (every id after end-of-text) never appear inside a transcript.
         self.suppress = torch.tensor(sorted(set(bundle.suppress_tokens) | set(range(EOT + 1, vocab))))
         self.begin_suppress = torch.tensor(bundle.begin_suppress_tokens)
-        self.prompt = [SOT, NO_TIMESTAMPS] if vocab == 51864 else [SOT, 50259, 50359, 50363]
+        self.prompt = prompt_for(vocab)
 
     @torch.no_grad()
     def encode(self, waveforms: Tensor) -> Tensor:
@@ -40,8 +46,9 @@ class WhisperTranscriber:
         return logits, out.past_key_values
 
     @torch.no_grad()
-    def greedy(self, waveforms: Tensor) -> list[list[int]]:
-        states = self.encode(waveforms)
+    def greedy(self, waveforms: Tensor, states: Tensor | None = None) -> list[list[int]]:
+        """Greedy token ids per utterance; ``states``: its encoder states when already computed."""
+        states = self.encode(waveforms) if states is None else states
         batch = states.shape[0]
         ids = torch.tensor([self.prompt] * batch, device=states.device)
         tokens = torch.empty(batch, 0, dtype=torch.long)

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     asr = common("asr", "ASR: AR and diffusion decoding per length bucket")
     asr.add_argument("--evaluate", action="store_true", help="first score every system on every bucket")
     asr.add_argument("--buckets", nargs="+", help="which test_<bucket>.jsonl (default: all there are)")
-    asr.add_argument("--ks", nargs="+", type=int, help="candidate counts K (default 1 4 15)")
+    asr.add_argument("--candidates", type=int, help="K for the multi-candidate rows (default 4)")
     asr.set_defaults(func=run_asr)
     mt = common("multitask", "multi-task ASR: every system on every test set, fusion-weight plots")
     mt.add_argument("--evaluate", action="store_true", help="first transcribe every test set with every system")
@@ -59,9 +59,9 @@ def run_multitask(args: argparse.Namespace) -> int:
 
 
 def run_asr(args: argparse.Namespace) -> int:
-    if not args.evaluate and (args.buckets or args.ks):
-        raise ValueError("--buckets and --ks choose what --evaluate scores: give --evaluate too")
+    if not args.evaluate and (args.buckets or args.candidates):
+        raise ValueError("--buckets and --candidates choose what --evaluate scores: give --evaluate too")
     if args.evaluate:
-        evaluate_all(args.exp, args.buckets, tuple(args.ks or (1, 4, 15)))
+        evaluate_all(args.exp, args.buckets, args.candidates or 4)
     write_asr_report(args.exp, args.out, args.command)
     return 0

@@ -7,7 +7,7 @@ from ..data.inputs import gather_inputs
 from ..jobs.devices import DEVICES
 from ..jobs.transcribe import transcribe_entries, write_tsv
 
-DIFFUSION_OPTIONS = ("candidates", "schedule", "rule", "remask", "seed")
+DIFFUSION_OPTIONS = ("candidates", "schedule", "rule", "remask", "init", "hold_eos", "distinct_neighbours", "seed")
 
 
 def add_parser(sub) -> None:
@@ -20,12 +20,15 @@ def add_parser(sub) -> None:
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--beam-size", type=int, default=1, help="Whisper and AR exports: 1 is greedy")
     t.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
-    d = t.add_argument_group("diffusion ASR exports only")
-    d.add_argument("--candidates", type=int, help="candidates decoded in parallel, K (default 4)")
-    d.add_argument("--schedule", type=float, nargs="+",
-                   help="mask ratio per refinement step, T = its length (default 1.0 0.9 0.85 0.8)")
-    d.add_argument("--rule", choices=["confidence", "mbr", "rover"], help="how one transcript is chosen (confidence)")
-    d.add_argument("--remask", choices=["random", "low_confidence"], help="default random")
+    d = t.add_argument_group("diffusion ASR exports only (defaults: the decoding the export was trained with)")
+    d.add_argument("--candidates", type=int, help="candidates decoded in parallel, K")
+    d.add_argument("--schedule", type=float, nargs="+", help="mask ratio at each refinement step, T = its length")
+    d.add_argument("--rule", choices=["confidence", "mbr", "rover"], help="how one transcript is chosen")
+    d.add_argument("--remask", choices=["random", "low_confidence", "progressive"])
+    d.add_argument("--init", choices=["mask", "ctc"], help="ctc: start from the CTC head's hypothesis (Mask-CTC)")
+    d.add_argument("--hold-eos", action="store_true", default=None, help="progressive: end of text only at the last step")
+    d.add_argument("--distinct-neighbours", action="store_true", default=None,
+                   help="progressive: never commit two equal neighbouring tokens in one step")
     d.add_argument("--seed", type=int, help="default 0")
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listing them in --rejects")
     t.add_argument("--rejects", help="file for skipped inputs and reasons (with --skip-bad)")

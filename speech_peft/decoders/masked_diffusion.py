@@ -1,14 +1,19 @@
 """A masked-diffusion text decoder (Whisfusion): a bidirectional transformer that fills MASK tokens.
 
-A sequence is BOS, the transcript's BPE tokens, then PAD up to a canvas length L; the model learns
+A sequence is a fixed prefix (BOS, and for a decoder made from Whisper with ``shift``, Whisper's
+<|notimestamps|>), the transcript's BPE tokens, then PAD up to a canvas length L; the model learns
 where the text ends by predicting PAD. L is fixed (the decoder's maximum) or follows the audio:
-``canvas_lengths`` gives 1 + ceil(tokens_per_second x seconds), the same rule in training and
+``canvas_lengths`` gives prefix + ceil(tokens_per_second x seconds), the same rule in training and
 decoding, so a 5 s clip is not decoded (nor trained) on a canvas sized for 30 s; positions past an
-utterance's canvas hold PAD and are never masked. Training masks each position (never BOS) with
-probability t and scores cross-entropy on the masked positions only. The blocks are Whisper decoder blocks without
-their cross-attention and without the causal mask, so the Whisper decoder's embeddings,
-self-attention and feed-forward weights load as a pretrained text model (``from_whisper``); the
-audio reaches the text through cross-attention adapters from the adapter core, one per block.
+utterance's canvas hold PAD and are never masked. Training masks each position (never the prefix)
+with probability t and scores cross-entropy on the masked positions only.
+
+The blocks are Whisper decoder blocks without their cross-attention and without the causal mask, so
+the Whisper decoder's embeddings, self-attention and feed-forward weights load as a pretrained text
+model (``from_whisper``); the audio reaches the text through cross-attention adapters from the
+adapter core, one per block. With ``shift`` the state at position i predicts the token at i + 1, as
+the autoregressive decoder it starts from did, so its pretrained next-token head stays useful
+(DiffuLLaMA, Dream); without it each position predicts itself.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..adapters.layout import BlockLayout, Sublayer, register_layout
+from ..asr.whisper_ar import prompt_for
 
 
 @dataclass
@@ -31,10 +37,16 @@ class DiffusionDecoderConfig:
     heads: int = 6
     ffn_dim: int = 1536
     max_length: int = 256
+    prompt: tuple[int, ...] = ()   # fixed tokens after BOS, never masked (Whisper: <|notimestamps|>)
+    shift: bool = False            # the state at position i predicts token i + 1
 
     @property
     def mask_id(self) -> int:
         return self.vocab_size - 1
+
+    @property
+    def prefix(self) -> tuple[int, ...]:
+        return (self.bos_id, *self.prompt)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,6 +109,8 @@ class MaskedDiffusionDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x)
         x = self.layer_norm(x)
+        if self.config.shift:  # position i is read from the state before it; position 0 is never predicted
+            x = torch.cat([x[:, :1], x[:, :-1]], 1)
         return (x if only is None else x[only]) @ self.embed_tokens.weight.T
 
 
@@ -122,16 +136,18 @@ def load_decoder_weights(decoder: MaskedDiffusionDecoder, state: dict[str, Tenso
     decoder.load_state_dict(renamed, strict=True)
 
 
-def from_whisper(whisper: nn.Module, max_length: int = 256) -> MaskedDiffusionDecoder:
+def from_whisper(whisper: nn.Module, max_length: int = 256, shift: bool = False) -> MaskedDiffusionDecoder:
     """A diffusion decoder initialised from a Whisper decoder (``WhisperForConditionalGeneration``):
     its token and position embeddings, self-attention, feed-forward and norms; MASK is a new token
-    whose embedding starts at the mean of the others."""
+    whose embedding starts at the mean of the others. With ``shift`` the prefix is Whisper's own
+    transcription prompt, so the first text token is predicted where Whisper predicts it."""
     wc = whisper.config
     if max_length > wc.max_target_positions:
         raise ValueError(f"max_length {max_length} exceeds the Whisper decoder's {wc.max_target_positions} positions")
     config = DiffusionDecoderConfig(vocab_size=wc.vocab_size + 1, bos_id=wc.decoder_start_token_id,
                                     pad_id=wc.eos_token_id, d_model=wc.d_model, layers=wc.decoder_layers,
-                                    heads=wc.decoder_attention_heads, ffn_dim=wc.decoder_ffn_dim, max_length=max_length)
+                                    heads=wc.decoder_attention_heads, ffn_dim=wc.decoder_ffn_dim, max_length=max_length,
+                                    prompt=whisper_prompt(whisper)[1:] if shift else (), shift=shift)
     decoder = MaskedDiffusionDecoder(config)
     source = whisper.model.decoder.state_dict()
     state = {k: v for k, v in source.items() if ".encoder_attn" not in k}
@@ -142,9 +158,19 @@ def from_whisper(whisper: nn.Module, max_length: int = 256) -> MaskedDiffusionDe
     return decoder
 
 
-def canvas_lengths(seconds: Tensor, tokens_per_second: float, max_length: int) -> Tensor:
-    """Canvas length per utterance (BOS included): 1 + ceil(tokens_per_second x seconds), at most L."""
-    return (1 + torch.ceil(seconds * tokens_per_second)).long().clamp(2, max_length)
+def whisper_prompt(whisper: nn.Module) -> tuple[int, ...]:
+    """The prompt Whisper transcribes English after: <|startoftranscript|> and <|notimestamps|> for an
+    English-only model, with <|en|> and <|transcribe|> for a multilingual one; a model without
+    Whisper's vocabulary (a test model) has only its decoder start token."""
+    config = whisper.config
+    if config.vocab_size in (51864, 51865):
+        return tuple(prompt_for(config.vocab_size))
+    return (config.decoder_start_token_id,)
+
+
+def canvas_lengths(seconds: Tensor, tokens_per_second: float, max_length: int, prefix: int = 1) -> Tensor:
+    """Canvas length per utterance (prefix included): prefix + ceil(tokens_per_second x seconds), at most L."""
+    return (prefix + torch.ceil(seconds * tokens_per_second)).long().clamp(prefix + 1, max_length)
 
 
 def within(canvas: Tensor, width: int) -> Tensor:
@@ -153,49 +179,95 @@ def within(canvas: Tensor, width: int) -> Tensor:
 
 
 def mask_tokens(tokens: Tensor, ratio: Tensor, mask_id: int, generator: torch.Generator | None = None,
-                canvas: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Mask each position of row i with probability ``ratio[i]``; position 0 (BOS) is never masked,
-    nor any position past the row's ``canvas`` length."""
+                canvas: Tensor | None = None, prefix: int = 1) -> tuple[Tensor, Tensor]:
+    """Mask each position of row i with probability ``ratio[i]``; the first ``prefix`` positions (BOS
+    and the prompt) are never masked, nor any position past the row's ``canvas`` length."""
     draw = torch.rand(tokens.shape, generator=generator, device="cpu").to(tokens.device)
     masked = draw < ratio[:, None]
-    masked[:, 0] = False
+    masked[:, :prefix] = False
     if canvas is not None:
         masked &= within(canvas.to(tokens.device), tokens.shape[1])
     return tokens.masked_fill(masked, mask_id), masked
 
 
-def sample_ratio(batch: int, low: float, high: float, generator: torch.Generator | None = None) -> Tensor:
-    """Per-sample mask ratio t ~ U(low, high) (stage 1: U(0, 1); stage 2: U(0.7, 1.0))."""
-    return low + (high - low) * torch.rand(batch, generator=generator)
+def sample_ratio(batch: int, low: float, high: float, generator: torch.Generator | None = None,
+                 antithetic: bool = False) -> Tensor:
+    """Per-sample mask ratio t ~ U(low, high). ``antithetic``: one uniform draw u and t_i from
+    (u + i / B) mod 1, so every batch covers the whole range evenly (low-discrepancy sampling; the
+    gradient of the t-weighted loss has less variance on small batches)."""
+    u = torch.rand(1 if antithetic else batch, generator=generator)
+    if antithetic:
+        u = (u + torch.arange(batch) / batch) % 1.0
+    return low + (high - low) * u
 
 
-def diffusion_loss(logits: Tensor, tokens: Tensor, masked: Tensor) -> Tensor:
-    """Cross-entropy on the masked positions only (mean over them); zero when nothing is masked.
-    ``logits`` is (B, L, vocab), or (N, vocab) already taken at the masked positions."""
+def diffusion_loss(logits: Tensor, tokens: Tensor, masked: Tensor, weighting: str = "mean",
+                   ratio: Tensor | None = None, text_positions: Tensor | None = None) -> Tensor:
+    """Cross-entropy on the masked positions only; zero when nothing is masked. ``logits`` is
+    (B, L, vocab), or (N, vocab) already taken at the masked positions.
+
+    ``weighting``: "mean" averages over all masked positions of the batch; "inverse_t" is the
+    masked-diffusion ELBO: each row's summed loss divided by its mask ratio t and by its number of
+    text positions (``text_positions``), so a lightly masked row, which scores few tokens, counts as
+    much as a heavily masked one."""
     if not masked.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits if logits.dim() == 2 else logits[masked], tokens[masked])
+    picked = logits if logits.dim() == 2 else logits[masked]
+    if weighting == "mean":
+        return F.cross_entropy(picked, tokens[masked])
+    if weighting != "inverse_t":
+        raise ValueError(f"unknown loss weighting {weighting!r} (mean, inverse_t)")
+    if ratio is None or text_positions is None:
+        raise ValueError("inverse_t weighting needs each row's mask ratio and number of text positions")
+    per_token = F.cross_entropy(picked, tokens[masked], reduction="none")
+    rows = masked.nonzero()[:, 0]
+    per_row = torch.zeros(masked.shape[0], device=per_token.device).index_add_(0, rows, per_token)
+    return (per_row / (ratio.to(per_row.device).clamp(min=1e-3) * text_positions.to(per_row.device))).mean()
+
+
+def insert_gaps(ids: list[int], rate: float, room: int, pad_id: int, generator: torch.Generator | None = None
+                ) -> list[int]:
+    """The tokens with empty slots (PAD) inserted before each with probability ``rate``, at most
+    ``room`` of them: a decoder trained on these learns that PAD inside a text is a gap, so a canvas
+    whose length is only an estimate (Mask-CTC's) can hold fewer tokens than it has slots."""
+    if rate <= 0 or room <= 0:
+        return list(ids)
+    draws = torch.rand(len(ids), generator=generator).tolist()
+    out: list[int] = []
+    for token, draw in zip(ids, draws):
+        if draw < rate and room > 0:
+            out.append(pad_id)
+            room -= 1
+        out.append(token)
+    return out
 
 
 def pack_transcripts(token_lists: list[list[int]], config: DiffusionDecoderConfig,
                      canvas: Tensor | None = None, names: list[str] | None = None) -> Tensor:
-    """BOS + tokens + PAD to L (the longest ``canvas`` when given); a transcript too long for its
+    """Prefix + tokens + PAD to L (the longest ``canvas`` when given); a transcript too long for its
     canvas is an error naming it (``names[i]``, else its index), never silently cut."""
     sizes = [config.max_length] * len(token_lists) if canvas is None else canvas.tolist()
     out = torch.full((len(token_lists), max(sizes)), config.pad_id, dtype=torch.long)
+    prefix = len(config.prefix)
     for i, ids in enumerate(token_lists):
-        if len(ids) + 1 > sizes[i]:
+        if len(ids) + prefix > sizes[i]:
             name = names[i] if names else f"transcript {i}"
             hint = "" if canvas is None else " (raise tokens_per_second)"
-            raise ValueError(f"{name} has {len(ids)} tokens; its canvas holds {sizes[i] - 1}{hint}")
-        out[i, 0] = config.bos_id
-        out[i, 1:1 + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            raise ValueError(f"{name} has {len(ids)} tokens; its canvas holds {sizes[i] - prefix}{hint}")
+        out[i, :prefix] = torch.tensor(config.prefix, dtype=torch.long)
+        out[i, prefix:prefix + len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
 
 
-def text_tokens(row: Tensor, config: DiffusionDecoderConfig) -> list[int]:
-    """The transcript in a decoded row: after BOS, up to the first PAD (or MASK, if any is left)."""
-    ids = row[1:].tolist()
+def text_tokens(row: Tensor, config: DiffusionDecoderConfig, pad_is_gap: bool = False) -> list[int]:
+    """The transcript in a decoded row: after the prefix, up to the first PAD (or MASK, if any is left).
+    ``pad_is_gap``: the row's length was given (a Mask-CTC canvas), so a PAD the decoder put inside a
+    masked span is an empty slot, skipped, and the text ends only at the canvas's last PAD."""
+    ids = row[len(config.prefix):].tolist()
+    if pad_is_gap:
+        while ids and ids[-1] == config.pad_id:
+            ids.pop()
+        ids = [t for t in ids if t != config.pad_id]
     for stop in (config.pad_id, config.mask_id):
         if stop in ids:
             ids = ids[: ids.index(stop)]
@@ -203,5 +275,5 @@ def text_tokens(row: Tensor, config: DiffusionDecoderConfig) -> list[int]:
 
 
 __all__ = ["DiffusionDecoderConfig", "MaskedDiffusionDecoder", "from_whisper", "load_decoder_weights",
-           "canvas_lengths", "within", "mask_tokens", "sample_ratio", "diffusion_loss", "pack_transcripts",
-           "text_tokens"]
+           "whisper_prompt", "canvas_lengths", "within", "mask_tokens", "sample_ratio", "diffusion_loss", "pack_transcripts",
+           "insert_gaps", "text_tokens"]

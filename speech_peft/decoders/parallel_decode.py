@@ -1,11 +1,22 @@
 """Parallel diffusion decoding: K candidates in one batch, T refinement steps, then one is chosen.
 
-Step 1 predicts every position from an all-MASK sequence. Each later step re-masks a fraction of the
-text positions given by the schedule (default T=4: 1.0, 0.9, 0.85, 0.8), either at random per
-candidate or, MaskGIT-style, where the candidate is least confident (with Gumbel noise so that
-candidates differ), and fills them again by argmax. Candidates are then chosen by mean token
-confidence, by minimum Bayes risk (the least expected WER against the others), or combined by
-ROVER-style word voting.
+Step 1 predicts every masked position of the starting canvas (all MASK, or a Mask-CTC canvas where
+only the CTC head's unsure tokens are MASK). Then, by ``remask``:
+
+- "random" / "low_confidence" (mask-predict, as Whisfusion): each later step re-masks a fraction of
+  the text positions given by the schedule (default 1.0, 0.9, 0.85, 0.8), at random per candidate or
+  where the candidate is least confident, and fills them again by argmax;
+- "progressive" (MaskGIT / LLaDA low-confidence remasking): a filled token is kept for good; each
+  step commits the most confident predictions and leaves the rest masked, so that the fraction still
+  masked after step s is ``schedule[s + 1]`` of the masked positions the canvas started with. With
+  ``hold_eos`` an end-of-text (PAD) prediction is committed only at the last step, so the text is
+  not cut short by an early guess of its length; with ``distinct_neighbours`` two equal tokens side
+  by side are not committed in the same step (the more confident one goes first), the usual
+  repetition of non-autoregressive decoders where neighbouring positions read the same audio.
+
+Candidates differ by Gumbel noise on the confidence ranking (none on candidate 0; random re-masking
+is random anyway) and are then chosen by mean token confidence, by minimum Bayes risk (the least
+expected WER against the others), or combined by ROVER-style word voting.
 """
 from __future__ import annotations
 
@@ -23,70 +34,125 @@ from .masked_diffusion import MaskedDiffusionDecoder, within
 class DecodeOptions:
     candidates: int = 4                                            # K
     schedule: tuple[float, ...] = (1.0, 0.9, 0.85, 0.8)             # T = len(schedule)
-    remask: Literal["random", "low_confidence"] = "random"
+    remask: Literal["random", "low_confidence", "progressive"] = "random"
     rule: Literal["confidence", "mbr", "rover"] = "confidence"
     length: int | None = None                                       # L; None: the decoder's maximum
+    hold_eos: bool = False                                          # progressive: PAD only at the last step
+    distinct_neighbours: bool = False                               # progressive: no equal neighbours per step
+    init: Literal["mask", "ctc"] = "mask"                           # ctc: a Mask-CTC starting canvas
+    ctc_threshold: float = 0.9                                      # ctc: mask tokens less confident than this
     seed: int = 0
 
 
 @dataclass
 class Candidates:
-    tokens: Tensor          # (K, L) decoded rows, BOS first
+    tokens: Tensor          # (K, L) decoded rows, the prefix first
     confidence: Tensor      # (K, L) probability of each chosen token
     pad_id: int
+    prefix: int = 1         # leading positions that are the fixed prompt, not text
+    pad_is_gap: bool = False  # a given canvas fixed the length: a PAD inside it is an empty slot, not the end
 
     def mean_confidence(self) -> Tensor:
-        """Mean confidence over each row's non-PAD tokens (BOS excluded)."""
-        keep = self.tokens[:, 1:] != self.pad_id
-        conf = self.confidence[:, 1:]
+        """Mean confidence over each row's non-PAD text tokens."""
+        keep = self.tokens[:, self.prefix:] != self.pad_id
+        conf = self.confidence[:, self.prefix:]
         return (conf * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def _gumbel(rows: int, width: int, k: int, generator: torch.Generator) -> Tensor:
+    """Gumbel noise (rows, width), zero on each utterance's first candidate."""
+    noise = -torch.log(-torch.log(torch.rand(rows, width, generator=generator).clamp(1e-9, 1 - 1e-9)))
+    noise.view(rows // k, k, width)[:, 0] = 0
+    return noise
+
+
+def _split_equal_neighbours(commit: Tensor, tokens: Tensor, prob: Tensor) -> Tensor:
+    """Of two neighbours about to be committed with the same token, keep the more confident one; the
+    most confident of every run of equal tokens always stays, so each step still commits something."""
+    commit = commit.clone()
+    for _ in range(commit.shape[1]):
+        same = commit[:, :-1] & commit[:, 1:] & (tokens[:, :-1] == tokens[:, 1:])
+        if not same.any():
+            break
+        left_wins = prob[:, :-1] >= prob[:, 1:]
+        drop = torch.zeros_like(commit)
+        drop[:, 1:] |= same & left_wins
+        drop[:, :-1] |= same & ~left_wins
+        commit &= ~drop
+    return commit
 
 
 @torch.no_grad()
 def diffusion_decode(decoder: MaskedDiffusionDecoder, memory: Tensor, memory_mask: Tensor | None,
-                     options: DecodeOptions, canvas: Tensor | None = None) -> list[Candidates]:
+                     options: DecodeOptions, canvas: Tensor | None = None, start: Tensor | None = None
+                     ) -> list[Candidates]:
     """The K candidates for each of the B utterances whose encoder states are ``memory`` (B, S, D).
-    ``canvas`` (B,): each utterance's canvas length (BOS included; see ``canvas_lengths``); without
-    it every utterance gets ``options.length`` or the decoder's maximum."""
+    ``canvas`` (B,): each utterance's canvas length (prefix included; see ``canvas_lengths``); without
+    it every utterance gets ``options.length`` or the decoder's maximum. ``start`` (B, L): a starting
+    canvas (prefix, known tokens, MASK where unknown, PAD after the canvas) instead of all MASK."""
     config, k = decoder.config, options.candidates
-    batch = memory.shape[0]
+    batch, prefix = memory.shape[0], len(config.prefix)
     if canvas is None:
         canvas = torch.full((batch,), options.length or config.max_length, dtype=torch.long)
-    length = int(canvas.max())
+    length = int(canvas.max()) if start is None else start.shape[1]
     canvas = canvas.cpu().repeat_interleave(k, 0)
     memory = memory.repeat_interleave(k, 0)
     memory_mask = None if memory_mask is None else memory_mask.repeat_interleave(k, 0)
     generator = torch.Generator().manual_seed(options.seed)
     inside = within(canvas, length)
-    x = torch.full((batch * k, length), config.pad_id, dtype=torch.long)
-    x[inside] = config.mask_id
-    x[:, 0] = config.bos_id
+    if start is None:
+        x = torch.full((batch * k, length), config.pad_id, dtype=torch.long)
+        x[inside] = config.mask_id
+        x[:, :prefix] = torch.tensor(config.prefix)
+    else:
+        x = start.cpu().repeat_interleave(k, 0)
     x = x.to(memory.device)
     confidence = torch.ones(x.shape, device=memory.device)
-    text = length - 1
-    outside = ~inside[:, 1:]
+    initial = (x == config.mask_id).sum(1).cpu()
+    text = length - prefix
+    outside = ~inside[:, prefix:]
+    steps = len(options.schedule)
     with adapter_memory(decoder, memory, memory_mask):
         for step, ratio in enumerate(options.schedule):
-            if step > 0:
-                count = torch.round(ratio * (canvas - 1))
+            if step > 0 and options.remask != "progressive":
+                count = torch.round(ratio * (canvas - prefix))
                 if options.remask == "random":
                     scores = torch.rand(batch * k, text, generator=generator)
-                else:  # least confident first; Gumbel noise (none on candidate 0) makes candidates differ
-                    gumbel = -torch.log(-torch.log(torch.rand(batch * k, text, generator=generator).clamp(1e-9, 1 - 1e-9)))
-                    gumbel.view(batch, k, text)[:, 0] = 0
-                    scores = confidence[:, 1:].clamp(min=1e-9).log().cpu() + gumbel
+                else:  # least confident first
+                    scores = confidence[:, prefix:].clamp(min=1e-9).log().cpu() + _gumbel(batch * k, text, k, generator)
                 scores[outside] = float("inf")  # positions past the canvas stay PAD
                 rank = scores.argsort(dim=1).argsort(dim=1)
-                chosen = torch.cat([torch.zeros(batch * k, 1, dtype=torch.bool), rank < count[:, None]], 1)
+                chosen = torch.cat([torch.zeros(batch * k, prefix, dtype=torch.bool), rank < count[:, None]], 1)
                 x[chosen.to(x.device)] = config.mask_id
             masked = x == config.mask_id
+            if not masked.any():
+                break
             logits = decoder(x, only=masked)
             logits[:, config.mask_id] = float("-inf")
             prob, token = logits.softmax(-1).max(-1)
-            x = x.masked_scatter(masked, token)
-            confidence = confidence.masked_scatter(masked, prob)
-    return [Candidates(x[i * k:(i + 1) * k].cpu(), confidence[i * k:(i + 1) * k].cpu(), config.pad_id)
-            for i in range(batch)]
+            if options.remask != "progressive":
+                x = x.masked_scatter(masked, token)
+                confidence = confidence.masked_scatter(masked, prob)
+                continue
+            last = step == steps - 1
+            filled, certainty = x.clone(), torch.zeros_like(confidence)
+            filled[masked], certainty[masked] = token, prob
+            commit = masked.clone()
+            if not last:
+                left = torch.round(options.schedule[step + 1] * initial).long().to(x.device)
+                quota = masked.sum(1) - left
+                score = certainty.clamp(min=1e-9).log() + _gumbel(batch * k, length, k, generator).to(x.device)
+                score[~masked] = float("-inf")
+                if options.hold_eos:
+                    score[filled == config.pad_id] = float("-inf")
+                rank = score.argsort(dim=1, descending=True).argsort(dim=1)
+                commit = (rank < quota[:, None]) & (score > float("-inf"))
+                if options.distinct_neighbours:
+                    commit = _split_equal_neighbours(commit, filled, certainty)
+            x = torch.where(commit, filled, x)
+            confidence = torch.where(commit, certainty, confidence)
+    return [Candidates(x[i * k:(i + 1) * k].cpu(), confidence[i * k:(i + 1) * k].cpu(), config.pad_id, prefix,
+                       pad_is_gap=start is not None) for i in range(batch)]
 
 
 def word_alignment(ref: list[str], hyp: list[str]) -> list[tuple[str | None, str | None]]:

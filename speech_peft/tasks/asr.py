@@ -45,9 +45,9 @@ class CorpusWER:
         self.refs += [r or "" for r in refs]
         self.hyps += hyps
 
-    def result(self) -> dict[str, float]:
+    def result(self, split: str = "test") -> dict[str, float]:
         s = score(self.refs, self.hyps)
-        return {"test/wer": s.wer, "test/cer": s.cer}
+        return {f"{split}/wer": s.wer, f"{split}/cer": s.cer}
 
 
 def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber, batch: Batch) -> torch.Tensor:

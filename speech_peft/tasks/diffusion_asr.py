@@ -3,11 +3,22 @@ masked-diffusion text decoder initialised from Whisper's decoder.
 
 Stage 1 trains only the cross-attention adapters (encoder and decoder frozen) with mask ratios
 t ~ U(0, 1). Stage 2 (``init_from`` a stage-1 export) trains the decoder and adapters with
-t ~ U(0.7, 1.0), layer-wise learning-rate decay and an exponential moving average of the weights;
-validation and the export use the averaged weights (torch's ``AveragedModel`` with an EMA).
+t ~ U(0.7, 1.0) (``mask_range`` widens it), layer-wise learning-rate decay and an exponential moving
+average of the weights; validation and the export use the averaged weights (torch's
+``AveragedModel`` with an EMA).
 
-Export: ``xattn/`` (the adapters, adapter core format), ``decoder.safetensors`` after stage 2, and
-``export.json``; ``DiffusionASR.from_export`` reads it (``speech-peft transcribe --model EXPORT``).
+Switches beyond the paper, each measured in the fsdd_long recipe's ablation: ``shift`` keeps the
+autoregressive shift of the Whisper decoder it starts from; ``antithetic`` t sampling and
+``loss_weighting="inverse_t"``; ``ctc_weight > 0`` trains a character CTC head on the frozen encoder
+beside the decoder, whose hypothesis gives a Mask-CTC starting canvas (``decode.init="ctc"``);
+``gap_rate`` inserts empty slots (PAD) inside the training texts, so that the decoder can leave a slot
+of an estimated canvas empty (a misspelt CTC word split into more tokens than the right one);
+``val_wer`` decodes the validation set at every validation and logs val/wer, so the checkpoint kept
+is the best decoder, not the best loss.
+
+Export: ``xattn/`` (the adapters, adapter core format), ``decoder.safetensors`` after stage 2,
+``ctc.safetensors`` with a CTC head, and ``export.json``; ``DiffusionASR.from_export`` reads it
+(``speech-peft transcribe --model EXPORT``).
 """
 from __future__ import annotations
 
@@ -26,7 +37,8 @@ from ..adapters.cross_attention import adapter_memory
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..decoders import (Candidates, DecodeOptions, canvas_lengths, choose, diffusion_decode, diffusion_loss, from_whisper,
-                        load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
+                        insert_gaps, load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
+from ..decoders.ctc import CTCHead, CTCHeadConfig, ctc_loss, greedy_characters, token_confidences, word_confidences
 from ..encoders.cache import EncoderCache
 from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
 from ..exports import read_export_info, write_export_info
@@ -46,19 +58,27 @@ class DiffusionASR(L.LightningModule):
                  xattn_heads: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, layer_decay: float = 0.9,
                  ema_decay: float = 0.995, init_from: str | None = None, cache_dir: str | None = None,
                  decode: dict | None = None, tokens_per_second: float | None = None,
-                 xattn_init: str = "whisper") -> None:
+                 xattn_init: str = "whisper", shift: bool = False, antithetic: bool = False,
+                 loss_weighting: str = "mean", mask_range: tuple[float, float] | None = None,
+                 ctc_weight: float = 0.0, ctc_width: int = 192, ctc_layers: int = 2, ctc_lr: float = 1e-3,
+                 gap_rate: float = 0.0, val_wer: bool = False) -> None:
         super().__init__()
         if stage not in STAGE_RATIOS:
             raise ValueError(f"stage must be 1 (adapters only) or 2 (decoder + adapters), not {stage}")
         if xattn_init not in ("whisper", "random"):
             raise ValueError(f"xattn_init must be 'whisper' or 'random', not {xattn_init!r}")
+        if loss_weighting not in ("mean", "inverse_t"):
+            raise ValueError(f"loss_weighting must be 'mean' or 'inverse_t', not {loss_weighting!r}")
+        if mask_range is not None and not 0.0 <= mask_range[0] < mask_range[1] <= 1.0:
+            raise ValueError(f"mask_range must be (low, high) with 0 <= low < high <= 1, not {mask_range}")
         self.save_hyperparameters()
         bundle = load_whisper(encoder_name)
         if bundle.tokenizer is None:
             raise ValueError(f"{encoder_name}: a diffusion decoder needs the model's tokenizer.json")
         self.tokenizer = bundle.tokenizer
         self.encoder = load_whisper_encoder(encoder_name)
-        self.decoder = from_whisper(bundle.model, max_length)
+        self.decoder = from_whisper(bundle.model, max_length, shift=shift)
+        self.ctc = CTCHead(CTCHeadConfig(self.encoder.dim, ctc_width, ctc_layers)) if ctc_weight > 0 else None
         if init_from is None:
             self.report = add_adapter(self.decoder, CrossAttentionConfig(memory_dim=self.encoder.dim,
                                                                          num_heads=xattn_heads), name="xattn")
@@ -68,6 +88,8 @@ class DiffusionASR(L.LightningModule):
             if (Path(init_from) / "decoder.safetensors").exists():
                 load_decoder_weights(self.decoder, load_file(Path(init_from) / "decoder.safetensors"))
             self.report = load_adapter(self.decoder, Path(init_from) / "xattn", name="xattn")
+            if self.ctc is not None and (Path(init_from) / "ctc.safetensors").exists():
+                self.ctc.load_state_dict(load_file(Path(init_from) / "ctc.safetensors"), strict=True)
         if stage == 2:
             for p in self.decoder.parameters():
                 p.requires_grad_(True)
@@ -75,7 +97,7 @@ class DiffusionASR(L.LightningModule):
         # The average is not a submodule: it is no part of the model's parameters or state_dict (and
         # so of trainable counts or the checkpoint rule); checkpoints carry it under "ema".
         object.__setattr__(self, "average", None)
-        self.wer = CorpusWER()
+        self.wer, self.val_wer = CorpusWER(), CorpusWER()
 
     # -- data ---------------------------------------------------------------------------------
     def canvas(self, lengths: Tensor) -> Tensor | None:
@@ -83,14 +105,22 @@ class DiffusionASR(L.LightningModule):
         rate = self.hparams.tokens_per_second
         if rate is None:
             return None
-        return canvas_lengths(lengths.cpu() / SAMPLE_RATE, rate, self.decoder.config.max_length)
+        config = self.decoder.config
+        return canvas_lengths(lengths.cpu() / SAMPLE_RATE, rate, config.max_length, len(config.prefix))
 
-    def tokens_of(self, texts: list[str | None], ids: list[str], canvas: Tensor | None = None) -> Tensor:
+    def tokens_of(self, texts: list[str | None], ids: list[str], canvas: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+        """The packed training targets; with ``gap_rate``, empty slots (PAD) inserted where the canvas
+        has room."""
         missing = [i for i, t in zip(ids, texts) if t is None]
         if missing:
             raise ValueError(f"no transcript for {missing[:3]}: diffusion ASR trains on transcribed audio")
+        config = self.decoder.config
         lists = [self.tokenizer.encode(" " + normalize(t), add_special_tokens=False).ids for t in texts]
-        return pack_transcripts(lists, self.decoder.config, canvas, names=ids).to(self.device)
+        sizes = [config.max_length] * len(lists) if canvas is None else canvas.tolist()
+        lists = [insert_gaps(ids, self.hparams.gap_rate, size - len(config.prefix) - len(ids), config.pad_id, generator)
+                 for ids, size in zip(lists, sizes)]
+        return pack_transcripts(lists, config, canvas, names=ids).to(self.device)
 
     def memory(self, batch: Batch) -> tuple[Tensor, Tensor]:
         if self.cache is not None:
@@ -107,26 +137,49 @@ class DiffusionASR(L.LightningModule):
             keep_frozen_parts_in_eval(self.decoder, mode)
         return self
 
-    def _loss(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+    def _loss(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """The diffusion loss and, with a CTC head, its CTC loss (unweighted)."""
+        hp, config = self.hparams, self.decoder.config
         canvas = self.canvas(batch.lengths)
-        tokens = self.tokens_of(batch.texts, batch.ids, canvas)
-        low, high = STAGE_RATIOS[self.hparams.stage]
-        noisy, masked = mask_tokens(tokens, sample_ratio(len(batch), low, high, generator).to(self.device),
-                                    self.decoder.config.mask_id, generator, canvas)
+        tokens = self.tokens_of(batch.texts, batch.ids, canvas, generator)
+        low, high = hp.mask_range or STAGE_RATIOS[hp.stage]
+        ratio = sample_ratio(len(batch), low, high, generator, antithetic=hp.antithetic).to(self.device)
+        prefix = len(config.prefix)
+        noisy, masked = mask_tokens(tokens, ratio, config.mask_id, generator, canvas, prefix=prefix)
+        text_positions = (canvas if canvas is not None else torch.full((len(batch),), tokens.shape[1])) - prefix
         memory, mask = self.memory(batch)
         with adapter_memory(self.decoder, memory, mask):
-            return diffusion_loss(self.decoder(noisy, only=masked), tokens, masked)
+            loss = diffusion_loss(self.decoder(noisy, only=masked), tokens, masked, hp.loss_weighting, ratio,
+                                  text_positions)
+        if self.ctc is None:
+            return loss, None
+        return loss, ctc_loss(*self.ctc(memory, mask), [normalize(t or "") for t in batch.texts])
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss = self._loss(batch)
+        loss, ctc = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        if ctc is not None:
+            self.log("train/ctc", ctc, prog_bar=True, batch_size=len(batch))
+            loss = loss + self.hparams.ctc_weight * ctc
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_wer.start()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         generator = torch.Generator().manual_seed(batch_idx)  # the same masks every epoch
         with self.averaged_weights():
-            loss = self._loss(batch, generator)
+            loss, ctc = self._loss(batch, generator)
+            if self.hparams.val_wer:
+                hidden, mask = self.memory(batch)
+                self.val_wer.add(batch.texts, self.chosen_texts(self.decode_states(hidden, mask, batch.lengths)))
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch))
+        if ctc is not None:
+            self.log("val/ctc", ctc, batch_size=len(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.hparams.val_wer and self.val_wer.refs:
+            self.log("val/wer", self.val_wer.result("val")["val/wer"], prog_bar=True)
 
     def _new_average(self) -> AveragedModel:
         average = AveragedModel(self.decoder, multi_avg_fn=get_ema_multi_avg_fn(self.hparams.ema_decay))
@@ -192,6 +245,8 @@ class DiffusionASR(L.LightningModule):
             scale = hp.layer_decay ** (layers - depth) if hp.stage == 2 else 1.0
             groups.setdefault(scale, []).append(p)
         params = [{"params": ps, "lr": hp.lr * scale} for scale, ps in sorted(groups.items())]
+        if self.ctc is not None:  # a new head, trained from scratch at its own rate in both stages
+            params.append({"params": list(self.ctc.parameters()), "lr": hp.ctc_lr})
         return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
 
     # -- export and decoding ------------------------------------------------------------------
@@ -205,40 +260,102 @@ class DiffusionASR(L.LightningModule):
                 state = {k.replace(".base.", "."): v.detach().contiguous().cpu()
                          for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
                 atomic_write(directory / "decoder.safetensors", lambda tmp: save_file(state, tmp))
+        if self.ctc is not None:
+            ctc = {k: v.detach().contiguous().cpu() for k, v in self.ctc.state_dict().items()}
+            atomic_write(directory / "ctc.safetensors", lambda tmp: save_file(ctc, tmp))
         hp = self.hparams
         write_export_info(directory, EXPORT_KIND, {
             "encoder_name": hp.encoder_name, "max_length": hp.max_length, "xattn_heads": hp.xattn_heads,
-            "tokens_per_second": hp.tokens_per_second, "stage": hp.stage})
+            "tokens_per_second": hp.tokens_per_second, "stage": hp.stage, "shift": hp.shift,
+            "ctc": None if self.ctc is None else self.ctc.config.to_dict(), "decode": _plain(hp.decode),
+            "gap_rate": hp.gap_rate})
         return directory
 
     @classmethod
     def from_export(cls, directory: str | Path, decode: dict | None = None) -> "DiffusionASR":
-        """A trained model from its export; ``decode`` overrides the decoding options."""
+        """A trained model from its export; ``decode`` overrides the decoding options it was trained with."""
         config = read_export_info(directory, EXPORT_KIND)["config"]
+        ctc = config.get("ctc") or {}
+        decode = {**(config.get("decode") or {}), **(decode or {})} or None
         return cls(config["encoder_name"], stage=config["stage"], max_length=config["max_length"],
                    xattn_heads=config["xattn_heads"], init_from=str(directory), decode=decode,
-                   tokens_per_second=config.get("tokens_per_second")).eval()
+                   tokens_per_second=config.get("tokens_per_second"), shift=config.get("shift", False),
+                   ctc_weight=1.0 if ctc else 0.0, ctc_width=ctc.get("width", 192),
+                   ctc_layers=ctc.get("layers", 2), gap_rate=config.get("gap_rate", 0.0)).eval()
 
     def candidate_texts(self, candidates: Candidates) -> list[str]:
-        """Each candidate row's transcript (after BOS, up to the first PAD), detokenised."""
-        return [self.tokenizer.decode(text_tokens(row, self.decoder.config)).strip() for row in candidates.tokens]
+        """Each candidate row's transcript (after the prefix, up to the first PAD), detokenised."""
+        gaps = candidates.pad_is_gap or self.hparams.gap_rate > 0  # trained with gaps: PAD may sit inside text
+        return [self.tokenizer.decode(text_tokens(row, self.decoder.config, gaps)).strip() for row in candidates.tokens]
 
     @torch.no_grad()
     def decode_candidates(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None
                           ) -> list[Candidates]:
         """Encode, then decode K candidates per utterance on its canvas."""
-        options = options or DecodeOptions(**(self.hparams.decode or {}))
         out = self.encoder(waves, lengths)
-        return diffusion_decode(self.decoder, out.hidden, out.mask, options, self.canvas(lengths))
+        return self.decode_states(out.hidden, out.mask, lengths, options)
+
+    @torch.no_grad()
+    def decode_states(self, hidden: Tensor, mask: Tensor, lengths: Tensor, options: DecodeOptions | None = None
+                      ) -> list[Candidates]:
+        """Decode K candidates per utterance from its encoder states (``lengths``: its samples)."""
+        options = options or DecodeOptions(**(self.hparams.decode or {}))
+        if options.init == "ctc":
+            start, canvas = self.ctc_canvas(hidden, mask, options.ctc_threshold)
+            return diffusion_decode(self.decoder, hidden, mask, options, canvas, start)
+        return diffusion_decode(self.decoder, hidden, mask, options, self.canvas(lengths))
+
+    def ctc_hypotheses(self, hidden: Tensor, mask: Tensor) -> list[tuple[list[int], list[float]]]:
+        """The CTC head's best path per utterance, as BPE tokens with each token's confidence: that
+        of the least confident character of its word, so a doubtful word is re-decoded whole (its
+        tokens come from the CTC spelling, which may split it oddly, e.g. "eighxt" -> "eigh", "x", "t")."""
+        if self.ctc is None:
+            raise ValueError("decode.init='ctc' needs a model trained with a CTC head (ctc_weight > 0)")
+        out = []
+        for text, confidence in greedy_characters(*self.ctc(hidden, mask)):
+            encoding = self.tokenizer.encode(" " + text, add_special_tokens=False) if text else None
+            if encoding is None:
+                out.append(([], []))
+                continue
+            offsets = [(max(a - 1, 0), max(b - 1, 0)) for a, b in encoding.offsets]  # into text, not " " + text
+            out.append((encoding.ids, word_confidences(text, token_confidences(text, confidence, offsets), offsets)))
+        return out
+
+    def ctc_canvas(self, hidden: Tensor, mask: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+        """Mask-CTC starting canvases (B, L) and their lengths: the prefix, the CTC tokens with those
+        below ``threshold`` masked, then one PAD (end of text)."""
+        config = self.decoder.config
+        prefix = list(config.prefix)
+        rows = []
+        for ids, confidence in self.ctc_hypotheses(hidden, mask):
+            ids = [config.mask_id if c < threshold else t for t, c in zip(ids, confidence)]
+            rows.append((prefix + ids)[: config.max_length - 1] + [config.pad_id])
+        canvas = torch.tensor([len(r) for r in rows])
+        start = torch.full((len(rows), int(canvas.max())), config.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            start[i, : len(row)] = torch.tensor(row)
+        return start, canvas
 
     @torch.no_grad()
     def transcribe(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None) -> list[str]:
+        return self.chosen_texts(self.decode_candidates(waves, lengths, options), options)
+
+    def chosen_texts(self, decoded: list[Candidates], options: DecodeOptions | None = None) -> list[str]:
+        """Each utterance's transcript: its candidates combined by the decoding rule."""
         options = options or DecodeOptions(**(self.hparams.decode or {}))
         results = []
-        for candidates in self.decode_candidates(waves, lengths, options):
+        for candidates in decoded:
             texts = self.candidate_texts(candidates)
             results.append(" ".join(choose(candidates, [t.split() for t in texts], options.rule).words))
         return results
+
+
+def _plain(options: dict | None) -> dict | None:
+    """Decoding options as plain JSON values (a config's lists and nested containers)."""
+    if options is None:
+        return None
+    return {k: list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig" else v
+            for k, v in dict(options).items()}
 
 
 def _layer_index(name: str, layers: int) -> int:
