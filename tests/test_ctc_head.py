@@ -55,3 +55,25 @@ def test_the_head_learns_a_short_transcript_from_fixed_states():
     assert log_probs.shape[1] == 15 and frames.sum(1).tolist() == [15, 10]  # 25 Hz
     assert [t for t, _ in greedy_characters(log_probs, frames)] == texts
     assert encode_characters("a-b") == [CHARACTERS.index("a") + 1, CHARACTERS.index("b") + 1]
+
+
+def test_every_token_of_a_word_outside_the_lexicon_is_unsure():
+    from speech_peft.decoders.ctc import word_confidences
+    text, offsets = "one seve three", [(0, 3), (3, 6), (6, 8), (8, 14)]  # "one", " se", "ve", " three"
+    sure = [0.99, 0.98, 0.97, 0.96]
+    assert word_confidences(text, sure, offsets) == [0.99, 0.97, 0.97, 0.96]  # a word takes its least
+    assert word_confidences(text, sure, offsets, lexicon={"one", "seven", "three"}) == [0.99, 0.0, 0.0, 0.96]
+
+
+def test_a_re_decoded_ctc_word_stays_one_word_and_its_spare_slots_are_gaps():
+    from speech_peft.decoders import Candidates
+    from speech_peft.tasks.diffusion_asr import DiffusionASR
+    model = DiffusionASR("whisper-tiny.en", stage=1, max_length=16)
+    config, encode = model.decoder.config, lambda w: model.tokenizer.encode(w, add_special_tokens=False).ids
+    one, seven, nine = encode(" one")[0], encode(" seven")[0], encode(" nine")[0]
+    # CTC read "one seve nine"; "seve" (two tokens) was masked, and the decoder wrote "seven nine" there
+    tokens = torch.tensor([[*config.prefix, one, seven, nine, nine, config.pad_id]])
+    words = torch.tensor([[-1] * len(config.prefix) + [-1, 1, 1, -1, -1]])
+    candidates = Candidates(tokens, torch.ones(tokens.shape), config.pad_id, len(config.prefix), pad_is_gap=True,
+                            words=words)
+    assert model.candidate_texts(candidates) == ["one seven nine"]

@@ -224,6 +224,8 @@ def test_asr_report_marks_the_target_per_bucket_and_writes_every_row_to_results_
                                            row("diffusion_ctc", bucket, base + 0.015, decoding=MASK_CTC, **design)]
         stored[f"{bucket}s/design/K=4"] = [row("diffusion_ctc", bucket, base, decoding=MASK_CTC, candidates=4,
                                                rule="rover", **design)]
+    stored["sentences/read_real/ar_zero_shot"] = [dict(row("ar_zero_shot", 0, 0.081, decoding="greedy"),
+                                                       test_set="read_real", bucket_s=None)]
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "results.json").write_text(json.dumps(stored))
     (tmp_path / "ar_lora").mkdir()
@@ -237,8 +239,9 @@ def test_asr_report_marks_the_target_per_bucket_and_writes_every_row_to_results_
     assert f"| diffusion_ctc [design] {MASK_CTC} | 2.5 (+1.5 ✓) | 4.5 (+1.5 ✓) |" in text
     assert f"| diffusion_ctc [design] {MASK_CTC}, K=4 rover | 1.0 / 1.0 / 100 | 3.0 / 1.0 / 100 |" in text
     assert "| AR + LoRA | 1,234,567 | 2 | 45.0 | val/loss 0.2500 |" in text
+    assert "| system | read_real |" in text and "| AR zero-shot (greedy) | 8.1 (0.50) |" in text
     rows = json.loads((out.parent / "results.json").read_text())["rows"]
-    assert len(rows) == 8 and {"system", "bucket_s", "candidates", "rule", "wer", "seconds_per_item"} <= set(rows[0])
+    assert len(rows) == 9 and {"system", "bucket_s", "candidates", "rule", "wer", "seconds_per_item"} <= set(rows[0])
 
 
 def test_with_a_ctc_head_the_export_restores_it_and_mask_ctc_keeps_the_sure_tokens(whisper_with_tokenizer, tmp_path):
@@ -257,9 +260,10 @@ def test_with_a_ctc_head_the_export_restores_it_and_mask_ctc_keeps_the_sure_toke
         assert torch.equal(ours, theirs)
     # A CTC hypothesis "one two three" whose "two" is unsure: the canvas keeps one and three, masks two.
     config = model.decoder.config
-    model.ctc_hypotheses = lambda hidden, mask: [([11, 12, 13], [0.99, 0.5, 0.95])]
-    start, canvas = model.ctc_canvas(torch.zeros(1, 4, 32), torch.ones(1, 4, dtype=torch.bool), threshold=0.9)
+    model.ctc_hypotheses = lambda hidden, mask, unknown=False: [([11, 12, 13], [0.99, 0.5, 0.95], [0, 1, 2])]
+    start, canvas, words = model.ctc_canvas(torch.zeros(1, 4, 32), torch.ones(1, 4, dtype=torch.bool), threshold=0.9)
     assert start.tolist() == [[*config.prefix, 11, config.mask_id, 13, config.pad_id]] and canvas.tolist() == [5]
+    assert words.tolist() == [[-1, -1, 1, -1, -1]]  # the masked position re-decodes CTC word 1
     options = DecodeOptions(candidates=2, init="ctc", remask="progressive", schedule=(1.0,))
     decoded = model.decode_states(torch.zeros(1, 4, 32), torch.ones(1, 4, dtype=torch.bool), torch.tensor([8000]),
                                   options)[0]
@@ -280,6 +284,10 @@ def test_design_switches_train_and_bad_values_are_refused(whisper_with_tokenizer
     trainer.fit(model, _data(fsdd_folds))
     assert {"val/wer", "val/ctc", "train/ctc"} <= set(trainer.logged_metrics)
     assert any(not torch.equal(v, model.ctc.state_dict()[k]) for k, v in head_before.items())
+    assert model.lexicon == {"zero", "one", "two"}  # the words of the training transcripts (digits 0-2)
+    model.export(tmp_path / "export")
+    assert (tmp_path / "export" / "lexicon.txt").read_text().split() == ["one", "two", "zero"]
+    assert DiffusionASR.from_export(tmp_path / "export").lexicon == {"zero", "one", "two"}
     with pytest.raises(ValueError, match="loss_weighting"):
         DiffusionASR(whisper_with_tokenizer, max_length=8, xattn_heads=4, loss_weighting="sum")
     with pytest.raises(ValueError, match="mask_range"):

@@ -101,9 +101,10 @@ def token_confidences(text: str, confidence: list[float], offsets: list[tuple[in
     return out
 
 
-def word_confidences(text: str, confidence: list[float], offsets: list[tuple[int, int]]) -> list[float]:
+def word_confidences(text: str, confidence: list[float], offsets: list[tuple[int, int]],
+                     lexicon: set[str] | None = None) -> list[float]:
     """Each token's confidence lowered to the least of its word's tokens (a word: tokens between
-    spaces of ``text``; ``offsets`` into it)."""
+    spaces of ``text``; ``offsets`` into it); with a ``lexicon``, 0 for the tokens of a word outside it."""
     words = []
     for start, end in offsets:
         span = text[start:end]
@@ -112,6 +113,10 @@ def word_confidences(text: str, confidence: list[float], offsets: list[tuple[int
     least: dict[int, float] = {}
     for word, conf in zip(words, confidence):
         least[word] = min(least.get(word, 1.0), conf)
+    if lexicon is not None:
+        for index, word in enumerate(text.split(" ")):
+            if word not in lexicon and index in least:
+                least[index] = 0.0
     return [least[w] for w in words]
 
 

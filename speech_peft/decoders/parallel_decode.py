@@ -41,6 +41,7 @@ class DecodeOptions:
     distinct_neighbours: bool = False                               # progressive: no equal neighbours per step
     init: Literal["mask", "ctc"] = "mask"                           # ctc: a Mask-CTC starting canvas
     ctc_threshold: float = 0.9                                      # ctc: mask tokens less confident than this
+    mask_unknown_words: bool = False                                # ctc: also mask words not seen in training
     seed: int = 0
 
 
@@ -51,6 +52,7 @@ class Candidates:
     pad_id: int
     prefix: int = 1         # leading positions that are the fixed prompt, not text
     pad_is_gap: bool = False  # a given canvas fixed the length: a PAD inside it is an empty slot, not the end
+    words: Tensor | None = None  # (K, L) Mask-CTC: which CTC word each masked position re-decodes (-1: none)
 
     def mean_confidence(self) -> Tensor:
         """Mean confidence over each row's non-PAD text tokens."""

@@ -37,10 +37,13 @@ DECODINGS: dict[str, dict] = {
     "progressive, EOS last": {"remask": "progressive", "schedule": PROGRESSIVE_T4, "hold_eos": True},
     "progressive, EOS last, distinct neighbours": {"remask": "progressive", "schedule": PROGRESSIVE_T4,
                                                    "hold_eos": True, "distinct_neighbours": True},
-    "Mask-CTC (T=2)": {"init": "ctc", "remask": "progressive", "schedule": (1.0, 0.5), "hold_eos": True,
-                       "distinct_neighbours": True},
+    "Mask-CTC (T=2), unsure words": {"init": "ctc", "remask": "progressive", "schedule": (1.0, 0.5),
+                                     "hold_eos": True, "distinct_neighbours": True},
+    "Mask-CTC (T=2), unsure and unknown words": {"init": "ctc", "remask": "progressive", "schedule": (1.0, 0.5),
+                                                 "hold_eos": True, "distinct_neighbours": True,
+                                                 "mask_unknown_words": True},
 }
-BEST_MASK, MASK_CTC = "progressive, EOS last, distinct neighbours", "Mask-CTC (T=2)"
+BEST_MASK, MASK_CTC = "progressive, EOS last, distinct neighbours", "Mask-CTC (T=2), unsure and unknown words"
 # (label, export under the experiment, the decodings it is scored with)
 MODELS = [("design", "diffusion/stage2/export", list(DECODINGS)),
           ("paper", "ablation/paper/stage2/export", ["random re-masking (paper)", BEST_MASK]),
@@ -104,7 +107,7 @@ def evaluate_diffusion(export: Path, manifest: Path, bucket: str, training: str,
         hyps, seconds = [], encoder_seconds
         for hidden, mask, _ in states:
             start = time.perf_counter()
-            ids, _ = model.ctc_hypotheses(hidden, mask)[0]
+            ids = model.ctc_hypotheses(hidden, mask)[0][0]
             hyps.append(model.tokenizer.decode(ids).strip())
             seconds += time.perf_counter() - start
         rows.append(_row("ctc_greedy", bucket, refs, hyps, seconds, training=training, decoding="CTC head alone"))
@@ -168,7 +171,7 @@ def evaluate_all(exp: str | Path, buckets: list[str] | None = None, candidates: 
                                    ("tts_unseen_voices", sentences / "tts" / "val.jsonl")):
             jobs = {"ar_zero_shot": lambda: evaluate_ar("whisper-tiny.en", manifest, "ar_zero_shot", test_set),
                     "design/K=1": lambda: evaluate_diffusion(sentences / SENTENCE_MODEL, manifest, test_set, "design",
-                                                             [BEST_MASK, MASK_CTC])}
+                                                             [BEST_MASK, *[d for d in DECODINGS if "Mask-CTC" in d]])}
             _run(jobs, f"sentences/{test_set}", results, out)
     return out
 

@@ -36,19 +36,21 @@ from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_ada
 from ..adapters.cross_attention import adapter_memory
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
+from ..data.manifest import read_manifest
 from ..decoders import (Candidates, DecodeOptions, canvas_lengths, choose, diffusion_decode, diffusion_loss, from_whisper,
                         insert_gaps, load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
 from ..decoders.ctc import CTCHead, CTCHeadConfig, ctc_loss, greedy_characters, token_confidences, word_confidences
 from ..encoders.cache import EncoderCache
 from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
 from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write
+from ..fileio import atomic_write, write_text
 from ..metrics.text import normalize
 from .asr import CorpusWER
 from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
 
 STAGE_RATIOS = {1: (0.0, 1.0), 2: (0.7, 1.0)}
 EXPORT_KIND = "diffusion_asr"
+LEXICON = "lexicon.txt"
 
 
 class DiffusionASR(L.LightningModule):
@@ -98,6 +100,11 @@ class DiffusionASR(L.LightningModule):
         # so of trainable counts or the checkpoint rule); checkpoints carry it under "ema".
         object.__setattr__(self, "average", None)
         self.wer, self.val_wer = CorpusWER(), CorpusWER()
+        # Every word of the training transcripts; exported, so that Mask-CTC can re-decode a CTC word
+        # that was never seen in training (most often a misspelling: "seve", "thre").
+        self.lexicon: set[str] = set()
+        if init_from is not None and (Path(init_from) / LEXICON).is_file():
+            self.lexicon = set((Path(init_from) / LEXICON).read_text(encoding="utf-8").split())
 
     # -- data ---------------------------------------------------------------------------------
     def canvas(self, lengths: Tensor) -> Tensor | None:
@@ -155,6 +162,13 @@ class DiffusionASR(L.LightningModule):
             return loss, None
         return loss, ctc_loss(*self.ctc(memory, mask), [normalize(t or "") for t in batch.texts])
 
+    def on_fit_start(self) -> None:
+        """The lexicon: every word of the training manifest's transcripts (known before the first
+        validation, which may already decode with it)."""
+        paths = getattr(self.trainer.datamodule, "paths", {}) if self.trainer.datamodule is not None else {}
+        if paths.get("train"):
+            self.lexicon |= {word for entry in read_manifest(paths["train"]) for word in normalize(entry.text or "").split()}
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, ctc = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
@@ -193,11 +207,13 @@ class DiffusionASR(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)
+        checkpoint["lexicon"] = sorted(self.lexicon)
         if self.average is not None:  # so that a resumed stage 2 keeps averaging where it stopped
             checkpoint["ema"] = self.average.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         load_trained_state(self, checkpoint)
+        self.lexicon |= set(checkpoint.get("lexicon", []))
         if "ema" in checkpoint:
             self._new_average().load_state_dict(checkpoint["ema"], strict=True)
 
@@ -252,7 +268,7 @@ class DiffusionASR(L.LightningModule):
     # -- export and decoding ------------------------------------------------------------------
     def export(self, directory: str | Path) -> Path:
         """``xattn/``, ``decoder.safetensors`` after stage 2 (the averaged weights when there are any),
-        and ``export.json``."""
+        ``ctc.safetensors`` with a CTC head, ``lexicon.txt`` (the training words) and ``export.json``."""
         directory = Path(directory)
         with self.averaged_weights():
             save_adapter(self.decoder, directory / "xattn", name="xattn", base_model_name=self.hparams.encoder_name)
@@ -263,6 +279,8 @@ class DiffusionASR(L.LightningModule):
         if self.ctc is not None:
             ctc = {k: v.detach().contiguous().cpu() for k, v in self.ctc.state_dict().items()}
             atomic_write(directory / "ctc.safetensors", lambda tmp: save_file(ctc, tmp))
+        if self.lexicon:
+            write_text(directory / LEXICON, "".join(f"{word}\n" for word in sorted(self.lexicon)))
         hp = self.hparams
         write_export_info(directory, EXPORT_KIND, {
             "encoder_name": hp.encoder_name, "max_length": hp.max_length, "xattn_heads": hp.xattn_heads,
@@ -284,9 +302,30 @@ class DiffusionASR(L.LightningModule):
                    ctc_layers=ctc.get("layers", 2), gap_rate=config.get("gap_rate", 0.0)).eval()
 
     def candidate_texts(self, candidates: Candidates) -> list[str]:
-        """Each candidate row's transcript (after the prefix, up to the first PAD), detokenised."""
+        """Each candidate row's transcript (after the prefix, up to the first PAD), detokenised. On a
+        Mask-CTC canvas each re-decoded CTC word stays one word: a second word the decoder put in its
+        slots (most often a copy of the neighbour, where the CTC spelling had more tokens than the
+        right word) is dropped, as a PAD there would have been."""
+        config = self.decoder.config
         gaps = candidates.pad_is_gap or self.hparams.gap_rate > 0  # trained with gaps: PAD may sit inside text
-        return [self.tokenizer.decode(text_tokens(row, self.decoder.config, gaps)).strip() for row in candidates.tokens]
+        texts = []
+        for index, row in enumerate(candidates.tokens):
+            if candidates.words is not None:
+                row = row.clone()
+                started: set[int] = set()
+                for position, word in enumerate(candidates.words[index].tolist()):
+                    if word < 0 or row[position] == config.pad_id:
+                        continue
+                    if self._starts_word(int(row[position])):
+                        if word in started:
+                            row[position] = config.pad_id  # a gap: pad_is_gap skips it
+                        started.add(word)
+            texts.append(self.tokenizer.decode(text_tokens(row, config, gaps)).strip())
+        return texts
+
+    def _starts_word(self, token: int) -> bool:
+        piece = self.tokenizer.id_to_token(token)
+        return piece is not None and piece.startswith("Ġ")  # byte-level BPE's space
 
     @torch.no_grad()
     def decode_candidates(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None
@@ -301,40 +340,57 @@ class DiffusionASR(L.LightningModule):
         """Decode K candidates per utterance from its encoder states (``lengths``: its samples)."""
         options = options or DecodeOptions(**(self.hparams.decode or {}))
         if options.init == "ctc":
-            start, canvas = self.ctc_canvas(hidden, mask, options.ctc_threshold)
-            return diffusion_decode(self.decoder, hidden, mask, options, canvas, start)
+            start, canvas, words = self.ctc_canvas(hidden, mask, options.ctc_threshold, options.mask_unknown_words)
+            decoded = diffusion_decode(self.decoder, hidden, mask, options, canvas, start)
+            for candidates, row in zip(decoded, words):
+                candidates.words = row.expand(options.candidates, -1)
+            return decoded
         return diffusion_decode(self.decoder, hidden, mask, options, self.canvas(lengths))
 
-    def ctc_hypotheses(self, hidden: Tensor, mask: Tensor) -> list[tuple[list[int], list[float]]]:
-        """The CTC head's best path per utterance, as BPE tokens with each token's confidence: that
-        of the least confident character of its word, so a doubtful word is re-decoded whole (its
-        tokens come from the CTC spelling, which may split it oddly, e.g. "eighxt" -> "eigh", "x", "t")."""
+    def ctc_hypotheses(self, hidden: Tensor, mask: Tensor, mask_unknown_words: bool = False
+                       ) -> list[tuple[list[int], list[float], list[int]]]:
+        """The CTC head's best path per utterance, as BPE tokens with each token's confidence (that
+        of the least confident character of its word) and word index, so a doubtful word is re-decoded whole (its
+        tokens come from the CTC spelling, which may split it oddly, e.g. "eighxt" -> "eigh", "x", "t").
+        ``mask_unknown_words``: a word outside the training lexicon has confidence 0. A dropped
+        letter ("seve") leaves no unsure character behind; not being a known word gives it away."""
+        if mask_unknown_words and not self.lexicon:
+            raise ValueError("mask_unknown_words needs the training lexicon (lexicon.txt in the export)")
         if self.ctc is None:
             raise ValueError("decode.init='ctc' needs a model trained with a CTC head (ctc_weight > 0)")
         out = []
         for text, confidence in greedy_characters(*self.ctc(hidden, mask)):
             encoding = self.tokenizer.encode(" " + text, add_special_tokens=False) if text else None
             if encoding is None:
-                out.append(([], []))
+                out.append(([], [], []))
                 continue
             offsets = [(max(a - 1, 0), max(b - 1, 0)) for a, b in encoding.offsets]  # into text, not " " + text
-            out.append((encoding.ids, word_confidences(text, token_confidences(text, confidence, offsets), offsets)))
+            lexicon = self.lexicon if mask_unknown_words else None
+            words = [text[: max(a, 0)].count(" ") + (text[a:b].startswith(" ") and a > 0) for a, b in offsets]
+            out.append((encoding.ids, word_confidences(text, token_confidences(text, confidence, offsets), offsets,
+                                                       lexicon), words))
         return out
 
-    def ctc_canvas(self, hidden: Tensor, mask: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-        """Mask-CTC starting canvases (B, L) and their lengths: the prefix, the CTC tokens with those
-        below ``threshold`` masked, then one PAD (end of text)."""
+    def ctc_canvas(self, hidden: Tensor, mask: Tensor, threshold: float, mask_unknown_words: bool = False
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+        """Mask-CTC starting canvases (B, L), their lengths, and for each masked position the index of
+        the CTC word it re-decodes (-1 elsewhere): the prefix, the CTC tokens with those below
+        ``threshold`` masked, then one PAD (end of text)."""
         config = self.decoder.config
         prefix = list(config.prefix)
-        rows = []
-        for ids, confidence in self.ctc_hypotheses(hidden, mask):
-            ids = [config.mask_id if c < threshold else t for t, c in zip(ids, confidence)]
+        rows, spans = [], []
+        for ids, confidence, words in self.ctc_hypotheses(hidden, mask, mask_unknown_words):
+            doubtful = [c < threshold for c in confidence]
+            ids = [config.mask_id if d else t for t, d in zip(ids, doubtful)]
             rows.append((prefix + ids)[: config.max_length - 1] + [config.pad_id])
+            spans.append(([-1] * len(prefix) + [w if d else -1 for w, d in zip(words, doubtful)])[: len(rows[-1]) - 1] + [-1])
         canvas = torch.tensor([len(r) for r in rows])
         start = torch.full((len(rows), int(canvas.max())), config.pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
+        words = torch.full(start.shape, -1, dtype=torch.long)
+        for i, (row, span) in enumerate(zip(rows, spans)):
             start[i, : len(row)] = torch.tensor(row)
-        return start, canvas
+            words[i, : len(span)] = torch.tensor(span)
+        return start, canvas, words
 
     @torch.no_grad()
     def transcribe(self, waves: Tensor, lengths: Tensor, options: DecodeOptions | None = None) -> list[str]:

@@ -31,7 +31,7 @@ results=$here/RESULTS.md
 [ "$exp" = exp/fsdd_long/asr ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
 case $profile in
   cpu) hardware=(data.batch_size=8) stage2_epochs=12 ;;  # about 60 CPU minutes for stages 2-3 on 2 cores
-  gpu) hardware=(trainer=gpu data.batch_size=32 data.num_workers=8) stage2_epochs=60 ;;  # about 10 H100 minutes
+  gpu) hardware=(trainer=gpu data.batch_size=32 data.num_workers=8) stage2_epochs=60 ;;  # sized for ~10 H100 minutes (estimate: not yet run on one)
   *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 fit=(speech-peft fit --config-dir "$here/conf" experiment=fsdd_long_asr trainer.enable_progress_bar=false "${hardware[@]}")
@@ -41,13 +41,15 @@ data_paths=(data.train="$exp/data/train.jsonl" data.val="$exp/data/val.jsonl" da
 # AR shift and prompt; antithetic mask ratios over the full range U(0, 1) with the ELBO's 1/t
 # weighting; a character CTC head on the frozen encoder gives the Mask-CTC canvas; empty slots (PAD) inside
 # 10% of the training texts' positions let the decoder leave a slot of that canvas empty. Validation decodes
-# with the Mask-CTC canvas and progressive low-confidence commits (EOS last, no equal neighbours).
+# with the Mask-CTC canvas (words unsure or unknown to the training lexicon masked) and progressive
+# low-confidence commits (EOS last, no equal neighbours).
 rate=3.0
 diffusion=(task=diffusion_asr task.max_length=128 task.lr=1e-4
            task.cache_dir="$exp/encoder_cache" task.val_wer=true callbacks.checkpoint.monitor=val/wer)
 design=(task.shift=true task.antithetic=true task.loss_weighting=inverse_t task.mask_range=[0.0,1.0]
         task.ctc_weight=0.5 task.gap_rate=0.1 task.decode.init=ctc task.decode.remask=progressive task.decode.schedule=[1.0,0.5]
-        task.decode.hold_eos=true task.decode.distinct_neighbours=true task.decode.candidates=1)
+        task.decode.hold_eos=true task.decode.distinct_neighbours=true task.decode.mask_unknown_words=true
+        task.decode.candidates=1)
 paper=(task.decode.candidates=1)                       # t ~ U(0, 1) then U(0.7, 1), mean loss, random remasking
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
