@@ -199,3 +199,20 @@ def test_an_exported_classifier_reloads_to_the_same_outputs(tiny_whisper_dir, tm
     with torch.no_grad():
         assert torch.allclose(again(wave, lengths), trained(wave, lengths), atol=1e-6)
     assert again.labels == trained.labels
+
+
+def test_a_fit_resumed_from_its_last_checkpoint_logs_afresh_and_reports_every_epochs_time(
+        tiny_whisper_dir, fsdd_folds, tmp_path):
+    """A kill before the first epoch's end leaves a metrics file whose header lacks what is logged
+    later; the resumed fit must not append to it, and must still count the epochs before the kill."""
+    first = _cfg(tiny_whisper_dir, fsdd_folds, tmp_path, "trainer.max_epochs=1", "adapter=lora",
+                 "callbacks.checkpoint.save_last=true")
+    run(first, "fit")
+    logs = tmp_path / "exp" / "logs"
+    (logs / "metrics.csv").write_text("epoch,step,train/loss\n0,0,1.0\n")  # as a killed run leaves it
+    resumed = _cfg(tiny_whisper_dir, fsdd_folds, tmp_path, "trainer.max_epochs=2", "adapter=lora",
+                   "callbacks.checkpoint.save_last=true", f"ckpt_path={tmp_path}/exp/checkpoints/last.ckpt")
+    result = run(resumed, "fit")
+    assert result["epochs"] == 2 and len(result["epoch_times_s"]) == 2
+    assert (logs / "resumed_1" / "metrics.csv").read_text().startswith("epoch")
+    assert (logs / "metrics.csv").read_text() == "epoch,step,train/loss\n0,0,1.0\n"  # never overwritten

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import CSVLogger
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -69,9 +70,15 @@ def build_data(cfg: DictConfig) -> L.LightningDataModule:
     return data
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
+def build_trainer(cfg: DictConfig, resuming: bool = False) -> L.Trainer:
+    """``resuming``: a fit that continues from a checkpoint logs to a fresh CSV file beside the old
+    one (logs/resumed_<n>), since the old file's header lacks the metrics first logged later."""
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     logger = build(cfg.logger) if cfg.get("logger") else False
+    if resuming and isinstance(logger, CSVLogger) and Path(logger.log_dir, "metrics.csv").exists():
+        taken = {p.name for p in Path(logger.root_dir).glob("resumed_*")}
+        version = next(f"resumed_{n}" for n in range(1, len(taken) + 2) if f"resumed_{n}" not in taken)
+        logger = CSVLogger(logger.save_dir, name=logger.name, version=version)
     return L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks, logger=logger)
 
 
@@ -99,7 +106,7 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
     write_text(exp_dir / f"config.{verb}.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if verb == "fit":
         module = build_task(cfg)
-        data, trainer = build_data(cfg), build_trainer(cfg)
+        data, trainer = build_data(cfg), build_trainer(cfg, resuming=cfg.ckpt_path is not None)
         trainer.fit(module, data, ckpt_path=cfg.ckpt_path)
         checkpoint = trainer.checkpoint_callback
         load_checkpoint_weights(module, checkpoint.best_model_path)
@@ -118,7 +125,7 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
             raise ValueError(f"{task_class.__name__} does not predict through Lightning: "
                              f"use `{task_class.predict_instead}`")
         module, ckpt = trained_module(cfg, verb)
-        data, trainer = build_data(cfg), build_trainer(cfg)
+        data, trainer = build_data(cfg), build_trainer(cfg, resuming=cfg.ckpt_path is not None)
         if verb == "predict":
             rows = [row for batch in trainer.predict(module, data, ckpt_path=ckpt) for row in batch]
             out = write_text(exp_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
