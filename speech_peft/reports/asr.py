@@ -252,9 +252,10 @@ def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
 Test speakers (jackson, nicolas) are never heard in training; 20 test items per length bucket. Each
 cell: corpus WER % after the project's normaliser; in the headline, the difference to AR + LoRA in
 points, ✓ where the target (within 2 points) is met. Diffusion rows decode K=1 candidate unless stated;
-"[design]" is this recipe's training (AR shift kept, antithetic t over U(0, 1) with 1/t weighting, a
-CTC head beside the decoder), "[paper]" the Whisfusion recipe (no shift; t ~ U(0, 1), then U(0.7, 1);
-mean loss), both trained for the same epochs on the same data.
+"[design]" is this recipe's training (AR shift kept, antithetic t over U(0, 1) with 1/t weighting, gap
+slots, a CTC head beside the decoder), "[paper]" the Whisfusion recipe (no shift; t ~ U(0, 1), then
+U(0.7, 1); mean loss), on the same data (epochs: the Training table). "diffusion" starts from an
+all-MASK canvas sized by duration; "diffusion_ctc" from the CTC head's hypothesis (Mask-CTC).
 
 ## Headline
 
@@ -275,7 +276,8 @@ mean loss), both trained for the same epochs on the same data.
 ## Seconds per item (CPU, 2 threads, one utterance at a time, encoder included)
 
 AR runs its encoder on 30 s of padded input, as Whisper decodes; the diffusion and CTC rows run it on
-the clip itself. `benches/decode_speed.py` measures decoding alone, side by side.
+the clip itself. These are measured system by system, possibly beside other work on the same cores;
+`benches/decode_speed.py` compares decoding alone side by side, alternating (benches/README.md).
 
 {speed}
 
