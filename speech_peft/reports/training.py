@@ -13,7 +13,8 @@ def training_table(exp: Path, runs: list[tuple[str, str]], first_column: str) ->
         path = exp / folder / "fit_result.json"
         if path.exists():
             fit = json.loads(path.read_text())
-            times = fit["epoch_times_s"]
+            times = fit["epoch_times_s"]  # empty for a fit resumed from a checkpoint that kept no times
+            per_epoch = f"{sum(times) / len(times):.1f}" if times else "–"
             rows.append(f"| {label} | {fit['trainable_params']:,} | {fit.get('epochs', len(times))} | "
-                        f"{sum(times) / len(times):.1f} | {fit['monitor']} {fit['best_score']:.4f} |")
+                        f"{per_epoch} | {fit['monitor']} {fit['best_score']:.4f} |")
     return "\n".join(rows)

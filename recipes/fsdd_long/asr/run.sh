@@ -30,8 +30,9 @@ source recipes/_shared/parse_args.sh "$@"
 results=$here/RESULTS.md
 [ "$exp" = exp/fsdd_long/asr ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
 case $profile in
-  cpu) hardware=(data.batch_size=8) stage2_epochs=12 ;;  # about 60 CPU minutes for stages 2-3 on 2 cores
-  gpu) hardware=(trainer=gpu data.batch_size=32 data.num_workers=8) stage2_epochs=60 ;;  # sized for ~10 H100 minutes (estimate: not yet run on one)
+  # stage-2 epochs of the design, of each ablation run, of the read-sentence run
+  cpu) hardware=(data.batch_size=8) stage2_epochs=12 ablation_epochs=5 sentence_epochs=8 ;;  # stages 2-3: ~45 min on 2 cores
+  gpu) hardware=(trainer=gpu data.batch_size=32 data.num_workers=8) stage2_epochs=60 ablation_epochs=25 sentence_epochs=40 ;;  # ~10 H100 minutes for stages 2-3 (an estimate: not yet run on one)
   *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 fit=(speech-peft fit --config-dir "$here/conf" experiment=fsdd_long_asr trainer.enable_progress_bar=false "${hardware[@]}")
@@ -87,8 +88,9 @@ fi
 
 if run_stage 4; then
   log "stage 4: ablation (the paper's design; the paper's design + AR shift)"
-  diffusion_pair "$exp/ablation/paper" "${paper[@]}"
-  diffusion_pair "$exp/ablation/shift" "${paper[@]}" task.shift=true
+  (stage2_epochs=$ablation_epochs
+   diffusion_pair "$exp/ablation/paper" "${paper[@]}"
+   diffusion_pair "$exp/ablation/shift" "${paper[@]}" task.shift=true)
 fi
 
 if run_stage 5; then
@@ -100,7 +102,7 @@ if run_stage 5; then
   python "$here/local/read_real.py" "$sentences/read_real.jsonl" >/dev/null
   # Read speech runs about 3 BPE tokens a second; the canvas allows 6.
   (data_paths=(data.train="$sentences/tts/train.jsonl" data.val="$sentences/tts/val.jsonl"
-               data.test="$sentences/tts/val.jsonl") rate=6.0
+               data.test="$sentences/tts/val.jsonl") rate=6.0 stage2_epochs=$sentence_epochs
    diffusion_pair "$sentences/diffusion" "${design[@]}")
 fi
 
