@@ -101,15 +101,22 @@ def token_confidences(text: str, confidence: list[float], offsets: list[tuple[in
     return out
 
 
-def word_confidences(text: str, confidence: list[float], offsets: list[tuple[int, int]],
-                     lexicon: set[str] | None = None) -> list[float]:
-    """Each token's confidence lowered to the least of its word's tokens (a word: tokens between
-    spaces of ``text``; ``offsets`` into it); with a ``lexicon``, 0 for the tokens of a word outside it."""
+def token_words(text: str, offsets: list[tuple[int, int]]) -> list[int]:
+    """The word (index among ``text``'s space-separated words) of each token's first letter; -1 for a
+    token over only spaces."""
     words = []
     for start, end in offsets:
         span = text[start:end]
         first = start + len(span) - len(span.lstrip())  # the token's first letter
         words.append(text[:first].count(" ") if span.strip() else -1)
+    return words
+
+
+def word_confidences(text: str, confidence: list[float], offsets: list[tuple[int, int]],
+                     lexicon: set[str] | None = None) -> list[float]:
+    """Each token's confidence lowered to the least of its word's tokens (a word: tokens between
+    spaces of ``text``; ``offsets`` into it); with a ``lexicon``, 0 for the tokens of a word outside it."""
+    words = token_words(text, offsets)
     least: dict[int, float] = {}
     for word, conf in zip(words, confidence):
         least[word] = min(least.get(word, 1.0), conf)
@@ -121,4 +128,4 @@ def word_confidences(text: str, confidence: list[float], offsets: list[tuple[int
 
 
 __all__ = ["CHARACTERS", "CTCHeadConfig", "CTCHead", "encode_characters", "ctc_loss", "greedy_characters",
-           "token_confidences", "word_confidences"]
+           "token_confidences", "token_words", "word_confidences"]

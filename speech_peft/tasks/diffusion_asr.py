@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import ClassVar, Iterator
 
 import lightning as L
+from omegaconf import OmegaConf
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -39,7 +40,8 @@ from ..data.dataset import Batch
 from ..data.manifest import read_manifest
 from ..decoders import (Candidates, DecodeOptions, canvas_lengths, choose, diffusion_decode, diffusion_loss, from_whisper,
                         insert_gaps, load_decoder_weights, mask_tokens, pack_transcripts, sample_ratio, text_tokens)
-from ..decoders.ctc import CTCHead, CTCHeadConfig, ctc_loss, greedy_characters, token_confidences, word_confidences
+from ..decoders.ctc import (CTCHead, CTCHeadConfig, ctc_loss, greedy_characters, token_confidences, token_words,
+                            word_confidences)
 from ..encoders.cache import EncoderCache
 from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
 from ..exports import read_export_info, write_export_info
@@ -366,9 +368,8 @@ class DiffusionASR(L.LightningModule):
                 continue
             offsets = [(max(a - 1, 0), max(b - 1, 0)) for a, b in encoding.offsets]  # into text, not " " + text
             lexicon = self.lexicon if mask_unknown_words else None
-            words = [text[: max(a, 0)].count(" ") + (text[a:b].startswith(" ") and a > 0) for a, b in offsets]
             out.append((encoding.ids, word_confidences(text, token_confidences(text, confidence, offsets), offsets,
-                                                       lexicon), words))
+                                                       lexicon), token_words(text, offsets)))
         return out
 
     def ctc_canvas(self, hidden: Tensor, mask: Tensor, threshold: float, mask_unknown_words: bool = False
@@ -406,12 +407,9 @@ class DiffusionASR(L.LightningModule):
         return results
 
 
-def _plain(options: dict | None) -> dict | None:
-    """Decoding options as plain JSON values (a config's lists and nested containers)."""
-    if options is None:
-        return None
-    return {k: list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig" else v
-            for k, v in dict(options).items()}
+def _plain(options) -> dict | None:
+    """Decoding options as plain JSON values (a Hydra config's DictConfig as a dict)."""
+    return None if options is None else OmegaConf.to_container(OmegaConf.create(dict(options)))
 
 
 def _layer_index(name: str, layers: int) -> int:
