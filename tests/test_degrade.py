@@ -142,3 +142,19 @@ def test_an_evaluation_set_can_require_real_reverb_and_real_noise_on_every_file(
     other = Degrader(replace(config, colors=("brown",), rt60=(0.9, 0.9)), SR, seed=1)
     white = Degrader(replace(config, colors=("white",), rt60=(0.2, 0.2)), SR, seed=1)
     assert all(torch.equal(other(speech, i), white(speech, i)) for i in range(3))
+
+
+def test_a_bad_file_stops_degrade_naming_it_or_with_skip_bad_is_listed_and_the_rest_are_degraded(tmp_path, capsys):
+    import shutil
+
+    from speech_peft.cli import main
+
+    src = tmp_path / "clean"
+    src.mkdir()
+    shutil.copy(DATA / "asr" / "spk1_snt1.wav", src / "good.wav")
+    (src / "text.wav").write_text("not audio\n" * 8)
+    out = tmp_path / "degraded"
+    assert main(["degrade", str(src), "--out", str(out)]) == 2
+    assert "text.wav" in capsys.readouterr().err and not (out / "good.wav").exists()
+    assert main(["degrade", str(src), "--out", str(out), "--skip-bad"]) == 0
+    assert (out / "good.wav").exists() and "text.wav\tunreadable" in (out / "rejects.tsv").read_text()

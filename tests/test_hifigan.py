@@ -33,8 +33,7 @@ def generator() -> hifigan.HiFiGAN:
 
 
 def test_the_pretrained_generator_loads_strictly_and_copy_synthesis_keeps_the_words(generator):
-    from speech_peft.jobs.transcribe import load_transcriber
-    from speech_peft.data.dataset import Batch
+    from speech_peft.jobs.transcribe import load_decoder
 
     assert sum(p.numel() for p in generator.parameters()) == 13_926_017
     assert not any(p.requires_grad for p in generator.parameters())
@@ -43,8 +42,7 @@ def test_the_pretrained_generator_loads_strictly_and_copy_synthesis_keeps_the_wo
         mel = target_mel(wave)
         spoken = AF.resample(generator(mel), hifigan.SAMPLE_RATE, 16000)
     assert mel.shape == (1, 80, mel_frames(wave.shape[-1])) and abs(spoken.shape[-1] - wave.shape[-1]) < 256
-    transcribe = load_transcriber("whisper-tiny.en")
-    text = transcribe(Batch(["copy"], spoken, torch.tensor([spoken.shape[-1]]), [None], [None]))[0]
+    text = load_decoder("whisper-tiny.en")(spoken, torch.tensor([spoken.shape[-1]]), [None])[0].text
     assert "child almost hurt the small dog" in text.lower()
 
 

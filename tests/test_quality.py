@@ -74,3 +74,24 @@ def test_quality_command_writes_csv_summary_and_spectrograms(tmp_path):
     rows = (tmp_path / "report" / "per_file.csv").read_text().splitlines()
     assert len(rows) == 1 + 6
     assert (tmp_path / "report" / "spectrogram_spk1_snt1.png").stat().st_size > 10_000
+
+
+def test_score_quality_with_skip_bad_leaves_out_unreadable_and_unpaired_files_and_lists_them(tmp_path, capsys):
+    import shutil
+
+    from speech_peft.cli import main
+
+    for name in ("deg", "res"):
+        (tmp_path / name).mkdir()
+        for stem in ("spk1_snt1", "spk2_snt1"):
+            shutil.copy(DATA / "asr" / f"{stem}.wav", tmp_path / name / f"{stem}.wav")
+    (tmp_path / "res" / "spk2_snt1.wav").write_text("not audio\n" * 8)
+    args = ["score", "quality", "--deg", str(tmp_path / "deg"), "--out", str(tmp_path / "res"),
+            "--report", str(tmp_path / "report"), "--plots", "0", "--no-dnsmos", "--no-speaker"]
+    assert main(args) == 2
+    assert "spk2_snt1.wav" in capsys.readouterr().err
+    assert main([*args, "--skip-bad"]) == 0
+    rejects = (tmp_path / "report" / "rejects.tsv").read_text()
+    assert "res/spk2_snt1.wav\tunreadable" in rejects and "no restored file" in rejects
+    rows = (tmp_path / "report" / "per_file.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 and all("spk1_snt1" in r for r in rows[1:])

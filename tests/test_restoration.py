@@ -125,7 +125,7 @@ def test_restore_mirrors_the_layout_lists_rejects_and_never_writes_into_its_inpu
     restored = _outputs(out)
     assert len(restored) == 12 and all(k.startswith(("sub0/", "sub1/")) for k in restored)
     rejected = (out / "rejects.tsv").read_text()
-    assert "broken.wav" in rejected and "short.wav\ttoo short to restore" in rejected and "nan.wav\tcontains NaN" in rejected
+    assert "broken.wav" in rejected and "short.wav\ttoo short" in rejected and "nan.wav\tcontains NaN" in rejected
     for bad, problem in (("short.wav", "too short"), ("nan.wav", "NaN")):  # each alone, without --skip-bad
         alone = tmp_path / f"only_{bad}"
         alone.mkdir()

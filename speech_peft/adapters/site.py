@@ -20,6 +20,7 @@ class AdapterSite(nn.Module):
         self.combiners = nn.ModuleDict()  # fusion name -> this site's combiner
         self.fused: dict[str, tuple[str, ...]] = {}  # fusion name -> the adapters it combines
         self.active_fusion: str | None = None
+        self.row_adapters: dict[str, Tensor] | None = None  # mixed batch: adapter name -> its rows
         self._captured: dict[str, Tensor] = {}
         self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
 
@@ -57,6 +58,8 @@ class AdapterSite(nn.Module):
 
     def forward(self, *args, **kwargs):
         out = self.base(*args, **kwargs)
+        if self.row_adapters is not None:
+            return self._mixed(out, args, kwargs)
         live = self.live()
         fusion = self.active_fusion if self.active_fusion in self.combiners else None
         if not live and fusion is None:
@@ -68,6 +71,18 @@ class AdapterSite(nn.Module):
             total = total + self._delta(name, own_input, y)
         if fusion is not None:
             total = total + self._fuse(fusion, own_input, y)
+        self._captured.clear()
+        return (total, *out[1:]) if isinstance(out, tuple) else total
+
+    def _mixed(self, out, args, kwargs):
+        """Each utterance through its own adapter (``mixed_batch.set_row_adapters``); rows naming none, or
+        an adapter that does not sit here, get the base output."""
+        y = out[0] if isinstance(out, tuple) else out
+        own_input = args[0] if args else next(v for v in kwargs.values() if isinstance(v, Tensor))
+        total = y
+        for name, rows in self.row_adapters.items():
+            if name in self.adapters and name not in self.merged and len(rows):
+                total = total.index_add(0, rows.to(y.device), self._delta(name, own_input, y, rows.to(y.device)))
         self._captured.clear()
         return (total, *out[1:]) if isinstance(out, tuple) else total
 

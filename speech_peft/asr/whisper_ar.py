@@ -1,12 +1,21 @@
-"""Autoregressive Whisper decoding (greedy and beam search) with a KV cache, batched."""
+"""Autoregressive Whisper decoding, batched: a lean greedy loop (preallocated KV cache, cross-attention keys
+and values computed once, one call per token) with Whisper's no-speech probability, average log-probability
+and temperature fallback, and beam search."""
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import zlib
+from dataclasses import dataclass
 
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..adapters.mixed_batch import select_rows
+from ..adapters.site import sites
 from ..encoders.whisper import WhisperBundle, log_mel, run_encoder
 
 SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def prompt_for(vocab_size: int) -> list[int]:
@@ -15,21 +24,66 @@ def prompt_for(vocab_size: int) -> list[int]:
     return [SOT, NO_TIMESTAMPS] if vocab_size == 51864 else [SOT, 50259, 50359, 50363]
 
 
-class WhisperTranscriber:
-    """Transcribe 16 kHz waveforms with a (possibly adapted) Whisper model, English-only prompt."""
+def compression_ratio(text: str) -> float:
+    """Bytes over zlib-compressed bytes: a decoder caught in a loop writes text that compresses well."""
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
-    def __init__(self, bundle: WhisperBundle, max_new_tokens: int = 224, pad_to_30s: bool = True):
+
+@dataclass
+class Hypothesis:
+    """One decoded window, with the scores Whisper judges its own output by (None where not computed)."""
+    text: str
+    no_speech_prob: float | None = None   # P(<|nocaptions|>) after <|startoftranscript|>
+    avg_logprob: float | None = None      # per token, end of text included
+    temperature: float = 0.0              # 0: greedy; higher: the fallback that was kept
+
+    @property
+    def compression(self) -> float:
+        return compression_ratio(self.text)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Whisper's decoding rules: a window is silent when its no-speech probability is above ``no_speech``
+    and its text is unlikely (average log-probability under ``logprob``); a window is re-decoded at rising
+    temperatures when its text compresses too well (a loop) or is unlikely."""
+    no_speech: float = 0.6
+    logprob: float = -1.0
+    compression: float = 2.4
+
+    def silent(self, h: Hypothesis) -> bool:
+        return h.no_speech_prob is not None and h.no_speech_prob > self.no_speech and \
+            h.avg_logprob is not None and h.avg_logprob < self.logprob
+
+    def failed(self, h: Hypothesis) -> bool:
+        return h.compression > self.compression or (h.avg_logprob is not None and h.avg_logprob < self.logprob)
+
+
+class WhisperTranscriber:
+    """Transcribe 16 kHz waveforms (at most 30 s each) with a (possibly adapted) Whisper model, English prompt."""
+
+    def __init__(self, bundle: WhisperBundle, max_new_tokens: int = 224, pad_to_30s: bool = True,
+                 thresholds: Thresholds = Thresholds(), fallback: bool = True, compute_type: str = "float32"):
         if bundle.tokenizer is None:
             raise FileNotFoundError(f"{bundle.name}: tokenizer.json is missing; it is needed to write text")
         self.bundle = bundle
         self.model = bundle.model
         self.max_new_tokens = max_new_tokens
         self.pad_to_30s = pad_to_30s
+        self.thresholds, self.fallback = thresholds, fallback
         vocab = self.model.config.vocab_size
         # Specials and timestamps (every id after end-of-text) never appear inside a transcript.
         self.suppress = torch.tensor(sorted(set(bundle.suppress_tokens) | set(range(EOT + 1, vocab))))
         self.begin_suppress = torch.tensor(bundle.begin_suppress_tokens)
         self.prompt = prompt_for(vocab)
+        if compute_type not in ("float32", "int8"):
+            raise ValueError(f"compute type {compute_type!r}: choose float32 or int8")
+        # The vocabulary projection (51864 x d) is most of a CPU decoding step's time: int8 quarters the
+        # bytes it reads per token. Adapters never sit on it, so every adapter still runs in float32.
+        self.vocabulary = _int8_linear(self.model.proj_out) if compute_type == "int8" else self.model.proj_out
+        no_speech = bundle.tokenizer.token_to_id("<|nocaptions|>")
+        self.no_speech = no_speech if no_speech is not None else bundle.tokenizer.token_to_id("<|nospeech|>")
 
     @torch.no_grad()
     def encode(self, waveforms: Tensor) -> Tensor:
@@ -45,25 +99,127 @@ class WhisperTranscriber:
             logits[:, self.begin_suppress] = float("-inf")
         return logits, out.past_key_values
 
+    def lean_ok(self) -> bool:
+        """The lean loop calls the decoder's linear layers itself: adapters on them (LoRA and the like)
+        still run, but an adapter wrapping a whole block would be skipped, so such models take the
+        transformers forward instead."""
+        return all(isinstance(site.base, nn.Linear) for site in sites(self.model.model.decoder).values())
+
     @torch.no_grad()
-    def greedy(self, waveforms: Tensor, states: Tensor | None = None) -> list[list[int]]:
+    def greedy(self, waveforms: Tensor | None, states: Tensor | None = None) -> list[list[int]]:
         """Greedy token ids per utterance; ``states``: its encoder states when already computed."""
         states = self.encode(waveforms) if states is None else states
+        return self._search(states)[0]
+
+    @torch.no_grad()
+    def decode(self, waveforms: Tensor, beam_size: int = 1, seed: int = 0) -> list[Hypothesis]:
+        """One hypothesis per waveform, scored; with ``fallback`` a greedy result that loops or is unlikely
+        (and is not silence) is re-decoded by sampling at rising temperatures, as Whisper does."""
+        if beam_size > 1:
+            return [Hypothesis(self.decode_text(r)) for r in self.beam_search(waveforms, beam_size)]
+        states = self.encode(waveforms)
+        tokens, scores, no_speech = self._search(states)
+        hyps = [Hypothesis(self.decode_text(t), p, s) for t, s, p in zip(tokens, scores, no_speech)]
+        if not self.fallback:
+            return hyps
+        for temperature in FALLBACK_TEMPERATURES:
+            redo = [i for i, h in enumerate(hyps) if self.thresholds.failed(h) and not self.thresholds.silent(h)]
+            if not redo:
+                break
+            with select_rows(self.model, redo):  # per-utterance routing follows the rows re-decoded
+                tokens, scores, _ = self._search(states[redo], temperature, seed)
+            for i, t, s in zip(redo, tokens, scores):
+                again = Hypothesis(self.decode_text(t), hyps[i].no_speech_prob, s, temperature)
+                if _better(again, hyps[i], self.thresholds):
+                    hyps[i] = again
+        return hyps
+
+    def _search(self, states: Tensor, temperature: float = 0.0, seed: int = 0):
+        """Token ids, average log-probabilities and no-speech probabilities, one per row of ``states``.
+        Sampling draws from one generator per row, so a row's text does not depend on its batch."""
+        step = self._lean_steps(states) if self.lean_ok() else self._hf_steps(states)
         batch = states.shape[0]
-        ids = torch.tensor([self.prompt] * batch, device=states.device)
-        tokens = torch.empty(batch, 0, dtype=torch.long)
+        rows = torch.full((batch, self.max_new_tokens), EOT, dtype=torch.long)
+        logprob = torch.zeros(batch)
+        length = torch.zeros(batch)
         done = torch.zeros(batch, dtype=torch.bool)
-        cache = None
-        for step in range(self.max_new_tokens):
-            logits, cache = self._logits(ids, states, cache, first=step == 0)
-            nxt = logits.argmax(-1)
+        ids = torch.tensor([self.prompt] * batch, device=states.device)
+        no_speech = None
+        generators = [torch.Generator().manual_seed(seed) for _ in range(batch)] if temperature > 0 else []
+        for position in range(self.max_new_tokens):
+            logits, first_logits = step(ids)
+            if no_speech is None:
+                no_speech = first_logits.float().cpu().softmax(-1)[:, self.no_speech]
+            logits = logits.float().cpu()
+            logits[:, self.suppress] = float("-inf")
+            if position == 0:
+                logits[:, self.begin_suppress] = float("-inf")
+            if temperature > 0:
+                probs = (logits / temperature).softmax(-1)
+                nxt = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
+            else:
+                nxt = logits.argmax(-1)
             nxt[done] = EOT
-            tokens = torch.cat([tokens, nxt[:, None]], 1)
+            picked = logits.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)
+            logprob += torch.where(done, torch.zeros_like(picked), picked)
+            length += (~done).float()
+            rows[:, position] = nxt
             done |= nxt == EOT
             if done.all():
                 break
             ids = nxt[:, None].to(states.device)
-        return [[t for t in row.tolist() if t != EOT][: _until_eot(row)] for row in tokens]
+        tokens = [row[: _until_eot(row)].tolist() for row in rows]
+        return tokens, (logprob / length.clamp(min=1)).tolist(), no_speech.tolist()
+
+    def _hf_steps(self, states: Tensor):
+        cache = None
+
+        def step(ids: Tensor) -> tuple[Tensor, Tensor]:
+            nonlocal cache
+            out = self.model(encoder_outputs=(states,), decoder_input_ids=ids, cache=cache, use_cache=True)
+            cache = out.past_key_values
+            return out.logits[:, -1], out.logits[:, 0]
+
+        return step
+
+    def _lean_steps(self, states: Tensor):
+        """One decoder step per call on a preallocated self-attention cache; the cross-attention keys and
+        values of every layer are computed once from the encoder states."""
+        decoder = self.model.model.decoder
+        batch, heads = states.shape[0], decoder.layers[0].self_attn.num_heads
+        width = states.shape[-1] // heads
+        split = lambda x: x.view(batch, -1, heads, width).transpose(1, 2)  # noqa: E731
+        cross = [(split(layer.encoder_attn.k_proj(states)), split(layer.encoder_attn.v_proj(states)))
+                 for layer in decoder.layers]
+        room = len(self.prompt) + self.max_new_tokens
+        keys = states.new_zeros(len(decoder.layers), batch, heads, room, width)
+        values = torch.zeros_like(keys)
+        filled = 0
+
+        def step(ids: Tensor) -> tuple[Tensor, Tensor]:
+            nonlocal filled
+            n = ids.shape[1]
+            x = decoder.embed_tokens(ids) + decoder.embed_positions.weight[filled:filled + n]
+            for i, layer in enumerate(decoder.layers):
+                attn = layer.self_attn
+                h = layer.self_attn_layer_norm(x)
+                keys[i, :, :, filled:filled + n] = split(attn.k_proj(h))
+                values[i, :, :, filled:filled + n] = split(attn.v_proj(h))
+                out = F.scaled_dot_product_attention(split(attn.q_proj(h)), keys[i, :, :, :filled + n],
+                                                     values[i, :, :, :filled + n], is_causal=n > 1)
+                x = x + attn.out_proj(out.transpose(1, 2).reshape(batch, n, -1))
+                h = layer.encoder_attn_layer_norm(x)
+                out = F.scaled_dot_product_attention(split(layer.encoder_attn.q_proj(h)), *cross[i])
+                x = x + layer.encoder_attn.out_proj(out.transpose(1, 2).reshape(batch, n, -1))
+                x = x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
+            first = filled == 0
+            filled += n
+            if first:  # the no-speech probability is read after <|startoftranscript|>, once
+                logits = self.vocabulary(decoder.layer_norm(x[:, [0, -1]]))
+                return logits[:, 1], logits[:, 0]
+            return self.vocabulary(decoder.layer_norm(x[:, -1])), None
+
+        return step
 
     @torch.no_grad()
     def beam_search(self, waveforms: Tensor, beam_size: int = 5) -> list[list[int]]:
@@ -119,8 +275,23 @@ class WhisperTranscriber:
         return self.bundle.tokenizer.decode([t for t in tokens if t < EOT], skip_special_tokens=True).strip()
 
     def transcribe(self, waveforms: Tensor, beam_size: int = 1) -> list[str]:
-        rows = self.greedy(waveforms) if beam_size <= 1 else self.beam_search(waveforms, beam_size)
-        return [self.decode_text(r) for r in rows]
+        return [h.text for h in self.decode(waveforms, beam_size)]
+
+
+def _int8_linear(linear: nn.Linear) -> nn.Module:
+    import warnings
+
+    with warnings.catch_warnings():  # torch points eager quantisation users to torchao; this use is a single layer
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)[0]
+
+
+def _better(candidate: Hypothesis, current: Hypothesis, thresholds: Thresholds) -> bool:
+    """A re-decoding replaces the current text when it passes where the current fails, or both pass or
+    both fail and it is more likely."""
+    if thresholds.failed(candidate) != thresholds.failed(current):
+        return not thresholds.failed(candidate)
+    return (candidate.avg_logprob or float("-inf")) > (current.avg_logprob or float("-inf"))
 
 
 def _until_eot(row: Tensor) -> int:

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     d.add_argument("--p-clean", type=float, default=0.05, help="chance a file is left clean")
     d.add_argument("--p-real", type=float, default=0.5, help="chance of a real noise/RIR over a synthetic one")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable, empty, too-short, NaN or over-long inputs, listing them in OUT/rejects.tsv")
     d.set_defaults(func=run)
 
 
@@ -29,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
     config = DegradeConfig(noise_files=args.noise, rir_files=args.rir, snr_db=tuple(args.snr), effects=effects,
                            max_effects=args.max_effects, min_effects=args.min_effects, p_clean=args.p_clean,
                            p_real=args.p_real)
-    print(degrade_to_disk(args.inputs, args.out, config, seed=args.seed))
+    print(degrade_to_disk(args.inputs, args.out, config, seed=args.seed, skip_bad=args.skip_bad))
     return 0

@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
     q.add_argument("--plots", type=int, default=3, help="files to draw spectrograms for")
     q.add_argument("--no-dnsmos", action="store_true")
     q.add_argument("--no-speaker", action="store_true")
+    q.add_argument("--skip-bad", action="store_true",
+                   help="leave out files that cannot be read or have no counterpart, listing them in REPORT/rejects.tsv")
     q.set_defaults(func=run_quality)
 
 
@@ -41,5 +43,6 @@ def run_quality(args: argparse.Namespace) -> int:
             raise ValueError(f"--also {item!r}: give NAME=FOLDER")
         extra[name] = folder
     score_quality(args.deg, args.out, args.ref, args.report, args.transcripts, args.plots,
-                  speaker=not args.no_speaker, non_intrusive=not args.no_dnsmos, extra=extra)
+                  speaker=not args.no_speaker, non_intrusive=not args.no_dnsmos, extra=extra,
+                  skip_bad=args.skip_bad)
     return 0

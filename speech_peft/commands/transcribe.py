@@ -1,24 +1,36 @@
-"""``speech-peft transcribe``: files, folders or manifests to ``id<TAB>text``."""
+"""``speech-peft transcribe``: files, folders or manifests of recordings of any length to transcripts."""
 from __future__ import annotations
 
 import argparse
-
-from ..data.inputs import gather_inputs
-from ..jobs.devices import DEVICES
-from ..jobs.transcribe import transcribe_entries, write_tsv
+import json
+from pathlib import Path
 
 DIFFUSION_OPTIONS = ("candidates", "schedule", "rule", "remask", "init", "hold_eos", "distinct_neighbours", "seed")
+FORMATS = ("tsv", "jsonl", "srt")
 
 
 def add_parser(sub) -> None:
-    t = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests")
-    t.add_argument("inputs", nargs="+", help="audio files, folders, or .jsonl manifests")
+    from ..jobs.devices import DEVICES
+
+    t = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests (any length)")
+    t.add_argument("inputs", nargs="+", help="audio files, folders, or .jsonl manifests (an utterance's 'adapter' "
+                                             "field names the saved adapter it is transcribed with)")
     t.add_argument("--model", default="whisper-tiny.en",
                    help="whisper-tiny.en, a Whisper model directory, or an ASR export (AR + adapter, diffusion)")
     t.add_argument("--adapter", help="Whisper only: a saved adapter directory to place on the model")
-    t.add_argument("--out", help="write id<TAB>text here instead of stdout")
+    t.add_argument("--out", help="write here instead of stdout (a folder for --format srt)")
+    t.add_argument("--format", choices=FORMATS,
+                   help="tsv: id<TAB>text; jsonl: one object per file with segments and the speech decision; "
+                        "srt: one subtitle file per input (default: from --out's suffix, else tsv)")
+    t.add_argument("--timestamps", action="store_true", help="tsv: one id<TAB>start<TAB>end<TAB>text row per segment")
+    t.add_argument("--no-vad", action="store_true",
+                   help="no voice activity detection: long files are cut at fixed 30 s steps and silence is judged "
+                        "by Whisper alone")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--beam-size", type=int, default=1, help="Whisper and AR exports: 1 is greedy")
+    t.add_argument("--compute-type", choices=["float32", "int8"], default="float32",
+                   help="int8: the vocabulary projection in int8 (faster on a CPU; transcripts may differ slightly)")
+    t.add_argument("--max-seconds", type=float, default=4 * 3600.0, help="longer files are bad inputs")
     t.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
     d = t.add_argument_group("diffusion ASR exports only (defaults: the decoding the export was trained with)")
     d.add_argument("--candidates", type=int, help="candidates decoded in parallel, K")
@@ -30,21 +42,45 @@ def add_parser(sub) -> None:
     d.add_argument("--distinct-neighbours", action="store_true", default=None,
                    help="progressive: never commit two equal neighbouring tokens in one step")
     d.add_argument("--seed", type=int, help="default 0")
-    t.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listing them in --rejects")
+    t.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable, empty, too-short, NaN or over-long inputs (listed in --rejects) and "
+                        "transcribe the rest")
     t.add_argument("--rejects", help="file for skipped inputs and reasons (with --skip-bad)")
     t.set_defaults(func=run)
 
 
+def output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    suffix = Path(args.out).suffix if args.out else ""
+    return {".jsonl": "jsonl", ".srt": "srt"}.get(suffix, "tsv")
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..data.inputs import gather_inputs
+    from ..jobs.transcribe import transcribe_files, write_transcripts
+
     if args.rejects and not args.skip_bad:
         raise ValueError("--rejects lists skipped inputs: it needs --skip-bad")
+    fmt = output_format(args)
+    if fmt == "srt" and not args.out:
+        raise ValueError("--format srt writes one file per input: give --out FOLDER")
     given = {k: getattr(args, k) for k in DIFFUSION_OPTIONS if getattr(args, k) is not None}
     decode = {k: tuple(v) if k == "schedule" else v for k, v in given.items()} or None
-    rows = transcribe_entries(gather_inputs(args.inputs), args.model, args.adapter, args.batch_size,
-                              args.beam_size, args.skip_bad, args.rejects, decode=decode, device=args.device)
+    entries = gather_inputs(args.inputs, args.skip_bad, args.rejects, args.max_seconds)
+    transcripts = transcribe_files(entries, args.model, args.adapter, args.batch_size, args.beam_size,
+                                   args.skip_bad, args.rejects, decode=decode, device=args.device,
+                                   vad=not args.no_vad, compute_type=args.compute_type, max_seconds=args.max_seconds)
     if args.out:
-        write_tsv(rows, args.out)
+        write_transcripts(transcripts, args.out, fmt, args.timestamps)
+    elif fmt == "jsonl":
+        for t in transcripts:
+            print(json.dumps(t.to_json(), ensure_ascii=False))
+    elif args.timestamps:
+        for t in transcripts:
+            for s in t.segments:
+                print(f"{t.id}\t{s.start:.2f}\t{s.end:.2f}\t{' '.join(s.text.split())}")
     else:
-        for uid, text in rows.items():
-            print(f"{uid}\t{text}")
+        for t in transcripts:
+            print(f"{t.id}\t{' '.join(t.text.split())}")
     return 0

@@ -11,6 +11,7 @@ import torchaudio.functional as AF
 from ..fileio import atomic_write
 
 MAX_SECONDS = 600.0  # longer files are almost always a mistake (a whole session, a wrong file)
+MIN_SECONDS = 0.1    # shorter holds no word (the shortest spoken digit is 0.14 s): a truncated or wrong file
 
 
 class AudioError(ValueError):
@@ -19,7 +20,7 @@ class AudioError(ValueError):
         self.path, self.problem = str(path), problem
 
 
-def probe(path: str | Path, max_seconds: float = MAX_SECONDS) -> tuple[int, int, int]:
+def probe(path: str | Path, max_seconds: float = MAX_SECONDS, min_seconds: float = MIN_SECONDS) -> tuple[int, int, int]:
     """(frames, sample rate, channels) from the header, or AudioError."""
     path = Path(path)
     if not path.is_file():
@@ -28,8 +29,11 @@ def probe(path: str | Path, max_seconds: float = MAX_SECONDS) -> tuple[int, int,
         info = sf.info(str(path))
     except Exception as err:  # soundfile raises several types for unreadable data
         raise AudioError(path, f"unreadable or corrupt audio ({err})") from None
-    if info.frames == 0:
+    if info.frames <= 0:
         raise AudioError(path, "empty audio (0 samples)")
+    if info.frames / info.samplerate < min_seconds:
+        raise AudioError(path, f"too short: {info.frames} samples ({info.frames / info.samplerate:.3f} s, "
+                               f"minimum {min_seconds} s)")
     if info.frames / info.samplerate > max_seconds:
         raise AudioError(path, f"absurd length {info.frames / info.samplerate:.0f} s (limit {max_seconds:.0f} s)")
     return info.frames, info.samplerate, info.channels

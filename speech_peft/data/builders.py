@@ -9,7 +9,7 @@ import csv
 import os
 from pathlib import Path
 
-from .audio import AudioError, probe
+from .audio import MAX_SECONDS, AudioError, probe
 from .manifest import Entry
 from .rejects import Rejects
 
@@ -17,9 +17,10 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
-def _entry(uid: str, path: Path, rejects: Rejects | None, **fields) -> Entry | None:
+def _entry(uid: str, path: Path, rejects: Rejects | None, max_seconds: float = MAX_SECONDS,
+           **fields) -> Entry | None:
     try:
-        frames, rate, _ = probe(path)
+        frames, rate, _ = probe(path, max_seconds)
     except AudioError as err:
         if rejects is None:
             raise
@@ -36,7 +37,8 @@ def _keep(entries: list[Entry | None]) -> list[Entry]:
     return [e for e in entries if e is not None]
 
 
-def from_folder(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None) -> list[Entry]:
+def from_folder(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None,
+                max_seconds: float = MAX_SECONDS) -> list[Entry]:
     """Every audio file below ``root``; the id is its relative path without suffix."""
     root = Path(root)
     if not root.is_dir():
@@ -46,7 +48,7 @@ def from_folder(root: str | os.PathLike, skip_bad: bool = False, rejects_path=No
                    and not p.name.startswith("."))  # hidden: a writer's temporary, never an input
     if not files:
         raise ValueError(f"{root}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
-    return _keep([_entry(str(p.relative_to(root).with_suffix("")), p, rejects) for p in files])
+    return _keep([_entry(str(p.relative_to(root).with_suffix("")), p, rejects, max_seconds) for p in files])
 
 
 def from_fsdd(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None) -> list[Entry]:

@@ -1,23 +1,41 @@
-"""What a batch command was given (audio files, folders of audio, ``.jsonl`` manifests) as entries."""
+"""What a batch command was given (audio files, folders of audio, ``.jsonl`` manifests) as entries.
+
+Every batch command (transcribe, restore, degrade, score) gathers its inputs here, so bad files are
+handled one way: an unreadable, empty, too-short or absurdly long file is an error naming it, or with
+``skip_bad`` a line in the rejects file and the rest go on.
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from .audio import MAX_SECONDS, AudioError, probe
 from .builders import AUDIO_SUFFIXES, from_folder
 from .manifest import Entry, read_manifest
+from .rejects import Rejects
 
 
-def gather_inputs(inputs: list[str]) -> list[Entry]:
-    """Entries in the order given; an id that appears twice is an error naming it."""
+def gather_inputs(inputs: list[str], skip_bad: bool = False, rejects_path: str | os.PathLike | None = None,
+                  max_seconds: float = MAX_SECONDS) -> list[Entry]:
+    """Entries in the order given; an id that appears twice is an error naming it. Files given one by one
+    and folders are checked from their headers here; a manifest's audio is checked when it is read."""
+    rejects = Rejects(rejects_path)
     entries: list[Entry] = []
     for item in inputs:
         path = Path(item)
         if path.suffix == ".jsonl":
             entries += read_manifest(path)
         elif path.is_dir():
-            entries += from_folder(path)
+            entries += from_folder(path, skip_bad=skip_bad, rejects_path=rejects_path, max_seconds=max_seconds)
         elif path.suffix.lower() in AUDIO_SUFFIXES or path.exists():
-            entries.append(Entry(id=path.stem, audio=str(path), duration=0.0, sample_rate=0))
+            try:
+                frames, rate, _ = probe(path, max_seconds)
+            except AudioError as err:
+                if not skip_bad:
+                    raise
+                rejects.add(err.path, err.problem)
+                continue
+            entries.append(Entry(id=path.stem, audio=str(path), duration=round(frames / rate, 4), sample_rate=rate))
         else:
             raise FileNotFoundError(f"{path}: no such file, folder or manifest")
     ids = [e.id for e in entries]

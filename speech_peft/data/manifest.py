@@ -1,7 +1,8 @@
 """The manifest: one JSON object per line.
 
 Fields: id, audio (path), duration (s), sample_rate, and optional text, label, task, clean_audio,
-speaker. Relative paths are relative to the manifest's own folder, so a data folder can move.
+speaker, adapter (a saved adapter folder that transcribes this utterance). Relative paths are relative to
+the manifest's own folder, so a data folder can move.
 """
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ class Entry:
     task: str | None = None
     clean_audio: str | None = None
     speaker: str | None = None
+    adapter: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, ensure_ascii=False)
 
 
 _FIELDS = {f.name for f in fields(Entry)}
+PATH_FIELDS = ("audio", "clean_audio", "adapter")
 
 
 def read_manifest(path: str | os.PathLike) -> list[Entry]:
@@ -55,7 +58,7 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
         if data["id"] in seen:
             raise ValueError(f"{path}:{number}: id {data['id']!r} appears twice")
         seen.add(data["id"])
-        for key in ("audio", "clean_audio"):
+        for key in PATH_FIELDS:
             if data.get(key) and not os.path.isabs(data[key]):
                 data[key] = str(root / data[key])
         data.setdefault("duration", 0.0)
@@ -73,7 +76,7 @@ def write_manifest(entries: list[Entry], path: str | os.PathLike, relative: bool
     for entry in entries:
         data = Entry(**asdict(entry))
         if relative:
-            for key in ("audio", "clean_audio"):
+            for key in PATH_FIELDS:
                 value = getattr(data, key)
                 if value:
                     full = Path(value).resolve()

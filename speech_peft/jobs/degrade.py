@@ -2,7 +2,8 @@
 
 Each output keeps the input's relative path and is written atomically, so a killed run leaves no
 half-written file, and existing outputs are kept (a rerun resumes). The output folder may not be the
-input folder or inside it.
+input folder or inside it. A bad input (unreadable, empty, too short, NaN, absurdly long) stops the run
+naming it, or with ``skip_bad`` goes to ``OUT/rejects.tsv`` with the reason and the rest are degraded.
 """
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ from ..data.rejects import Rejects
 
 
 def degrade_to_disk(inputs: list[str], out_dir: str, config: DegradeConfig, seed: int = 0,
-                    sample_rate: int = 16000) -> Path:
+                    sample_rate: int = 16000, skip_bad: bool = False) -> Path:
     out = Path(out_dir).resolve()
     for item in inputs:
         src = Path(item).resolve()
         root = src if src.is_dir() else src.parent
         if out == root or root in out.parents:
             raise ValueError(f"output folder {out} lies inside the input {root}; choose another place")
-    entries = gather_inputs(inputs)
+    rejects = Rejects(out / "rejects.tsv" if skip_bad else None)
+    entries = gather_inputs(inputs, skip_bad, rejects.path)
     degrader = Degrader(config, sample_rate, seed)
-    rejects = Rejects(out / "rejects.tsv")
     written = []
     for index, entry in enumerate(tqdm(entries, desc="degrade", unit="file")):
         target = out / f"{entry.id}.wav"
@@ -35,6 +36,8 @@ def degrade_to_disk(inputs: list[str], out_dir: str, config: DegradeConfig, seed
             try:
                 wave = load_audio(entry.audio, sample_rate)
             except AudioError as err:
+                if not skip_bad:
+                    raise
                 rejects.add(err.path, err.problem)
                 continue
             save_audio(target, degrader(wave, index), sample_rate)

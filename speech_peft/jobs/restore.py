@@ -26,7 +26,6 @@ from ..fileio import folder_digest, remove_stale_temporaries, write_json
 from ..vocoders.restorer import Restorer
 from .devices import accelerator_for
 
-MIN_SECONDS = 0.1  # the encoder's and vocoder's framing need a few frames of audio
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
 MARKER = "restorer.json"  # in the output folder: which restorer wrote it
 
@@ -59,9 +58,7 @@ def _restorable(entries: list[Entry], skip_bad: bool, rejects_path: Path | None)
     rejects, kept = Rejects(rejects_path), []
     for entry in entries:
         try:
-            frames, rate, _ = probe(entry.audio)
-            if frames < MIN_SECONDS * rate:
-                raise AudioError(entry.audio, f"too short to restore ({frames} samples; at least {MIN_SECONDS} s)")
+            probe(entry.audio)  # unreadable, empty, too short or absurdly long
         except AudioError as err:
             if not skip_bad:
                 raise

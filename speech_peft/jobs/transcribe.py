@@ -1,83 +1,189 @@
-"""Batch transcription of entries with Whisper (optionally adapted) or a trained ASR export."""
+"""Batch transcription of recordings of any length with Whisper (optionally adapted, one adapter per
+utterance if the manifest says so) or a trained ASR export.
+
+Each recording is planned (``asr.longform``: one window up to 30 s, voice-activity windows beyond), windows
+of many recordings are decoded together in batches of similar length, and each recording's transcript is
+assembled from its windows. Bad inputs stop the run naming the file, or with ``skip_bad`` go to the rejects
+file with the reason while the rest are transcribed.
+"""
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
+from torch import Tensor
 from tqdm import tqdm
 
 from ..adapters import load_adapter
-from ..asr.whisper_ar import WhisperTranscriber
-from ..data.dataset import AudioDataset, Batch, LengthBucketSampler, collate
+from ..adapters.mixed_batch import set_row_adapters
+from ..asr.longform import Plan, Transcript, assemble, plan_recording
+from ..asr.vad import VADConfig
+from ..asr.whisper_ar import Hypothesis, WhisperTranscriber
+from ..data.dataset import AudioDataset
 from ..data.manifest import Entry
 from ..encoders.whisper import load_whisper
 from ..exports import INFO, read_export_info
 from ..fileio import write_text
-from ..tasks.asr import EXPORT_KIND as AR_EXPORT
-from ..tasks.asr import WhisperARFineTune
-from ..tasks.diffusion_asr import EXPORT_KIND as DIFFUSION_EXPORT
-from ..tasks.diffusion_asr import DiffusionASR
-from ..tasks.multitask_asr import EXPORT_KIND as FUSION_EXPORT
-from ..tasks.multitask_asr import WhisperAdapterFusion
 from .devices import torch_device
 
+MAX_SECONDS = 4 * 3600.0  # a recording this long is read whole into memory (about 0.9 GB)
+# (waves, lengths, each row's adapter or None) -> one scored hypothesis per row
+Decoder = Callable[[Tensor, Tensor, list], list[Hypothesis]]
 
-def load_transcriber(model: str = "whisper-tiny.en", adapter: str | None = None, beam_size: int = 1,
-                     decode: dict | None = None, device: str = "cpu") -> Callable[[Batch], list[str]]:
-    """``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it, ``beam_size``
-    1 for greedy), or an ASR export (``export.json``: AR + adapter, or diffusion with ``decode``
-    options). Options that do not apply to the model are refused, never ignored."""
+
+def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, beam_size: int = 1,
+                 decode: dict | None = None, device: str = "cpu", compute_type: str = "float32",
+                 row_adapters: list[str] = ()) -> Decoder:
+    """``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
+    saved adapters that utterances may name one by one), or an ASR export (``export.json``). Options that do
+    not apply to the model are refused, never ignored."""
+    from ..tasks.asr import EXPORT_KIND as AR_EXPORT
+    from ..tasks.asr import WhisperARFineTune
+    from ..tasks.diffusion_asr import EXPORT_KIND as DIFFUSION_EXPORT
+    from ..tasks.diffusion_asr import DiffusionASR
+    from ..tasks.multitask_asr import EXPORT_KIND as FUSION_EXPORT
+    from ..tasks.multitask_asr import WhisperAdapterFusion
+
     target = torch_device(device)
     if (Path(model) / INFO).is_file():
         kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT, FUSION_EXPORT))["kind"]
-        if adapter is not None:
-            raise ValueError(f"{model} is an ASR export with its own adapter: --adapter does not apply")
+        if adapter is not None or row_adapters:
+            raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
+                             "adapters do not apply")
         if kind == DIFFUSION_EXPORT:
             if beam_size != 1:
                 raise ValueError(f"{model} is a diffusion ASR export: --beam-size does not apply (use --candidates)")
             diffusion = DiffusionASR.from_export(model, decode).to(target)
-            return lambda b: diffusion.transcribe(b.waveforms.to(target), b.lengths.to(target))
+            return lambda w, n, _: [Hypothesis(t) for t in diffusion.transcribe(w.to(target), n.to(target))]
         if kind == FUSION_EXPORT:  # task-ID-free: each utterance routed by what it sounds like
             fused = WhisperAdapterFusion.from_export(model).to(target)
-            return lambda b: fused.transcribe(b.waveforms.to(target), b.lengths.to(target), beam_size=beam_size)
+            fused.transcriber = _recast(fused.transcriber, compute_type)
+            return lambda w, n, _: fused.decode(w.to(target), n.to(target), beam_size=beam_size)
         ar = WhisperARFineTune.from_export(model).to(target)
-        return lambda b: ar.transcribe(b.waveforms.to(target), beam_size=beam_size)
+        transcriber = _recast(ar.transcriber, compute_type)
+        return lambda w, n, _: transcriber.decode(w.to(target), beam_size)
     if decode is not None:
         raise ValueError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
                          "--rule, --remask) do not apply")
     bundle = load_whisper(model)
-    if adapter is not None or target.type != "cpu":  # the loaded model is shared: adapt or move a copy
+    # Per-utterance adapters are loaded under their own names; --adapter, if given, serves the rest.
+    named = {path: f"utterance_adapter_{k}" for k, path in enumerate(dict.fromkeys([*row_adapters, adapter]))
+             if path is not None} if row_adapters else {}
+    if adapter is not None or named or target.type != "cpu":  # the loaded model is shared: adapt a copy
         private = copy.deepcopy(bundle.model).to(target)
-        if adapter is not None:
+        for path, name in named.items():
+            load_adapter(private, path, name=name)
+        if adapter is not None and not named:
             load_adapter(private, adapter)
         bundle = dataclasses.replace(bundle, model=private)
-    transcriber = WhisperTranscriber(bundle)
-    return lambda b: transcriber.transcribe(b.waveforms.to(target), beam_size)
+    transcriber = WhisperTranscriber(bundle, compute_type=compute_type)
+    if not named:
+        return lambda w, n, _: transcriber.decode(w.to(target), beam_size)
+
+    def mixed(waves: Tensor, lengths: Tensor, paths: list) -> list[Hypothesis]:
+        set_row_adapters(bundle.model, [named.get(path or adapter) for path in paths])
+        try:
+            return transcriber.decode(waves.to(target), beam_size)
+        finally:
+            set_row_adapters(bundle.model, None)
+
+    return mixed
+
+
+def _recast(transcriber: WhisperTranscriber, compute_type: str) -> WhisperTranscriber:
+    return transcriber if compute_type == "float32" else WhisperTranscriber(transcriber.bundle, compute_type=compute_type)
+
+
+def transcribe_files(entries: list[Entry], model: str = "whisper-tiny.en", adapter: str | None = None,
+                     batch_size: int = 8, beam_size: int = 1, skip_bad: bool = False,
+                     rejects_path: str | os.PathLike | None = None, progress: bool = True,
+                     decode: dict | None = None, device: str = "cpu", vad: bool = True,
+                     compute_type: str = "float32", max_seconds: float = MAX_SECONDS) -> list[Transcript]:
+    """Transcripts in the entries' order (skipped inputs are listed in ``rejects_path``). Entries whose
+    ``adapter`` field names a saved adapter are decoded with it, in the same batches as the rest."""
+    row_adapters = list(dict.fromkeys(e.adapter for e in entries if e.adapter))
+    decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters)
+    data = AudioDataset(entries, 16000, skip_bad=skip_bad, rejects_path=rejects_path, max_seconds=max_seconds)
+    vad_config = VADConfig() if vad else None
+    done: dict[str, Transcript] = {}
+    pending: list[tuple[Entry, Tensor, Plan]] = []
+    with torch.inference_mode(), tqdm(total=len(entries), desc="transcribe", unit="file", disable=not progress) as bar:
+        for index in range(len(data)):
+            item = data[index]
+            if item is None:
+                bar.update(1)
+                continue
+            entry, wave = item
+            pending.append((entry, wave, plan_recording(wave.numpy(), vad_config)))
+            if sum(len(p.windows) for _, _, p in pending) >= 4 * batch_size:
+                _flush(pending, decoder, batch_size, done, bar)
+        _flush(pending, decoder, batch_size, done, bar)
+    return [done[e.id] for e in entries if e.id in done]
+
+
+def _flush(pending: list, decoder: Decoder, batch_size: int, done: dict[str, Transcript], bar) -> None:
+    """Decode every pending window, longest first in batches of similar length, and assemble."""
+    jobs = [(f, w) for f, (_, _, plan) in enumerate(pending) for w in range(len(plan.windows))]
+    span = lambda job: pending[job[0]][2].windows[job[1]]  # noqa: E731
+    jobs.sort(key=lambda job: span(job)[1] - span(job)[0], reverse=True)
+    results: dict[tuple[int, int], Hypothesis] = {}
+    for start in range(0, len(jobs), batch_size):
+        group = jobs[start:start + batch_size]
+        pieces = [pending[f][1][slice(*span((f, w)))] for f, w in group]
+        lengths = torch.tensor([len(p) for p in pieces])
+        waves = torch.zeros(len(pieces), int(lengths.max()))
+        for row, piece in enumerate(pieces):
+            waves[row, : len(piece)] = piece
+        hyps = decoder(waves, lengths, [pending[f][0].adapter for f, _ in group])
+        results.update(zip(group, hyps))
+    for f, (entry, wave, plan) in enumerate(pending):
+        hyps = [results[(f, w)] for w in range(len(plan.windows))]
+        done[entry.id] = assemble(entry.id, entry.audio, len(wave), plan, hyps)
+    bar.update(len(pending))
+    pending.clear()
 
 
 def transcribe_entries(entries: list[Entry], model: str = "whisper-tiny.en", adapter: str | None = None,
                        batch_size: int = 8, beam_size: int = 1, skip_bad: bool = False,
                        rejects_path: str | None = None, progress: bool = True, decode: dict | None = None,
-                       device: str = "cpu") -> dict[str, str]:
-    """Transcripts by id, in the entries' order (skipped inputs are listed in ``rejects_path``)."""
-    transcribe = load_transcriber(model, adapter, beam_size, decode, device)
-    data = AudioDataset(entries, 16000, skip_bad=skip_bad, rejects_path=rejects_path)
-    sampler = LengthBucketSampler([e.duration for e in entries], batch_size, shuffle=False)
-    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate)
-    results: dict[str, str] = {}
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc="transcribe", unit="batch", disable=not progress):
-            if batch is None:
-                continue
-            for uid, text in zip(batch.ids, transcribe(batch)):
-                results[uid] = text
-    return {e.id: results[e.id] for e in entries if e.id in results}
+                       device: str = "cpu", **options) -> dict[str, str]:
+    """Transcripts by id, in the entries' order."""
+    transcripts = transcribe_files(entries, model, adapter, batch_size, beam_size, skip_bad, rejects_path,
+                                   progress, decode, device, **options)
+    return {t.id: t.text for t in transcripts}
 
 
 def write_tsv(rows: dict[str, str], out: str | os.PathLike) -> Path:
     return write_text(out, "".join(f"{k}\t{' '.join(v.split())}\n" for k, v in rows.items()))
+
+
+def write_transcripts(transcripts: list[Transcript], out: str | os.PathLike, fmt: str,
+                      timestamps: bool = False) -> list[Path]:
+    """``tsv``: id<TAB>text (with ``timestamps``: id<TAB>start<TAB>end<TAB>text per segment); ``jsonl``: one
+    object per recording, segments and the speech decision included; ``srt``: one subtitle file per
+    recording in the folder ``out``."""
+    if fmt == "jsonl":
+        return [write_text(out, "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in transcripts))]
+    if fmt == "srt":
+        return [write_text(Path(out) / f"{t.id}.srt", _srt(t)) for t in transcripts]
+    if fmt != "tsv":
+        raise ValueError(f"output format {fmt!r}: choose tsv, jsonl or srt")
+    if not timestamps:
+        return [write_tsv({t.id: t.text for t in transcripts}, out)]
+    lines = [f"{t.id}\t{s.start:.2f}\t{s.end:.2f}\t{' '.join(s.text.split())}\n" for t in transcripts for s in t.segments]
+    return [write_text(out, "".join(lines))]
+
+
+def _srt(transcript: Transcript) -> str:
+    def clock(seconds: float) -> str:
+        ms = round(seconds * 1000)
+        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+    blocks = [f"{i}\n{clock(s.start)} --> {clock(s.end)}\n{s.text}\n" for i, s in enumerate(transcript.segments, 1)]
+    return "\n".join(blocks)
+

@@ -18,11 +18,10 @@ import torch
 from tqdm import tqdm
 
 from ..data.audio import load_audio
-from ..data.dataset import Batch
 from ..data.manifest import read_manifest
 from ..decoders import DecodeOptions, choose
 from ..fileio import write_json, write_text
-from ..jobs.transcribe import load_transcriber
+from ..jobs.transcribe import load_decoder
 from ..metrics.wer import score, word_errors
 from ..tasks.diffusion_asr import DiffusionASR
 from .training import training_table
@@ -73,14 +72,12 @@ def _row(system: str, test_set: str, refs: list[str], hyps: list[str], seconds: 
 def evaluate_ar(model: str, manifest: Path, system: str, bucket: str) -> list[dict]:
     """``model``: a Whisper name or an AR export; greedy decoding, one utterance at a time."""
     entries = read_manifest(manifest)
-    transcribe = load_transcriber(model)
+    decoder = load_decoder(model)
     hyps, seconds = [], 0.0
     for entry in tqdm(entries, desc=system, unit="utt"):
         wave = load_audio(entry.audio)[None]
-        batch = Batch(ids=[entry.id], waveforms=wave, lengths=torch.tensor([wave.shape[-1]]), texts=[entry.text],
-                      labels=None)
         start = time.perf_counter()
-        hyps += transcribe(batch)
+        hyps += [h.text for h in decoder(wave, torch.tensor([wave.shape[-1]]), [None])]
         seconds += time.perf_counter() - start
     return [_row(system, bucket, [e.text or "" for e in entries], hyps, seconds, decoding="greedy")]
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.audio import load_audio
+from ..data.audio import AudioError, load_audio
 from ..data.builders import from_folder
 from ..data.manifest import Entry
+from ..data.rejects import Rejects
 from ..fileio import atomic_write, write_text
 from ..jobs.transcribe import transcribe_entries
 from ..metrics import quality
@@ -23,47 +24,45 @@ from ..metrics.wer import read_references, score
 INTRUSIVE = ("pesq_wb", "stoi", "si_sdr")
 
 
-def _files(folder: str | None) -> dict[str, str]:
-    return {} if folder is None else {e.id: e.audio for e in from_folder(folder)}
+def _files(folder: str | None, skip_bad: bool, rejects: Rejects) -> dict[str, str]:
+    return {} if folder is None else {e.id: e.audio for e in from_folder(folder, skip_bad, rejects.path)}
 
 
 def score_quality(degraded: str, restored: str | None, reference: str | None, report_dir: str,
                   transcripts: str | None = None, plots: int = 3, speaker: bool = True,
-                  non_intrusive: bool = True, extra: dict[str, str] | None = None) -> Path:
-    """``extra``: more named folders of outputs (same relative names) scored like the restored ones."""
-    deg, res, ref = _files(degraded), _files(restored), _files(reference)
-    more = {name: _files(folder) for name, folder in (extra or {}).items()}
-    ids = sorted(deg)
-    if restored is not None:
-        missing = sorted(set(deg) - set(res))
-        if missing:
-            raise ValueError(f"{restored}: no restored file for {len(missing)} degraded input(s), e.g. {missing[:3]}")
-    for name, files in more.items():
-        missing = sorted(set(deg) - set(files))
-        if missing:
-            raise ValueError(f"{extra[name]} ({name}): no file for {len(missing)} degraded input(s), e.g. {missing[:3]}")
-    if reference is not None:
-        missing = sorted(set(deg) - set(ref))
-        if missing:
-            raise ValueError(f"{reference}: no clean reference for {len(missing)} file(s), e.g. {missing[:3]}")
+                  non_intrusive: bool = True, extra: dict[str, str] | None = None, skip_bad: bool = False) -> Path:
+    """``extra``: more named folders of outputs (same relative names) scored like the restored ones.
+    ``skip_bad``: a file that cannot be read, or has no counterpart in another folder, leaves its id out
+    of every condition, with the reason in ``report_dir/rejects.tsv``."""
     out = Path(report_dir)
+    rejects = Rejects(out / "rejects.tsv" if skip_bad else None)
+    deg, res, ref = (_files(f, skip_bad, rejects) for f in (degraded, restored, reference))
+    more = {name: _files(folder, skip_bad, rejects) for name, folder in (extra or {}).items()}
+    ids = sorted(deg)
+    others = ([(restored, "restored file", res)] if restored is not None else []) + \
+             [(f"{extra[name]} ({name})", "file", files) for name, files in more.items()] + \
+             ([(reference, "clean reference", ref)] if reference is not None else [])
+    for folder, what, files in others:
+        missing = sorted(set(ids) - set(files))
+        if missing and not skip_bad:
+            raise ValueError(f"{folder}: no {what} for {len(missing)} degraded input(s), e.g. {missing[:3]}")
+        for uid in missing:
+            rejects.add(deg[uid], f"no {what} in {folder}")
+        ids = [i for i in ids if i in files]
     out.mkdir(parents=True, exist_ok=True)
-    conditions = {"degraded": deg, **({"restored": res} if restored else {}), **more}
+    named = {"degraded": deg, **({"restored": res} if restored else {}), **more}
+    conditions = {name: {uid: files[uid] for uid in ids} for name, files in named.items()}
     rows = []
     for uid in tqdm(ids, desc="quality", unit="file"):
-        clean = load_audio(ref[uid]).numpy() if ref else None
-        for condition, files in conditions.items():
-            wave = load_audio(files[uid]).numpy()
-            row = {"id": uid, "condition": condition}
-            if clean is not None:
-                row.update(pesq_wb=quality.pesq_wb(clean, wave), stoi=quality.stoi(clean, wave),
-                           si_sdr=quality.si_sdr(clean, wave))
-            if non_intrusive:
-                row.update(quality.dnsmos(wave))
-            if speaker:
-                anchor = clean if clean is not None else load_audio(deg[uid]).numpy()
-                row["speaker_sim"] = quality.speaker_similarity(anchor, wave)
-            rows.append(row)
+        try:
+            rows += _score_one(uid, conditions, ref, speaker, non_intrusive)
+        except AudioError as err:  # NaN samples show only when the file is read
+            if not skip_bad:
+                raise
+            rejects.add(err.path, err.problem)
+            for files in conditions.values():
+                files.pop(uid, None)
+    ids = [i for i in ids if i in conditions["degraded"]]
     if transcripts:
         _add_wer(rows, conditions, transcripts)
     _write_csv(rows, out / "per_file.csv")
@@ -73,6 +72,25 @@ def score_quality(degraded: str, restored: str | None, reference: str | None, re
                       out / f"spectrogram_{uid.replace('/', '_')}.png")
     print((out / "summary.md").read_text())
     return out
+
+
+def _score_one(uid: str, conditions: dict[str, dict[str, str]], ref: dict[str, str], speaker: bool,
+               non_intrusive: bool) -> list[dict]:
+    clean = load_audio(ref[uid]).numpy() if ref else None
+    rows = []
+    for condition, files in conditions.items():
+        wave = load_audio(files[uid]).numpy()
+        row = {"id": uid, "condition": condition}
+        if clean is not None:
+            row.update(pesq_wb=quality.pesq_wb(clean, wave), stoi=quality.stoi(clean, wave),
+                       si_sdr=quality.si_sdr(clean, wave))
+        if non_intrusive:
+            row.update(quality.dnsmos(wave))
+        if speaker:
+            anchor = clean if clean is not None else load_audio(conditions["degraded"][uid]).numpy()
+            row["speaker_sim"] = quality.speaker_similarity(anchor, wave)
+        rows.append(row)
+    return rows
 
 
 def _add_wer(rows: list[dict], conditions: dict[str, dict[str, str]], transcripts: str) -> None:

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from ..adapters import adapter_modules, count_parameters, load_adapter, save_adapter
 from ..adapters.fusion import (FusionConfig, add_fusion, average_adapters, combiners, fusion_weights, set_mask,
                                set_routing, set_temperature, task_logits, value_regulariser)
-from ..asr.whisper_ar import WhisperTranscriber
+from ..asr.whisper_ar import Hypothesis, WhisperTranscriber
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders.whisper import load_whisper
@@ -136,8 +136,13 @@ class WhisperAdapterFusion(L.LightningModule):
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None,
                    tasks: list[str | None] | None = None, beam_size: int = 1) -> list[str]:
         """Per-utterance routing: a batch may mix tasks (and, for oracle routing, must name them)."""
+        return [h.text for h in self.decode(waveforms, lengths, tasks, beam_size)]
+
+    def decode(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None,
+               tasks: list[str | None] | None = None, beam_size: int = 1) -> list[Hypothesis]:
+        """Scored hypotheses (no-speech probability, average log-probability), routed per utterance."""
         self._route(lengths, tasks, waveforms.shape[0])
-        return self.transcriber.transcribe(waveforms, beam_size)
+        return self.transcriber.decode(waveforms, beam_size)
 
     def routing_weights(self) -> dict[str, torch.Tensor]:
         """Per layer, the (B, tasks) weights of the last forward (for plots)."""
