@@ -7,12 +7,14 @@ Every user error (a missing file, a bad value, an unknown name) is one line on s
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
-from .commands import degrade, prepare, report, restore, score, transcribe
+from .commands import VERBS
 from .commands.errors import exit_status
-from .commands.train import VERBS
+
+COMMANDS = ("transcribe", "export", "prepare", "degrade", "restore", "report", "score")
 
 VERB_HELP = {"fit": "train a task from the Hydra configs (speech-peft fit experiment=... key=value ...)",
              "validate": "score the validation split (ckpt_path=CHECKPOINT or EXPORT, optional)",
@@ -20,7 +22,9 @@ VERB_HELP = {"fit": "train a task from the Hydra configs (speech-peft fit experi
              "predict": "write predictions.jsonl for data.predict with ckpt_path=CHECKPOINT or EXPORT"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or with ``only`` just that one's (its module alone is imported: a
+    transcription need not load the training stack)."""
     parser = argparse.ArgumentParser(
         prog="speech-peft", description="Parameter-efficient adaptation of frozen speech and audio encoders.",
         epilog="fit/validate/test/predict take Hydra overrides (--help after the verb shows the config groups); "
@@ -30,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(verb, help=VERB_HELP[verb], add_help=False)
     sub.add_parser("lightning", help="Lightning's CLI over the same tasks (--config run.yaml, --print_config)",
                    add_help=False)
-    for command in (transcribe, prepare, degrade, restore, report, score):
-        command.add_parser(sub)
+    for name in (only,) if only in COMMANDS else COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
     return parser
 
 
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
         lightning_main(argv[1:])
         return 0
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     return exit_status(args.command, lambda: args.func(args))
 
 

@@ -13,7 +13,8 @@ import torch
 
 from speech_peft.asr.longform import Plan, assemble, plan_recording
 from speech_peft.asr.vad import CHUNK, SAMPLE_RATE, VADConfig, plan_windows, regions_from_probabilities
-from speech_peft.asr.whisper_ar import Hypothesis, Thresholds, WhisperTranscriber, compression_ratio
+from speech_peft.asr.hypothesis import Hypothesis, Thresholds, compression_ratio
+from speech_peft.asr.whisper_ar import WhisperTranscriber
 from speech_peft.cli import main
 from speech_peft.data.manifest import Entry, write_manifest
 from speech_peft.encoders.whisper import load_whisper
@@ -220,3 +221,41 @@ def test_timestamps_come_out_as_tsv_rows_and_srt_files(tmp_path):
     assert len(rows) == len(transcripts[0].segments) >= 2 and starts == sorted(starts)
     srt = write_transcripts(transcripts, tmp_path / "srt", "srt")[0].read_text()
     assert srt.startswith("1\n00:00:00,000 --> 00:00:") and "\n2\n" in srt
+
+
+# --- the CTranslate2 backend and export ----------------------------------------------------------------
+
+def test_numpy_features_for_ctranslate2_equal_the_torch_features_of_the_encoder():
+    from speech_peft.encoders.whisper import log_mel
+    from speech_peft.features import log_mel_30s
+
+    waves = np.stack([sf.read(p, dtype="float32")[0][:40000] for p in SENTENCES[:2]])
+    assert np.abs(log_mel_30s(waves) - log_mel(torch.from_numpy(waves)).numpy()).max() < 1e-4
+
+
+def test_exporting_the_base_model_writes_back_the_very_file_it_was_read_from(tmp_path):
+    from speech_peft.jobs.export import export_whisper
+    from speech_peft.weights import resolve_model_dir
+
+    out = export_whisper("whisper-tiny.en", tmp_path / "ct2")
+    assert (out / "model.bin").read_bytes() == (resolve_model_dir("whisper-tiny.en") / "model.bin").read_bytes()
+    with pytest.raises(ValueError, match="never overwrites"):
+        export_whisper("whisper-tiny.en", out)
+
+
+def test_a_merged_lora_export_transcribes_like_the_torch_path_with_the_adapter(tmp_path, capsys):
+    pytest.importorskip("ctranslate2")
+    adapter = _saved_lora(tmp_path / "lora", 3)
+    assert main(["export", "--format", "ctranslate2", "--adapter", adapter, "--out", str(tmp_path / "ct2")]) == 0
+    entries = [Entry(p.stem, str(p), 0.0, 0) for p in SENTENCES]
+    torch_path = transcribe_files(entries, adapter=adapter, progress=False)
+    engine = transcribe_files(entries, model=str(tmp_path / "ct2"), backend="ctranslate2", compute_type="float32",
+                              progress=False)
+    from speech_peft.metrics.wer import score
+
+    # float16 storage of the merged weights is the only difference: the words agree almost everywhere
+    assert score([t.text for t in torch_path], [t.text for t in engine]).wer <= 0.05
+    base = transcribe_files(entries, model="whisper-tiny.en", backend="ctranslate2", progress=False)
+    assert [t.text for t in base] != [t.text for t in engine]  # the adapter really is in the exported weights
+    with pytest.raises(ValueError, match="do not apply"):
+        transcribe_files(entries[:1], model=str(tmp_path / "ct2"), backend="ctranslate2", adapter=adapter)

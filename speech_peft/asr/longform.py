@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .vad import SAMPLE_RATE, VADConfig, plan_windows, regions_from_probabilities, speech_probabilities
-from .whisper_ar import Hypothesis, Thresholds
+from .hypothesis import Hypothesis, Thresholds
 
 WINDOW_SECONDS = 30.0
 

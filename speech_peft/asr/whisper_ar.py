@@ -3,9 +3,6 @@ and values computed once, one call per token) with Whisper's no-speech probabili
 and temperature fallback, and beam search."""
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -14,50 +11,15 @@ from ..adapters.mixed_batch import select_rows
 from ..adapters.site import sites
 from ..encoders.whisper import WhisperBundle, log_mel, run_encoder
 
+from .hypothesis import FALLBACK_TEMPERATURES, Hypothesis, Thresholds, better
+
 SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362
-FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def prompt_for(vocab_size: int) -> list[int]:
     """Whisper's English transcription prompt without timestamps: English-only models (51864 ids)
     take <|startoftranscript|><|notimestamps|>; multilingual ones add <|en|><|transcribe|>."""
     return [SOT, NO_TIMESTAMPS] if vocab_size == 51864 else [SOT, 50259, 50359, 50363]
-
-
-def compression_ratio(text: str) -> float:
-    """Bytes over zlib-compressed bytes: a decoder caught in a loop writes text that compresses well."""
-    raw = text.encode("utf-8")
-    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
-
-
-@dataclass
-class Hypothesis:
-    """One decoded window, with the scores Whisper judges its own output by (None where not computed)."""
-    text: str
-    no_speech_prob: float | None = None   # P(<|nocaptions|>) after <|startoftranscript|>
-    avg_logprob: float | None = None      # per token, end of text included
-    temperature: float = 0.0              # 0: greedy; higher: the fallback that was kept
-
-    @property
-    def compression(self) -> float:
-        return compression_ratio(self.text)
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Whisper's decoding rules: a window is silent when its no-speech probability is above ``no_speech``
-    and its text is unlikely (average log-probability under ``logprob``); a window is re-decoded at rising
-    temperatures when its text compresses too well (a loop) or is unlikely."""
-    no_speech: float = 0.6
-    logprob: float = -1.0
-    compression: float = 2.4
-
-    def silent(self, h: Hypothesis) -> bool:
-        return h.no_speech_prob is not None and h.no_speech_prob > self.no_speech and \
-            h.avg_logprob is not None and h.avg_logprob < self.logprob
-
-    def failed(self, h: Hypothesis) -> bool:
-        return h.compression > self.compression or (h.avg_logprob is not None and h.avg_logprob < self.logprob)
 
 
 class WhisperTranscriber:
@@ -130,7 +92,7 @@ class WhisperTranscriber:
                 tokens, scores, _ = self._search(states[redo], temperature, seed)
             for i, t, s in zip(redo, tokens, scores):
                 again = Hypothesis(self.decode_text(t), hyps[i].no_speech_prob, s, temperature)
-                if _better(again, hyps[i], self.thresholds):
+                if better(again, hyps[i], self.thresholds):
                     hyps[i] = again
         return hyps
 
@@ -284,14 +246,6 @@ def _int8_linear(linear: nn.Linear) -> nn.Module:
     with warnings.catch_warnings():  # torch points eager quantisation users to torchao; this use is a single layer
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)[0]
-
-
-def _better(candidate: Hypothesis, current: Hypothesis, thresholds: Thresholds) -> bool:
-    """A re-decoding replaces the current text when it passes where the current fails, or both pass or
-    both fail and it is more likely."""
-    if thresholds.failed(candidate) != thresholds.failed(current):
-        return not thresholds.failed(candidate)
-    return (candidate.avg_logprob or float("-inf")) > (current.avg_logprob or float("-inf"))
 
 
 def _until_eot(row: Tensor) -> int:

@@ -4,21 +4,25 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
+# A bad value, a missing file, an unknown name; and, from modules a command may have loaded, a bad override
+# or config name (Hydra, OmegaConf) or a speech synthesiser that fails on a voice. Those are looked up only
+# when loaded (an error of a module never imported cannot have been raised), so a light command stays light.
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError)
+LOADED_USER_ERRORS = {"hydra.errors": "HydraException", "omegaconf.errors": "OmegaConfBaseException",
+                      "speech_peft.data.tts_voices": "SynthesisError"}
 
-from ..data.tts_voices import SynthesisError
 
-# A bad override or config name (Hydra, OmegaConf), a bad value, a missing file, an unknown name, a
-# speech synthesiser that fails on a voice.
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, OmegaConfBaseException, HydraException, SynthesisError)
+def _user_errors() -> tuple[type, ...]:
+    loaded = tuple(getattr(sys.modules[m], name) for m, name in LOADED_USER_ERRORS.items() if m in sys.modules)
+    return USER_ERRORS + loaded
 
 
 def user_error(err: BaseException) -> str | None:
     """The message of the user error behind ``err`` (or behind what it was raised from), else None."""
+    kinds = _user_errors()
     seen = err
     while seen is not None:
-        if isinstance(seen, USER_ERRORS):
+        if isinstance(seen, kinds):
             message = seen.args[0] if isinstance(seen, KeyError) and seen.args else str(seen)
             return " ".join(str(message).split())
         seen = seen.__cause__ or seen.__context__

@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..fileio import write_json, write_text
 from ..tasks.callbacks import EpochTimer
 from ..tasks.common import load_checkpoint_weights
+from . import VERBS
 from .errors import exit_status
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-VERBS = ("fit", "validate", "test", "predict")
 
 
 def compose_config(overrides: list[str] = (), config_dir: str | Path | None = None) -> DictConfig:

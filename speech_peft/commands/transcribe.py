@@ -10,7 +10,7 @@ FORMATS = ("tsv", "jsonl", "srt")
 
 
 def add_parser(sub) -> None:
-    from ..jobs.devices import DEVICES
+    from ..jobs.devices import DEVICES  # a constant: the module loads torch only when a device is resolved
 
     t = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests (any length)")
     t.add_argument("inputs", nargs="+", help="audio files, folders, or .jsonl manifests (an utterance's 'adapter' "
@@ -28,8 +28,12 @@ def add_parser(sub) -> None:
                         "by Whisper alone")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--beam-size", type=int, default=1, help="Whisper and AR exports: 1 is greedy")
-    t.add_argument("--compute-type", choices=["float32", "int8"], default="float32",
-                   help="int8: the vocabulary projection in int8 (faster on a CPU; transcripts may differ slightly)")
+    t.add_argument("--backend", choices=["torch", "ctranslate2"], default="torch",
+                   help="ctranslate2: a CTranslate2 Whisper (a base model or speech-peft export's output), int8 by "
+                        "default, the engine faster-whisper runs on")
+    t.add_argument("--compute-type", choices=["float32", "int8"],
+                   help="torch: float32 (default) or int8 for the vocabulary projection (faster on a CPU; transcripts "
+                        "may differ slightly); ctranslate2: int8 (default) or float32 throughout")
     t.add_argument("--max-seconds", type=float, default=4 * 3600.0, help="longer files are bad inputs")
     t.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
     d = t.add_argument_group("diffusion ASR exports only (defaults: the decoding the export was trained with)")
@@ -67,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--format srt writes one file per input: give --out FOLDER")
     given = {k: getattr(args, k) for k in DIFFUSION_OPTIONS if getattr(args, k) is not None}
     decode = {k: tuple(v) if k == "schedule" else v for k, v in given.items()} or None
+    compute_type = args.compute_type or ("int8" if args.backend == "ctranslate2" else "float32")
     entries = gather_inputs(args.inputs, args.skip_bad, args.rejects, args.max_seconds)
     transcripts = transcribe_files(entries, args.model, args.adapter, args.batch_size, args.beam_size,
                                    args.skip_bad, args.rejects, decode=decode, device=args.device,
-                                   vad=not args.no_vad, compute_type=args.compute_type, max_seconds=args.max_seconds)
+                                   vad=not args.no_vad, compute_type=compute_type, max_seconds=args.max_seconds,
+                                   backend=args.backend)
     if args.out:
         write_transcripts(transcripts, args.out, fmt, args.timestamps)
     elif fmt == "jsonl":

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from ..fileio import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_SECONDS = 600.0  # longer files are almost always a mistake (a whole session, a wrong file)
 MIN_SECONDS = 0.1    # shorter holds no word (the shortest spoken digit is 0.14 s): a truncated or wrong file
@@ -39,9 +41,10 @@ def probe(path: str | Path, max_seconds: float = MAX_SECONDS, min_seconds: float
     return info.frames, info.samplerate, info.channels
 
 
-def load_audio(path: str | Path, sample_rate: int | None = 16000, max_seconds: float = MAX_SECONDS,
-               mono: bool = True) -> torch.Tensor:
-    """Float32 waveform, (samples,) mono, at ``sample_rate`` (None: the file's own rate)."""
+def read_audio(path: str | Path, sample_rate: int | None = 16000, max_seconds: float = MAX_SECONDS,
+               mono: bool = True) -> np.ndarray:
+    """Float32 samples, (samples,) mono or (channels, samples), at ``sample_rate`` (None: the file's own
+    rate). Needs no torch unless the file must be resampled."""
     _, file_rate, _ = probe(path, max_seconds)
     try:
         data, _ = sf.read(str(path), dtype="float32", always_2d=True)
@@ -49,17 +52,28 @@ def load_audio(path: str | Path, sample_rate: int | None = 16000, max_seconds: f
         raise AudioError(path, f"unreadable or corrupt audio ({err})") from None
     if not np.isfinite(data).all():
         raise AudioError(path, "contains NaN or infinite samples")
-    wave = torch.from_numpy(data.T.copy())
+    wave = np.ascontiguousarray(data.T)
     if mono:
         wave = wave.mean(0)
     if sample_rate is not None and file_rate != sample_rate:
-        wave = AF.resample(wave, file_rate, sample_rate)
+        import torch
+        import torchaudio.functional as AF
+
+        wave = AF.resample(torch.from_numpy(wave), file_rate, sample_rate).numpy()
     return wave
 
 
-def save_audio(path: str | Path, wave: torch.Tensor, sample_rate: int) -> Path:
+def load_audio(path: str | Path, sample_rate: int | None = 16000, max_seconds: float = MAX_SECONDS,
+               mono: bool = True) -> "torch.Tensor":
+    """``read_audio`` as a torch tensor."""
+    import torch
+
+    return torch.from_numpy(read_audio(path, sample_rate, max_seconds, mono))
+
+
+def save_audio(path: str | Path, wave: "torch.Tensor | np.ndarray", sample_rate: int) -> Path:
     """Write atomically: 16-bit PCM when the samples fit [-1, 1], float otherwise."""
-    data = wave.detach().cpu().float().numpy()
+    data = np.asarray(wave.detach().cpu().float().numpy() if hasattr(wave, "detach") else wave, dtype=np.float32)
     subtype = "PCM_16" if np.abs(data).max(initial=0) <= 1.0 else "FLOAT"
     return atomic_write(path, lambda tmp: sf.write(tmp, data.T if data.ndim == 2 else data, sample_rate,
                                                    subtype=subtype))

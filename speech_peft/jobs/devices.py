@@ -1,13 +1,13 @@
 """``--device cpu|cuda|auto`` of the batch jobs, checked once."""
 from __future__ import annotations
 
-import torch
-
 DEVICES = ("cpu", "cuda", "auto")
 
 
-def torch_device(name: str) -> torch.device:
+def torch_device(name: str):
     """The torch device for ``name``; ``auto`` takes a GPU when there is one."""
+    import torch  # here, so that commands which never touch torch start without it
+
     if name not in DEVICES:
         raise ValueError(f"device {name!r}: choose one of {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():

@@ -1,56 +1,69 @@
 """Batch transcription of recordings of any length with Whisper (optionally adapted, one adapter per
-utterance if the manifest says so) or a trained ASR export.
+utterance if the manifest says so), a trained ASR export, or Whisper served by CTranslate2.
 
 Each recording is planned (``asr.longform``: one window up to 30 s, voice-activity windows beyond), windows
 of many recordings are decoded together in batches of similar length, and each recording's transcript is
 assembled from its windows. Bad inputs stop the run naming the file, or with ``skip_bad`` go to the rejects
-file with the reason while the rest are transcribed.
+file with the reason while the rest are transcribed. The module loads torch only for a torch decoder.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Callable
 
-import torch
-from torch import Tensor
+import numpy as np
 from tqdm import tqdm
 
-from ..adapters import load_adapter
-from ..adapters.mixed_batch import set_row_adapters
+from ..asr.hypothesis import Hypothesis
 from ..asr.longform import Plan, Transcript, assemble, plan_recording
 from ..asr.vad import VADConfig
-from ..asr.whisper_ar import Hypothesis, WhisperTranscriber
-from ..data.dataset import AudioDataset
+from ..data.audio import AudioError, read_audio
 from ..data.manifest import Entry
-from ..encoders.whisper import load_whisper
-from ..exports import INFO, read_export_info
+from ..data.rejects import Rejects
+from ..exports import INFO
 from ..fileio import write_text
-from .devices import torch_device
 
 MAX_SECONDS = 4 * 3600.0  # a recording this long is read whole into memory (about 0.9 GB)
-# (waves, lengths, each row's adapter or None) -> one scored hypothesis per row
-Decoder = Callable[[Tensor, Tensor, list], list[Hypothesis]]
+BACKENDS = ("torch", "ctranslate2")
+# (waves (B, samples) float32, lengths (B,), each row's adapter or None) -> one scored hypothesis per row
+Decoder = Callable[[np.ndarray, np.ndarray, list], list[Hypothesis]]
 
 
 def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, beam_size: int = 1,
                  decode: dict | None = None, device: str = "cpu", compute_type: str = "float32",
-                 row_adapters: list[str] = ()) -> Decoder:
+                 row_adapters: list[str] = (), backend: str = "torch") -> Decoder:
     """``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
-    saved adapters that utterances may name one by one), or an ASR export (``export.json``). Options that do
-    not apply to the model are refused, never ignored."""
-    from ..tasks.asr import EXPORT_KIND as AR_EXPORT
-    from ..tasks.asr import WhisperARFineTune
-    from ..tasks.diffusion_asr import EXPORT_KIND as DIFFUSION_EXPORT
-    from ..tasks.diffusion_asr import DiffusionASR
-    from ..tasks.multitask_asr import EXPORT_KIND as FUSION_EXPORT
-    from ..tasks.multitask_asr import WhisperAdapterFusion
+    saved adapters that utterances may name one by one), or an ASR export (``export.json``); with
+    ``backend="ctranslate2"`` a CTranslate2 Whisper directory (a base model or ``speech-peft export``'s
+    output). Options that do not apply to the model are refused, never ignored."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "ctranslate2":
+        return _ctranslate2_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters)
+    import copy
+    import dataclasses
+
+    import torch
+
+    from ..adapters import load_adapter
+    from ..adapters.mixed_batch import set_row_adapters
+    from ..asr.whisper_ar import WhisperTranscriber
+    from ..encoders.whisper import load_whisper
+    from .devices import torch_device
 
     target = torch_device(device)
-    if (Path(model) / INFO).is_file():
+    tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(target)  # noqa: E731
+    if (Path(model) / INFO).is_file():  # the training stack (Lightning) loads only for an export
+        from ..exports import read_export_info
+        from ..tasks.asr import EXPORT_KIND as AR_EXPORT
+        from ..tasks.asr import WhisperARFineTune
+        from ..tasks.diffusion_asr import EXPORT_KIND as DIFFUSION_EXPORT
+        from ..tasks.diffusion_asr import DiffusionASR
+        from ..tasks.multitask_asr import EXPORT_KIND as FUSION_EXPORT
+        from ..tasks.multitask_asr import WhisperAdapterFusion
+
         kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT, FUSION_EXPORT))["kind"]
         if adapter is not None or row_adapters:
             raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
@@ -59,14 +72,14 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
             if beam_size != 1:
                 raise ValueError(f"{model} is a diffusion ASR export: --beam-size does not apply (use --candidates)")
             diffusion = DiffusionASR.from_export(model, decode).to(target)
-            return lambda w, n, _: [Hypothesis(t) for t in diffusion.transcribe(w.to(target), n.to(target))]
+            return lambda w, n, _: [Hypothesis(t) for t in diffusion.transcribe(tensor(w), tensor(n))]
         if kind == FUSION_EXPORT:  # task-ID-free: each utterance routed by what it sounds like
             fused = WhisperAdapterFusion.from_export(model).to(target)
             fused.transcriber = _recast(fused.transcriber, compute_type)
-            return lambda w, n, _: fused.decode(w.to(target), n.to(target), beam_size=beam_size)
+            return lambda w, n, _: fused.decode(tensor(w), tensor(n), beam_size=beam_size)
         ar = WhisperARFineTune.from_export(model).to(target)
         transcriber = _recast(ar.transcriber, compute_type)
-        return lambda w, n, _: transcriber.decode(w.to(target), beam_size)
+        return lambda w, n, _: transcriber.decode(tensor(w), beam_size)
     if decode is not None:
         raise ValueError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
                          "--rule, --remask) do not apply")
@@ -83,47 +96,79 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
         bundle = dataclasses.replace(bundle, model=private)
     transcriber = WhisperTranscriber(bundle, compute_type=compute_type)
     if not named:
-        return lambda w, n, _: transcriber.decode(w.to(target), beam_size)
+        return lambda w, n, _: transcriber.decode(tensor(w), beam_size)
 
-    def mixed(waves: Tensor, lengths: Tensor, paths: list) -> list[Hypothesis]:
+    def mixed(waves: np.ndarray, lengths: np.ndarray, paths: list) -> list[Hypothesis]:
         set_row_adapters(bundle.model, [named.get(path or adapter) for path in paths])
         try:
-            return transcriber.decode(waves.to(target), beam_size)
+            return transcriber.decode(tensor(waves), beam_size)
         finally:
             set_row_adapters(bundle.model, None)
 
     return mixed
 
 
-def _recast(transcriber: WhisperTranscriber, compute_type: str) -> WhisperTranscriber:
-    return transcriber if compute_type == "float32" else WhisperTranscriber(transcriber.bundle, compute_type=compute_type)
+def _recast(transcriber, compute_type: str):
+    return transcriber if compute_type == "float32" else type(transcriber)(transcriber.bundle, compute_type=compute_type)
+
+
+def _ctranslate2_decoder(model: str, adapter: str | None, beam_size: int, decode: dict | None, device: str,
+                         compute_type: str, row_adapters: list[str]) -> Decoder:
+    from ..asr.ctranslate2_backend import CTranslate2Whisper
+    from ..weights import resolve_model_dir
+
+    refused = {"--adapter": adapter, "per-utterance adapters": list(row_adapters), "diffusion options": decode,
+               "--beam-size": beam_size != 1, "--device": device != "cpu"}
+    given = [name for name, value in refused.items() if value]
+    if given:
+        raise ValueError(f"--backend ctranslate2 serves one merged model on the CPU, greedy: {', '.join(given)} "
+                         "do not apply (merge an adapter with speech-peft export --format ctranslate2)")
+    directory = resolve_model_dir(model)
+    if (directory / INFO).is_file():
+        raise ValueError(f"{model} is a speech-peft export: write it for CTranslate2 with "
+                         "speech-peft export --format ctranslate2 --model EXPORT --out DIR")
+    whisper = CTranslate2Whisper(directory, compute_type="int8" if compute_type == "int8" else "float32")
+    return lambda w, n, _: whisper.decode(w)
 
 
 def transcribe_files(entries: list[Entry], model: str = "whisper-tiny.en", adapter: str | None = None,
                      batch_size: int = 8, beam_size: int = 1, skip_bad: bool = False,
                      rejects_path: str | os.PathLike | None = None, progress: bool = True,
                      decode: dict | None = None, device: str = "cpu", vad: bool = True,
-                     compute_type: str = "float32", max_seconds: float = MAX_SECONDS) -> list[Transcript]:
+                     compute_type: str = "float32", max_seconds: float = MAX_SECONDS,
+                     backend: str = "torch") -> list[Transcript]:
     """Transcripts in the entries' order (skipped inputs are listed in ``rejects_path``). Entries whose
     ``adapter`` field names a saved adapter are decoded with it, in the same batches as the rest."""
     row_adapters = list(dict.fromkeys(e.adapter for e in entries if e.adapter))
-    decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters)
-    data = AudioDataset(entries, 16000, skip_bad=skip_bad, rejects_path=rejects_path, max_seconds=max_seconds)
-    vad_config = VADConfig() if vad else None
+    decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters, backend)
+    rejects, vad_config = Rejects(rejects_path), VADConfig() if vad else None
     done: dict[str, Transcript] = {}
-    pending: list[tuple[Entry, Tensor, Plan]] = []
-    with torch.inference_mode(), tqdm(total=len(entries), desc="transcribe", unit="file", disable=not progress) as bar:
-        for index in range(len(data)):
-            item = data[index]
-            if item is None:
+    pending: list[tuple[Entry, np.ndarray, Plan]] = []
+    with _inference(backend), tqdm(total=len(entries), desc="transcribe", unit="file", disable=not progress) as bar:
+        for entry in entries:
+            try:
+                wave = read_audio(entry.audio, 16000, max_seconds)
+            except AudioError as err:
+                if not skip_bad:
+                    raise
+                rejects.add(err.path, err.problem)
                 bar.update(1)
                 continue
-            entry, wave = item
-            pending.append((entry, wave, plan_recording(wave.numpy(), vad_config)))
+            pending.append((entry, wave, plan_recording(wave, vad_config)))
             if sum(len(p.windows) for _, _, p in pending) >= 4 * batch_size:
                 _flush(pending, decoder, batch_size, done, bar)
         _flush(pending, decoder, batch_size, done, bar)
     return [done[e.id] for e in entries if e.id in done]
+
+
+def _inference(backend: str):
+    import contextlib
+
+    if backend != "torch":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.inference_mode()
 
 
 def _flush(pending: list, decoder: Decoder, batch_size: int, done: dict[str, Transcript], bar) -> None:
@@ -135,12 +180,11 @@ def _flush(pending: list, decoder: Decoder, batch_size: int, done: dict[str, Tra
     for start in range(0, len(jobs), batch_size):
         group = jobs[start:start + batch_size]
         pieces = [pending[f][1][slice(*span((f, w)))] for f, w in group]
-        lengths = torch.tensor([len(p) for p in pieces])
-        waves = torch.zeros(len(pieces), int(lengths.max()))
+        lengths = np.array([len(p) for p in pieces])
+        waves = np.zeros((len(pieces), int(lengths.max())), dtype=np.float32)
         for row, piece in enumerate(pieces):
             waves[row, : len(piece)] = piece
-        hyps = decoder(waves, lengths, [pending[f][0].adapter for f, _ in group])
-        results.update(zip(group, hyps))
+        results.update(zip(group, decoder(waves, lengths, [pending[f][0].adapter for f, _ in group])))
     for f, (entry, wave, plan) in enumerate(pending):
         hyps = [results[(f, w)] for w in range(len(plan.windows))]
         done[entry.id] = assemble(entry.id, entry.audio, len(wave), plan, hyps)

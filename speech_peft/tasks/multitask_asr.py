@@ -25,7 +25,8 @@ from torch.nn import functional as F
 from ..adapters import adapter_modules, count_parameters, load_adapter, save_adapter
 from ..adapters.fusion import (FusionConfig, add_fusion, average_adapters, combiners, fusion_weights, set_mask,
                                set_routing, set_temperature, task_logits, value_regulariser)
-from ..asr.whisper_ar import Hypothesis, WhisperTranscriber
+from ..asr.hypothesis import Hypothesis
+from ..asr.whisper_ar import WhisperTranscriber
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders.whisper import load_whisper
