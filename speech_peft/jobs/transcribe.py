@@ -141,6 +141,13 @@ def transcribe_files(entries: list[Entry], model: str = "whisper-tiny.en", adapt
     ``adapter`` field names a saved adapter are decoded with it, in the same batches as the rest."""
     row_adapters = list(dict.fromkeys(e.adapter for e in entries if e.adapter))
     decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters, backend)
+    return transcribe_with(decoder, entries, batch_size, skip_bad, rejects_path, progress, vad, max_seconds, backend)
+
+
+def transcribe_with(decoder: Decoder, entries: list[Entry], batch_size: int = 8, skip_bad: bool = False,
+                    rejects_path: str | os.PathLike | None = None, progress: bool = True, vad: bool = True,
+                    max_seconds: float = MAX_SECONDS, backend: str = "torch") -> list[Transcript]:
+    """``transcribe_files`` with a decoder already loaded (a server, a benchmark)."""
     rejects, vad_config = Rejects(rejects_path), VADConfig() if vad else None
     done: dict[str, Transcript] = {}
     pending: list[tuple[Entry, np.ndarray, Plan]] = []
