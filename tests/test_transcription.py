@@ -259,3 +259,21 @@ def test_a_merged_lora_export_transcribes_like_the_torch_path_with_the_adapter(t
     assert [t.text for t in base] != [t.text for t in engine]  # the adapter really is in the exported weights
     with pytest.raises(ValueError, match="do not apply"):
         transcribe_files(entries[:1], model=str(tmp_path / "ct2"), backend="ctranslate2", adapter=adapter)
+
+
+def test_int8_decoding_keeps_the_words_and_leaves_adapted_layers_in_float32(tmp_path):
+    import copy
+    import dataclasses
+
+    from speech_peft.adapters import load_adapter
+
+    bundle = load_whisper("whisper-tiny.en")
+    int8 = WhisperTranscriber(bundle, compute_type="int8")
+    speech = torch.from_numpy(sf.read(SENTENCES[0], dtype="float32")[0])[None]
+    assert "child almost hurt the small dog" in int8.transcribe(speech)[0].lower()
+    adapted = copy.deepcopy(bundle.model)
+    load_adapter(adapted, _saved_lora(tmp_path / "lora", 4))
+    quantised = WhisperTranscriber(dataclasses.replace(bundle, model=adapted), compute_type="int8").int8
+    q_proj = adapted.model.decoder.layers[0].self_attn.q_proj  # the adapter's site
+    k_proj = adapted.model.decoder.layers[0].self_attn.k_proj  # plain
+    assert id(q_proj) not in quantised and id(k_proj) in quantised

@@ -42,8 +42,11 @@ class WhisperTranscriber:
         if compute_type not in ("float32", "int8"):
             raise ValueError(f"compute type {compute_type!r}: choose float32 or int8")
         # The vocabulary projection (51864 x d) is most of a CPU decoding step's time: int8 quarters the
-        # bytes it reads per token. Adapters never sit on it, so every adapter still runs in float32.
+        # bytes it reads per token. With int8 the decoder's plain linear layers run in int8 too; a layer an
+        # adapter sits on, and the adapter, stay in float32.
         self.vocabulary = _int8_linear(self.model.proj_out) if compute_type == "int8" else self.model.proj_out
+        self.int8 = {id(m): _int8_linear(m) for m in _step_linears(self.model.model.decoder)
+                     if type(m) is nn.Linear} if compute_type == "int8" else {}
         no_speech = bundle.tokenizer.token_to_id("<|nocaptions|>")
         self.no_speech = no_speech if no_speech is not None else bundle.tokenizer.token_to_id("<|nospeech|>")
 
@@ -157,23 +160,24 @@ class WhisperTranscriber:
         keys = states.new_zeros(len(decoder.layers), batch, heads, room, width)
         values = torch.zeros_like(keys)
         filled = 0
+        run = lambda module, x: self.int8.get(id(module), module)(x)  # noqa: E731
 
         def step(ids: Tensor) -> tuple[Tensor, Tensor]:
             nonlocal filled
             n = ids.shape[1]
             x = decoder.embed_tokens(ids) + decoder.embed_positions.weight[filled:filled + n]
             for i, layer in enumerate(decoder.layers):
-                attn = layer.self_attn
+                attn, cross_attn = layer.self_attn, layer.encoder_attn
                 h = layer.self_attn_layer_norm(x)
-                keys[i, :, :, filled:filled + n] = split(attn.k_proj(h))
-                values[i, :, :, filled:filled + n] = split(attn.v_proj(h))
-                out = F.scaled_dot_product_attention(split(attn.q_proj(h)), keys[i, :, :, :filled + n],
+                keys[i, :, :, filled:filled + n] = split(run(attn.k_proj, h))
+                values[i, :, :, filled:filled + n] = split(run(attn.v_proj, h))
+                out = F.scaled_dot_product_attention(split(run(attn.q_proj, h)), keys[i, :, :, :filled + n],
                                                      values[i, :, :, :filled + n], is_causal=n > 1)
-                x = x + attn.out_proj(out.transpose(1, 2).reshape(batch, n, -1))
+                x = x + run(attn.out_proj, out.transpose(1, 2).reshape(batch, n, -1))
                 h = layer.encoder_attn_layer_norm(x)
-                out = F.scaled_dot_product_attention(split(layer.encoder_attn.q_proj(h)), *cross[i])
-                x = x + layer.encoder_attn.out_proj(out.transpose(1, 2).reshape(batch, n, -1))
-                x = x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
+                out = F.scaled_dot_product_attention(split(run(cross_attn.q_proj, h)), *cross[i])
+                x = x + run(cross_attn.out_proj, out.transpose(1, 2).reshape(batch, n, -1))
+                x = x + run(layer.fc2, layer.activation_fn(run(layer.fc1, layer.final_layer_norm(x))))
             first = filled == 0
             filled += n
             if first:  # the no-speech probability is read after <|startoftranscript|>, once
@@ -238,6 +242,13 @@ class WhisperTranscriber:
 
     def transcribe(self, waveforms: Tensor, beam_size: int = 1) -> list[str]:
         return [h.text for h in self.decode(waveforms, beam_size)]
+
+
+def _step_linears(decoder: nn.Module) -> list[nn.Module]:
+    """The linear layers a decoding step runs (the cross-attention keys and values are computed once)."""
+    return [m for layer in decoder.layers for m in (
+        layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.out_proj,
+        layer.encoder_attn.q_proj, layer.encoder_attn.out_proj, layer.fc1, layer.fc2)]
 
 
 def _int8_linear(linear: nn.Linear) -> nn.Module:
