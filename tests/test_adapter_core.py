@@ -12,7 +12,9 @@ from speech_peft.adapters import (AdapterBiasConfig, AdapterBudgetError, Adapter
                                   ParallelAdapterConfig, PrefixTuningConfig, PromptTuningConfig,
                                   SeriesAdapterConfig, adapter_memory, add_adapter,
                                   merge_adapter, remove_adapter, set_active_adapters, unmerge_adapter)
+from speech_peft.adapters.mosa import MoSAConfig
 from speech_peft.adapters.site import AdapterSite
+from speech_peft.adapters.sparse import SparseAdapterConfig
 from tiny_models import ast_input, conformer_input, tiny_ast, tiny_conformer, tiny_whisper_encoder, whisper_input
 
 ENCODERS = {"whisper": (tiny_whisper_encoder, whisper_input), "ast": (tiny_ast, ast_input),
@@ -25,6 +27,10 @@ METHODS = {
     "series_pfeiffer": lambda: SeriesAdapterConfig(placement="pfeiffer", bottleneck_dim=8),
     "series_conformer": lambda: SeriesAdapterConfig(kind="conformer", bottleneck_dim=4, kernel_size=5),
     "parallel": lambda: ParallelAdapterConfig(bottleneck_dim=8),
+    "sparse": lambda: SparseAdapterConfig(bottleneck_dim=8, sparsity=0.5, saliency="random"),
+    "sparse_large": lambda: SparseAdapterConfig(bottleneck_dim=8, sparsity=0.6, saliency="magnitude", large=True),
+    "mosa": lambda: MoSAConfig(bottleneck_dim=8, modules=4, active=0.75),  # 3 of 4: two steps share one
+    "mosa_hierarchical": lambda: MoSAConfig(bottleneck_dim=8, modules=4, active=0.75, hierarchical=True),
     "adapter_bias": lambda: AdapterBiasConfig(),
     "cross_attention": lambda: CrossAttentionConfig(memory_dim=12, num_heads=4),
     "prompt_shallow": lambda: PromptTuningConfig(num_tokens=3, depth="shallow"),

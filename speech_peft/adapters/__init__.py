@@ -4,7 +4,7 @@
     set_active_adapters(encoder, ["default"])      # or [] for the bare base model
     save_adapter(encoder, "exp/lora", base_model_name="whisper-tiny.en")
 """
-from . import adapter_bias, bitfit, bottleneck, cross_attention, lora, moa, prompt  # noqa: F401  (register methods)
+from . import adapter_bias, bitfit, bottleneck, cross_attention, lora, moa, mosa, prompt, sparse  # noqa: F401  (register methods)
 from .adapter_bias import AdapterBiasConfig
 from .bitfit import BitFitConfig, LinearProbeConfig
 from .bottleneck import ParallelAdapterConfig, SeriesAdapterConfig
@@ -18,9 +18,11 @@ from .layout import BlockLayout, Sublayer, register_layout
 from .site import AdapterSite, sites, unwrap
 from .lora import LoRAConfig
 from .moa import MoAConfig
+from .mosa import MoSAConfig, merge_mosa
 from .peft_interop import export_peft_lora, import_peft_lora
 from .prompt import PrefixTuningConfig, PromptTuningConfig
 from .registry import METHODS, config_from_dict, get_method, register_method
+from .sparse import SparseAdapterConfig, snip_prune
 from .targeting import AdapterTargetError, Target, find_blocks, resolve_targets
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -3,7 +3,8 @@
 A directory holds ``adapter.safetensors`` (only the adapter's tensors), ``adapter_config.json``
 (the method's config) and ``manifest.json`` (name, method, targets, base model name, a fingerprint
 of the targeted base modules, package version). Loading checks the fingerprint module by module and
-refuses an adapter saved for another base model, naming what differs.
+refuses an adapter saved for another base model, naming what differs. Tensors are stored as
+``storage.py`` encodes them: sparse ones as mask + kept values, and with ``bits`` in 1, 2, 4 or 8 bits.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -21,6 +23,7 @@ from ..fileio import atomic_write, write_json
 from .injection import AdapterReport, adapter_modules, add_adapter, records
 from .registry import config_from_dict
 from .site import unwrap
+from .storage import decode, encode
 from .targeting import Target
 
 WEIGHTS, CONFIG, MANIFEST = "adapter.safetensors", "adapter_config.json", "manifest.json"
@@ -66,8 +69,9 @@ def base_fingerprint(model: nn.Module, targets: list[Target]) -> dict[str, dict]
 
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "default",
-                 base_model_name: str | None = None) -> Path:
-    """Write adapter ``name`` (its tensors only) to ``directory``; returns the directory."""
+                 base_model_name: str | None = None, bits: int | None = None, group: int = 256) -> Path:
+    """Write adapter ``name`` (its tensors only) to ``directory``; returns the directory. ``bits``: store its
+    matrices in 1, 2, 4 or 8 bits (one float16 scale per ``group`` values), read back on load."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     record = records(model).get(name)
@@ -86,8 +90,11 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
         "speech_peft_version": __version__,
         "num_tensors": len(tensors),
         "num_parameters": sum(v.numel() for v in tensors.values()),
+        "storage_bits": bits,
     }
-    atomic_write(directory / WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    stored, layout = encode(tensors, bits, group)
+    metadata = {"format": "pt", "storage": json.dumps(layout)}
+    atomic_write(directory / WEIGHTS, lambda p: save_file(stored, p, metadata=metadata))
     write_json(directory / CONFIG, record.config.to_dict())
     write_json(directory / MANIFEST, manifest)
     return directory
@@ -118,6 +125,14 @@ def check_base(model: nn.Module, manifest: dict, directory: Path) -> None:
                                        f"module {path!r} differ from the ones it was trained on")
 
 
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """An adapter file's tensors as the adapter holds them (decoded from sparse or low-bit storage)."""
+    stored = load_file(path)
+    with safe_open(str(path), framework="pt") as handle:
+        layout = (handle.metadata() or {}).get("storage")
+    return decode(stored, json.loads(layout)) if layout else stored
+
+
 def load_adapter(model: nn.Module, directory: str | os.PathLike, name: str | None = None,
                  check_base_model: bool = True) -> AdapterReport:
     """Place a saved adapter on ``model`` exactly where it was, with its trained weights."""
@@ -129,7 +144,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, name: str | Non
     name = name or manifest["name"]
     targets = [Target(**t) for t in manifest["targets"]]
     report = add_adapter(model, config, name, targets=targets)
-    tensors = load_file(directory / WEIGHTS)
+    tensors = read_tensors(directory / WEIGHTS)
     expected = set()
     for path, module in adapter_modules(model, name).items():
         prefix = f"{path}." if path else ""

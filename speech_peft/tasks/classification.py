@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..adapters import load_adapter, save_adapter
+from ..adapters import load_adapter, merge_mosa, records, save_adapter, snip_prune
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders import build_encoder
@@ -116,6 +116,16 @@ class AudioClassifier(L.LightningModule):
         return [{"id": uid, "label": self.labels[int(b)], "score": round(float(p[b]), 6)}
                 for uid, b, p in zip(batch.ids, best, probs)]
 
+    def on_train_start(self) -> None:
+        """Sparse adapters that prune by SNIP saliency are pruned here, on the first training batches."""
+        def loss_of(batch: Batch) -> Tensor:
+            logits = self(batch.waveforms.to(self.device), batch.lengths.to(self.device))
+            return nn.functional.cross_entropy(logits, self._targets(batch))
+
+        pruned = snip_prune(self.encoder, iter(self.trainer.train_dataloader), loss_of)
+        if pruned:
+            self.print(f"pruned {pruned} sparse adapter(s) by SNIP saliency on the first training batches")
+
     def on_fit_start(self) -> None:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
@@ -140,6 +150,8 @@ class AudioClassifier(L.LightningModule):
         whole encoder; ``export.json`` last."""
         directory = Path(directory)
         if self.report is not None and self.report.targets:
+            if self.adapter_config.get("method") == "mosa" and "default" in records(self.encoder):
+                merge_mosa(self.encoder, "default")  # its sub-adapters become the one adapter they add up to
             save_adapter(self.encoder, directory / "adapter", base_model_name=self.hparams.encoder_name)
         _save_tensors(self.head.state_dict(), directory / "head.safetensors")
         if self.full_finetune:
