@@ -14,7 +14,8 @@ import sys
 from .commands import VERBS
 from .commands.errors import exit_status
 
-COMMANDS = ("transcribe", "export", "prepare", "degrade", "restore", "report", "score")
+COMMANDS = {"transcribe": "transcribe", "export": "export", "merge-adapters": "merge_adapters", "prepare": "prepare",
+            "degrade": "degrade", "restore": "restore", "report": "report", "score": "score"}  # command: module
 
 VERB_HELP = {"fit": "train a task from the Hydra configs (speech-peft fit experiment=... key=value ...)",
              "validate": "score the validation split (ckpt_path=CHECKPOINT or EXPORT, optional)",
@@ -35,7 +36,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("lightning", help="Lightning's CLI over the same tasks (--config run.yaml, --print_config)",
                    add_help=False)
     for name in (only,) if only in COMMANDS else COMMANDS:
-        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
+        importlib.import_module(f".commands.{COMMANDS[name]}", __package__).add_parser(sub)
     return parser
 
 

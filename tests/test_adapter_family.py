@@ -184,3 +184,72 @@ def test_a_saved_adapter_keeps_its_bits_in_the_manifest_and_plain_files_still_lo
     assert json.loads((tmp_path / "one_bit" / "manifest.json").read_text())["storage_bits"] == 1
     with pytest.raises(ValueError, match="3-bit storage"):
         save_adapter(copy.deepcopy(model), tmp_path / "three", bits=3)
+
+
+# --- merging -------------------------------------------------------------------------------------------
+
+def _trained(config, seed: int, tmp_path, name: str):
+    torch.manual_seed(seed)
+    model = tiny_whisper_encoder()
+    add_adapter(model, config)
+    with torch.no_grad():
+        for module in adapter_modules(model, "default").values():
+            for p in module.parameters():
+                p.normal_(0, 0.1)
+    return model, save_adapter(model, tmp_path / name)
+
+
+def _outputs(directory, x):
+    model = tiny_whisper_encoder()
+    load_adapter(model, directory)
+    return model.eval()(x).last_hidden_state
+
+
+@pytest.mark.parametrize("method", ["average", "task_arithmetic", "ties", "dare", "mera"])
+@pytest.mark.parametrize("kind", ["parallel", "lora"])
+def test_merging_an_adapter_with_itself_returns_it(method, kind, tmp_path):
+    from speech_peft.adapters import LoRAConfig
+    from speech_peft.adapters.merging import merge_adapters
+
+    config = ParallelAdapterConfig(bottleneck_dim=8) if kind == "parallel" else LoRAConfig(r=4)
+    model, saved = _trained(config, 0, tmp_path, "a")
+    options = {"ties": {"density": 1.0}, "dare": {"drop": 0.0}, "task_arithmetic": {"weights": [0.5, 0.5]}}
+    merged = merge_adapters([saved, saved], tmp_path / "merged", method, **options.get(method, {}))
+    x = whisper_input()
+    torch.testing.assert_close(_outputs(merged, x), _outputs(saved, x), rtol=1e-4, atol=1e-5)
+
+
+def test_mera_alignment_recovers_a_known_permutation_of_the_bottleneck_units(tmp_path):
+    from speech_peft.adapters.merging import align_units, merge_adapters, permute_units
+    from speech_peft.adapters.io import read_tensors, write_adapter_files, read_manifest
+    import json
+
+    _, saved = _trained(ParallelAdapterConfig(bottleneck_dim=16), 0, tmp_path, "a")
+    tensors = read_tensors(saved / "adapter.safetensors")
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(5))
+    shuffled = {}
+    for path in {k.split(".inner.")[0] for k in tensors}:
+        inner = {k.split(".inner.")[1]: v for k, v in tensors.items() if k.startswith(path + ".inner.")}
+        recovered = align_units(inner, permute_units(inner, order))
+        assert torch.equal(order[recovered], torch.arange(16))  # the permutation undone exactly
+        shuffled.update({f"{path}.inner.{k}": v for k, v in permute_units(inner, order).items()})
+    shuffled.update({k: v for k, v in tensors.items() if ".inner." not in k})
+    manifest = read_manifest(saved)
+    other = write_adapter_files(tmp_path / "b", shuffled, json.loads((saved / "adapter_config.json").read_text()),
+                                {k: manifest[k] for k in ("name", "method", "targets", "base_model", "base_fingerprint")})
+    x = whisper_input()
+    torch.testing.assert_close(_outputs(other, x), _outputs(saved, x), rtol=1e-5, atol=1e-6)  # same function
+    mera = merge_adapters([saved, other], tmp_path / "mera", "mera")
+    plain = merge_adapters([saved, other], tmp_path / "plain", "average")
+    torch.testing.assert_close(_outputs(mera, x), _outputs(saved, x), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(_outputs(plain, x), _outputs(saved, x), atol=1e-4)  # averaging unaligned units
+
+
+def test_adapters_of_different_methods_or_places_are_refused(tmp_path):
+    from speech_peft.adapters import LoRAConfig
+    from speech_peft.adapters.merging import merge_adapters
+
+    _, a = _trained(ParallelAdapterConfig(bottleneck_dim=8), 0, tmp_path, "a")
+    _, b = _trained(LoRAConfig(r=4), 0, tmp_path, "b")
+    with pytest.raises(ValueError, match="same method and places"):
+        merge_adapters([a, b], tmp_path / "m")

@@ -21,7 +21,7 @@ def test_help_lists_every_verb_including_lightnings():
     done = _cli("--help")
     assert done.returncode == 0
     for verb in ("fit", "validate", "test", "predict", "lightning", "transcribe", "prepare", "degrade", "restore",
-                 "report", "score"):
+                 "report", "score", "export", "merge-adapters"):
         assert f"    {verb}" in done.stdout, verb
 
 

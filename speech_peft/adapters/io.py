@@ -87,15 +87,21 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
         "base_model": base_model_name or getattr(getattr(model, "config", None), "_name_or_path", None)
         or type(model).__name__,
         "base_fingerprint": base_fingerprint(model, record.targets),
-        "speech_peft_version": __version__,
-        "num_tensors": len(tensors),
-        "num_parameters": sum(v.numel() for v in tensors.values()),
-        "storage_bits": bits,
     }
+    return write_adapter_files(directory, tensors, record.config.to_dict(), manifest, bits, group)
+
+
+def write_adapter_files(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict,
+                        manifest: dict, bits: int | None = None, group: int = 256) -> Path:
+    """The three files of a saved adapter (weights stored as ``storage.encode`` says, config, manifest)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = {**manifest, "speech_peft_version": __version__, "num_tensors": len(tensors),
+                "num_parameters": sum(v.numel() for v in tensors.values()), "storage_bits": bits}
     stored, layout = encode(tensors, bits, group)
     metadata = {"format": "pt", "storage": json.dumps(layout)}
     atomic_write(directory / WEIGHTS, lambda p: save_file(stored, p, metadata=metadata))
-    write_json(directory / CONFIG, record.config.to_dict())
+    write_json(directory / CONFIG, config)
     write_json(directory / MANIFEST, manifest)
     return directory
 

@@ -33,6 +33,12 @@ def add_parser(sub) -> None:
     asr.add_argument("--buckets", nargs="+", help="which test_<bucket>.jsonl (default: all there are)")
     asr.add_argument("--candidates", type=int, help="K for the multi-candidate rows (default 4)")
     asr.set_defaults(func=run_asr)
+    fam = common("family", "adapter family: methods with encoder time, low-bit storage, merging (into --out)")
+    fam.add_argument("--methods", nargs="+", default=["parallel", "sparse", "sparse_large", "mosa"])
+    fam.add_argument("--bits", type=int, nargs="+", default=[8, 4, 2, 1])
+    fam.add_argument("--merge-fold", help="the fold whose adapters from other seeds are merged")
+    fam.add_argument("--merge-runs", nargs="*", default=[], help="run folders of that fold from other seeds")
+    fam.set_defaults(func=run_family)
     mt = common("multitask", "multi-task ASR: every system on every test set, fusion-weight plots")
     mt.add_argument("--evaluate", action="store_true", help="first transcribe every test set with every system")
     mt.set_defaults(func=run_multitask)
@@ -40,6 +46,15 @@ def add_parser(sub) -> None:
 
 def run_cls(args: argparse.Namespace) -> int:
     write_classification_report(args.exp, args.out, args.command)
+    return 0
+
+
+def run_family(args: argparse.Namespace) -> int:
+    from ..reports.adapter_family import measure, write_family_report
+
+    result = measure(args.exp, args.methods, bits=tuple(args.bits), merge_fold=args.merge_fold,
+                     merge_runs=args.merge_runs)
+    print(write_family_report(args.exp, args.out, result).read_text())
     return 0
 
 

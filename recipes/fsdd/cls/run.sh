@@ -5,13 +5,14 @@
 #   bash recipes/fsdd/cls/run.sh                  # all methods, all 6 folds -> RESULTS.md
 #   bash recipes/fsdd/cls/run.sh --quick          # bundled subset, LoRA, held-out nicolas, 10 epochs
 #   bash recipes/fsdd/cls/run.sh --stage 3        # only regenerate RESULTS.md
+#   bash recipes/fsdd/cls/run.sh --stage 4        # only the adapter-family tables (methods, low-bit storage, merging)
 #   ... -- task.lr=5e-4                           # Hydra overrides after --
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 
-stage=0 stop_stage=3 data="" quick=false extra=()
-methods="linear_probe lora parallel full"  # also: conformer bitfit houlsby prompt prefix pissa lora_all ...
+stage=0 stop_stage=4 data="" quick=false extra=()
+methods="linear_probe lora parallel full sparse sparse_large mosa"  # also: conformer bitfit houlsby prompt prefix pissa ...
 folds="george jackson lucas nicolas theo yweweler"
 epochs=6 exp=exp/fsdd/cls
 source recipes/_shared/parse_args.sh "$@"
@@ -19,9 +20,27 @@ source recipes/_shared/parse_args.sh "$@"
 layout=fsdd experiment=fsdd_loso conf_dir=$here/conf results=$here/RESULTS.md
 command="bash recipes/fsdd/cls/run.sh"
 if $quick; then
-  data=${data:-data/fsdd_subset} methods=lora folds=nicolas epochs=10
+  data=${data:-data/fsdd_subset} methods=lora folds=nicolas epochs=10 stop_stage=3
   [ "$exp" = exp/fsdd/cls ] && exp=exp/fsdd_quick/cls
   results=$exp/RESULTS.md command="bash recipes/fsdd/cls/run.sh --quick"
 fi
 [ -n "$data" ] || { [ -d ../shared/data/fsdd ] && data=../shared/data/fsdd || data=data/fsdd_subset; }
 source recipes/_shared/cls_stages.sh
+
+# Stage 4: the adapter family. Two more parallel adapters on one fold (other seeds) to merge with the first,
+# then per-method encoder time, low-bit storage of every fold's parallel adapter, and the merges, written
+# into RESULTS.md below the main table.
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  merge_fold=nicolas runs=()
+  for seed in 1 2; do
+    dir=$exp/merging/parallel_seed$seed/fold_$merge_fold runs+=("$dir")
+    [ -f "$dir/fit_result.json" ] && continue
+    log "stage 4: train parallel, held-out $merge_fold, seed $seed"
+    speech-peft fit --config-dir "$conf_dir" experiment="$experiment" adapter=parallel seed=$seed \
+      data.train="$exp/manifests/fold_$merge_fold/train.jsonl" data.val="$exp/manifests/fold_$merge_fold/val.jsonl" \
+      data.test="$exp/manifests/fold_$merge_fold/test.jsonl" trainer.max_epochs="$epochs" exp_dir="$dir" \
+      trainer.enable_progress_bar=false "${extra[@]}"
+  done
+  log "stage 4: adapter family tables -> $results"
+  speech-peft report family "$exp" --out "$results" --merge-fold $merge_fold --merge-runs "${runs[@]}"
+fi

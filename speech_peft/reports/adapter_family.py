@@ -1,0 +1,162 @@
+"""The adapter-family tables of a classification recipe, measured on its finished runs and written into its
+RESULTS.md between markers (the main table above them is left as it is):
+
+- per method: accuracy over folds, trainable %, bytes of the saved adapter, encoder time with the adapter
+  relative to the bare encoder (alternated, on test clips);
+- low-bit storage: each fold's exported adapter saved in 8, 4, 2 and 1 bits, reloaded and tested;
+- merging: adapters trained on the same fold from different seeds, each alone, their ensemble (mean
+  probabilities) and every merge (heads averaged), on that fold's test speaker.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+
+from ..adapters import save_adapter, set_active_adapters
+from ..adapters.io import WEIGHTS
+from ..adapters.merging import METHODS as MERGES
+from ..adapters.merging import merge_adapters
+from ..data.dataset import AudioDataset, collate
+from ..data.manifest import read_manifest
+from ..exports import read_export_info
+from ..fileio import write_json, write_text
+from ..tasks.classification import EXPORT_KIND, AudioClassifier
+from .classification import classification_table
+
+BEGIN, END = "<!-- adapter family: begin -->", "<!-- adapter family: end -->"
+
+
+def classifier_with(export: Path, adapter: Path | None = None, head: dict | None = None) -> AudioClassifier:
+    """A fold's exported classifier, optionally with another saved adapter and head in its place."""
+    config = read_export_info(export, EXPORT_KIND)["config"]
+    module = AudioClassifier(**{**config, "adapter_dir": str(adapter or export / "adapter")})
+    module.head.load_state_dict(head or load_file(export / "head.safetensors"), strict=True)
+    return module.eval()
+
+
+@torch.inference_mode()
+def probabilities(classifier: AudioClassifier, manifest: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    entries = read_manifest(manifest)
+    loader = DataLoader(AudioDataset(entries, 16000), batch_size=16, collate_fn=collate)
+    probs, targets = [], []
+    for batch in loader:
+        probs.append(classifier(batch.waveforms, batch.lengths).softmax(-1))
+        targets.append(classifier._targets(batch))
+    return torch.cat(probs), torch.cat(targets)
+
+
+def accuracy(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    return (probs.argmax(-1) == targets).float().mean().item()
+
+
+@torch.inference_mode()
+def relative_encoder_time(classifier: AudioClassifier, manifest: Path, clips: int = 32, repeats: int = 3) -> float:
+    """Encoder time with the adapter over the bare encoder's, alternated, medians."""
+    entries = read_manifest(manifest)[:clips]
+    batch = collate([AudioDataset(entries, 16000)[i] for i in range(len(entries))])
+    encoder, times = classifier.encoder, {True: [], False: []}
+    for adapted in (True, False, True, False) + (True, False) * repeats:
+        set_active_adapters(encoder, ["default"] if adapted else [])
+        start = time.perf_counter()
+        encoder(batch.waveforms, batch.lengths)
+        times[adapted].append(time.perf_counter() - start)
+    set_active_adapters(encoder, ["default"])
+    return statistics.median(times[True][2:]) / statistics.median(times[False][2:])
+
+
+def measure(exp: str | Path, methods: list[str], storage_method: str = "parallel", bits: tuple = (8, 4, 2, 1),
+            merge_fold: str | None = None, merge_runs: list[str] = ()) -> dict:
+    """Measure the three tables; ``merge_runs``: run folders (same fold, other seeds) merged with the
+    ``storage_method`` run of ``merge_fold``."""
+    exp = Path(exp)
+    _, rows = classification_table(exp)
+    result = {"methods": [], "storage": [], "merging": None}
+    for row in (r for r in rows if r["method"] in methods):
+        fold = sorted(row["per_fold"])[0]
+        run = exp / row["method"] / f"fold_{fold}"
+        classifier = classifier_with(run / "export")
+        adapter = run / "export" / "adapter" / WEIGHTS
+        result["methods"].append({**{k: row[k] for k in ("method", "folds", "acc_mean", "acc_std", "trainable",
+                                                          "total")},
+                                  "adapter_bytes": adapter.stat().st_size if adapter.is_file() else 0,
+                                  "relative_time": relative_encoder_time(classifier, exp / "manifests" / f"fold_{fold}" / "test.jsonl")})
+    for run in sorted((exp / storage_method).glob("fold_*")):
+        if not (run / "export" / "export.json").is_file():
+            continue
+        manifest = exp / "manifests" / run.name / "test.jsonl"
+        classifier = classifier_with(run / "export")
+        entry = {"fold": run.name.removeprefix("fold_"), "float32": accuracy(*probabilities(classifier, manifest)),
+                 "bytes": {"32": (run / "export" / "adapter" / WEIGHTS).stat().st_size}}
+        with tempfile.TemporaryDirectory() as tmp:
+            for b in bits:
+                saved = save_adapter(classifier.encoder, Path(tmp) / f"bits{b}", bits=b)
+                entry[f"{b}-bit"] = accuracy(*probabilities(classifier_with(run / "export", saved), manifest))
+                entry["bytes"][str(b)] = (saved / WEIGHTS).stat().st_size
+        result["storage"].append(entry)
+    if merge_fold and merge_runs:
+        result["merging"] = merge_table(exp, storage_method, merge_fold, [Path(r) for r in merge_runs])
+    return result
+
+
+def merge_table(exp: Path, method: str, fold: str, others: list[Path]) -> dict:
+    runs = [exp / method / f"fold_{fold}"] + others
+    exports = [r / "export" for r in runs]
+    manifest = exp / "manifests" / f"fold_{fold}" / "test.jsonl"
+    heads = [load_file(e / "head.safetensors") for e in exports]
+    head = {k: torch.stack([h[k] for h in heads]).mean(0) for k in heads[0]}
+    singles = [probabilities(classifier_with(e), manifest) for e in exports]
+    targets = singles[0][1]
+    table = {"fold": fold, "inputs": [accuracy(p, t) for p, t in singles],
+             "ensemble": accuracy(torch.stack([p for p, _ in singles]).mean(0), targets)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for merge in MERGES:
+            options = {"weights": [1.0 / len(exports)] * len(exports)} if merge == "task_arithmetic" else {}
+            merged = merge_adapters([e / "adapter" for e in exports], Path(tmp) / merge, merge, **options)
+            table[merge] = accuracy(probabilities(classifier_with(exports[0], merged, head), manifest)[0], targets)
+    return table
+
+
+def render(result: dict) -> str:
+    lines = [BEGIN, "", "## Adapter family: sparse, split-and-merge, low-bit storage, merging", "",
+             "| method | accuracy % (mean ± std) | folds | trainable % | adapter on disk | encoder time vs bare |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(result["methods"], key=lambda r: -r["acc_mean"]):
+        lines.append(f"| {r['method']} | {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} | {r['folds']} | "
+                     f"{100 * r['trainable'] / r['total']:.3f} | {r['adapter_bytes'] / 1024:.0f} KiB | "
+                     f"{r['relative_time']:.2f}x |")
+    if result["storage"]:
+        bits = [k for k in result["storage"][0] if k.endswith("-bit")]
+        lines += ["", "Low-bit storage of the trained parallel adapters (each fold's export saved in fewer bits, "
+                      "reloaded, tested on its held-out speaker; bytes of the adapter file):", "",
+                  "| fold | float32 | " + " | ".join(bits) + " |", "|---|---|" + "---|" * len(bits)]
+        for e in result["storage"]:
+            cells = " | ".join(f"{100 * e[b]:.1f}% ({e['bytes'][b.split('-')[0]] / 1024:.0f} KiB)" for b in bits)
+            lines.append(f"| {e['fold']} | {100 * e['float32']:.1f}% ({e['bytes']['32'] / 1024:.0f} KiB) | {cells} |")
+        mean = lambda key: 100 * statistics.mean(e[key] for e in result["storage"])  # noqa: E731
+        lines.append("| mean | " + f"{mean('float32'):.1f}%" + " | " + " | ".join(f"{mean(b):.1f}%" for b in bits) + " |")
+    merging = result.get("merging")
+    if merging:
+        names = ["inputs"] + ["ensemble"] + list(MERGES)
+        lines += ["", f"Merging {len(merging['inputs'])} parallel adapters trained on fold {merging['fold']} from "
+                      "different seeds (heads averaged), tested on its held-out speaker:", "",
+                  "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+        inputs = " / ".join(f"{100 * a:.1f}" for a in merging["inputs"])
+        lines.append(f"| {inputs} | " + " | ".join(f"{100 * merging[n]:.1f}" for n in names[1:]) + " |")
+    return "\n".join(lines + ["", END, ""])
+
+
+def write_family_report(exp: str | Path, out: str | Path, result: dict) -> Path:
+    """Put the rendered tables into ``out`` between the markers, replacing an earlier version."""
+    write_json(Path(exp) / "adapter_family.json", result)
+    out = Path(out)
+    text = out.read_text() if out.is_file() else ""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + text[text.index(END) + len(END):].lstrip("\n")
+    return write_text(out, text.rstrip("\n") + "\n\n" + render(result))
+
