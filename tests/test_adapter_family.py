@@ -253,3 +253,21 @@ def test_adapters_of_different_methods_or_places_are_refused(tmp_path):
     _, b = _trained(LoRAConfig(r=4), 0, tmp_path, "b")
     with pytest.raises(ValueError, match="same method and places"):
         merge_adapters([a, b], tmp_path / "m")
+
+
+def test_the_family_tables_replace_their_own_section_and_leave_the_main_table_alone(tmp_path):
+    from speech_peft.reports.adapter_family import BEGIN, END, write_family_report
+
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# main\n\n| method | acc |\n|---|---|\n| lora | 96 |\n")
+    result = {"methods": [{"method": "sparse", "folds": 6, "acc_mean": 0.95, "acc_std": 0.02, "trainable": 10,
+                           "total": 1000, "adapter_bytes": 2048, "relative_time": 1.01}],
+              "storage": [{"fold": "george", "float32": 0.9, "1-bit": 0.91, "bytes": {"32": 4096, "1": 256}}],
+              "merging": {"fold": "nicolas", "inputs": [0.9, 0.92], "ensemble": 0.93, "average": 0.5,
+                          "task_arithmetic": 0.5, "ties": 0.6, "dare": 0.4, "mera": 0.91}}
+    write_family_report(tmp_path, out, result)
+    write_family_report(tmp_path, out, result)  # a rerun replaces the section instead of adding another
+    text = out.read_text()
+    assert text.startswith("# main") and "| lora | 96 |" in text
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert "| sparse | 95.00 ± 2.00 | 6 | 1.000 | 2 KiB | 1.01x |" in text and "| 90.0 / 92.0 | 93.0 |" in text
