@@ -83,7 +83,7 @@ def measure(exp: str | Path, methods: list[str], storage_method: str = "parallel
         classifier = classifier_with(run / "export")
         adapter = run / "export" / "adapter" / WEIGHTS
         result["methods"].append({**{k: row[k] for k in ("method", "folds", "acc_mean", "acc_std", "trainable",
-                                                          "total")},
+                                                          "total", "per_fold", "epoch_s")},
                                   "adapter_bytes": adapter.stat().st_size if adapter.is_file() else 0,
                                   "relative_time": relative_encoder_time(classifier, exp / "manifests" / f"fold_{fold}" / "test.jsonl")})
     for run in sorted((exp / storage_method).glob("fold_*")):
@@ -123,13 +123,18 @@ def merge_table(exp: Path, method: str, fold: str, others: list[Path]) -> dict:
 
 
 def render(result: dict) -> str:
+    folds = sorted({f for r in result["methods"] for f in r.get("per_fold", {})})
     lines = [BEGIN, "", "## Adapter family: sparse, split-and-merge, low-bit storage, merging", "",
-             "| method | accuracy % (mean ± std) | folds | trainable % | adapter on disk | encoder time vs bare |",
-             "|---|---|---|---|---|---|"]
+             "Measured together (same day, same settings, `--stage 4`); \"adapter on disk\" is the adapter file "
+             "alone, \"trainable %\" counts every adapter weight (a sparse adapter trains only its kept 40%), "
+             "encoder time is with the adapter against the bare encoder, alternated, on 32 test clips.", "",
+             "| method | accuracy % (mean ± std) | folds | trainable % | adapter on disk | encoder time vs bare | "
+             "s / epoch | " + " | ".join(folds) + " |", "|" + "---|" * (7 + len(folds))]
     for r in sorted(result["methods"], key=lambda r: -r["acc_mean"]):
+        per = " | ".join(f"{100 * r['per_fold'][f]:.1f}" if f in r.get("per_fold", {}) else "–" for f in folds)
         lines.append(f"| {r['method']} | {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} | {r['folds']} | "
                      f"{100 * r['trainable'] / r['total']:.3f} | {r['adapter_bytes'] / 1024:.0f} KiB | "
-                     f"{r['relative_time']:.2f}x |")
+                     f"{r['relative_time']:.2f}x | {r.get('epoch_s', 0):.1f} | {per} |")
     if result["storage"]:
         bits = [k for k in result["storage"][0] if k.endswith("-bit")]
         lines += ["", "Low-bit storage of the trained parallel adapters (each fold's export saved in fewer bits, "
