@@ -232,6 +232,9 @@ def test_mera_alignment_recovers_a_known_permutation_of_the_bottleneck_units(tmp
         inner = {k.split(".inner.")[1]: v for k, v in tensors.items() if k.startswith(path + ".inner.")}
         recovered = align_units(inner, permute_units(inner, order))
         assert torch.equal(order[recovered], torch.arange(16))  # the permutation undone exactly
+        activity = torch.randn(200, 16, generator=torch.Generator().manual_seed(1))  # units' outputs on 200 tokens
+        by_activity = align_units(inner, permute_units(inner, order), activity, activity[:, order])
+        assert torch.equal(order[by_activity], torch.arange(16))
         shuffled.update({f"{path}.inner.{k}": v for k, v in permute_units(inner, order).items()})
     shuffled.update({k: v for k, v in tensors.items() if ".inner." not in k})
     manifest = read_manifest(saved)

@@ -27,9 +27,12 @@ METHODS = ("average", "task_arithmetic", "ties", "dare", "mera")
 MERGEABLE = ("lora", "parallel", "series")
 
 
-def align_units(reference: dict[str, Tensor], other: dict[str, Tensor]) -> Tensor:
+def align_units(reference: dict[str, Tensor], other: dict[str, Tensor], reference_activity: Tensor | None = None,
+                other_activity: Tensor | None = None) -> Tensor:
     """The permutation ``p`` of ``other``'s bottleneck units that best matches ``reference``'s: unit ``j`` of
-    the reference pairs with unit ``p[j]`` of ``other`` (maximum total cosine similarity)."""
+    the reference pairs with unit ``p[j]`` of ``other`` (maximum total similarity). With activities, the
+    units' outputs (tokens, units) on the same inputs, units pair by correlation; otherwise by the cosine of
+    their weights (down row, up column, down bias)."""
     from scipy.optimize import linear_sum_assignment
 
     def units(t: dict[str, Tensor]) -> Tensor:
@@ -37,7 +40,14 @@ def align_units(reference: dict[str, Tensor], other: dict[str, Tensor]) -> Tenso
         features = torch.cat(parts, dim=1).float()
         return features / features.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
-    similarity = units(reference) @ units(other).T
+    def standardised(activity: Tensor) -> Tensor:
+        centred = (activity.float() - activity.float().mean(0)).T
+        return centred / centred.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+    if reference_activity is not None and other_activity is not None:
+        similarity = standardised(reference_activity) @ standardised(other_activity).T
+    else:
+        similarity = units(reference) @ units(other).T
     rows, cols = linear_sum_assignment(similarity.numpy(), maximize=True)
     return torch.as_tensor(cols[rows.argsort()], dtype=torch.long)
 
@@ -77,8 +87,10 @@ def combine(values: list[Tensor], method: str, weights: list[float], density: fl
 
 def merge_adapters(directories: list[str | os.PathLike], out_dir: str | os.PathLike, method: str = "average",
                    weights: list[float] | None = None, density: float = 0.2, drop: float = 0.5,
-                   seed: int = 0) -> Path:
-    """Merge saved adapters (same method, same places, same shapes) into one saved adapter at ``out_dir``."""
+                   seed: int = 0, activities: list[dict[str, Tensor]] | None = None) -> Path:
+    """Merge saved adapters (same method, same places, same shapes) into one saved adapter at ``out_dir``.
+    ``activities`` (mera): per adapter, per place, its bottleneck units' outputs (tokens, units) on the same
+    inputs, to align units by what they compute rather than by their weights."""
     if method not in METHODS:
         raise ValueError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
     if len(directories) < 1:
@@ -104,7 +116,8 @@ def merge_adapters(directories: list[str | os.PathLike], out_dir: str | os.PathL
     if kind == "lora":
         merged, config = _merge_lora(tensors, configs, paths, method, weights, density, drop, generator)
     else:
-        merged, config = _merge_bottleneck(tensors, configs[0], paths, method, weights, density, drop, generator)
+        merged, config = _merge_bottleneck(tensors, configs[0], paths, method, weights, density, drop, generator,
+                                           activities)
     fields = {k: manifests[0][k] for k in ("targets", "base_model", "base_fingerprint")}
     return write_adapter_files(out_dir, merged, config, {"name": manifests[0]["name"], "method": kind, **fields,
                                                          "merged_from": [str(d) for d in directories],
@@ -116,13 +129,15 @@ def _split(tensors: dict[str, Tensor], path: str) -> dict[str, Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _merge_bottleneck(tensors, config, paths, method, weights, density, drop, generator):
+def _merge_bottleneck(tensors, config, paths, method, weights, density, drop, generator, activities=None):
     merged: dict[str, Tensor] = {}
     for path in paths:
         parts = [_split(t, path) for t in tensors]
         inner = [{k.removeprefix("inner."): v for k, v in p.items() if k.startswith("inner.")} for p in parts]
         if method == "mera" and "down.weight" in inner[0]:
-            inner = [inner[0]] + [permute_units(other, align_units(inner[0], other)) for other in inner[1:]]
+            acts = [a[path] for a in activities] if activities else [None] * len(inner)
+            inner = [inner[0]] + [permute_units(other, align_units(inner[0], other, acts[0], act))
+                                  for other, act in zip(inner[1:], acts[1:])]
             parts = [{**p, **{f"inner.{k}": v for k, v in i.items()}} for p, i in zip(parts, inner)]
         prefix = f"{path}." if path else ""
         for key in parts[0]:

@@ -22,6 +22,7 @@ from ..adapters import save_adapter, set_active_adapters
 from ..adapters.io import WEIGHTS
 from ..adapters.merging import METHODS as MERGES
 from ..adapters.merging import merge_adapters
+from ..adapters.site import sites
 from ..data.dataset import AudioDataset, collate
 from ..data.manifest import read_manifest
 from ..exports import read_export_info
@@ -104,19 +105,45 @@ def measure(exp: str | Path, methods: list[str], storage_method: str = "parallel
     return result
 
 
+@torch.inference_mode()
+def unit_activities(classifier: AudioClassifier, manifest: Path, clips: int = 32) -> dict[str, torch.Tensor]:
+    """Per adapter place, its bottleneck units' outputs (tokens, units) on the first ``clips`` clips."""
+    captured: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for path, site in sites(classifier.encoder).items():
+        inner = getattr(site.adapters["default"], "inner", None) if "default" in site.adapters else None
+        if inner is not None and hasattr(inner, "act"):
+            hooks.append(inner.act.register_forward_hook(
+                lambda module, args, out, path=path: captured.setdefault(path, []).append(out.reshape(-1, out.shape[-1]))))
+    entries = read_manifest(manifest)[:clips]
+    try:
+        for i in range(0, len(entries), 16):
+            batch = collate([AudioDataset(entries[i:i + 16], 16000)[k] for k in range(len(entries[i:i + 16]))])
+            classifier(batch.waveforms, batch.lengths)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {path: torch.cat(parts) for path, parts in captured.items()}
+
+
 def merge_table(exp: Path, method: str, fold: str, others: list[Path]) -> dict:
     runs = [exp / method / f"fold_{fold}"] + others
     exports = [r / "export" for r in runs]
     manifest = exp / "manifests" / f"fold_{fold}" / "test.jsonl"
     heads = [load_file(e / "head.safetensors") for e in exports]
     head = {k: torch.stack([h[k] for h in heads]).mean(0) for k in heads[0]}
-    singles = [probabilities(classifier_with(e), manifest) for e in exports]
+    classifiers = [classifier_with(e) for e in exports]
+    singles = [probabilities(c, manifest) for c in classifiers]
+    # MerA aligns units by what they compute on training clips of the fold (never its test speaker).
+    train = exp / "manifests" / f"fold_{fold}" / "train.jsonl"
+    activities = [unit_activities(c, train) for c in classifiers]
     targets = singles[0][1]
     table = {"fold": fold, "inputs": [accuracy(p, t) for p, t in singles],
              "ensemble": accuracy(torch.stack([p for p, _ in singles]).mean(0), targets)}
     with tempfile.TemporaryDirectory() as tmp:
         for merge in MERGES:
             options = {"weights": [1.0 / len(exports)] * len(exports)} if merge == "task_arithmetic" else {}
+            options = {"activities": activities} if merge == "mera" else options
             merged = merge_adapters([e / "adapter" for e in exports], Path(tmp) / merge, merge, **options)
             table[merge] = accuracy(probabilities(classifier_with(exports[0], merged, head), manifest)[0], targets)
     return table
