@@ -20,7 +20,7 @@ source recipes/_shared/parse_args.sh "$@"
 layout=fsdd experiment=fsdd_loso conf_dir=$here/conf results=$here/RESULTS.md
 command="bash recipes/fsdd/cls/run.sh"
 if $quick; then
-  data=${data:-data/fsdd_subset} methods=lora folds=nicolas epochs=10 stop_stage=3
+  data=${data:-data/fsdd_subset} methods=lora folds=nicolas epochs=10 stop_stage=$(( stop_stage > 3 ? 3 : stop_stage ))
   [ "$exp" = exp/fsdd/cls ] && exp=exp/fsdd_quick/cls
   results=$exp/RESULTS.md command="bash recipes/fsdd/cls/run.sh --quick"
 fi
