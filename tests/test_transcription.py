@@ -93,6 +93,26 @@ def test_a_looping_text_fails_the_compression_rule_and_a_passing_retry_replaces_
     assert not Thresholds().failed(Hypothesis("The child almost hurt the small dog.", 0.01, -0.2))
 
 
+def test_fallback_redecodes_only_failing_rows_and_keeps_a_retry_only_when_it_is_better():
+    from speech_peft.asr.hypothesis import fall_back
+
+    loop = "the " * 40
+    hyps = [Hypothesis("a clean sentence", 0.01, -0.2), Hypothesis(loop, 0.01, -0.3),
+            Hypothesis("you", 0.95, -1.5), Hypothesis(loop, 0.01, -0.3)]
+    asked = []
+
+    def redecode(rows, temperature):
+        asked.append((rows, temperature))
+        # row 1 recovers at the second temperature; row 3 never does (a worse loop is not kept)
+        return [Hypothesis("now a sentence" if r == 1 and temperature > 0.2 else loop + "the", 0.01, -0.9, temperature)
+                for r in rows]
+
+    out = fall_back(list(hyps), Thresholds(), redecode)
+    assert asked[0] == ([1, 3], 0.2) and asked[1] == ([1, 3], 0.4) and all(rows == [3] for rows, _ in asked[2:])
+    assert out[0] is hyps[0] and out[2] is hyps[2]  # passing and silent rows untouched
+    assert out[1].text == "now a sentence" and out[1].temperature == 0.4 and out[3] is hyps[3]
+
+
 # --- the decoding loop ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -113,6 +133,16 @@ def test_the_lean_decoding_loop_gives_the_tokens_and_scores_of_transformers_forw
             del transcriber.lean_ok
     assert lean[0] == reference[0]
     assert np.allclose(lean[1], reference[1], atol=1e-4) and np.allclose(lean[2], reference[2], atol=1e-4)
+
+
+def test_a_sampled_row_reads_the_same_whatever_else_is_in_its_batch(transcriber):
+    waves = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in SENTENCES[:3]],
+                                            batch_first=True)
+    with torch.inference_mode():
+        states = transcriber.encode(waves)
+        alone = transcriber._search(states[2:], temperature=2.0, seed=7)[0][0]
+        batched = transcriber._search(states, temperature=2.0, seed=7)[0][2]
+    assert alone == batched
 
 
 def test_whisper_gives_a_real_sentence_a_low_no_speech_probability_and_silence_a_high_one(transcriber):

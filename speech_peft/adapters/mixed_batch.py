@@ -35,10 +35,10 @@ def select_rows(model: nn.Module, rows: list[int]) -> Iterator[None]:
     context = active_fusion(model)
     saved_context = None if context is None else (context.mask, context.routing, context.predicted)
     index = torch.tensor(rows, dtype=torch.long)
+    position = {row: k for k, row in enumerate(rows)}  # a row's place in the selection
     try:
         for path, site in sites(model).items():
             if saved_sites[path] is not None:
-                position = {row: k for k, row in enumerate(rows)}
                 site.row_adapters = {name: torch.tensor([position[r] for r in picked.tolist() if r in position],
                                                         dtype=torch.long) for name, picked in saved_sites[path].items()}
         if context is not None:

@@ -82,7 +82,8 @@ class AdapterSite(nn.Module):
         total = y
         for name, rows in self.row_adapters.items():
             if name in self.adapters and name not in self.merged and len(rows):
-                total = total.index_add(0, rows.to(y.device), self._delta(name, own_input, y, rows.to(y.device)))
+                rows = rows.to(y.device)
+                total = total.index_add(0, rows, self._delta(name, own_input, y, rows))
         self._captured.clear()
         return (total, *out[1:]) if isinstance(out, tuple) else total
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..features import log_mel_30s
-from .hypothesis import FALLBACK_TEMPERATURES, Hypothesis, Thresholds, better
+from .hypothesis import Hypothesis, Thresholds, fall_back
 
 
 class CTranslate2Whisper:
@@ -64,13 +64,9 @@ class CTranslate2Whisper:
         if not self.fallback:
             return hyps
         ctranslate2.set_random_seed(seed)
-        for temperature in FALLBACK_TEMPERATURES:
-            redo = [i for i, h in enumerate(hyps) if self.thresholds.failed(h) and not self.thresholds.silent(h)]
-            if not redo:
-                break
-            encoded = np.asarray(features)  # the encoder states, computed once
-            again = self._generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[redo])), temperature)
-            for i, h in zip(redo, again):
-                if better(h, hyps[i], self.thresholds):
-                    hyps[i] = h
-        return hyps
+        encoded = np.asarray(features)  # the encoder states, computed once
+
+        def redecode(rows: list[int], temperature: float) -> list[Hypothesis]:
+            return self._generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[rows])), temperature)
+
+        return fall_back(hyps, self.thresholds, redecode)

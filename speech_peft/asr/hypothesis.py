@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -50,3 +51,17 @@ def better(candidate: Hypothesis, current: Hypothesis, thresholds: Thresholds) -
     if thresholds.failed(candidate) != thresholds.failed(current):
         return not thresholds.failed(candidate)
     return (candidate.avg_logprob or float("-inf")) > (current.avg_logprob or float("-inf"))
+
+
+def fall_back(hyps: list[Hypothesis], thresholds: Thresholds,
+              redecode: Callable[[list[int], float], list[Hypothesis]]) -> list[Hypothesis]:
+    """Whisper's temperature fallback over a batch: rows whose text loops or is unlikely (and are not silence)
+    are decoded again by ``redecode(rows, temperature)`` at each rising temperature, keeping the better text."""
+    for temperature in FALLBACK_TEMPERATURES:
+        redo = [i for i, h in enumerate(hyps) if thresholds.failed(h) and not thresholds.silent(h)]
+        if not redo:
+            break
+        for i, again in zip(redo, redecode(redo, temperature)):
+            if better(again, hyps[i], thresholds):
+                hyps[i] = again
+    return hyps

@@ -11,7 +11,7 @@ from ..adapters.mixed_batch import select_rows
 from ..adapters.site import sites
 from ..encoders.whisper import WhisperBundle, log_mel, run_encoder
 
-from .hypothesis import FALLBACK_TEMPERATURES, Hypothesis, Thresholds, better
+from .hypothesis import Hypothesis, Thresholds, fall_back
 
 SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362
 
@@ -87,17 +87,14 @@ class WhisperTranscriber:
         hyps = [Hypothesis(self.decode_text(t), p, s) for t, s, p in zip(tokens, scores, no_speech)]
         if not self.fallback:
             return hyps
-        for temperature in FALLBACK_TEMPERATURES:
-            redo = [i for i, h in enumerate(hyps) if self.thresholds.failed(h) and not self.thresholds.silent(h)]
-            if not redo:
-                break
-            with select_rows(self.model, redo):  # per-utterance routing follows the rows re-decoded
-                tokens, scores, _ = self._search(states[redo], temperature, seed)
-            for i, t, s in zip(redo, tokens, scores):
-                again = Hypothesis(self.decode_text(t), hyps[i].no_speech_prob, s, temperature)
-                if better(again, hyps[i], self.thresholds):
-                    hyps[i] = again
-        return hyps
+
+        def redecode(rows: list[int], temperature: float) -> list[Hypothesis]:
+            with select_rows(self.model, rows):  # per-utterance routing follows the rows re-decoded
+                again, again_scores, _ = self._search(states[rows], temperature, seed)
+            return [Hypothesis(self.decode_text(t), no_speech[i], s, temperature)
+                    for i, t, s in zip(rows, again, again_scores)]
+
+        return fall_back(hyps, self.thresholds, redecode)
 
     def _search(self, states: Tensor, temperature: float = 0.0, seed: int = 0):
         """Token ids, average log-probabilities and no-speech probabilities, one per row of ``states``.

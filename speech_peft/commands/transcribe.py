@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 DIFFUSION_OPTIONS = ("candidates", "schedule", "rule", "remask", "init", "hold_eos", "distinct_neighbours", "seed")
@@ -62,7 +61,7 @@ def output_format(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.inputs import gather_inputs
-    from ..jobs.transcribe import transcribe_files, write_transcripts
+    from ..jobs.transcribe import format_transcripts, transcribe_files, write_transcripts
 
     if args.rejects and not args.skip_bad:
         raise ValueError("--rejects lists skipped inputs: it needs --skip-bad")
@@ -79,14 +78,6 @@ def run(args: argparse.Namespace) -> int:
                                    backend=args.backend)
     if args.out:
         write_transcripts(transcripts, args.out, fmt, args.timestamps)
-    elif fmt == "jsonl":
-        for t in transcripts:
-            print(json.dumps(t.to_json(), ensure_ascii=False))
-    elif args.timestamps:
-        for t in transcripts:
-            for s in t.segments:
-                print(f"{t.id}\t{s.start:.2f}\t{s.end:.2f}\t{' '.join(s.text.split())}")
     else:
-        for t in transcripts:
-            print(f"{t.id}\t{' '.join(t.text.split())}")
+        print(format_transcripts(transcripts, fmt, args.timestamps), end="")
     return 0

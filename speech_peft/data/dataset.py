@@ -59,9 +59,7 @@ class AudioDataset(Dataset):
                 if self.cache is not None:
                     self.cache[index] = wave
         except AudioError as err:
-            if not self.skip_bad:
-                raise
-            self.rejects.add(err.path, err.problem)
+            self.rejects.skip_or_raise(err, self.skip_bad)
             return None
         if self.transform is not None:
             wave = self.transform(wave, index)

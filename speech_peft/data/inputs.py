@@ -31,9 +31,7 @@ def gather_inputs(inputs: list[str], skip_bad: bool = False, rejects_path: str |
             try:
                 frames, rate, _ = probe(path, max_seconds)
             except AudioError as err:
-                if not skip_bad:
-                    raise
-                rejects.add(err.path, err.problem)
+                rejects.skip_or_raise(err, skip_bad)
                 continue
             entries.append(Entry(id=path.stem, audio=str(path), duration=round(frames / rate, 4), sample_rate=rate))
         else:

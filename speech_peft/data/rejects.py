@@ -20,3 +20,10 @@ class Rejects:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as handle:  # O_APPEND: safe across workers
                 handle.write(f"{item}\t{reason.replace(chr(9), ' ').replace(chr(10), ' ')}\n")
+
+    def skip_or_raise(self, err: ValueError, skip_bad: bool) -> None:
+        """The one rule for a bad input (an ``AudioError``): with ``skip_bad`` it is listed here with its
+        reason and the caller goes on; without, the error stands."""
+        if not skip_bad:
+            raise err
+        self.add(err.path, err.problem)

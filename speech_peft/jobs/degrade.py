@@ -36,9 +36,7 @@ def degrade_to_disk(inputs: list[str], out_dir: str, config: DegradeConfig, seed
             try:
                 wave = load_audio(entry.audio, sample_rate)
             except AudioError as err:
-                if not skip_bad:
-                    raise
-                rejects.add(err.path, err.problem)
+                rejects.skip_or_raise(err, skip_bad)
                 continue
             save_audio(target, degrader(wave, index), sample_rate)
         written.append(Entry(entry.id, str(target), entry.duration, sample_rate, text=entry.text,

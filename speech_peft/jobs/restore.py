@@ -60,9 +60,7 @@ def _restorable(entries: list[Entry], skip_bad: bool, rejects_path: Path | None)
         try:
             probe(entry.audio)  # unreadable, empty, too short or absurdly long
         except AudioError as err:
-            if not skip_bad:
-                raise
-            rejects.add(err.path, err.problem)
+            rejects.skip_or_raise(err, skip_bad)
             continue
         kept.append(entry)
     return kept
@@ -80,9 +78,7 @@ class _Shard(Dataset):
         try:
             return entry, load_audio(entry.audio, 16000)
         except AudioError as err:  # a header that passed but samples that do not (NaN, infinite)
-            if not self.skip_bad:
-                raise
-            self.rejects.add(err.path, err.problem)
+            self.rejects.skip_or_raise(err, self.skip_bad)
             return entry, None
 
 

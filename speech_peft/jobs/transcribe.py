@@ -156,9 +156,7 @@ def transcribe_with(decoder: Decoder, entries: list[Entry], batch_size: int = 8,
             try:
                 wave = read_audio(entry.audio, 16000, max_seconds)
             except AudioError as err:
-                if not skip_bad:
-                    raise
-                rejects.add(err.path, err.problem)
+                rejects.skip_or_raise(err, skip_bad)
                 bar.update(1)
                 continue
             pending.append((entry, wave, plan_recording(wave, vad_config)))
@@ -209,25 +207,25 @@ def transcribe_entries(entries: list[Entry], model: str = "whisper-tiny.en", ada
     return {t.id: t.text for t in transcripts}
 
 
-def write_tsv(rows: dict[str, str], out: str | os.PathLike) -> Path:
-    return write_text(out, "".join(f"{k}\t{' '.join(v.split())}\n" for k, v in rows.items()))
+def format_transcripts(transcripts: list[Transcript], fmt: str, timestamps: bool = False) -> str:
+    """``tsv``: id<TAB>text (with ``timestamps``: id<TAB>start<TAB>end<TAB>text per segment); ``jsonl``: one
+    object per recording, segments and the speech decision included. What is written and what is printed."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in transcripts)
+    if fmt != "tsv":
+        raise ValueError(f"output format {fmt!r}: choose tsv or jsonl (srt is one file per recording)")
+    if timestamps:
+        return "".join(f"{t.id}\t{s.start:.2f}\t{s.end:.2f}\t{' '.join(s.text.split())}\n"
+                       for t in transcripts for s in t.segments)
+    return "".join(f"{t.id}\t{' '.join(t.text.split())}\n" for t in transcripts)
 
 
 def write_transcripts(transcripts: list[Transcript], out: str | os.PathLike, fmt: str,
                       timestamps: bool = False) -> list[Path]:
-    """``tsv``: id<TAB>text (with ``timestamps``: id<TAB>start<TAB>end<TAB>text per segment); ``jsonl``: one
-    object per recording, segments and the speech decision included; ``srt``: one subtitle file per
-    recording in the folder ``out``."""
-    if fmt == "jsonl":
-        return [write_text(out, "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in transcripts))]
+    """``format_transcripts`` into the file ``out``; ``srt``: one subtitle file per recording in the folder ``out``."""
     if fmt == "srt":
         return [write_text(Path(out) / f"{t.id}.srt", _srt(t)) for t in transcripts]
-    if fmt != "tsv":
-        raise ValueError(f"output format {fmt!r}: choose tsv, jsonl or srt")
-    if not timestamps:
-        return [write_tsv({t.id: t.text for t in transcripts}, out)]
-    lines = [f"{t.id}\t{s.start:.2f}\t{s.end:.2f}\t{' '.join(s.text.split())}\n" for t in transcripts for s in t.segments]
-    return [write_text(out, "".join(lines))]
+    return [write_text(out, format_transcripts(transcripts, fmt, timestamps))]
 
 
 def _srt(transcript: Transcript) -> str:

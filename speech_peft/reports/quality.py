@@ -57,9 +57,7 @@ def score_quality(degraded: str, restored: str | None, reference: str | None, re
         try:
             rows += _score_one(uid, conditions, ref, speaker, non_intrusive)
         except AudioError as err:  # NaN samples show only when the file is read
-            if not skip_bad:
-                raise
-            rejects.add(err.path, err.problem)
+            rejects.skip_or_raise(err, skip_bad)
             for files in conditions.values():
                 files.pop(uid, None)
     ids = [i for i in ids if i in conditions["degraded"]]
