@@ -19,12 +19,18 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     for fold in $folds; do
       dir=$exp/$method/fold_$fold
       if [ -f "$dir/fit_result.json" ]; then log "stage 1: $method/$fold already trained"; continue; fi
-      lr=(); [ "$method" = full ] && lr=(task.lr=1e-4)  # the whole encoder moves: a smaller step
+      opts=() threads=${OMP_NUM_THREADS:-}
+      case "$method" in
+        full) opts=(task.lr=1e-4) ;;  # the whole encoder moves: a smaller step
+        # Rank-parallel LoRA is data-parallel by definition: 2 processes (one thread each), each with half
+        # of the global batch (ddp_batch, default 16 of the experiment's 32).
+        hd_pissa|lte) opts=(trainer.devices=2 trainer.strategy=ddp data.batch_size="${ddp_batch:-16}") threads=1 ;;
+      esac
       log "stage 1: train $method, held-out $fold"
-      speech-peft fit --config-dir "$conf_dir" experiment="$experiment" adapter="$method" \
+      OMP_NUM_THREADS=$threads speech-peft fit --config-dir "$conf_dir" experiment="$experiment" adapter="$method" \
         data.train="$exp/manifests/fold_$fold/train.jsonl" data.val="$exp/manifests/fold_$fold/val.jsonl" \
         data.test="$exp/manifests/fold_$fold/test.jsonl" trainer.max_epochs="$epochs" exp_dir="$dir" \
-        trainer.enable_progress_bar=false "${lr[@]}" "${extra[@]}"
+        trainer.enable_progress_bar=false "${opts[@]}" "${extra[@]}"
     done
   done
 fi

@@ -22,7 +22,7 @@ from .dims import input_dim, output_dim
 from .registry import register_method
 from .targeting import Target
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "identity": nn.Identity}
 
 
 @dataclass

@@ -8,6 +8,7 @@ base module's output untouched, so the model is bit-for-bit the base model.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 
@@ -106,9 +107,10 @@ def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default",
     for p in model.parameters():
         p.requires_grad_(False)
     built: list[nn.Module] = []
+    build_config = copy.copy(config)  # modules shared across sites (registry.shared_module) live on this copy
     for target in targets:
         base = unwrap(model.get_submodule(target.write) if target.write else model)
-        adapter = method.build(config, target, base, model)
+        adapter = method.build(build_config, target, base, model)
         reference = next(base.parameters(), None)
         reference = reference if reference is not None else next(model.parameters(), None)
         if reference is not None:  # adapters live where the frozen weights live, in their precision
@@ -123,7 +125,7 @@ def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default",
                 lambda _m, _i, out, site=site, read=target.read: site.capture(read, out))
         built.append(adapter)
     for adapter in built:
-        for p in adapter.parameters():
+        for p in trainable_parameters(adapter):
             p.requires_grad_(True)
     records(model)[name] = AdapterRecord(config, list(targets))
     set_active_adapters(model, [name])
@@ -160,8 +162,15 @@ def set_trainable_adapters(model: nn.Module, names: list[str]) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
     for name in names:
-        for p in adapter_parameters(model, name):
-            p.requires_grad_(True)
+        for module in adapter_modules(model, name).values():
+            for p in trainable_parameters(module):
+                p.requires_grad_(True)
+
+
+def trainable_parameters(adapter: nn.Module) -> list[nn.Parameter]:
+    """What of an adapter module trains: all its parameters, unless it says otherwise (MHR-z: routing only)."""
+    own = getattr(adapter, "trainable_parameters", None)
+    return list(own()) if own is not None else list(adapter.parameters())
 
 
 def adapter_modules(model: nn.Module, name: str) -> dict[str, nn.Module]:
@@ -173,6 +182,30 @@ def adapter_modules(model: nn.Module, name: str) -> dict[str, nn.Module]:
 
 def adapter_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
     return [p for module in adapter_modules(model, name).values() for p in module.parameters()]
+
+
+def replace_adapter_modules(model: nn.Module, name: str, modules: dict[str, nn.Module],
+                            config: AdapterConfig) -> None:
+    """Put ``modules`` (site path -> module) in place of adapter ``name``'s modules and record ``config`` as its
+    method: how a trained adapter becomes the ordinary adapter it equals (``finalize_adapter``)."""
+    site_map = sites(model)
+    for path, module in modules.items():
+        old = site_map[path].adapters[name]
+        reference = next(old.parameters(), None)
+        if reference is not None:
+            module.to(device=reference.device, dtype=reference.dtype)
+        site_map[path].adapters[name] = module.train(old.training)
+    records(model)[name].config = config
+
+
+def finalize_adapter(model: nn.Module, name: str) -> str:
+    """After training: adapter ``name`` in its ordinary form where its method has one (MoSA merged, a
+    hypernetwork's adapters generated, routing resolved); returns the method it now is."""
+    record = records(model)[name]
+    finalize = get_method(record.config.method).finalize
+    if finalize is not None:
+        finalize(model, name)
+    return records(model)[name].config.method
 
 
 def remove_adapter(model: nn.Module, name: str) -> None:

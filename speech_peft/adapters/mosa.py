@@ -19,9 +19,8 @@ from torch.nn import functional as F
 
 from .bottleneck import _ACTIVATIONS, BottleneckAdapter, BottleneckFields, ParallelAdapterConfig
 from .dims import input_dim, output_dim
-from .injection import adapter_modules, records
+from .injection import adapter_modules, records, replace_adapter_modules
 from .registry import register_method
-from .site import sites
 from .targeting import Target
 
 
@@ -85,23 +84,19 @@ def merge_mosa(model: nn.Module, name: str) -> None:
         raise ValueError(f"adapter {name!r} is {record.config.method}, not MoSA")
     fields = {k: v for k, v in record.config.to_dict().items()
               if k in ParallelAdapterConfig.__dataclass_fields__ and k != "method"}
-    fields["bottleneck_dim"] = None
     placed = adapter_modules(model, name)
-    site_map = sites(model)
+    width = next(iter(placed.values())).down.out_features
+    config = ParallelAdapterConfig(**{**fields, "bottleneck_dim": width})
+    merged = {}
     for path, module in placed.items():
-        width = module.down.out_features
-        merged = BottleneckAdapter(module.down.in_features, module.up.out_features,
-                                   ParallelAdapterConfig(**{**fields, "bottleneck_dim": width}), reads_output=False)
-        merged.inner.down.load_state_dict(module.down.state_dict())
-        merged.inner.up.load_state_dict(module.up.state_dict())
-        merged.to(module.down.weight.device).train(module.training)
-        site_map[path].adapters[name] = merged
-    first = next(iter(placed.values()))
-    record.config = ParallelAdapterConfig(**{**fields, "bottleneck_dim": first.down.out_features})
+        merged[path] = BottleneckAdapter(module.down.in_features, module.up.out_features, config, reads_output=False)
+        merged[path].inner.down.load_state_dict(module.down.state_dict())
+        merged[path].inner.up.load_state_dict(module.up.state_dict())
+    replace_adapter_modules(model, name, merged, config)
 
 
 def _build(config: MoSAConfig, target: Target, base: nn.Module, model: nn.Module) -> MoSABottleneck:
     return MoSABottleneck(input_dim(model, target, base), output_dim(base), config)
 
 
-register_method("mosa", MoSAConfig, _build)
+register_method("mosa", MoSAConfig, _build, finalize=merge_mosa)

@@ -19,22 +19,36 @@ class Method:
     config_class: type[AdapterConfig]
     build: Builder | None               # None: the method places no module (linear probe)
     accepts: Callable[[nn.Module], bool] = lambda module: True
+    # After training: turn adapter ``name`` of the model into the ordinary adapter it equals (merge_mosa).
+    finalize: Callable[[nn.Module, str], None] | None = None
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register_method(name: str, config_class: type[AdapterConfig], build: Builder | None,
-                    accepts: Callable[[nn.Module], bool] = lambda module: True) -> None:
+                    accepts: Callable[[nn.Module], bool] = lambda module: True,
+                    finalize: Callable[[nn.Module, str], None] | None = None) -> None:
     if config_class.method != name:
         raise ValueError(f"{config_class.__name__}.method is {config_class.method!r}, expected {name!r}")
-    METHODS[name] = Method(name, config_class, build, accepts)
+    METHODS[name] = Method(name, config_class, build, accepts, finalize)
 
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise KeyError(f"unknown adapter method {name!r}; known: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def shared_module(config: AdapterConfig, key: object, make: Callable[[], nn.Module]) -> tuple[nn.Module, bool]:
+    """One module every site of an adapter uses (a hypernetwork), made on first request: ``(module, first)``.
+    ``add_adapter`` hands builders a fresh copy of the config per call, so two adapters never share one;
+    the site that asked first owns it (registers and saves it), the others only refer to it."""
+    made = config.__dict__.setdefault("_shared_modules", {})
+    first = key not in made
+    if first:
+        made[key] = make()
+    return made[key], first
 
 
 def config_from_dict(data: dict) -> AdapterConfig:

@@ -57,10 +57,14 @@ class AdapterSite(nn.Module):
         return self.adapters[name](x, y)
 
     def forward(self, *args, **kwargs):
-        out = self.base(*args, **kwargs)
+        live = self.live()
+        router = next((self.adapters[n] for n in live if getattr(self.adapters[n], "routes_base", False)), None)
+        if router is not None and self.row_adapters is None:  # a conditional adapter runs the base itself
+            out = router.route(self.base, args, kwargs, time_first=self.time_first.get(live[0], False))
+        else:
+            out = self.base(*args, **kwargs)
         if self.row_adapters is not None:
             return self._mixed(out, args, kwargs)
-        live = self.live()
         fusion = self.active_fusion if self.active_fusion in self.combiners else None
         if not live and fusion is None:
             return out

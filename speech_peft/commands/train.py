@@ -108,6 +108,8 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
         module = build_task(cfg)
         data, trainer = build_data(cfg), build_trainer(cfg, resuming=cfg.ckpt_path is not None)
         trainer.fit(module, data, ckpt_path=cfg.ckpt_path)
+        if not trainer.is_global_zero:  # data-parallel: the first process exports and reports
+            return {}
         checkpoint = trainer.checkpoint_callback
         load_checkpoint_weights(module, checkpoint.best_model_path)
         module.export(exp_dir / "export")
@@ -160,7 +162,8 @@ def run_verb(verb: str, overrides: list[str]) -> int:
         status = exit_status(verb, lambda: compose_config(*plain))
         if status:
             return status
-    sys.argv = [f"speech-peft {verb}", *overrides]
+    relaunch = Path(__file__).resolve().parents[1] / "launch" / f"{verb}.py"  # data-parallel fit's other processes
+    sys.argv = [str(relaunch) if relaunch.is_file() else f"speech-peft {verb}", *overrides]
     _main()
     return 0
 

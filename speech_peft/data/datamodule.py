@@ -49,8 +49,11 @@ class ManifestDataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         data = self._dataset(split)
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer and split == "train" else (1, 0)
+        # Training batches are split across data-parallel processes; each process scores all of val and test.
         sampler = LengthBucketSampler([e.duration for e in data.entries], self.batch_size,
-                                      shuffle=split == "train", seed=self.seed)
+                                      shuffle=split == "train", seed=self.seed, replicas=replicas, rank=rank)
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

@@ -80,12 +80,17 @@ def collate(items: list) -> Batch | None:
 
 
 class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar duration (less padding), in a seeded random order of batches."""
+    """Batches of similar duration (less padding), in a seeded random order of batches. Under data-parallel
+    training (``replicas`` > 1) every process draws the same order and takes every ``replicas``-th batch from
+    its ``rank``; the last round is filled up from the start, so all processes run the same number of steps."""
 
     def __init__(self, durations: list[float], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 bucket_batches: int = 50):
+                 bucket_batches: int = 50, replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < replicas:
+            raise ValueError(f"rank {rank} must lie in 0..{replicas - 1}")
         self.durations, self.batch_size, self.shuffle, self.seed = durations, batch_size, shuffle, seed
         self.bucket = batch_size * bucket_batches
+        self.replicas, self.rank = replicas, rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -102,6 +107,9 @@ class LengthBucketSampler(Sampler[list[int]]):
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
+        if self.replicas > 1:
+            rounds = -(-len(batches) // self.replicas)
+            batches = (batches * self.replicas)[: rounds * self.replicas][self.rank::self.replicas]
         return batches
 
     def __iter__(self):

@@ -26,3 +26,56 @@ class EpochTimer(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.times = list(state.get("times", []))
+
+
+class RankParallelSync(L.Callback):
+    """Runs HD-PiSSA and LTE (``adapters/rank_parallel.py``): keeps their rank-local factors out of DDP's
+    averaging, gives each process its rank's factors when training starts, and merges the ranks' updates
+    every ``merge_every`` steps and before every validation (so checkpoints hold merged weights). Does
+    nothing for other adapters."""
+
+    def __init__(self) -> None:
+        self._pending = 0
+
+    def _layers(self, module: L.LightningModule):
+        from ..adapters.rank_parallel import rank_parallel_layers
+
+        return rank_parallel_layers(module)
+
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or trainer.world_size < 2 or not self._layers(module):
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        local = {id(t) for _, layer in self._layers(module) for t in [*layer.parameters(), *layer.buffers()]}
+        names = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if id(t) in local]
+        # The factors differ by rank by design: DDP must neither average their gradients nor broadcast them.
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, names)
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        from ..adapters.rank_parallel import assign_ranks
+
+        if assign_ranks(module, trainer.global_rank, trainer.world_size):
+            module.print(f"rank-parallel LoRA: process {trainer.global_rank} of {trainer.world_size} holds its own factors")
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        layers = self._layers(module)
+        if not layers:
+            return
+        self._pending += 1
+        if self._pending >= layers[0][1].merge_every:
+            self._merge(module)
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and self._pending:
+            self._merge(module)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._pending:
+            self._merge(module)
+
+    def _merge(self, module: L.LightningModule) -> None:
+        from ..adapters.rank_parallel import merge_rank_updates
+
+        merge_rank_updates(module)
+        self._pending = 0

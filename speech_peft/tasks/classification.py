@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..adapters import load_adapter, merge_mosa, records, save_adapter, snip_prune
+from ..adapters import finalize_adapter, load_adapter, records, save_adapter, snip_prune
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders import build_encoder
@@ -150,8 +150,8 @@ class AudioClassifier(L.LightningModule):
         whole encoder; ``export.json`` last."""
         directory = Path(directory)
         if self.report is not None and self.report.targets:
-            if self.adapter_config.get("method") == "mosa" and "default" in records(self.encoder):
-                merge_mosa(self.encoder, "default")  # its sub-adapters become the one adapter they add up to
+            if "default" in records(self.encoder):
+                finalize_adapter(self.encoder, "default")  # e.g. MoSA's sub-adapters become the one they sum to
             save_adapter(self.encoder, directory / "adapter", base_model_name=self.hparams.encoder_name)
         _save_tensors(self.head.state_dict(), directory / "head.safetensors")
         if self.full_finetune:

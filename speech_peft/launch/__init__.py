@@ -1,0 +1,1 @@
+"""Scripts Lightning relaunches for data-parallel runs (see fit.py)."""
