@@ -8,7 +8,10 @@ bytes of every distinct tensor packed during one forward), and the growth of the
 during the steps in a fresh process per method (what the machine saw, but it carries allocator noise
 of a few per cent on the CPU, where there is no allocator counter).
 
-    .venv/bin/python benches/adapter_overhead.py [--steps 5] [--threads 2]
+    .venv/bin/python benches/adapter_overhead.py [--steps 5] [--threads 2] [--methods lora coda_4x ...]
+
+CoDA rows: encoder inference with 1 token in 2, 4 and 8 routed through each block against the same adapter
+with every token through every block (its dense path).
 """
 from __future__ import annotations
 
@@ -48,7 +51,14 @@ METHODS = {
     "adapter_bias": {"method": "adapter_bias"},
     "prompt_deep": {"method": "prompt", "num_tokens": 10, "depth": "deep"},
     "prefix": {"method": "prefix", "num_tokens": 10},
+    "hydra": {"method": "hydra", "r": 4, "alpha": 8, "target_roles": ["attn.q", "attn.v"]},
+    "hyper": {"method": "hyper", "bottleneck_dim": 16, "hyper_dim": 4},
+    "mhr": {"method": "poly", "r": 4, "alpha": 8, "skills": 4, "heads": 4, "target_roles": ["attn.q", "attn.v"]},
+    "coda_4x": {"method": "coda", "reduction": 4, "reduction_factor": 16},
+    "hd_pissa": {"method": "hd_pissa", "r": 8, "alpha": 8, "target_roles": ["attn.q", "attn.v"]},
+    "lte": {"method": "lte", "r": 8, "alpha": 16, "target_roles": ["attn.q", "attn.v"]},
 }
+CODA_REDUCTIONS = (2, 4, 8)
 
 
 def prepare(method: str):
@@ -152,11 +162,36 @@ def merged_inference(steps: int) -> tuple[float, float]:
     return alternate(timed(bare), timed(merged), steps)
 
 
+def coda_inference(steps: int, reduction: int) -> tuple[float, float]:
+    """Encoder inference with CoDA sending 1 token in ``reduction`` through each block, against the same
+    adapter with every token through every block (the dense path), alternated."""
+    from speech_peft.adapters import adapter_modules, add_adapter, config_from_dict
+
+    dense, routed = make_encoder(), make_encoder()
+    for model, r in ((dense, 1), (routed, reduction)):
+        add_adapter(model, config_from_dict({"method": "coda", "reduction": r, "reduction_factor": 16}))
+    for path, module in adapter_modules(routed, "default").items():
+        adapter_modules(dense, "default")[path].load_state_dict(module.state_dict())
+    x = torch.randn(BATCH, 80, FRAMES)
+
+    def timed(model):
+        def run():
+            start = time.perf_counter()
+            with torch.inference_mode():
+                model(x)
+            return time.perf_counter() - start
+        return run
+
+    return alternate(timed(dense), timed(routed), steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child")
+    parser.add_argument("--methods", nargs="+", default=[*METHODS, "peft_lora"],
+                        help="rows to measure (full is always measured: the ratios are to it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
@@ -164,7 +199,7 @@ def main() -> None:
         return
 
     rows = {}
-    for method in [*METHODS, "peft_lora"]:
+    for method in dict.fromkeys(["full", *args.methods]):
         out = subprocess.run([sys.executable, __file__, "--child", method, "--steps", str(args.steps),
                               "--threads", str(args.threads)], capture_output=True, text=True, check=True)
         rows[method] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -180,6 +215,12 @@ def main() -> None:
               f"{r['median_s'] / full['median_s']:.2f}x | {r['saved_bytes'] / max(full['saved_bytes'], 1):.2f}x | "
               f"{r['peak_kib'] / max(full['peak_kib'], 1):.2f}x |")
 
+    print("\nCoDA inference against the same adapter with every token through every block, alternated:")
+    for reduction in CODA_REDUCTIONS:
+        dense, routed = coda_inference(args.steps, reduction)
+        print(f"- 1 token in {reduction}: {routed:.3f} s vs {dense:.3f} s = {dense / routed:.2f}x faster")
+    if "lora" not in rows or "peft_lora" not in rows:
+        return
     ours, theirs = alternate(Stepper(prepare("lora")), Stepper(peft_lora()), args.steps)
     memory_ratio = rows["lora"]["peak_kib"] / max(rows["peft_lora"]["peak_kib"], 1)
     saved_ratio = rows["lora"]["saved_bytes"] / max(rows["peft_lora"]["saved_bytes"], 1)

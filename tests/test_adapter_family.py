@@ -274,3 +274,23 @@ def test_the_family_tables_replace_their_own_section_and_leave_the_main_table_al
     assert text.startswith("# main") and "| lora | 96 |" in text
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     assert "| sparse | 95.00 ± 2.00 | 6 | 1.000 | 2 KiB | 1.01x |" in text and "| 90.0 / 92.0 | 93.0 |" in text
+
+
+def test_each_family_section_is_replaced_in_place_and_the_others_are_kept(tmp_path):
+    from speech_peft.reports.adapter_family import markers, write_family_report
+
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# main\n")
+    row = {"method": "sparse", "folds": 6, "acc_mean": 0.95, "acc_std": 0.02, "trainable": 10, "total": 1000,
+           "adapter_bytes": 2048, "relative_time": 1.01}
+    coda = {**row, "method": "coda_4x", "speedup_vs_dense": 2.5}
+    write_family_report(tmp_path, out, {"methods": [row], "storage": [], "merging": None})
+    write_family_report(tmp_path, out, {"methods": [coda], "storage": [], "merging": None}, section="routed")
+    write_family_report(tmp_path, out, {"methods": [{**row, "acc_mean": 0.97}], "storage": [], "merging": None})
+    text = out.read_text()
+    for section in ("sparse", "routed"):
+        begin, end = markers(section)
+        assert text.count(begin) == 1 and text.count(end) == 1
+    assert text.index(markers("sparse")[0]) < text.index(markers("routed")[0])  # rewritten where it stood
+    assert "| sparse | 97.00 ± 2.00 |" in text and "| sparse | 95.00" not in text
+    assert "| coda_4x | 95.00 ± 2.00 | 6 | 1.000 | 2 KiB | 1.01x | 2.50x |" in text

@@ -28,7 +28,7 @@ from .peft_interop import export_peft_lora, import_peft_lora
 from .poly import PolyConfig, adapt_routing, average_routing, resolve_routing
 from .prompt import PrefixTuningConfig, PromptTuningConfig
 from .rank_parallel import HDPiSSAConfig, LTEConfig, assign_ranks, merge_rank_updates
-from .registry import METHODS, config_from_dict, get_method, register_method
+from .registry import METHODS, config_from_dict, get_method, register_method, shared_module
 from .sparse import SparseAdapterConfig, snip_prune
 from .targeting import AdapterTargetError, Target, find_blocks, resolve_targets
 

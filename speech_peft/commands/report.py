@@ -35,9 +35,12 @@ def add_parser(sub) -> None:
     asr.set_defaults(func=run_asr)
     fam = common("family", "adapter family: methods with encoder time, low-bit storage, merging (into --out)")
     fam.add_argument("--methods", nargs="+", default=["parallel", "sparse", "sparse_large", "mosa"])
-    fam.add_argument("--bits", type=int, nargs="+", default=[8, 4, 2, 1])
+    fam.add_argument("--bits", type=int, nargs="*", default=[8, 4, 2, 1],
+                     help="low-bit storage table for these bit counts (none: no table)")
     fam.add_argument("--merge-fold", help="the fold whose adapters from other seeds are merged")
     fam.add_argument("--merge-runs", nargs="*", default=[], help="run folders of that fold from other seeds")
+    fam.add_argument("--section", choices=["sparse", "routed"], default="sparse",
+                     help="which family section of --out the tables replace")
     fam.set_defaults(func=run_family)
     mt = common("multitask", "multi-task ASR: every system on every test set, fusion-weight plots")
     mt.add_argument("--evaluate", action="store_true", help="first transcribe every test set with every system")
@@ -54,7 +57,7 @@ def run_family(args: argparse.Namespace) -> int:
 
     result = measure(args.exp, args.methods, bits=tuple(args.bits), merge_fold=args.merge_fold,
                      merge_runs=args.merge_runs)
-    print(write_family_report(args.exp, args.out, result).read_text())
+    print(write_family_report(args.exp, args.out, result, args.section).read_text())
     return 0
 
 

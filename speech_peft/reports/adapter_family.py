@@ -22,6 +22,7 @@ from ..adapters import save_adapter, set_active_adapters
 from ..adapters.io import WEIGHTS
 from ..adapters.merging import METHODS as MERGES
 from ..adapters.merging import merge_adapters
+from ..adapters.coda import ConditionalAdapter
 from ..adapters.site import sites
 from ..data.dataset import AudioDataset, collate
 from ..data.manifest import read_manifest
@@ -30,7 +31,23 @@ from ..fileio import write_json, write_text
 from ..tasks.classification import EXPORT_KIND, AudioClassifier
 from .classification import classification_table
 
-BEGIN, END = "<!-- adapter family: begin -->", "<!-- adapter family: end -->"
+# Each section of the family tables: its heading, what its method table's columns mean, its markers.
+SECTIONS = {
+    "sparse": ("Adapter family: sparse, split-and-merge, low-bit storage, merging",
+               "\"trainable %\" counts every adapter weight (a sparse adapter trains only its kept 40%)"),
+    "routed": ("Adapter family: multi-head, generated, routed, conditional and rank-parallel adapters",
+               "\"trainable %\" counts what trains (a hypernetwork, a routed inventory, every rank's factors "
+               "once); HD-PiSSA and LTE train on 2 processes with DDP, 16 clips each per step; CoDA's "
+               "\"vs dense\" is the same trained adapter with every token through every block"),
+}
+
+
+def markers(section: str) -> tuple[str, str]:
+    tag = "adapter family" if section == "sparse" else f"adapter family ({section})"
+    return f"<!-- {tag}: begin -->", f"<!-- {tag}: end -->"
+
+
+BEGIN, END = markers("sparse")
 
 
 def classifier_with(export: Path, adapter: Path | None = None, head: dict | None = None) -> AudioClassifier:
@@ -61,13 +78,45 @@ def relative_encoder_time(classifier: AudioClassifier, manifest: Path, clips: in
     """Encoder time with the adapter over the bare encoder's, alternated, medians."""
     entries = read_manifest(manifest)[:clips]
     batch = collate([AudioDataset(entries, 16000)[i] for i in range(len(entries))])
-    encoder, times = classifier.encoder, {True: [], False: []}
-    for adapted in (True, False, True, False) + (True, False) * repeats:
-        set_active_adapters(encoder, ["default"] if adapted else [])
-        start = time.perf_counter()
-        encoder(batch.waveforms, batch.lengths)
-        times[adapted].append(time.perf_counter() - start)
+    encoder = classifier.encoder
+
+    def adapted(on: bool) -> None:
+        set_active_adapters(encoder, ["default"] if on else [])
+
+    ratio = alternated_ratio(lambda: encoder(batch.waveforms, batch.lengths), adapted, repeats)
     set_active_adapters(encoder, ["default"])
+    return ratio
+
+
+@torch.inference_mode()
+def coda_speedup(classifier: AudioClassifier, manifest: Path, clips: int = 32, repeats: int = 3) -> float | None:
+    """How much faster the encoder runs with its CoDA adapter's routing than with every token through every
+    block (same weights); None for other adapters."""
+    routed = [m for m in classifier.encoder.modules() if isinstance(m, ConditionalAdapter)]
+    if not routed:
+        return None
+    entries = read_manifest(manifest)[:clips]
+    batch = collate([AudioDataset(entries, 16000)[i] for i in range(len(entries))])
+    reduction = routed[0].reduction
+
+    def routing(on: bool) -> None:
+        for module in routed:
+            module.reduction = reduction if on else 1
+
+    ratio = alternated_ratio(lambda: classifier.encoder(batch.waveforms, batch.lengths), routing, repeats)
+    routing(True)
+    return 1.0 / ratio
+
+
+def alternated_ratio(run, switch, repeats: int = 3) -> float:
+    """Median time of ``run`` with ``switch(True)`` over its median with ``switch(False)``, alternated, after
+    one warm-up of each."""
+    times = {True: [], False: []}
+    for state in (True, False, True, False) + (True, False) * repeats:
+        switch(state)
+        start = time.perf_counter()
+        run()
+        times[state].append(time.perf_counter() - start)
     return statistics.median(times[True][2:]) / statistics.median(times[False][2:])
 
 
@@ -83,11 +132,13 @@ def measure(exp: str | Path, methods: list[str], storage_method: str = "parallel
         run = exp / row["method"] / f"fold_{fold}"
         classifier = classifier_with(run / "export")
         adapter = run / "export" / "adapter" / WEIGHTS
+        test = exp / "manifests" / f"fold_{fold}" / "test.jsonl"
         result["methods"].append({**{k: row[k] for k in ("method", "folds", "acc_mean", "acc_std", "trainable",
                                                           "total", "per_fold", "epoch_s")},
                                   "adapter_bytes": adapter.stat().st_size if adapter.is_file() else 0,
-                                  "relative_time": relative_encoder_time(classifier, exp / "manifests" / f"fold_{fold}" / "test.jsonl")})
-    for run in sorted((exp / storage_method).glob("fold_*")):
+                                  "relative_time": relative_encoder_time(classifier, test),
+                                  "speedup_vs_dense": coda_speedup(classifier, test)})
+    for run in sorted((exp / storage_method).glob("fold_*")) if bits else []:
         if not (run / "export" / "export.json").is_file():
             continue
         manifest = exp / "manifests" / run.name / "test.jsonl"
@@ -149,19 +200,24 @@ def merge_table(exp: Path, method: str, fold: str, others: list[Path]) -> dict:
     return table
 
 
-def render(result: dict) -> str:
+def render(result: dict, section: str = "sparse") -> str:
     folds = sorted({f for r in result["methods"] for f in r.get("per_fold", {})})
-    lines = [BEGIN, "", "## Adapter family: sparse, split-and-merge, low-bit storage, merging", "",
-             "Measured together (same day, same settings, `--stage 4`); \"adapter on disk\" is the adapter file "
-             "alone, \"trainable %\" counts every adapter weight (a sparse adapter trains only its kept 40%), "
-             "encoder time is with the adapter against the bare encoder, alternated, on 32 test clips.", "",
+    title, trainable_note = SECTIONS[section]
+    begin, end = markers(section)
+    speed = any(r.get("speedup_vs_dense") for r in result["methods"])
+    lines = [begin, "", f"## {title}", "",
+             "Measured together (same day, same settings); \"adapter on disk\" is the adapter file alone, "
+             f"{trainable_note}; encoder time is with the adapter against the bare encoder, alternated, on 32 "
+             "test clips.", "",
              "| method | accuracy % (mean ± std) | folds | trainable % | adapter on disk | encoder time vs bare | "
-             "s / epoch | " + " | ".join(folds) + " |", "|" + "---|" * (7 + len(folds))]
+             + ("faster than dense | " if speed else "") + "s / epoch | " + " | ".join(folds) + " |",
+             "|" + "---|" * (7 + speed + len(folds))]
     for r in sorted(result["methods"], key=lambda r: -r["acc_mean"]):
         per = " | ".join(f"{100 * r['per_fold'][f]:.1f}" if f in r.get("per_fold", {}) else "–" for f in folds)
+        dense = (f"{r['speedup_vs_dense']:.2f}x | " if r.get("speedup_vs_dense") else "– | ") if speed else ""
         lines.append(f"| {r['method']} | {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} | {r['folds']} | "
                      f"{100 * r['trainable'] / r['total']:.3f} | {r['adapter_bytes'] / 1024:.0f} KiB | "
-                     f"{r['relative_time']:.2f}x | {r.get('epoch_s', 0):.1f} | {per} |")
+                     f"{r['relative_time']:.2f}x | {dense}{r.get('epoch_s', 0):.1f} | {per} |")
     if result["storage"]:
         bits = [k for k in result["storage"][0] if k.endswith("-bit")]
         lines += ["", "Low-bit storage of the trained parallel adapters (each fold's export saved in fewer bits, "
@@ -180,15 +236,19 @@ def render(result: dict) -> str:
                   "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
         inputs = " / ".join(f"{100 * a:.1f}" for a in merging["inputs"])
         lines.append(f"| {inputs} | " + " | ".join(f"{100 * merging[n]:.1f}" for n in names[1:]) + " |")
-    return "\n".join(lines + ["", END, ""])
+    return "\n".join(lines + ["", end, ""])
 
 
-def write_family_report(exp: str | Path, out: str | Path, result: dict) -> Path:
-    """Put the rendered tables into ``out`` between the markers, replacing an earlier version."""
-    write_json(Path(exp) / "adapter_family.json", result)
+def write_family_report(exp: str | Path, out: str | Path, result: dict, section: str = "sparse") -> Path:
+    """Put the rendered tables of ``section`` into ``out`` between its markers, replacing an earlier version
+    in place (other sections and the main table stay as they are)."""
+    write_json(Path(exp) / ("adapter_family.json" if section == "sparse" else f"adapter_family_{section}.json"),
+               result)
     out = Path(out)
     text = out.read_text() if out.is_file() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + text[text.index(END) + len(END):].lstrip("\n")
-    return write_text(out, text.rstrip("\n") + "\n\n" + render(result))
+    begin, end = markers(section)
+    if begin in text and end in text:
+        head, tail = text[: text.index(begin)], text[text.index(end) + len(end):].lstrip("\n")
+        return write_text(out, head + render(result, section) + ("\n" + tail if tail else ""))
+    return write_text(out, text.rstrip("\n") + "\n\n" + render(result, section))
 

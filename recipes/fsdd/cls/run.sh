@@ -6,13 +6,15 @@
 #   bash recipes/fsdd/cls/run.sh --quick          # bundled subset, LoRA, held-out nicolas, 10 epochs
 #   bash recipes/fsdd/cls/run.sh --stage 3        # only regenerate RESULTS.md
 #   bash recipes/fsdd/cls/run.sh --stage 4        # only the adapter-family tables (methods, low-bit storage, merging)
+#   bash recipes/fsdd/cls/run.sh --stage 5        # only the routed-family table (Hydra, hyper, MHR, CoDA, HD-PiSSA, LTE)
 #   ... -- task.lr=5e-4                           # Hydra overrides after --
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 
-stage=0 stop_stage=4 data="" quick=false extra=()
-methods="linear_probe lora parallel full sparse sparse_large mosa"  # also: conformer bitfit houlsby prompt prefix pissa ...
+stage=0 stop_stage=5 data="" quick=false extra=()
+routed="hydra hyper mhr coda_2x coda_4x coda_8x hd_pissa lte"  # HD-PiSSA and LTE train on 2 processes (DDP)
+methods="linear_probe lora parallel full sparse sparse_large mosa $routed"  # also: conformer bitfit houlsby prompt prefix pissa ...
 folds="george jackson lucas nicolas theo yweweler"
 epochs=6 exp=exp/fsdd/cls
 source recipes/_shared/parse_args.sh "$@"
@@ -43,4 +45,11 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   done
   log "stage 4: adapter family tables -> $results"
   speech-peft report family "$exp" --out "$results" --merge-fold $merge_fold --merge-runs "${runs[@]}"
+fi
+
+# Stage 5: the routed family (multi-head, generated, routed, conditional, rank-parallel) beside LoRA, with
+# encoder time against the bare encoder and CoDA's speed-up over its own dense path, into RESULTS.md.
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "stage 5: routed adapter family table -> $results"
+  speech-peft report family "$exp" --out "$results" --section routed --bits --methods lora $routed
 fi
