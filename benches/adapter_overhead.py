@@ -150,16 +150,16 @@ def merged_inference(steps: int) -> tuple[float, float]:
                 p.normal_(0, 0.01)
     merge_adapter(merged, "default")
     x = torch.randn(BATCH, 80, FRAMES)
+    return alternate(inference_timer(bare, x), inference_timer(merged, x), steps)
 
-    def timed(model):
-        def run():
-            start = time.perf_counter()
-            with torch.inference_mode():
-                model(x)
-            return time.perf_counter() - start
-        return run
 
-    return alternate(timed(bare), timed(merged), steps)
+def inference_timer(model, x):
+    def run() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model(x)
+        return time.perf_counter() - start
+    return run
 
 
 def coda_inference(steps: int, reduction: int) -> tuple[float, float]:
@@ -173,16 +173,7 @@ def coda_inference(steps: int, reduction: int) -> tuple[float, float]:
     for path, module in adapter_modules(routed, "default").items():
         adapter_modules(dense, "default")[path].load_state_dict(module.state_dict())
     x = torch.randn(BATCH, 80, FRAMES)
-
-    def timed(model):
-        def run():
-            start = time.perf_counter()
-            with torch.inference_mode():
-                model(x)
-            return time.perf_counter() - start
-        return run
-
-    return alternate(timed(dense), timed(routed), steps)
+    return alternate(inference_timer(dense, x), inference_timer(routed, x), steps)
 
 
 def main() -> None:

@@ -51,3 +51,12 @@ def parse_bool(value: Any, name: str = "flag") -> bool:
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def choose_task(tasks: list, task: str | None, method: str) -> tuple[list[str], str]:
+    """(tasks, task) of a per-task method: names as strings, the first task when none is chosen."""
+    tasks = [str(t) for t in tasks]
+    task = tasks[0] if task is None else str(task)
+    if task not in tasks:
+        raise ValueError(f"{method}: task {task!r} is not among its tasks {tasks}")
+    return tasks, task

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .bottleneck import _ACTIVATIONS, BottleneckAdapter, BottleneckFields, ParallelAdapterConfig
+from .config import choose_task
 from .dims import input_dim, output_dim
 from .injection import adapter_modules, records, replace_adapter_modules
 from .registry import register_method, shared_module
@@ -39,10 +40,7 @@ class HyperAdapterConfig(BottleneckFields):
     hyper_dim: int = 4             # the generators' input: adapters live in a hyper_dim-dimensional family
 
     def __post_init__(self) -> None:
-        self.tasks = [str(t) for t in self.tasks]
-        self.task = self.tasks[0] if self.task is None else str(self.task)
-        if self.task not in self.tasks:
-            raise ValueError(f"hyper adapter: task {self.task!r} is not among its tasks {self.tasks}")
+        self.tasks, self.task = choose_task(self.tasks, self.task, self.method)
 
 
 class HyperNetwork(nn.Module):

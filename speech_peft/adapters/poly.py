@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .config import AdapterConfig
+from .config import AdapterConfig, choose_task
 from .injection import adapter_modules, records, replace_adapter_modules, set_trainable_adapters
 from .lora import LoRAConfig, LoRALinear
 from .registry import register_method
@@ -40,10 +40,7 @@ class PolyConfig(AdapterConfig):
     routing_only: bool = False      # MHR-z: the inventory is frozen (set by adapt_routing)
 
     def __post_init__(self) -> None:
-        self.tasks = [str(t) for t in self.tasks]
-        self.task = self.tasks[0] if self.task is None else str(self.task)
-        if self.task not in self.tasks:
-            raise ValueError(f"poly: task {self.task!r} is not among its tasks {self.tasks}")
+        self.tasks, self.task = choose_task(self.tasks, self.task, self.method)
 
 
 class PolyLoRA(nn.Module):
