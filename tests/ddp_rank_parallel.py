@@ -23,6 +23,7 @@ class Recorder(L.Callback):
 
     def on_train_start(self, trainer, module) -> None:
         history["first_A"] = rank_parallel.rank_parallel_layers(module)[0][1].lora_A.weight.detach().clone()
+        history["ignored"] = sorted(trainer.strategy.model.parameters_to_ignore)
 
     def on_train_end(self, trainer, module) -> None:
         history["merged"] = rank_parallel.rank_parallel_layers(module)[0][1].merged.detach().clone()

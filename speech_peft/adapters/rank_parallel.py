@@ -35,6 +35,7 @@ class HDPiSSAConfig(AdapterConfig):
     r: int = 8
     alpha: float = 8.0
     merge_every: int = 1           # steps between merges (the method merges every step)
+    lr_scale: float = 0.1          # principal-component factors are large: Adam's step is relative to them
     reduce = "sum"
 
 
@@ -46,6 +47,7 @@ class LTEConfig(AdapterConfig):
     alpha: float = 16.0
     merge_every: int = 10
     seed: int = 0
+    lr_scale: float = 1.0
     reduce = "mean"
 
 
@@ -56,6 +58,8 @@ class RankLoRALinear(nn.Module):
             raise ValueError(f"{config.method}: rank {config.r} must lie in 1..{min(base.in_features, base.out_features)}")
         self.kind, self.scale, self.reduce = config.method, config.alpha / config.r, config.reduce
         self.merge_every, self.seed = config.merge_every, getattr(config, "seed", 0)
+        self.lr_scale = config.lr_scale
+        self.decay = config.method != "hd_pissa"  # decaying principal factors would shrink the weight itself
         self.lora_A = nn.Linear(base.in_features, config.r, bias=False)
         self.lora_B = nn.Linear(config.r, base.out_features, bias=False)
         self.register_buffer("ref_A", torch.zeros_like(self.lora_A.weight))
@@ -113,6 +117,18 @@ def rank_parallel_layers(model: nn.Module) -> list[tuple[nn.Module, RankLoRALine
     """(frozen linear, adapter) for every rank-parallel adapter of ``model``."""
     return [(site.base, module) for site in sites(model).values() for module in site.adapters.values()
             if isinstance(module, RankLoRALinear)]
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> None:
+    """Gradient-norm clipping that keeps data-parallel replicas equal: the parameters every rank shares (their
+    gradients already averaged by DDP) are clipped by their own norm, the same on every rank, and each rank's
+    own factors by theirs. One norm over both would scale the shared gradients differently on each rank, and
+    the replicas would drift apart step by step."""
+    local = {id(p) for _, module in rank_parallel_layers(model) for p in module.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    for group in ([p for p in trainable if id(p) not in local], [p for p in trainable if id(p) in local]):
+        if group:
+            torch.nn.utils.clip_grad_norm_(group, max_norm)
 
 
 def assign_ranks(model: nn.Module, rank: int, world: int) -> int:

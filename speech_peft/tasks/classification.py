@@ -15,13 +15,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..adapters import finalize_adapter, load_adapter, records, save_adapter, snip_prune
+from ..adapters.rank_parallel import clip_gradients as clip_rank_parallel
+from ..adapters.rank_parallel import rank_parallel_layers
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders import build_encoder
 from ..encoders.base import EncoderOutput
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
-from .common import FULL_FINETUNE, attach_adapter, keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+from .common import (FULL_FINETUNE, attach_adapter, keep_frozen_parts_in_eval, load_trained_state,
+                     optimizer_groups, save_trained_state)
 from .schedules import warmup_cosine
 
 EXPORT_KIND = "classifier"
@@ -134,10 +137,17 @@ class AudioClassifier(L.LightningModule):
         self.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(optimizer_groups(self, self.hparams.lr, self.hparams.weight_decay))
         schedule = warmup_cosine(opt, self.hparams.warmup_steps, self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val and rank_parallel_layers(self):  # HD-PiSSA, LTE: replicas must stay equal
+            if gradient_clip_algorithm not in (None, "norm"):
+                raise ValueError("rank-parallel adapters clip gradients by norm only")
+            clip_rank_parallel(self, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)

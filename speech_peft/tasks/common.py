@@ -74,3 +74,19 @@ def load_checkpoint_weights(module: nn.Module, path: str | Path) -> None:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"], strict=True)
+
+
+def optimizer_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """The trainable parameters as AdamW groups. An adapter module may ask for a smaller step (``lr_scale``)
+    or no weight decay (``decay = False``: factors that hold the frozen weight's own principal components,
+    which decay would shrink); every other parameter trains at ``lr`` with ``weight_decay``."""
+    special: dict[int, tuple[float, float]] = {}
+    for site in sites(module).values():
+        for adapter in site.adapters.values():
+            setting = (lr * getattr(adapter, "lr_scale", 1.0), weight_decay if getattr(adapter, "decay", True) else 0.0)
+            special.update({id(p): setting for p in adapter.parameters()})
+    groups: dict[tuple[float, float], list] = {}
+    for p in module.parameters():
+        if p.requires_grad:
+            groups.setdefault(special.get(id(p), (lr, weight_decay)), []).append(p)
+    return [{"params": params, "lr": group_lr, "weight_decay": decay} for (group_lr, decay), params in groups.items()]
