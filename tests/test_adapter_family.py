@@ -285,7 +285,10 @@ def test_each_family_section_is_replaced_in_place_and_the_others_are_kept(tmp_pa
            "adapter_bytes": 2048, "relative_time": 1.01}
     coda = {**row, "method": "coda_4x", "speedup_vs_dense": 2.5}
     write_family_report(tmp_path, out, {"methods": [row], "storage": [], "merging": None})
-    write_family_report(tmp_path, out, {"methods": [coda], "storage": [], "merging": None}, section="routed")
+    curve = {"method": "coda_4x", "folds": 6, "rows": [{"reduction": 1, "accuracy": 0.97, "time_vs_dense": 1.0},
+                                                       {"reduction": 4, "accuracy": 0.9, "time_vs_dense": 0.4}]}
+    write_family_report(tmp_path, out, {"methods": [coda], "storage": [], "merging": None, "coda": curve},
+                        section="routed")
     write_family_report(tmp_path, out, {"methods": [{**row, "acc_mean": 0.97}], "storage": [], "merging": None})
     text = out.read_text()
     for section in ("sparse", "routed"):
@@ -294,3 +297,4 @@ def test_each_family_section_is_replaced_in_place_and_the_others_are_kept(tmp_pa
     assert text.index(markers("sparse")[0]) < text.index(markers("routed")[0])  # rewritten where it stood
     assert "| sparse | 97.00 ± 2.00 |" in text and "| sparse | 95.00" not in text
     assert "| coda_4x | 95.00 ± 2.00 | 6 | 1.000 | 2 KiB | 1.01x | 2.50x |" in text
+    assert "| all | 97.00 | 1.00x | 1.00x |" in text and "| 1 in 4 | 90.00 | 0.40x | 2.50x |" in text

@@ -108,6 +108,29 @@ def coda_speedup(classifier: AudioClassifier, manifest: Path, clips: int = 32, r
     return 1.0 / ratio
 
 
+def coda_curve(exp: Path, method: str, reductions: tuple[int, ...] = (1, 2, 4, 8)) -> dict | None:
+    """A trained CoDA adapter run with 1 token in ``n`` through each block for each ``n`` (1: the dense path):
+    accuracy over the folds' test speakers and encoder time against the dense path on 32 test clips."""
+    runs = sorted(r for r in (exp / method).glob("fold_*") if (r / "export" / "export.json").is_file())
+    if not runs:
+        return None
+    accuracies: dict[int, list[float]] = {n: [] for n in reductions}
+    times: dict[int, list[float]] = {n: [] for n in reductions}
+    for run in runs:
+        manifest = exp / "manifests" / run.name / "test.jsonl"
+        classifier = classifier_with(run / "export")
+        routed = [m for m in classifier.encoder.modules() if isinstance(m, ConditionalAdapter)]
+        for n in reductions:
+            for module in routed:
+                module.reduction = n
+            accuracies[n].append(accuracy(*probabilities(classifier, manifest)))
+            if run == runs[0]:
+                times[n].append(1.0 / coda_speedup(classifier, manifest) if n > 1 else 1.0)
+    return {"method": method, "folds": len(runs),
+            "rows": [{"reduction": n, "accuracy": statistics.mean(accuracies[n]), "time_vs_dense": times[n][0]}
+                     for n in reductions]}
+
+
 def alternated_ratio(run, switch, repeats: int = 3) -> float:
     """Median time of ``run`` with ``switch(True)`` over its median with ``switch(False)``, alternated, after
     one warm-up of each."""
@@ -153,6 +176,8 @@ def measure(exp: str | Path, methods: list[str], storage_method: str = "parallel
         result["storage"].append(entry)
     if merge_fold and merge_runs:
         result["merging"] = merge_table(exp, storage_method, merge_fold, [Path(r) for r in merge_runs])
+    coda = next((m for m in methods if m.startswith("coda") and (exp / m).is_dir()), None)
+    result["coda"] = coda_curve(exp, coda) if coda else None
     return result
 
 
@@ -228,6 +253,16 @@ def render(result: dict, section: str = "sparse") -> str:
             lines.append(f"| {e['fold']} | {100 * e['float32']:.1f}% ({e['bytes']['32'] / 1024:.0f} KiB) | {cells} |")
         mean = lambda key: 100 * statistics.mean(e[key] for e in result["storage"])  # noqa: E731
         lines.append("| mean | " + f"{mean('float32'):.1f}%" + " | " + " | ".join(f"{mean(b):.1f}%" for b in bits) + " |")
+    coda = result.get("coda")
+    if coda:
+        lines += ["", f"CoDA: the trained `{coda['method']}` adapters run with 1 token in n through each block at "
+                      f"inference (n = 1 is the dense path: every token through every block, same weights); accuracy "
+                      f"over {coda['folds']} folds, encoder time on 32 test clips against the dense path:", "",
+                  "| tokens through each block | accuracy % | encoder time vs dense | speed-up |", "|---|---|---|---|"]
+        for row in coda["rows"]:
+            share = "all" if row["reduction"] == 1 else f"1 in {row['reduction']}"
+            lines.append(f"| {share} | {100 * row['accuracy']:.2f} | {row['time_vs_dense']:.2f}x | "
+                         f"{1 / row['time_vs_dense']:.2f}x |")
     merging = result.get("merging")
     if merging:
         names = ["inputs"] + ["ensemble"] + list(MERGES)
