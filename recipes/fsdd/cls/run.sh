@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 
 stage=0 stop_stage=5 data="" quick=false extra=()
-routed="hydra hyper mhr coda_2x coda_4x coda_8x hd_pissa lte"  # HD-PiSSA and LTE train on 2 processes (DDP)
+routed="hydra hyper mhr coda_4x hd_pissa lte"  # HD-PiSSA, LTE: 2 processes (DDP); also coda_2x, coda_8x
 methods="linear_probe lora parallel full sparse sparse_large mosa $routed"  # also: conformer bitfit houlsby prompt prefix pissa ...
 folds="george jackson lucas nicolas theo yweweler"
 epochs=6 exp=exp/fsdd/cls
