@@ -10,8 +10,8 @@ of a few per cent on the CPU, where there is no allocator counter).
 
     .venv/bin/python benches/adapter_overhead.py [--steps 5] [--threads 2] [--methods lora coda_4x ...]
 
-CoDA rows: encoder inference with 1 token in 2, 4 and 8 routed through each block against the same adapter
-with every token through every block (its dense path).
+CoDA rows: encoder inference with 1 token in 2, 4 and 8 routed through each block after the first against the
+same adapter with every token through every block (its dense path).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ METHODS = {
     "hydra": {"method": "hydra", "r": 4, "alpha": 8, "target_roles": ["attn.q", "attn.v"]},
     "hyper": {"method": "hyper", "bottleneck_dim": 16, "hyper_dim": 4},
     "mhr": {"method": "poly", "r": 4, "alpha": 8, "skills": 4, "heads": 4, "target_roles": ["attn.q", "attn.v"]},
-    "coda_4x": {"method": "coda", "reduction": 4, "reduction_factor": 16},
+    "coda_4x": {"method": "coda", "reduction": 4, "reduction_factor": 16, "layers": "1-"},
     "hd_pissa": {"method": "hd_pissa", "r": 8, "alpha": 8, "target_roles": ["attn.q", "attn.v"]},
     "lte": {"method": "lte", "r": 8, "alpha": 16, "target_roles": ["attn.q", "attn.v"]},
 }
@@ -169,7 +169,7 @@ def coda_inference(steps: int, reduction: int) -> tuple[float, float]:
 
     dense, routed = make_encoder(), make_encoder()
     for model, r in ((dense, 1), (routed, reduction)):
-        add_adapter(model, config_from_dict({"method": "coda", "reduction": r, "reduction_factor": 16}))
+        add_adapter(model, config_from_dict({"method": "coda", "reduction": r, "reduction_factor": 16, "layers": "1-"}))
     for path, module in adapter_modules(routed, "default").items():
         adapter_modules(dense, "default")[path].load_state_dict(module.state_dict())
     x = torch.randn(BATCH, 80, FRAMES)

@@ -373,3 +373,9 @@ def test_adapters_take_the_precision_of_the_frozen_model():
     add_adapter(model, ParallelAdapterConfig(bottleneck_dim=4))
     assert {p.dtype for p in model.parameters()} == {torch.float64}
     assert model(whisper_input().double()).last_hidden_state.dtype == torch.float64
+
+
+def test_an_open_layer_range_selects_every_layer_from_its_start():
+    model = tiny_whisper_encoder()
+    report = add_adapter(model, LoRAConfig(r=2, target_roles=["attn.q"], layers="1-"))
+    assert [t.layer for t in report.targets] == [1]

@@ -54,6 +54,9 @@ def find_blocks(model: nn.Module) -> list[Block]:
     return blocks
 
 
+OPEN_END = 4096  # "n-" selects layers n, n+1, ... of every stack (no model here has this many)
+
+
 def parse_layers(layers: str | list[int] | int | None) -> set[int] | None:
     if layers is None or layers == "all":
         return None
@@ -65,7 +68,7 @@ def parse_layers(layers: str | list[int] | int | None) -> set[int] | None:
             part = part.strip()
             if "-" in part:
                 lo, hi = part.split("-")
-                chosen.update(range(int(lo), int(hi) + 1))
+                chosen.update(range(int(lo), int(hi) + 1 if hi.strip() else OPEN_END))  # "1-": layer 1 onwards
             elif part:
                 chosen.add(int(part))
         return chosen
