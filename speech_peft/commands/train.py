@@ -112,11 +112,12 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
             return {}
         checkpoint = trainer.checkpoint_callback
         load_checkpoint_weights(module, checkpoint.best_model_path)
+        # Counted before the export, which may turn the adapter into its ordinary form (MoSA, hyper, poly).
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in module.parameters())
         module.export(exp_dir / "export")
         result = {"best_checkpoint": checkpoint.best_model_path, "best_score": float(checkpoint.best_model_score),
-                  "monitor": checkpoint.monitor,
-                  "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
-                  "total_params": sum(p.numel() for p in module.parameters()),
+                  "monitor": checkpoint.monitor, "trainable_params": trainable, "total_params": total,
                   "epochs": trainer.current_epoch,  # all of them, also when resumed from ckpt_path
                   "epoch_times_s": next(c.times for c in trainer.callbacks if isinstance(c, EpochTimer)),
                   "export_bytes": _dir_size(exp_dir / "export"),
