@@ -281,6 +281,7 @@ def test_ddp_on_two_cpu_processes_merges_the_sum_or_mean_of_the_ranks_updates(me
                           str(fsdd_folds), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert len(ranks[0]["locals"]) >= 2 and len(ranks[0]["locals"]) == len(ranks[1]["locals"]), "no merges ran"
     for step in range(len(ranks[0]["locals"])):
         local0, local1 = ranks[0]["locals"][step], ranks[1]["locals"][step]
         expected = local0 + local1 if method == "hd_pissa" else (local0 + local1) / 2

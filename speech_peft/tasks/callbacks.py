@@ -36,6 +36,7 @@ class RankParallelSync(L.Callback):
 
     def __init__(self) -> None:
         self._pending = 0
+        self._merge_every = 0  # set when training starts; 0: the model has no rank-parallel adapter
 
     def _layers(self, module: L.LightningModule):
         from ..adapters.rank_parallel import rank_parallel_layers
@@ -55,15 +56,16 @@ class RankParallelSync(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         from ..adapters.rank_parallel import assign_ranks
 
+        layers = self._layers(module)
+        self._merge_every = layers[0][1].merge_every if layers else 0
         if assign_ranks(module, trainer.global_rank, trainer.world_size):
             module.print(f"rank-parallel LoRA: process {trainer.global_rank} of {trainer.world_size} holds its own factors")
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        layers = self._layers(module)
-        if not layers:
+        if not self._merge_every:  # every step of every other adapter: no search of the model here
             return
         self._pending += 1
-        if self._pending >= layers[0][1].merge_every:
+        if self._pending >= self._merge_every:
             self._merge(module)
 
     def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
