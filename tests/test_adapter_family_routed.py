@@ -214,7 +214,7 @@ def test_coda_runs_the_frozen_block_on_one_token_in_reduction_and_the_rest_take_
     _randomise(model)
     seen = []
     block = model.layers[1].base
-    block.self_attn.register_forward_hook(lambda m, i, o: seen.append(o[0].shape[1]))
+    block.fc1.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))  # the feed-forward's rows
     captured = {}
     model.layers[0].register_forward_hook(lambda m, i, o: captured.__setitem__("x", o))
     out = _out(model, x)
@@ -227,6 +227,32 @@ def test_coda_runs_the_frozen_block_on_one_token_in_reduction_and_the_rest_take_
     light = captured["x"] + coda.light(captured["x"], None)
     final_norm = model.layer_norm
     torch.testing.assert_close(out[skipped], final_norm(light)[skipped], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["whisper", "ast"])
+def test_coda_selected_tokens_attend_to_every_token_so_their_block_output_is_the_dense_one(encoder):
+    model = ENCODERS[encoder][0]()
+    add_adapter(model, CoDAConfig(bottleneck_dim=4, reduction=3))
+    _randomise(model)
+    site = model.layers[1]
+    coda, block = site.adapters["default"], site.base
+    states = torch.randn(2, 12, coda.router.in_features)
+    with torch.no_grad():
+        index, _ = coda.selected(states)
+        routed = coda.route(block, (states, None), {})
+        dense = block(states, None)
+        dense = dense[0] if isinstance(dense, tuple) else dense
+    rows = torch.arange(2)[:, None]
+    torch.testing.assert_close(routed[rows, index], dense[rows, index], rtol=0, atol=1e-5)
+    left_out = torch.ones(2, 12, dtype=torch.bool)
+    left_out[rows, index] = False
+    torch.testing.assert_close(routed[left_out], states[left_out], rtol=0, atol=0)  # skipped: unchanged here
+
+    only_selected = copy.deepcopy(model)
+    only_selected.layers[1].adapters["default"].attend = "selected"
+    with torch.no_grad():
+        among = only_selected.layers[1].adapters["default"].route(only_selected.layers[1].base, (states, None), {})
+    assert not torch.allclose(among[rows, index], dense[rows, index], atol=1e-3)
 
 
 def test_coda_router_learns_through_its_straight_through_gate():

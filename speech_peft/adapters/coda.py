@@ -5,15 +5,20 @@ of T, so its cost falls by ``reduction`` (its attention by its square).
 
     out_i = x_i + adapter(x_i) + g_i [block(x_selected) - x_selected]_i     (g_i = 0 if i is not selected)
 
-The selected tokens attend to each other only, at their own positions (the encoder added positions
-before the first block). The router learns through the gate: ``g = 1 + s - stop_gradient(s)`` with
+With ``attend="all"`` (default) the selected tokens' queries attend to every token's keys and values, as
+in the paper's conditional attention: a selected token's block output is then exactly the dense block's
+output at its position, given the same inputs. This needs a pre-norm transformer layer whose parts
+are known (Whisper's and AST's layers, ``_TRANSFORMER_LAYERS``); other blocks (the Conformer, whose
+convolution needs the sequence) and ``attend="selected"`` run the block on the selected tokens alone,
+which then attend to each other only, at their own positions (the encoder added positions before the
+first block). The router learns through the gate: ``g = 1 + s - stop_gradient(s)`` with
 ``s = sigmoid(router(x))`` is exactly 1 in the forward pass and passes the score's gradient back (a
 straight-through top-k in place of the paper's soft top-k). With k = T every token is selected and the
 block is the frozen block with a parallel adapter beside it (``ParallelAdapterConfig`` on the block).
 
 The shipped configs leave the first block dense (``layers: "1-"``): routed from the first block on, most
-tokens reach later frozen blocks without the processing those blocks were trained on, and on FSDD the
-classifier fell from 97% to 66% (with the first block dense: see the recipe's RESULTS.md).
+tokens reach later frozen blocks without the processing those blocks were trained on (FSDD: 66%
+against LoRA's 97%; see the recipe's RESULTS.md for the configs as shipped).
 """
 from __future__ import annotations
 
@@ -36,10 +41,13 @@ class CoDAConfig(BottleneckFields):
     scale: float = 1.0
     reduction: int = 4          # one token in ``reduction`` goes through the frozen block
     router_init_std: float = 0.02
+    attend: str = "all"         # "all": selected queries, every token's keys/values; "selected": among themselves
 
     def __post_init__(self) -> None:
         if self.reduction < 1:
             raise ValueError(f"coda: reduction must be at least 1, got {self.reduction}")
+        if self.attend not in ("all", "selected"):
+            raise ValueError(f"coda: attend must be 'all' or 'selected', got {self.attend!r}")
 
 
 class ConditionalAdapter(nn.Module):
@@ -47,7 +55,7 @@ class ConditionalAdapter(nn.Module):
 
     def __init__(self, width: int, config: CoDAConfig):
         super().__init__()
-        self.reduction = config.reduction
+        self.reduction, self.attend = config.reduction, config.attend
         self.light = BottleneckAdapter(width, width, config, reads_output=False)
         self.router = nn.Linear(width, 1)
         nn.init.normal_(self.router.weight, std=config.router_init_std)
@@ -70,6 +78,12 @@ class ConditionalAdapter(nn.Module):
         index, gate = self.selected(x)
         gather = lambda t: t.gather(1, index.unsqueeze(-1).expand(-1, -1, width))  # noqa: E731
         picked = gather(x)
+        parts = _TRANSFORMER_LAYERS.get(type(block).__name__)
+        side_inputs = [a for a in (*args[1:], *kwargs.values()) if a is not None]
+        if self.attend == "all" and parts is not None and not time_first and not side_inputs:
+            heavy = _attend_in_context(block, parts, picked, x)
+            update = (heavy - picked) * gate.unsqueeze(-1).to(heavy.dtype)
+            return x.scatter_add(1, index.unsqueeze(-1).expand(-1, -1, width), update)
         # Per-token side inputs (a batch-first padding mask) follow their tokens.
         rest = [a.gather(1, index) if _per_token(a, batch, steps) else a for a in args[1:]]
         extra = {k: v.gather(1, index) if _per_token(v, batch, steps) else v for k, v in kwargs.items()}
@@ -80,6 +94,31 @@ class ConditionalAdapter(nn.Module):
         merged = x.scatter_add(1, index.unsqueeze(-1).expand(-1, -1, width), update)
         merged = merged.transpose(0, 1) if time_first else merged
         return (merged, *out[1:]) if isinstance(out, tuple) else merged
+
+
+# Pre-norm transformer layers by class: (pre-attention norm, attention, its output projection, pre-MLP norm).
+_TRANSFORMER_LAYERS = {
+    "WhisperEncoderLayer": ("self_attn_layer_norm", "self_attn", "out_proj", "final_layer_norm"),
+    "ASTLayer": ("layernorm_before", "attention", "o_proj", "layernorm_after"),
+}
+
+
+def _mlp(block: nn.Module, h: Tensor) -> Tensor:
+    if hasattr(block, "mlp"):
+        return block.mlp(h)
+    return block.fc2(block.activation_fn(block.fc1(h)))
+
+
+def _attend_in_context(block: nn.Module, parts: tuple[str, str, str, str], picked: Tensor, x: Tensor) -> Tensor:
+    """The block on the selected tokens ``picked``, their queries attending to the keys and values of every
+    token of ``x``. Calls the block's own modules, so adapters on its projections still apply."""
+    norm_attn, attn, norm_mlp = (getattr(block, name) for name in (parts[0], parts[1], parts[3]))
+    heads = lambda t: t.unflatten(-1, (-1, attn.head_dim)).transpose(1, 2)  # noqa: E731
+    queries, context = norm_attn(picked), norm_attn(x)
+    mixed = nn.functional.scaled_dot_product_attention(
+        heads(attn.q_proj(queries)), heads(attn.k_proj(context)), heads(attn.v_proj(context)))
+    h = picked + getattr(attn, parts[2])(mixed.transpose(1, 2).flatten(2))
+    return h + _mlp(block, norm_mlp(h))
 
 
 def _per_token(value, batch: int, steps: int) -> bool:
