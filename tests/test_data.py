@@ -136,14 +136,6 @@ def test_kaldi_builder_refuses_piped_commands_and_reports_missing_transcripts(tm
     assert "no transcript" in (tmp_path / "rej.tsv").read_text()
 
 
-def test_librispeech_layout(tmp_path):
-    chapter = tmp_path / "train" / "19" / "198"
-    sf.write(chapter.mkdir(parents=True) or chapter / "19-198-0001.flac", np.zeros(1600, np.float32), 16000)
-    (chapter / "19-198.trans.txt").write_text("19-198-0001 NORTHANGER ABBEY\n")
-    (entry,) = builders.from_librispeech(tmp_path)
-    assert (entry.id, entry.text, entry.speaker) == ("19-198-0001", "NORTHANGER ABBEY", "19")
-
-
 def test_esc50_layout_puts_the_fold_in_speaker(tmp_path):
     _wav(tmp_path / "audio" / "1-100032-A-0.wav")
     (tmp_path / "meta").mkdir()

@@ -75,6 +75,10 @@ def from_kaldi_dir(root: str | os.PathLike, skip_bad: bool = False, rejects_path
     scp = root / "wav.scp"
     if not scp.is_file():
         raise FileNotFoundError(f"{root}: wav.scp not found")
+    if (root / "segments").is_file():
+        # A segments file cuts utterances out of longer recordings; a manifest entry is a whole file.
+        raise ValueError(f"{root}: segments is not supported: cut the recordings into one file per utterance "
+                         "first (Kaldi's extract-segments, or sox) and list those files in wav.scp")
     texts = _kaldi_table(root / "text")
     speakers = _kaldi_table(root / "utt2spk")
     rejects = _rejects(skip_bad, rejects_path)
@@ -108,26 +112,6 @@ def _kaldi_table(path: Path) -> dict[str, str]:
         if key:
             table[key] = value.strip()
     return table
-
-
-def from_librispeech(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None) -> list[Entry]:
-    """LibriSpeech: ``speaker/chapter/speaker-chapter-utt.flac`` with ``speaker-chapter.trans.txt``."""
-    root = Path(root)
-    rejects = _rejects(skip_bad, rejects_path)
-    entries = []
-    for trans in sorted(root.rglob("*.trans.txt")):
-        texts = _kaldi_table(trans)
-        for audio in sorted(trans.parent.glob("*.flac")):
-            if audio.stem not in texts:
-                if rejects is None:
-                    raise ValueError(f"{audio}: no transcript in {trans}")
-                rejects.add(str(audio), f"no transcript in {trans.name}")
-                continue
-            entries.append(_entry(audio.stem, audio, rejects, text=texts[audio.stem],
-                                  speaker=audio.stem.split("-")[0]))
-    if not entries:
-        raise ValueError(f"{root}: no LibriSpeech transcripts (*.trans.txt)")
-    return _keep(entries)
 
 
 def from_esc50(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None) -> list[Entry]:

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import builders
+from . import builders, corpora
 from .fsdd_long import make_fsdd_long
 from .manifest import write_manifest
 from .splits import fsdd_take, leave_one_group_out, write_folds
 from .tts_voices import make_tts_voices
 
-LAYOUTS = ("fsdd", "fsdd_long", "esc50", "speechcommands", "folder", "kaldi", "librispeech", "tts_voices")
+LAYOUTS = ("fsdd", "fsdd_long", "esc50", "speechcommands", "folder", "kaldi", "tts_voices", *corpora.READERS)
 
 
 def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: int = 5,
-            long_items: tuple[int, int] = (10, 5), voices: tuple[int, int] = (8, 0)) -> list[Path]:
-    """``long_items``: fsdd_long items per speaker and length bucket, (training speakers, test speakers).
+            long_items: tuple[int, int] = (10, 5), voices: tuple[int, int] = (8, 0),
+            task_column: str = "locale") -> list[Path]:
+    """Corpora (librispeech, libritts, vctk, commonvoice): one manifest per split (``corpora.py``);
+    ``task_column``: commonvoice's ``task`` field, the locale or the speaker's accents.
+    ``long_items``: fsdd_long items per speaker and length bucket, (training speakers, test speakers).
     ``voices``: tts_voices (sentences per voice, voices: 0 for every available one); SRC is the sentences file."""
     out_dir = Path(out)
     rejects = out_dir / "rejects.tsv"
@@ -39,8 +42,15 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
         return list(make_tts_voices(src, out_dir, per_voice=per_voice, max_voices=count or None).values())
     if layout == "fsdd_long":
         return list(make_fsdd_long(src, out_dir, train_items=long_items[0], eval_items=long_items[1]).values())
-    single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir,
-              "librispeech": builders.from_librispeech}
+    if layout in corpora.READERS:
+        extra = {"task_column": task_column} if layout == "commonvoice" else {}
+        splits = corpora.READERS[layout](src, skip_bad, rejects, **extra)
+        written = [write_manifest(entries, out_dir / f"{name}.jsonl", relative=False)
+                   for name, entries in splits.items() if entries]  # a split the download lacks: no file
+        if not written:
+            raise ValueError(f"{layout}: no usable recordings under {src}")
+        return written
+    single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir}
     if layout in single:
         return [write_manifest(single[layout](src, skip_bad, rejects), out_dir / "all.jsonl", relative=False)]
     raise ValueError(f"unknown layout {layout!r} ({', '.join(LAYOUTS)})")
