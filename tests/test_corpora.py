@@ -7,25 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
+from corpus_standins import CV_HEADER, recording, write
 
 from speech_peft.data import builders
 from speech_peft.data.prepare import prepare
-
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr"
-TRANSCRIPTS = dict(line.split("\t") for line in (SAMPLES / "transcripts.tsv").read_text().splitlines() if line)
-
-
-def _recording(index: int) -> tuple[np.ndarray, int, str]:
-    uid = sorted(TRANSCRIPTS)[index % len(TRANSCRIPTS)]
-    audio, rate = sf.read(SAMPLES / f"{uid}.wav", dtype="float32")
-    return audio, rate, TRANSCRIPTS[uid]
-
-
-def _write(path: Path, audio: np.ndarray, rate: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, audio, rate)
-    return path
 
 
 def _manifest(path: Path) -> list[dict]:
@@ -49,9 +34,9 @@ def test_librispeech_one_manifest_per_subset_with_verbatim_transcripts_and_speak
         folder = root / subset / speaker / chapter
         lines = []
         for utt in range(2):
-            audio, rate, text = _recording(len(made))
+            audio, rate, text = recording(len(made))
             uid = f"{speaker}-{chapter}-{utt:04d}"
-            made[uid] = (subset, _write(folder / f"{uid}.flac", audio, rate), audio, rate, text.upper())
+            made[uid] = (subset, write(folder / f"{uid}.flac", audio, rate), audio, rate, text.upper())
             lines.append(f"{uid} {text.upper()}")
         (folder / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
     (root / "SPEAKERS.TXT").write_text(";ID |SEX| SUBSET |MINUTES| NAME\n")
@@ -69,9 +54,9 @@ def test_librispeech_one_manifest_per_subset_with_verbatim_transcripts_and_speak
 
 def test_librispeech_audio_without_a_transcript_line_is_an_error_or_a_logged_skip(tmp_path):
     folder = tmp_path / "test-clean" / "1" / "2"
-    audio, rate, _ = _recording(0)
-    _write(folder / "1-2-0000.flac", audio, rate)
-    _write(folder / "1-2-0001.flac", audio, rate)
+    audio, rate, _ = recording(0)
+    write(folder / "1-2-0000.flac", audio, rate)
+    write(folder / "1-2-0001.flac", audio, rate)
     (folder / "1-2.trans.txt").write_text("1-2-0000 HELLO\n")
     with pytest.raises(ValueError, match="1-2-0001.flac: no transcript in 1-2.trans.txt"):
         prepare("librispeech", str(tmp_path), str(tmp_path / "out"))
@@ -84,9 +69,9 @@ def test_libritts_reads_the_normalized_text_beside_each_wav(tmp_path):
     folder = tmp_path / "LibriTTS" / "train-clean-100" / "103" / "1241"
     made = {}
     for sentence in range(2):
-        audio, rate, text = _recording(sentence + 3)
+        audio, rate, text = recording(sentence + 3)
         uid = f"103_1241_000000_00000{sentence}"
-        made[uid] = (_write(folder / f"{uid}.wav", audio, rate), audio, rate, text.capitalize() + ".")
+        made[uid] = (write(folder / f"{uid}.wav", audio, rate), audio, rate, text.capitalize() + ".")
         (folder / f"{uid}.normalized.txt").write_text(text.capitalize() + ".")
         (folder / f"{uid}.original.txt").write_text(text.upper())
     (folder / "103_1241.trans.tsv").write_text("")
@@ -104,10 +89,10 @@ def test_vctk_092_uses_microphone_1_holds_out_voicebank_test_speakers_and_keeps_
     root = tmp_path / "VCTK-Corpus-0.92"
     made = {}
     for index, (speaker, number) in enumerate([("p225", 1), ("p225", 20), ("p232", 3), ("p315", 4)]):
-        audio, rate, text = _recording(index)
+        audio, rate, text = recording(index)
         uid = f"{speaker}_{number:03d}"
         for mic in ("mic1", "mic2"):
-            path = _write(root / "wav48_silence_trimmed" / speaker / f"{uid}_{mic}.flac", audio, rate)
+            path = write(root / "wav48_silence_trimmed" / speaker / f"{uid}_{mic}.flac", audio, rate)
             if mic == "mic1":
                 made[uid] = (path, audio, rate, text)
         if speaker != "p315":  # the corpus has no text for p315
@@ -125,8 +110,8 @@ def test_vctk_092_uses_microphone_1_holds_out_voicebank_test_speakers_and_keeps_
 
 
 def test_vctk_080_layout(tmp_path):
-    audio, rate, text = _recording(1)
-    path = _write(tmp_path / "wav48" / "p226" / "p226_001.wav", audio, rate)
+    audio, rate, text = recording(1)
+    path = write(tmp_path / "wav48" / "p226" / "p226_001.wav", audio, rate)
     (tmp_path / "txt" / "p226").mkdir(parents=True)
     (tmp_path / "txt" / "p226" / "p226_001.txt").write_text(text)
     (manifest,) = prepare("vctk", str(tmp_path), str(tmp_path / "out"))
@@ -136,12 +121,12 @@ def test_vctk_080_layout(tmp_path):
 
 def _commonvoice(root: Path, locale: str, accents: list[str]) -> dict:
     made = {}
-    header = "client_id\tpath\tsentence_id\tsentence\tsentence_domain\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment"
+    header = CV_HEADER
     rows = {"train": [], "dev": [], "test": []}
     for index, split in enumerate(["train", "train", "dev", "test"]):
-        audio, rate, text = _recording(index)
+        audio, rate, text = recording(index)
         name = f"common_voice_{locale}_{1000 + index}.mp3"
-        path = _write(root / locale / "clips" / name, audio, rate)
+        path = write(root / locale / "clips" / name, audio, rate)
         text = f'{text} "quoted"'  # sentences carry quotes: the TSV is read without quote handling
         made[name[:-4]] = (split, path, audio, rate, text, f"client{index % 2}", accents[index % 2])
         rows[split].append(f"client{index % 2}\t{name}\tsid\t{text}\t\t2\t0\t\t\t{accents[index % 2]}\t\t{locale}\t")
@@ -182,8 +167,8 @@ def test_commonvoice_row_without_a_sentence_is_an_error_naming_the_file_and_line
 
 
 def test_kaldi_data_directory_with_segments_is_refused_with_what_to_do(tmp_path):
-    audio, rate, text = _recording(0)
-    path = _write(tmp_path / "wav" / "utt1.wav", audio, rate)
+    audio, rate, text = recording(0)
+    path = write(tmp_path / "wav" / "utt1.wav", audio, rate)
     (tmp_path / "wav.scp").write_text(f"utt1 {path}\n")
     (tmp_path / "text").write_text(f"utt1 {text}\n")
     (tmp_path / "utt2spk").write_text("utt1 spk1\n")

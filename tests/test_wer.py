@@ -1,6 +1,8 @@
 """WER as ESPnet and papers count it, and the normaliser it names."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from speech_peft.cli import main
@@ -50,3 +52,21 @@ def test_a_manifest_can_serve_as_the_reference(tmp_path, capsys):
     (tmp_path / "hyp.tsv").write_text("u1\t7\n")
     assert main(["score", "wer", "--ref", str(tmp_path / "m.jsonl"), "--hyp", str(tmp_path / "hyp.tsv")]) == 0
     assert "corpus WER 0.00%" in capsys.readouterr().out
+
+
+def test_wer_by_task_scores_each_group_on_its_own_utterances_and_all_of_them_together(tmp_path, capsys):
+    rows = [("u1", "the cat sat", "read"), ("u2", "a b c d", "phone"), ("u3", "one", None)]
+    (tmp_path / "m.jsonl").write_text("".join(
+        json.dumps({"id": u, "audio": "a.wav", "text": t} | ({"task": k} if k else {})) + "\n" for u, t, k in rows))
+    (tmp_path / "hyp.tsv").write_text("u1\tthe cat sat on\nu2\ta x c\nu3\tone\n")
+    assert main(["score", "wer", "--ref", str(tmp_path / "m.jsonl"), "--hyp", str(tmp_path / "hyp.tsv"),
+                 "--by", "task"]) == 0
+    out = capsys.readouterr().out
+    assert "| all | 3 | 8 | 37.50 |" in out       # 3 errors over 8 words
+    assert "| read | 1 | 3 | 33.33 |" in out      # one insertion
+    assert "| phone | 1 | 4 | 50.00 |" in out     # a substitution and a deletion
+    assert "| (none) | 1 | 1 | 0.00 |" in out     # no task: its own group, never dropped
+    (tmp_path / "ref.tsv").write_text("u1\tx\n")
+    (tmp_path / "h.tsv").write_text("u1\tx\n")
+    assert main(["score", "wer", "--ref", str(tmp_path / "ref.tsv"), "--hyp", str(tmp_path / "h.tsv"), "--by", "task"]) == 2
+    assert "needs a .jsonl manifest" in capsys.readouterr().err

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..metrics.wer import score_files
+from ..metrics.wer import group_table, score_by, score_files
 from ..reports.quality import score_quality
 
 
@@ -13,6 +13,8 @@ def add_parser(sub) -> None:
     w = what.add_parser("wer", help="WER/CER of id<TAB>text hypotheses against references")
     w.add_argument("--ref", required=True, help="id<TAB>text file, or a .jsonl manifest with text")
     w.add_argument("--hyp", required=True)
+    w.add_argument("--by", choices=("task", "speaker", "label"),
+                   help="also one row per value of this manifest field (--ref must be a .jsonl manifest)")
     w.set_defaults(func=run_wer)
     q = what.add_parser("quality", help="PESQ, STOI, SI-SDR, DNSMOS, speaker similarity, WER: degraded vs restored")
     q.add_argument("--deg", required=True, help="folder of degraded audio")
@@ -31,7 +33,11 @@ def add_parser(sub) -> None:
 
 
 def run_wer(args: argparse.Namespace) -> int:
-    print(score_files(args.ref, args.hyp).summary())
+    if args.by:
+        results = score_by(args.ref, args.hyp, args.by)
+        print(f"normaliser: {results['all'].normaliser}\n{group_table(results, args.by)}")
+    else:
+        print(score_files(args.ref, args.hyp).summary())
     return 0
 
 

@@ -112,7 +112,7 @@ def read_references(path: str) -> dict[str, str]:
     return {e.id: e.text for e in entries}
 
 
-def score_files(ref_path: str, hyp_path: str) -> WERResult:
+def _paired(ref_path: str, hyp_path: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
     refs, hyps = read_references(ref_path), read_tsv(hyp_path)
     missing = sorted(set(refs) - set(hyps))
     extra = sorted(set(hyps) - set(refs))
@@ -120,5 +120,32 @@ def score_files(ref_path: str, hyp_path: str) -> WERResult:
         raise ValueError(f"{hyp_path}: no hypothesis for {len(missing)} reference id(s), e.g. {missing[:3]}")
     if extra:
         raise ValueError(f"{hyp_path}: {len(extra)} id(s) not in {ref_path}, e.g. {extra[:3]}")
-    ids = sorted(refs)
+    return refs, hyps, sorted(refs)
+
+
+def score_files(ref_path: str, hyp_path: str) -> WERResult:
+    refs, hyps, ids = _paired(ref_path, hyp_path)
     return score([refs[i] for i in ids], [hyps[i] for i in ids])
+
+
+def score_by(ref_path: str, hyp_path: str, by: str) -> dict[str, WERResult]:
+    """``{"all": result, group: result, ...}`` by a manifest field (task, speaker, label) of the references;
+    every utterance counts in exactly one group ("(none)" where the field is empty)."""
+    if by not in ("task", "speaker", "label"):
+        raise ValueError(f"cannot group by {by!r}: task, speaker or label")
+    if not ref_path.endswith(".jsonl"):
+        raise ValueError(f"{ref_path}: grouping by {by} needs a .jsonl manifest as references")
+    refs, hyps, ids = _paired(ref_path, hyp_path)
+    group_of = {e.id: getattr(e, by) or "(none)" for e in read_manifest(ref_path)}
+    results = {"all": score([refs[i] for i in ids], [hyps[i] for i in ids])}
+    for group in sorted(set(group_of.values())):
+        members = [i for i in ids if group_of[i] == group]
+        results[group] = score([refs[i] for i in members], [hyps[i] for i in members])
+    return results
+
+
+def group_table(results: dict[str, WERResult], by: str) -> str:
+    rows = [f"| {by} | utterances | words | WER % | CER % |", "|---|---|---|---|---|"]
+    rows += [f"| {group} | {r.counts.sentences} | {r.counts.words} | {100 * r.wer:.2f} | {100 * r.cer:.2f} |"
+             for group, r in results.items()]
+    return "\n".join(rows)
