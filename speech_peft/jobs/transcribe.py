@@ -214,6 +214,10 @@ def format_transcripts(transcripts: list[Transcript], fmt: str, timestamps: bool
         return "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in transcripts)
     if fmt != "tsv":
         raise ValueError(f"output format {fmt!r}: choose tsv or jsonl (srt is one file per recording)")
+    for t in transcripts:  # a TSV row cannot hold these ids: it would be lost or split when read back
+        if not t.id.strip() or any(c in t.id for c in "\t\n\r"):
+            raise ValueError(f"id {t.id!r} ({t.audio}) cannot be written to a TSV (empty, or holds a tab or line "
+                             "break): rename the file, or use --format jsonl")
     if timestamps:
         return "".join(f"{t.id}\t{s.start:.2f}\t{s.end:.2f}\t{' '.join(s.text.split())}\n"
                        for t in transcripts for s in t.segments)
