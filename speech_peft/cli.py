@@ -2,7 +2,8 @@
 
 Lightning's verbs (fit, validate, test, predict) are forwarded to Hydra with their overrides;
 ``lightning`` is Lightning's own CLI over the same tasks; the rest are batch jobs and reports.
-Every user error (a missing file, a bad value, an unknown name) is one line on stderr, exit status 2.
+Every user error (a missing file, a bad value, an unknown name) is one line on stderr, exit status 2; an
+error of the machine (a full disk, a folder that cannot be written) one line, exit status 1.
 """
 from __future__ import annotations
 

@@ -36,6 +36,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
         write(tmp)
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes files private (0600); outputs get the usual permissions
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename == tmp:  # name the file the user asked for, not our temporary
+            raise type(err)(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

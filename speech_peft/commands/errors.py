@@ -29,15 +29,33 @@ def user_error(err: BaseException) -> str | None:
     return None
 
 
+def machine_error(err: BaseException) -> str | None:
+    """The message of an error of the machine rather than the input (a full disk, a folder that cannot be
+    written, a failing device) behind ``err``, else None."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and not isinstance(seen, FileNotFoundError):
+            where = f": {seen.filename}" if seen.filename else ""
+            return " ".join(f"{seen.strerror or seen}{where}".split())
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def exit_status(command: str, action: Callable[[], object]) -> int:
     """Run ``action``: its status when it returns an int, else 0; a user error is one line on stderr and
-    status 2; anything else raises."""
+    status 2, an error of the machine (full disk, unwritable folder) one line and status 1; anything else
+    raises."""
     try:
         status = action()
     except Exception as err:  # noqa: BLE001 - only user errors are reported; the rest re-raises
         message = user_error(err)
+        if message is not None:
+            print(f"speech-peft {command}: error: {message}", file=sys.stderr)
+            return 2
+        message = machine_error(err)
         if message is None:
             raise
-        print(f"speech-peft {command}: error: {message}", file=sys.stderr)
-        return 2
+        print(f"speech-peft {command}: error: {message} (outputs already written are complete and kept)",
+              file=sys.stderr)
+        return 1
     return status if isinstance(status, int) else 0

@@ -1,6 +1,8 @@
 """Load audio through soundfile: mono, resampled, checked. Every problem names the file."""
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,5 +77,14 @@ def save_audio(path: str | Path, wave: "torch.Tensor | np.ndarray", sample_rate:
     """Write atomically: 16-bit PCM when the samples fit [-1, 1], float otherwise."""
     data = np.asarray(wave.detach().cpu().float().numpy() if hasattr(wave, "detach") else wave, dtype=np.float32)
     subtype = "PCM_16" if np.abs(data).max(initial=0) <= 1.0 else "FLOAT"
-    return atomic_write(path, lambda tmp: sf.write(tmp, data.T if data.ndim == 2 else data, sample_rate,
-                                                   subtype=subtype))
+
+    def write(tmp: str) -> None:
+        try:
+            sf.write(tmp, data.T if data.ndim == 2 else data, sample_rate, subtype=subtype)
+        except sf.SoundFileError as err:  # libsndfile reports a full disk as "System error."
+            needed = data.size * (2 if subtype == "PCM_16" else 4) + 4096
+            if shutil.disk_usage(Path(tmp).parent).free < needed:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+            raise OSError(errno.EIO, f"cannot write audio ({err})", str(path)) from None
+
+    return atomic_write(path, write)
