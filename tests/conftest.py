@@ -44,3 +44,26 @@ def fsdd_folds(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fsdd_manifests")
     prepare("fsdd", str(src), str(out))
     return out
+
+
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="session")
+def whisper_with_tokenizer(tiny_whisper_dir, tmp_path_factory) -> str:
+    """The tiny Whisper with a word-level tokenizer over its 100 ids (the loader needs tokenizer.json)."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    directory = tmp_path_factory.mktemp("tiny_whisper_tok")
+    for f in Path(tiny_whisper_dir).iterdir():
+        shutil.copy(f, directory / f.name)
+    vocab = {f"<{i}>": i for i in range(100)}
+    for i, word in enumerate(DIGIT_WORDS):
+        del vocab[f"<{10 + i}>"]
+        vocab[word] = 10 + i
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<2>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return str(directory)

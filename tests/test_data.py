@@ -106,6 +106,12 @@ def test_length_buckets_cover_every_item_exactly_once_and_group_similar_lengths(
     spread = np.mean([np.ptp([durations[i] for i in b]) for b in batches])
     assert spread < 3.0
     assert list(LengthBucketSampler(durations, 8, seed=3)) == batches
+    sampler.set_epoch(2)  # a training epoch draws its items as epoch * len + index
+    later = list(sampler)
+    assert sorted(i % 103 for b in later for i in b) == list(range(103)) and min(i for b in later for i in b) >= 206
+    fixed = LengthBucketSampler(durations, 8, shuffle=False)
+    fixed.set_epoch(2)  # validation and test: the plain indices, whatever the epoch
+    assert sorted(i for b in fixed for i in b) == list(range(103))
 
 
 def test_collate_pads_and_records_lengths(tmp_path):

@@ -3,7 +3,6 @@ with layer-wise learning-rate decay and an EMA; encoder states cache safely."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import lightning as L
@@ -14,24 +13,6 @@ from speech_peft.data.datamodule import ManifestDataModule
 from speech_peft.tasks.diffusion_asr import DiffusionASR
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-@pytest.fixture(scope="module")
-def whisper_with_tokenizer(tiny_whisper_dir, tmp_path_factory) -> str:
-    """The tiny Whisper with a word-level tokenizer over its 100 ids (the loader needs tokenizer.json)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    directory = tmp_path_factory.mktemp("tiny_whisper_tok")
-    for f in Path(tiny_whisper_dir).iterdir():
-        shutil.copy(f, directory / f.name)
-    vocab = {f"<{i}>": i for i in range(100)}
-    for i, word in enumerate(WORDS):
-        del vocab[f"<{10 + i}>"]
-        vocab[word] = 10 + i
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<2>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.save(str(directory / "tokenizer.json"))
-    return str(directory)
 
 
 def _data(fsdd_folds) -> ManifestDataModule:

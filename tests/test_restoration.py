@@ -272,17 +272,25 @@ def test_the_wavefit_backend_trains_through_fit_and_exports_a_restorer(tiny_whis
     assert first.shape == (1, 8000) and torch.equal(first, again)  # seeded start noise: deterministic
 
 
-def test_validation_pairs_repeat_every_epoch_while_training_pairs_vary():
+def test_validation_pairs_repeat_every_epoch_while_training_pairs_vary_with_the_epoch_alone():
     from speech_peft.data.degrade import DegradeConfig
 
     config = DegradeConfig(effects=("noise",), p_clean=0.0)
-    val = DegradedPairs([_entry("spk1_snt1"), _entry("spk2_snt1")], config, seconds=0.5, vary=False, repeats=2)
-    train = DegradedPairs([_entry("spk1_snt1"), _entry("spk2_snt1")], config, seconds=0.5, vary=True, repeats=2)
-    assert len(val) == 4
-    first = [val[i][1] for i in range(len(val))]
-    assert all(torch.equal(a, val[i][1]) for i, a in enumerate(first))  # a second epoch: the same pairs
+    from speech_peft.data.pairs import EpochDraws
+
+    pairs = DegradedPairs([_entry("spk1_snt1"), _entry("spk2_snt1")], config, seconds=0.5, repeats=2)
+    assert len(pairs) == 4
+    first = [pairs[i][1] for i in range(len(pairs))]
+    assert all(torch.equal(a, pairs[i][1]) for i, a in enumerate(first))  # validation: the same pairs again
     assert not torch.equal(first[0], first[2])  # two crops of the same recording differ
-    assert not torch.equal(train[0][1], train[0][1])
+    draws = EpochDraws(len(pairs), seed=0)
+    epochs = []
+    for epoch in (0, 1, 1):
+        draws.set_epoch(epoch)
+        epochs.append(list(draws))
+    assert sorted(d % 4 for d in epochs[1]) == [0, 1, 2, 3]  # every crop once per epoch
+    assert epochs[1] == epochs[2] and epochs[0] != epochs[1]  # a function of the epoch alone
+    assert not torch.equal(pairs[0][1], pairs[4][1])  # crop 0 in epoch 1 (draw 4): a new pair
 
 
 def test_restore_without_a_checkpoint_uses_the_shipped_restorer(tmp_path):

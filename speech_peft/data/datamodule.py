@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from .dataset import AudioDataset, LengthBucketSampler, collate
@@ -54,8 +55,10 @@ class ManifestDataModule(L.LightningDataModule):
         # Training batches are split across data-parallel processes; each process scores all of val and test.
         sampler = LengthBucketSampler([e.duration for e in data.entries], self.batch_size,
                                       shuffle=split == "train", seed=self.seed, replicas=replicas, rank=rank)
+        # Its own generator: a loader drawing its worker seed from the global one would shift every later
+        # random draw of an epoch, differently in a resumed fit (see EpochSeed).
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -47,7 +47,10 @@ class AudioDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, draw: int):
+        """Item ``draw % len``; the transform gets ``draw`` itself, which a training sampler makes differ
+        per epoch (``LengthBucketSampler``: ``epoch * len + index``), so augmentations vary by epoch alone."""
+        index = draw % len(self.entries)
         entry = self.entries[index]
         try:
             if self.require_text and not (entry.text or "").strip():
@@ -62,7 +65,7 @@ class AudioDataset(Dataset):
             self.rejects.skip_or_raise(err, self.skip_bad)
             return None
         if self.transform is not None:
-            wave = self.transform(wave, index)
+            wave = self.transform(wave, draw)
         return entry, wave
 
 
@@ -113,7 +116,10 @@ class LengthBucketSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        return iter(self._batches())  # order depends on seed + epoch; Lightning calls set_epoch
+        # Order and draw numbers depend on seed + epoch (Lightning calls set_epoch): training items are
+        # drawn as epoch * len + index, which the dataset maps back to index.
+        offset = self.epoch * len(self.durations) if self.shuffle else 0
+        return iter([[offset + i for i in batch] for batch in self._batches()])
 
     def __len__(self) -> int:
         return len(self._batches())

@@ -204,15 +204,15 @@ class AugmentConfig:
 
 
 class Augmenter:
-    """``augmenter(wave, index)``; one seeded generator per run, so a seeded run repeats exactly."""
+    """``augmenter(wave, draw)``: the augmentation of a draw depends on the seed and the draw alone (not on
+    what came before, nor on the worker process), so a seeded run, resumed or not, repeats exactly."""
 
     def __init__(self, config: AugmentConfig, sample_rate: int = 16000, seed: int = 0):
-        self.config, self.sample_rate = config, sample_rate
-        self.rng = random.Random(seed)
+        self.config, self.sample_rate, self.seed = config, sample_rate, seed
         self.noises = [load_audio(p, sample_rate) for p in config.noise_files]
 
-    def __call__(self, wave: torch.Tensor, index: int) -> torch.Tensor:
-        c, rng = self.config, self.rng
+    def __call__(self, wave: torch.Tensor, draw: int) -> torch.Tensor:
+        c, rng = self.config, random.Random(self.seed * 1_000_003 + draw)
         if rng.random() >= c.p:
             return wave
         speed = rng.choice(c.speeds)

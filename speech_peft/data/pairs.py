@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import load_audio
 from .degrade import DegradeConfig, Degrader
@@ -17,30 +17,30 @@ from .manifest import Entry, read_manifest
 class DegradedPairs(Dataset):
     """(entry, degraded, clean) crops: clean audio degraded on the fly by a seeded ``Degrader``.
 
-    ``vary=True`` (training) draws a new crop and degradation on every visit; ``vary=False``
-    (validation) gives each item the same pair every epoch, so validation losses compare.
+    Item ``draw`` is crop ``draw % len(self)`` of the list (``repeats`` crops per recording), cut and
+    degraded by a generator seeded with ``draw`` itself: indices 0 .. len-1 give the same pairs on every
+    visit (validation, so its losses compare), and ``EpochDraws`` hands training the indices of epoch e as
+    ``e * len + i``, new pairs each epoch that depend on nothing but the seed and the epoch (not on worker
+    processes, nor on whether the run was resumed).
     """
 
     def __init__(self, entries: list[Entry], degrade: DegradeConfig | None, seconds: float | None = 2.0,
-                 seed: int = 0, sample_rate: int = 16000, vary: bool = True, repeats: int = 1):
+                 seed: int = 0, sample_rate: int = 16000, repeats: int = 1):
         if not entries:
             raise ValueError("no clean recordings to build degraded pairs from")
         self.entries, self.seconds, self.seed, self.sample_rate = entries, seconds, seed, sample_rate
-        self.vary, self.repeats = vary, repeats  # repeats: crops per recording per epoch
+        self.repeats = repeats  # crops per recording per epoch
         self.degrader = Degrader(degrade, sample_rate, seed) if degrade is not None else None
         self.waves: dict[int, Tensor] = {}
-        self.calls = 0
 
     def __len__(self) -> int:
         return len(self.entries) * self.repeats
 
-    def __getitem__(self, item: int):
-        index = item % len(self.entries)
+    def __getitem__(self, draw: int):
+        index = draw % len(self) % len(self.entries)
         if index not in self.waves:
             self.waves[index] = load_audio(self.entries[index].audio, self.sample_rate)
         clean = self.waves[index]
-        self.calls += 1
-        draw = self.calls if self.vary else item
         rng = random.Random(self.seed * 7919 + draw)
         if self.seconds is not None:
             n = int(self.seconds * self.sample_rate)
@@ -49,6 +49,24 @@ class DegradedPairs(Dataset):
                 clean = clean[start:start + n]
         degraded = self.degrader(clean, self.seed + draw) if self.degrader else clean
         return self.entries[index], degraded, clean
+
+
+class EpochDraws(Sampler[int]):
+    """Every item once per epoch in an order seeded by (seed, epoch), as draw numbers ``epoch * size + item``;
+    Lightning calls ``set_epoch`` before each training epoch, a resumed fit included."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1009 + self.epoch))
+        return iter((self.epoch * self.size + order).tolist())
 
 
 def collate_pairs(items):
@@ -76,10 +94,10 @@ class RestorationData(L.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         pairs = DegradedPairs(read_manifest(self.paths[split]), self.config, self.seconds,
-                              seed=self.seed + (0 if split == "train" else 10_000), vary=split == "train",
-                              repeats=self.repeats)
-        return DataLoader(pairs, batch_size=self.batch_size, shuffle=split == "train", collate_fn=collate_pairs,
-                          generator=torch.Generator().manual_seed(self.seed))
+                              seed=self.seed + (0 if split == "train" else 10_000), repeats=self.repeats)
+        sampler = EpochDraws(len(pairs), self.seed) if split == "train" else None
+        return DataLoader(pairs, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_pairs,
+                          generator=torch.Generator().manual_seed(self.seed))  # never the global one: EpochSeed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

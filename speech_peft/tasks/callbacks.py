@@ -28,6 +28,18 @@ class EpochTimer(L.Callback):
         self.times = list(state.get("times", []))
 
 
+class EpochSeed(L.Callback):
+    """Seeds Python's, NumPy's and torch's generators from (seed, epoch) when each training epoch starts, so
+    that an epoch's random draws (masks, noise, dropout) depend on nothing before it: a fit killed and resumed
+    from its last checkpoint trains its remaining epochs exactly as the uninterrupted fit did."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        L.seed_everything(self.seed * 1_000_003 + trainer.current_epoch, workers=True, verbose=False)
+
+
 class RankParallelSync(L.Callback):
     """Runs HD-PiSSA and LTE (``adapters/rank_parallel.py``): keeps their rank-local factors out of DDP's
     averaging, gives each process its rank's factors when training starts, and merges the ranks' updates
