@@ -82,18 +82,28 @@ def collate(items: list) -> Batch | None:
                  [e.task for e in entries])
 
 
+def _filled(batch: list[int], size: int, order: list[int]) -> list[int]:
+    """``batch`` filled up to ``size`` items from the start of the epoch's order (cycling)."""
+    extra = [order[i % len(order)] for i in range(size - len(batch))]
+    return batch + extra
+
+
 class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar duration (less padding), in a seeded random order of batches. Under data-parallel
-    training (``replicas`` > 1) every process draws the same order and takes every ``replicas``-th batch from
-    its ``rank``; the last round is filled up from the start, so all processes run the same number of steps."""
+    """Batches of similar duration (less padding), in a seeded random order of batches.
+
+    Under data-parallel training (``replicas`` > 1) the sampler forms the same global batches of
+    ``batch_size * replicas`` items a single process would form at that batch size, and each process takes
+    its ``rank``-th slice of ``batch_size`` items: the gradient DDP averages is the single process's, step
+    for step. A short last global batch is filled up from the epoch's first items to a multiple of the
+    processes and split evenly, so every process runs the same steps."""
 
     def __init__(self, durations: list[float], batch_size: int, shuffle: bool = True, seed: int = 0,
                  bucket_batches: int = 50, replicas: int = 1, rank: int = 0):
         if not 0 <= rank < replicas:
             raise ValueError(f"rank {rank} must lie in 0..{replicas - 1}")
         self.durations, self.batch_size, self.shuffle, self.seed = durations, batch_size, shuffle, seed
-        self.bucket = batch_size * bucket_batches
         self.replicas, self.rank = replicas, rank
+        self.bucket = batch_size * replicas * bucket_batches
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -104,15 +114,17 @@ class LengthBucketSampler(Sampler[list[int]]):
         rng = random.Random(self.seed + self.epoch)
         if self.shuffle:
             rng.shuffle(order)
+        size = self.batch_size * self.replicas
         batches = []
         for start in range(0, len(order), self.bucket):
             chunk = sorted(order[start:start + self.bucket], key=lambda i: self.durations[i])
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         if self.shuffle:
             rng.shuffle(batches)
-        if self.replicas > 1:
-            rounds = -(-len(batches) // self.replicas)
-            batches = (batches * self.replicas)[: rounds * self.replicas][self.rank::self.replicas]
+        if self.replicas > 1:  # a short last batch: filled to a multiple of the processes, split evenly
+            batches = [_filled(batch, -(-len(batch) // self.replicas) * self.replicas, order) for batch in batches]
+            batches = [batch[self.rank * len(batch) // self.replicas:(self.rank + 1) * len(batch) // self.replicas]
+                       for batch in batches]
         return batches
 
     def __iter__(self):

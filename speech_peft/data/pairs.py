@@ -53,20 +53,37 @@ class DegradedPairs(Dataset):
 
 class EpochDraws(Sampler[int]):
     """Every item once per epoch in an order seeded by (seed, epoch), as draw numbers ``epoch * size + item``;
-    Lightning calls ``set_epoch`` before each training epoch, a resumed fit included."""
+    Lightning calls ``set_epoch`` before each training epoch, a resumed fit included. Under data-parallel
+    training each of the ``replicas`` processes yields its ``rank``-th slice of every global batch of
+    ``batch_size * replicas`` draws (as ``LengthBucketSampler`` does)."""
 
-    def __init__(self, size: int, seed: int = 0):
+    def __init__(self, size: int, seed: int = 0, batch_size: int = 1, replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < replicas:
+            raise ValueError(f"rank {rank} must lie in 0..{replicas - 1}")
         self.size, self.seed, self.epoch = size, seed, 0
+        self.batch_size, self.replicas, self.rank = batch_size, replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _draws(self) -> list[int]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1009 + self.epoch))
+        draws = (self.epoch * self.size + order).tolist()
+        if self.replicas == 1:
+            return draws
+        mine, step = [], self.batch_size * self.replicas
+        for start in range(0, len(draws), step):
+            batch = draws[start:start + step]
+            batch += draws[: -(-len(batch) // self.replicas) * self.replicas - len(batch)]  # even split
+            share = len(batch) // self.replicas
+            mine += batch[self.rank * share:(self.rank + 1) * share]
+        return mine
+
     def __len__(self) -> int:
-        return self.size
+        return len(self._draws())
 
     def __iter__(self):
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1009 + self.epoch))
-        return iter((self.epoch * self.size + order).tolist())
+        return iter(self._draws())
 
 
 def collate_pairs(items):
@@ -95,7 +112,9 @@ class RestorationData(L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         pairs = DegradedPairs(read_manifest(self.paths[split]), self.config, self.seconds,
                               seed=self.seed + (0 if split == "train" else 10_000), repeats=self.repeats)
-        sampler = EpochDraws(len(pairs), self.seed) if split == "train" else None
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = EpochDraws(len(pairs), self.seed, self.batch_size, replicas, rank) if split == "train" else None
         return DataLoader(pairs, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_pairs,
                           generator=torch.Generator().manual_seed(self.seed))  # never the global one: EpochSeed
 

@@ -1,0 +1,70 @@
+"""Data-parallel training on 2 CPU processes (Lightning DDP, gloo) for classification, restoration and
+diffusion ASR: each process takes its slice of the global batches a single process would take, so the
+two-process run follows the one-process run at the same global batch; a checkpoint resumes on another
+process count."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
+
+
+def _fit(task: str, processes: int, batch: int, epochs: int, tiny: str, folds: Path, out: Path, *extra: str) -> list:
+    out.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_fit.py"), task, str(processes), str(batch),
+                           str(epochs), tiny, str(folds), str(out), *extra], capture_output=True, text=True, env=ENV,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(processes)]
+
+
+def _trained(state: dict) -> dict:
+    return {k: v for k, v in state.items() if ".adapters." in k or k.startswith(("head.", "ctc.", "decoder."))}
+
+
+@pytest.mark.parametrize("task", ["classification", "restoration"])
+def test_two_processes_at_half_the_batch_follow_one_process_step_for_step(task, tiny_whisper_dir, fsdd_folds, tmp_path):
+    # Training sets of 12 (restoration) and 6 items (classification), global batch 2: no short last batch.
+    one = _fit(task, 1, 2, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "one")[0]
+    two = _fit(task, 2, 1, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "two")
+    steps = len(one["ids"])
+    assert steps >= 4 and all(len(rank["ids"]) == steps for rank in two)
+    for step in range(steps):  # each global batch is split between the processes
+        assert sorted(two[0]["ids"][step] + two[1]["ids"][step]) == sorted(one["ids"][step])
+        assert not set(two[0]["ids"][step]) & set(two[1]["ids"][step])
+        mean = (two[0]["loss"][step] + two[1]["loss"][step]) / 2
+        assert mean == pytest.approx(one["loss"][step], rel=1e-4, abs=1e-5)
+    for key in _trained(one["state"]):
+        torch.testing.assert_close(two[0]["state"][key], two[1]["state"][key], rtol=0, atol=0)  # replicas equal
+
+
+def test_diffusion_asr_on_two_processes_keeps_replicas_equal_and_its_loss_near_one_process(
+        whisper_with_tokenizer, fsdd_folds, tmp_path):
+    one = _fit("diffusion", 1, 2, 2, whisper_with_tokenizer, fsdd_folds, tmp_path / "one")[0]
+    two = _fit("diffusion", 2, 1, 2, whisper_with_tokenizer, fsdd_folds, tmp_path / "two")
+    for step in range(len(one["ids"])):
+        assert sorted(two[0]["ids"][step] + two[1]["ids"][step]) == sorted(one["ids"][step])
+    for key in _trained(one["state"]):
+        torch.testing.assert_close(two[0]["state"][key], two[1]["state"][key], rtol=0, atol=0)
+    # Masks are drawn per process, so the curves differ by the draw, not by the data or the step size.
+    single, pair = sum(one["loss"]) / len(one["loss"]), sum(a + b for a, b in zip(two[0]["loss"], two[1]["loss"])) / 2 / len(one["loss"])
+    assert pair == pytest.approx(single, rel=0.25)
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process_where_one_process_would_be(tiny_whisper_dir, fsdd_folds,
+                                                                                     tmp_path):
+    whole = _fit("classification", 1, 2, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "whole")[0]
+    moved = _fit("classification", 2, 1, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "moved")
+    last = tmp_path / "moved" / "exp" / "checkpoints" / "last.ckpt"
+    resumed = _fit("classification", 1, 2, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "moved", f"ckpt_path={last}")[0]
+    per_epoch = len(whole["ids"]) // 3
+    assert resumed["ids"] == whole["ids"][2 * per_epoch:]  # the third epoch's batches, as one process draws them
+    pairs = [(a + b) / 2 for a, b in zip(moved[0]["loss"], moved[1]["loss"])]
+    assert pairs + resumed["loss"] == pytest.approx(whole["loss"], rel=1e-3, abs=1e-4)
