@@ -86,3 +86,22 @@ def test_results_table_names_the_dataset_and_encoder_of_the_runs(tmp_path):
     text = write_classification_report(tmp_path / "exp", tmp_path / "RESULTS.md", "bash run.sh").read_text()
     assert text.startswith("# ESC-50 environmental sounds: PEFT on a frozen /models/ast-base encoder")
     assert "| lora | 85.00 ± 7.07 | 2 | 10 | 1.000 | 2 KiB | 4.0 |" in text
+
+
+@pytest.mark.parametrize("recipe", ["fsdd/cls", "esc50/cls", "speechcommands/cls", "fsdd_long/asr", "multitask/asr",
+                                    "speech_samples/restore", "librispeech/asr", "libritts/restore", "vctk/restore",
+                                    "commonvoice/asr"])
+def test_every_recipe_takes_a_gpu_profile_and_refuses_an_unknown_one(recipe, tmp_path):
+    done = subprocess.run(["bash", f"recipes/{recipe}/run.sh", "--profile", "tpu", "--exp", str(tmp_path / "exp"),
+                           "--data", str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown profile tpu (cpu, gpu)" in done.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+def test_the_gpu_check_runs_every_profile_and_the_speed_benches_in_one_script():
+    done = subprocess.run(["bash", "benches/gpu_check.sh"], cwd=ROOT, env={**ENV, "GPU_CHECK_DRY": "1"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    steps = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert all("--profile gpu" in steps[name] for name in ("fsdd_cls_30s", "fsdd_long_asr", "restore", "multitask_asr"))
+    assert "--device cuda" in steps["transcribe_cuda"] and steps["bench_transcribe"].endswith("transcribe_speed.py")

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The stages every classification recipe shares. A recipe's run.sh sets:
 #   layout (prepare layout), data (corpus root), folds, methods, epochs, exp, experiment, conf_dir,
-#   results (RESULTS.md path), command (how the recipe was called)
+#   results (RESULTS.md path), command (how the recipe was called), optionally hardware (Hydra overrides
+#   of the --profile, set by the recipe; the default profile is cpu)
 # and then sources this file with the parsed --stage/--stop_stage.
 #   0 prepare manifests and folds   1 train every method on every fold
 #   2 test the checkpoint selected on validation   3 write RESULTS.md
 set -euo pipefail
 command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*"; }
+case ${profile:=cpu} in
+  cpu) : "${hardware:=}" ;;
+  gpu) [ -n "${hardware:-}" ] || hardware="trainer=gpu data.num_workers=8" ;;  # one GPU, bf16-mixed
+  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
+esac
+read -r -a hardware_args <<< "$hardware"
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: manifests from $data"
@@ -24,13 +31,14 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         full) opts=(task.lr=1e-4) ;;  # the whole encoder moves: a smaller step
         # Rank-parallel LoRA is data-parallel by definition: 2 processes (one thread each), each with half
         # of the global batch (ddp_batch, default 16 of the experiment's 32).
-        hd_pissa|lte) opts=(trainer.devices=2 trainer.strategy=ddp data.batch_size="${ddp_batch:-16}") threads=1 ;;
+        hd_pissa|lte) opts=(trainer.devices=2 trainer.strategy=ddp data.batch_size="${ddp_batch:-16}") threads=1
+                      [ "$profile" = gpu ] && opts+=(trainer.accelerator=cpu trainer.precision=32) ;;  # 2 processes, one GPU
       esac
       log "stage 1: train $method, held-out $fold"
       OMP_NUM_THREADS=$threads speech-peft fit --config-dir "$conf_dir" experiment="$experiment" adapter="$method" \
         data.train="$exp/manifests/fold_$fold/train.jsonl" data.val="$exp/manifests/fold_$fold/val.jsonl" \
         data.test="$exp/manifests/fold_$fold/test.jsonl" trainer.max_epochs="$epochs" exp_dir="$dir" \
-        trainer.enable_progress_bar=false "${opts[@]}" "${extra[@]}"
+        trainer.enable_progress_bar=false "${hardware_args[@]}" "${opts[@]}" "${extra[@]}"
     done
   done
 fi
@@ -44,7 +52,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
       log "stage 2: test $method/$fold with $(basename "$best") (selected on validation)"
       speech-peft test --config-dir "$conf_dir" experiment="$experiment" adapter="$method" \
         data.test="$exp/manifests/fold_$fold/test.jsonl" exp_dir="$dir" ckpt_path="'$best'" \
-        trainer.enable_progress_bar=false "${extra[@]}" >/dev/null
+        trainer.enable_progress_bar=false "${hardware_args[@]}" "${extra[@]}" >/dev/null
     done
   done
 fi

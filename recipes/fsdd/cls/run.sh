@@ -7,12 +7,15 @@
 #   bash recipes/fsdd/cls/run.sh --stage 3        # only regenerate RESULTS.md
 #   bash recipes/fsdd/cls/run.sh --stage 4        # only the adapter-family tables (methods, low-bit storage, merging)
 #   bash recipes/fsdd/cls/run.sh --stage 5        # only the routed-family table (Hydra, hyper, MHR, CoDA, HD-PiSSA, LTE)
+#   bash recipes/fsdd/cls/run.sh --profile gpu    # one GPU: every clip padded to 30 s as Whisper was trained
+#                                                 # (55x the encoder time of the clip's own length on the CPU)
+#                                                 # -> exp/fsdd/cls_gpu/RESULTS.md
 #   ... -- task.lr=5e-4                           # Hydra overrides after --
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 
-stage=0 stop_stage=5 data="" quick=false extra=()
+stage=0 stop_stage=5 data="" quick=false extra=() profile=cpu
 routed="hydra hyper mhr coda_4x hd_pissa lte"  # HD-PiSSA, LTE: 2 processes (DDP); also coda_2x, coda_8x
 methods="linear_probe lora parallel full sparse sparse_large mosa $routed"  # also: conformer bitfit houlsby prompt prefix pissa ...
 folds="george jackson lucas nicolas theo yweweler"
@@ -25,6 +28,11 @@ if $quick; then
   data=${data:-data/fsdd_subset} methods=lora folds=nicolas epochs=10 stop_stage=$(( stop_stage > 3 ? 3 : stop_stage ))
   [ "$exp" = exp/fsdd/cls ] && exp=exp/fsdd_quick/cls
   results=$exp/RESULTS.md command="bash recipes/fsdd/cls/run.sh --quick"
+fi
+if [ "$profile" = gpu ]; then
+  hardware="trainer=gpu data.num_workers=8 encoder.pad_to_30s=true"
+  [ "$exp" = exp/fsdd/cls ] && exp=exp/fsdd/cls_gpu
+  results=$exp/RESULTS.md command="bash recipes/fsdd/cls/run.sh --profile gpu"
 fi
 [ -n "$data" ] || { [ -d ../shared/data/fsdd ] && data=../shared/data/fsdd || data=data/fsdd_subset; }
 source recipes/_shared/cls_stages.sh
@@ -41,7 +49,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     speech-peft fit --config-dir "$conf_dir" experiment="$experiment" adapter=parallel seed=$seed \
       data.train="$exp/manifests/fold_$merge_fold/train.jsonl" data.val="$exp/manifests/fold_$merge_fold/val.jsonl" \
       data.test="$exp/manifests/fold_$merge_fold/test.jsonl" trainer.max_epochs="$epochs" exp_dir="$dir" \
-      trainer.enable_progress_bar=false "${extra[@]}"
+      trainer.enable_progress_bar=false "${hardware_args[@]}" "${extra[@]}"
   done
   log "stage 4: adapter family tables -> $results"
   speech-peft report family "$exp" --out "$results" --merge-fold $merge_fold --merge-runs "${runs[@]}"

@@ -4,6 +4,7 @@
 #
 #   bash recipes/multitask/asr/run.sh                     # all stages -> RESULTS.md, results.json
 #   bash recipes/multitask/asr/run.sh --epochs 1 -- trainer.limit_train_batches=4 trainer.limit_val_batches=2
+#   bash recipes/multitask/asr/run.sh --profile gpu       # one GPU: batch 32, 200 batches a run -> exp/multitask/asr_gpu
 #
 #   0 four tasks (read, far-field, telephone, spoken digits), ten test sets, a task-balanced mixture
 #     (local/prepare_tasks.py; needs espeak-ng and flite)
@@ -20,11 +21,17 @@ cd "$here/../../.."
 command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 command -v espeak-ng >/dev/null || { echo "needs espeak-ng and flite: apt-get install espeak-ng flite" >&2; exit 1; }
 
-stage=0 stop_stage=5 data="" quick=false extra=() epochs=""
+stage=0 stop_stage=5 data="" quick=false extra=() epochs="" profile=cpu
 exp=exp/multitask/asr
 source recipes/_shared/parse_args.sh "$@"
+case $profile in
+  cpu) hardware=() ;;                                                  # the committed RESULTS.md
+  gpu) hardware=(trainer=gpu data.batch_size=32 trainer.limit_train_batches=200)   # 6,400 items a run
+       [ "$exp" = exp/multitask/asr ] && exp=exp/multitask/asr_gpu ;;
+  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
+esac
 tasks_dir=$exp/tasks
-fit=(speech-peft fit --config-dir "$here/conf" experiment=multitask_asr trainer.enable_progress_bar=false)
+fit=(speech-peft fit --config-dir "$here/conf" experiment=multitask_asr trainer.enable_progress_bar=false "${hardware[@]}")
 adapter=(adapter=parallel '++adapter.stack=*encoder*' ++adapter.bottleneck_dim=64 adapter.scale=1.0)
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }

@@ -5,6 +5,7 @@
 #
 #   bash recipes/speech_samples/restore/run.sh              # all stages -> RESULTS.md
 #   bash recipes/speech_samples/restore/run.sh --stage 6    # only regenerate RESULTS.md
+#   bash recipes/speech_samples/restore/run.sh --profile gpu --stop_stage 6   # one GPU -> exp/speech_samples/restore_gpu
 #   ... --epochs 4 -- trainer.limit_train_batches=0.5       # Hydra overrides after --
 #
 #   0 manifests: clean recordings, synthetic voices (espeak-ng, flite), FSDD digit sequences; held-out
@@ -28,14 +29,21 @@ cd "$here/../../.."
 command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 command -v espeak-ng >/dev/null || { echo "needs espeak-ng and flite: apt-get install espeak-ng flite" >&2; exit 1; }
 
-stage=0 stop_stage=7 data=data/speech_samples quick=false extra=() epochs=""
+stage=0 stop_stage=7 data=data/speech_samples quick=false extra=() epochs="" profile=cpu
 exp=exp/speech_samples/restore
 source recipes/_shared/parse_args.sh "$@"
+case $profile in
+  cpu) hardware=() ;;
+  gpu) hardware=(trainer=gpu data.batch_size=32)  # one GPU, bf16-mixed; its own folder, never the shipped one
+       [ "$exp" = exp/speech_samples/restore ] && exp=exp/speech_samples/restore_gpu ;;
+  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
+esac
 fsdd=../shared/data/fsdd; [ -d "$fsdd" ] || fsdd=data/fsdd_subset
 cleaner_epochs=${epochs:-5} bridge_epochs=${epochs:-8} finetune_epochs=${epochs:-2}
 results=$here/RESULTS.md
 [ "$exp" = exp/speech_samples/restore ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
-fit=(speech-peft fit --config-dir "$here/conf" experiment=restore_speech_samples trainer.enable_progress_bar=false)
+fit=(speech-peft fit --config-dir "$here/conf" experiment=restore_speech_samples trainer.enable_progress_bar=false
+     "${hardware[@]}")
 cleaner=$exp/cleaner/export restorer=$exp/bridge_cleaned/export
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
