@@ -16,3 +16,4 @@ class KillAt(L.Callback):
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             raise Killed(f"killed at epoch {self.epoch}, batch {self.batch}")
 
+

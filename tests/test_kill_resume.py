@@ -34,7 +34,8 @@ def _fit_killed_and_resumed(overrides: list[str], tmp_path: Path) -> tuple[dict,
 def _same(whole: dict, resumed: dict) -> None:
     assert whole["state"].keys() == resumed["state"].keys() and whole["state"]
     for key, value in whole["state"].items():
-        torch.testing.assert_close(resumed["state"][key], value, rtol=0, atol=1e-6, msg=key)
+        torch.testing.assert_close(resumed["state"][key], value, rtol=0, atol=1e-6,
+                                   msg=lambda m, key=key: f"{key}: {m}")
     assert resumed["result"]["best_score"] == pytest.approx(whole["result"]["best_score"], abs=1e-6)
     assert Path(resumed["result"]["best_checkpoint"]).name == Path(whole["result"]["best_checkpoint"]).name
 

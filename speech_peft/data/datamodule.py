@@ -55,6 +55,8 @@ class ManifestDataModule(L.LightningDataModule):
         # Training batches are split across data-parallel processes; each process scores all of val and test.
         sampler = LengthBucketSampler([e.duration for e in data.entries], self.batch_size,
                                       shuffle=split == "train", seed=self.seed, replicas=replicas, rank=rank)
+        if trainer is not None and split == "train":
+            sampler.follow(trainer)
         # Its own generator: a loader drawing its worker seed from the global one would shift every later
         # random draw of an epoch, differently in a resumed fit (see EpochSeed).
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,

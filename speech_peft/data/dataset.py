@@ -82,6 +82,13 @@ def collate(items: list) -> Batch | None:
                  [e.task for e in entries])
 
 
+def training_epoch(trainer) -> int:
+    """The epoch whose batches are being drawn: the fit loop's count of epochs whose training finished (what
+    Lightning hands ``set_epoch``; ``current_epoch`` lags behind it while a resumed fit finishes the epoch
+    its checkpoint was saved in)."""
+    return trainer.fit_loop.epoch_progress.current.processed
+
+
 def _filled(batch: list[int], size: int, order: list[int]) -> list[int]:
     """``batch`` filled up to ``size`` items from the start of the epoch's order (cycling)."""
     extra = [order[i % len(order)] for i in range(size - len(batch))]
@@ -109,7 +116,15 @@ class LengthBucketSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def follow(self, trainer) -> None:
+        """Take the epoch from ``trainer`` whenever batches are drawn. Lightning sets the epoch of samplers it
+        knows (not of a batch sampler) and, in a resumed fit, only after the first iterator was made, so the
+        resumed epoch would replay epoch 0's order; the fit loop's own count is right at every moment."""
+        self._trainer = trainer
+
     def _batches(self) -> list[list[int]]:
+        if getattr(self, "_trainer", None) is not None:
+            self.epoch = training_epoch(self._trainer)
         order = list(range(len(self.durations)))
         rng = random.Random(self.seed + self.epoch)
         if self.shuffle:
@@ -128,10 +143,13 @@ class LengthBucketSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        # Order and draw numbers depend on seed + epoch (Lightning calls set_epoch): training items are
-        # drawn as epoch * len + index, which the dataset maps back to index.
+        # A generator: the order is drawn when the first batch is asked for, not when the loader makes its
+        # iterator (which a resumed fit does before it has restored its epoch). Order and draw numbers depend
+        # on seed + epoch: training items are drawn as epoch * len + index, which the dataset maps back.
+        batches = self._batches()
         offset = self.epoch * len(self.durations) if self.shuffle else 0
-        return iter([[offset + i for i in batch] for batch in self._batches()])
+        for batch in batches:
+            yield [offset + i for i in batch]
 
     def __len__(self) -> int:
         return len(self._batches())

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import load_audio
+from .dataset import training_epoch
 from .degrade import DegradeConfig, Degrader
 from .manifest import Entry, read_manifest
 
@@ -66,7 +67,13 @@ class EpochDraws(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def follow(self, trainer) -> None:
+        """Take the epoch from ``trainer`` when iterated (see ``LengthBucketSampler.follow``)."""
+        self._trainer = trainer
+
     def _draws(self) -> list[int]:
+        if getattr(self, "_trainer", None) is not None:
+            self.epoch = training_epoch(self._trainer)
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1009 + self.epoch))
         draws = (self.epoch * self.size + order).tolist()
         if self.replicas == 1:
@@ -83,7 +90,7 @@ class EpochDraws(Sampler[int]):
         return len(self._draws())
 
     def __iter__(self):
-        return iter(self._draws())
+        yield from self._draws()  # drawn at the first item, once the fit has restored its epoch
 
 
 def collate_pairs(items):
@@ -115,6 +122,8 @@ class RestorationData(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         sampler = EpochDraws(len(pairs), self.seed, self.batch_size, replicas, rank) if split == "train" else None
+        if sampler is not None and trainer is not None:
+            sampler.follow(trainer)
         return DataLoader(pairs, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_pairs,
                           generator=torch.Generator().manual_seed(self.seed))  # never the global one: EpochSeed
 

@@ -37,7 +37,9 @@ class EpochSeed(L.Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        L.seed_everything(self.seed * 1_000_003 + trainer.current_epoch, workers=True, verbose=False)
+        from ..data.dataset import training_epoch
+
+        L.seed_everything(self.seed * 1_000_003 + training_epoch(trainer), workers=True, verbose=False)
 
 
 class RankParallelSync(L.Callback):
