@@ -232,7 +232,7 @@ def test_coda_runs_the_frozen_block_on_one_token_in_reduction_and_the_rest_take_
 @pytest.mark.parametrize("encoder", ["whisper", "ast"])
 def test_coda_selected_tokens_attend_to_every_token_so_their_block_output_is_the_dense_one(encoder):
     model = ENCODERS[encoder][0]()
-    add_adapter(model, CoDAConfig(bottleneck_dim=4, reduction=3))
+    add_adapter(model, CoDAConfig(bottleneck_dim=4, reduction=3, attend="all"))
     _randomise(model)
     site = model.layers[1]
     coda, block = site.adapters["default"], site.base
