@@ -16,7 +16,8 @@ from .commands import VERBS
 from .commands.errors import exit_status
 
 COMMANDS = {"transcribe": "transcribe", "export": "export", "merge-adapters": "merge_adapters", "prepare": "prepare",
-            "degrade": "degrade", "restore": "restore", "report": "report", "score": "score"}  # command: module
+            "degrade": "degrade", "restore": "restore", "report": "report", "score": "score",
+            "shard": "shard"}  # command: module
 
 VERB_HELP = {"fit": "train a task from the Hydra configs (speech-peft fit experiment=... key=value ...)",
              "validate": "score the validation split (ckpt_path=CHECKPOINT or EXPORT, optional)",

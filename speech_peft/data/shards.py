@@ -114,9 +114,7 @@ class ShardedAudioDataset(IterableDataset):
         self.directory, self.index = Path(directory), read_index(directory)
         self.sample_rate, self.shuffle, self.buffer, self.seed = sample_rate, shuffle, max(1, buffer), seed
         self.replicas, self.rank, self.require_text = replicas, rank, require_text
-        self.epoch, self.consumed = 0, 0
-        self.entries = [Entry(id="", audio="", duration=s["seconds"] / max(s["items"], 1), sample_rate=sample_rate)
-                        for s in self.index["shards"] for _ in range(s["items"])]  # durations for reports only
+        self.epoch, self.consumed, self._trainer = 0, 0, None
 
     def __len__(self) -> int:
         return self.index["items"] // self.replicas if self.replicas > 1 else self.index["items"]
@@ -124,6 +122,19 @@ class ShardedAudioDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self.consumed = epoch, 0
+
+    def follow(self, trainer) -> None:
+        """Take the epoch from the fit loop when iterated (as the samplers do)."""
+        self._trainer = trainer
+
+    def __getstate__(self) -> dict:  # loader workers get the epoch, not the trainer
+        state = dict(self.__dict__)
+        if state.pop("_trainer", None) is not None:
+            from .dataset import training_epoch
+
+            state["epoch"] = training_epoch(self._trainer)
+        state["_trainer"] = None
+        return state
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed}
@@ -182,7 +193,14 @@ class ShardedAudioDataset(IterableDataset):
         return entry, wave
 
     def __iter__(self) -> Iterator[tuple[Entry, torch.Tensor]]:
+        if self._trainer is not None:
+            from .dataset import training_epoch
+
+            self.set_epoch(training_epoch(self._trainer))
         share = len(self)
+        worker = get_worker_info()
+        if worker is not None:  # the workers split this process's share
+            share = share // worker.num_workers + (worker.id < share % worker.num_workers)
         stream, produced = self._stream(), 0
         while produced < share:  # a short share is topped up from its own start: equal steps on every rank
             for item in stream:
@@ -197,3 +215,4 @@ class ShardedAudioDataset(IterableDataset):
                 if produced == 0:
                     raise ValueError(f"{self.directory}: process {self.rank} of {self.replicas} got no items")
                 stream = self._stream()
+        self.consumed = 0  # the epoch is complete: iterating again replays it from its start
