@@ -27,13 +27,7 @@ cleaner=$exp/cleaner/export restorer=$exp/bridge_cleaned/export
 samples=data/speech_samples
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-train() {  # train DIR OVERRIDES...: fit into DIR unless done; after a kill, resume from its last epoch
-  local dir=$1 resume=()
-  shift
-  [ -f "$dir/fit_result.json" ] && return 0
-  [ -f "$dir/checkpoints/last.ckpt" ] && resume=(ckpt_path="$dir/checkpoints/last.ckpt")
-  "${fit[@]}" "${data_paths[@]}" "$@" exp_dir="$dir" callbacks.checkpoint.save_last=true "${resume[@]}" "${extra[@]}"
-}
+source recipes/_shared/train.sh
 
 if run_stage 0; then
   if [ -z "$data" ] || [ ! -d "$data" ]; then echo "$download_help" >&2; exit 1; fi

@@ -54,13 +54,7 @@ design=(task.shift=true task.antithetic=true task.loss_weighting=inverse_t task.
 paper=(task.decode.candidates=1)                       # t ~ U(0, 1) then U(0.7, 1), mean loss, random remasking
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-train() {  # train DIR OVERRIDES...: fit into DIR unless done; after a kill, resume from its last epoch
-  local dir=$1 resume=()
-  shift
-  [ -f "$dir/fit_result.json" ] && return 0
-  [ -f "$dir/checkpoints/last.ckpt" ] && resume=(ckpt_path="$dir/checkpoints/last.ckpt")
-  "${fit[@]}" "${data_paths[@]}" "$@" exp_dir="$dir" callbacks.checkpoint.save_last=true "${resume[@]}" "${extra[@]}"
-}
+source recipes/_shared/train.sh
 diffusion_pair() {  # diffusion_pair DIR OVERRIDES...: stage 1 (2 epochs) then stage 2 into DIR/stage{1,2}
   local dir=$1
   shift
