@@ -79,7 +79,6 @@ class ConditionalAdapter(nn.Module):
         x = args[0].transpose(0, 1) if time_first else args[0]              # (batch, time, width)
         batch, steps, width = x.shape
         index, gate = self.selected(x)
-        self.last_selected = index  # read by pooling="routed" (the classifier pools what the last block processed)
         gather = lambda t: t.gather(1, index.unsqueeze(-1).expand(-1, -1, width))  # noqa: E731
         picked = gather(x)
         parts = _TRANSFORMER_LAYERS.get(type(block).__name__)

@@ -30,19 +30,11 @@ from .schedules import warmup_cosine
 EXPORT_KIND = "classifier"
 
 
-def pool(out: EncoderOutput, how: str, selected: Tensor | None = None) -> Tensor:
-    """``mean`` over valid frames, ``cls`` the first token, ``routed`` the mean over the frames the last
-    conditional (CoDA) block sent through its frozen block (``selected``: their indices, (batch, k))."""
+def pool(out: EncoderOutput, how: str) -> Tensor:
     if how == "cls":
         return out.hidden[:, 0]
-    mask = out.mask
-    if how == "routed":
-        if selected is None:
-            raise ValueError("pooling 'routed' needs a conditional adapter (coda) on the encoder")
-        routed = torch.zeros_like(mask).scatter_(1, selected, True)
-        mask = mask & routed if bool((mask & routed).any(1).all()) else mask
-    weights = mask.unsqueeze(-1).to(out.hidden.dtype)
-    return (out.hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    mask = out.mask.unsqueeze(-1).to(out.hidden.dtype)
+    return (out.hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 class AudioClassifier(L.LightningModule):
@@ -56,7 +48,7 @@ class AudioClassifier(L.LightningModule):
         encoder_kind: Literal["whisper", "ast", "conformer"] = "whisper",
         encoder_name: str = "whisper-tiny.en",
         adapter: dict[str, Any] | None = None,
-        pooling: Literal["mean", "cls", "routed"] = "mean",
+        pooling: Literal["mean", "cls"] = "mean",
         pad_to_30s: bool = False,
         max_length: int | None = None,
         lr: float = 1e-3,
@@ -85,12 +77,7 @@ class AudioClassifier(L.LightningModule):
         return self
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> Tensor:
-        out = self.encoder(waveforms, lengths)
-        selected = None
-        if self.hparams.pooling == "routed":
-            routers = [m for m in self.encoder.modules() if hasattr(m, "last_selected")]
-            selected = routers[-1].last_selected if routers else None
-        return self.head(pool(out, self.hparams.pooling, selected))
+        return self.head(pool(self.encoder(waveforms, lengths), self.hparams.pooling))
 
     def _targets(self, batch: Batch) -> Tensor:
         index = {label: i for i, label in enumerate(self.labels)}
