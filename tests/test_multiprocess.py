@@ -68,3 +68,14 @@ def test_a_two_process_checkpoint_resumes_on_one_process_where_one_process_would
     assert resumed["ids"] == whole["ids"][2 * per_epoch:]  # the third epoch's batches, as one process draws them
     pairs = [(a + b) / 2 for a, b in zip(moved[0]["loss"], moved[1]["loss"])]
     assert pairs + resumed["loss"] == pytest.approx(whole["loss"], rel=1e-3, abs=1e-4)
+
+
+def test_gradient_accumulation_over_two_half_batches_follows_the_full_batch(tiny_whisper_dir, fsdd_folds, tmp_path):
+    full = _fit("classification", 1, 2, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "full")[0]
+    halves = _fit("classification", 1, 1, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "halves",
+                  "trainer.accumulate_grad_batches=2")[0]
+    assert len(halves["ids"]) == 2 * len(full["ids"])
+    for step, batch in enumerate(full["ids"]):  # one optimiser step: the full batch's items, in two halves
+        assert sorted(halves["ids"][2 * step] + halves["ids"][2 * step + 1]) == sorted(batch)
+        accumulated = halves["loss"][2 * step] + halves["loss"][2 * step + 1]  # Lightning reports each / 2
+        assert accumulated == pytest.approx(full["loss"][step], rel=1e-4, abs=1e-5)

@@ -59,8 +59,10 @@ class ManifestDataModule(L.LightningDataModule):
             return self._shard_loader(trainer, replicas, rank)
         data = self._dataset(split)
         # Training batches are split across data-parallel processes; each process scores all of val and test.
+        accumulate = trainer.accumulate_grad_batches if trainer and split == "train" else 1
         sampler = LengthBucketSampler([e.duration for e in data.entries], self.batch_size,
-                                      shuffle=split == "train", seed=self.seed, replicas=replicas, rank=rank)
+                                      shuffle=split == "train", seed=self.seed, replicas=replicas, rank=rank,
+                                      accumulate=accumulate)
         if trainer is not None and split == "train":
             sampler.follow(trainer)
         # Its own generator: a loader drawing its worker seed from the global one would shift every later

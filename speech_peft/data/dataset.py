@@ -102,15 +102,20 @@ class LengthBucketSampler(Sampler[list[int]]):
     ``batch_size * replicas`` items a single process would form at that batch size, and each process takes
     its ``rank``-th slice of ``batch_size`` items: the gradient DDP averages is the single process's, step
     for step. A short last global batch is filled up from the epoch's first items to a multiple of the
-    processes and split evenly, so every process runs the same steps."""
+    processes and split evenly, so every process runs the same steps. With gradient accumulation over
+    ``accumulate`` batches the global batch is ``batch_size * replicas * accumulate`` items, and each
+    process takes its ``accumulate`` micro-batches of it: one optimiser step sees the single process's
+    batch of that size."""
 
     def __init__(self, durations: list[float], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 bucket_batches: int = 50, replicas: int = 1, rank: int = 0):
+                 bucket_batches: int = 50, replicas: int = 1, rank: int = 0, accumulate: int = 1):
         if not 0 <= rank < replicas:
             raise ValueError(f"rank {rank} must lie in 0..{replicas - 1}")
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be at least 1, got {accumulate}")
         self.durations, self.batch_size, self.shuffle, self.seed = durations, batch_size, shuffle, seed
-        self.replicas, self.rank = replicas, rank
-        self.bucket = batch_size * replicas * bucket_batches
+        self.replicas, self.rank, self.accumulate = replicas, rank, accumulate
+        self.bucket = batch_size * replicas * accumulate * bucket_batches
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -129,18 +134,23 @@ class LengthBucketSampler(Sampler[list[int]]):
         rng = random.Random(self.seed + self.epoch)
         if self.shuffle:
             rng.shuffle(order)
-        size = self.batch_size * self.replicas
+        shares = self.replicas * self.accumulate  # parts of a global batch: micro-batches of every process
+        size = self.batch_size * shares
         batches = []
         for start in range(0, len(order), self.bucket):
             chunk = sorted(order[start:start + self.bucket], key=lambda i: self.durations[i])
             batches += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         if self.shuffle:
             rng.shuffle(batches)
-        if self.replicas > 1:  # a short last batch: filled to a multiple of the processes, split evenly
-            batches = [_filled(batch, -(-len(batch) // self.replicas) * self.replicas, order) for batch in batches]
-            batches = [batch[self.rank * len(batch) // self.replicas:(self.rank + 1) * len(batch) // self.replicas]
-                       for batch in batches]
-        return batches
+        if shares == 1:
+            return batches
+        mine = []  # a short last batch: filled to a multiple of the parts, split evenly
+        for batch in batches:
+            batch = _filled(batch, -(-len(batch) // shares) * shares, order)
+            part = len(batch) // shares
+            mine += [batch[(step * self.replicas + self.rank) * part:(step * self.replicas + self.rank + 1) * part]
+                     for step in range(self.accumulate)]
+        return mine
 
     def __iter__(self):
         # A generator: the order is drawn when the first batch is asked for, not when the loader makes its
