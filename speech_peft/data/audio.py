@@ -47,13 +47,18 @@ def read_audio(path: str | Path, sample_rate: int | None = 16000, max_seconds: f
                mono: bool = True) -> np.ndarray:
     """Float32 samples, (samples,) mono or (channels, samples), at ``sample_rate`` (None: the file's own
     rate). Needs no torch unless the file must be resampled."""
-    _, file_rate, _ = probe(path, max_seconds)
+    probe(path, max_seconds)
+    return decode_audio(str(path), path, sample_rate, mono)
+
+
+def decode_audio(source, where: str | Path, sample_rate: int | None = 16000, mono: bool = True) -> np.ndarray:
+    """``read_audio`` of a path or file-like ``source`` (audio bytes in a shard); problems name ``where``."""
     try:
-        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:
-        raise AudioError(path, f"unreadable or corrupt audio ({err})") from None
+        data, file_rate = sf.read(source, dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises several types for unreadable data
+        raise AudioError(where, f"unreadable or corrupt audio ({err})") from None
     if not np.isfinite(data).all():
-        raise AudioError(path, "contains NaN or infinite samples")
+        raise AudioError(where, "contains NaN or infinite samples")
     wave = np.ascontiguousarray(data.T)
     if mono:
         wave = wave.mean(0)

@@ -20,13 +20,11 @@ import tarfile
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..fileio import atomic_write, write_json
-from .audio import AudioError, probe
+from .audio import AudioError, decode_audio, probe
 from .manifest import Entry, read_manifest
 from .rejects import Rejects
 
@@ -51,7 +49,7 @@ def write_shards(manifest: str | Path, out_dir: str | Path, items_per_shard: int
         if not path.exists():
             atomic_write(path, lambda tmp, chunk=entries[start:start + items_per_shard], first=start:
                          _write_tar(tmp, chunk, first, rejects, skip_bad))
-        metas = [meta for _, meta, _ in _members(path)]
+        metas = _metas(path)
         shards.append({"name": path.name, "items": len(metas),
                        "seconds": round(sum(m.get("duration", 0.0) for m in metas), 3)})
     write_json(out / INDEX, {"source": str(Path(manifest).resolve()), "items": sum(s["items"] for s in shards),
@@ -74,6 +72,15 @@ def _write_tar(tmp: str, chunk: list[Entry], first: int, rejects: Rejects, skip_
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+
+
+def _metas(path: Path) -> list[dict]:
+    """The JSON fields of a shard's items, its audio left unread (the index needs counts and seconds)."""
+    try:
+        with tarfile.open(path, "r") as tar:
+            return [json.loads(tar.extractfile(m).read()) for m in tar if m.isfile() and m.name.endswith(".json")]
+    except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: broken shard ({err})") from None
 
 
 def _members(path: Path) -> Iterator[tuple[str, dict, bytes]]:
@@ -117,7 +124,7 @@ class ShardedAudioDataset(IterableDataset):
         self.epoch, self.consumed, self._trainer = 0, 0, None
 
     def __len__(self) -> int:
-        return self.index["items"] // self.replicas if self.replicas > 1 else self.index["items"]
+        return self.index["items"] // self.replicas
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -178,17 +185,7 @@ class ShardedAudioDataset(IterableDataset):
         where = f"{shard}:{key} ({meta.get('id')})"
         if self.require_text and not (meta.get("text") or "").strip():
             raise AudioError(where, "no transcript")
-        try:
-            data, rate = sf.read(io.BytesIO(audio), dtype="float32", always_2d=True)
-        except Exception as err:  # soundfile raises several types for unreadable data
-            raise AudioError(where, f"unreadable audio ({err})") from None
-        if not np.isfinite(data).all():
-            raise AudioError(where, "contains NaN or infinite samples")
-        wave = torch.from_numpy(np.ascontiguousarray(data.mean(1)))
-        if rate != self.sample_rate:
-            import torchaudio.functional as AF
-
-            wave = AF.resample(wave, rate, self.sample_rate)
+        wave = torch.from_numpy(decode_audio(io.BytesIO(audio), where, self.sample_rate))
         entry = Entry(audio=f"{shard}#{key}", **{k: v for k, v in meta.items() if k in META_FIELDS})
         return entry, wave
 
