@@ -123,6 +123,41 @@ def test_encoder_cache_serves_only_the_same_encoder_and_the_same_samples(tiny_wh
     assert EncoderCache(tmp_path, other).root != cache.root
 
 
+def test_encoder_cache_keeps_states_in_a_few_shards_that_other_processes_read(tiny_whisper_dir, tmp_path):
+    import tarfile
+
+    from speech_peft.encoders.cache import EncoderCache
+    from speech_peft.encoders.whisper import load_whisper_encoder
+
+    encoder = load_whisper_encoder(tiny_whisper_dir)
+    writer = EncoderCache(tmp_path, encoder, items_per_shard=4)
+    waves, lengths = torch.randn(6, 4000) * 0.1, torch.tensor([4000, 3000, 2000, 4000, 3500, 1000])
+    first, _ = writer(waves[:3], lengths[:3])
+    assert not list(writer.root.iterdir())  # 3 new states: still collecting
+    second, _ = writer(waves[3:], lengths[3:])
+    shards = sorted(writer.root.glob("shard-*.tar"))
+    assert len(shards) == 1  # 6 states reached the 4 a shard holds: all written as one shard
+    with tarfile.open(shards[0]) as tar:  # WebDataset layout: one member per clip, named by its samples
+        assert sorted(tar.getnames()) == sorted(EncoderCache.digest(w[:int(n)]) + ".safetensors"
+                                                for w, n in zip(waves, lengths))
+    reader = EncoderCache(tmp_path, encoder)  # another process, started later
+    again, _ = reader(waves, lengths)
+    assert reader.hits == 6 and reader.misses == 0
+    assert torch.equal(again[:3, :first.shape[1]], first) and torch.equal(again[3:, :second.shape[1]], second)
+
+    late = torch.randn(1, 3000) * 0.1  # a third process adds a state while the reader runs
+    third = EncoderCache(tmp_path, encoder)
+    third(late, torch.tensor([3000]))
+    third.flush()
+    reader.refresh()
+    reader(late, torch.tensor([3000]))
+    assert reader.hits == 7 and len(reader) == 7 and len(list(writer.root.glob("shard-*.tar"))) == 2
+
+    shards[0].write_bytes(b"not a tar" * 100)
+    with pytest.raises(ValueError, match=shards[0].name):
+        EncoderCache(tmp_path, encoder)
+
+
 def test_long_fsdd_items_join_one_speakers_digits_and_test_speakers_are_never_trained_on(tmp_path):
     from speech_peft.data.fsdd_long import make_fsdd_long
     from speech_peft.data.manifest import read_manifest
@@ -171,7 +206,7 @@ def test_fit_test_and_transcribe_run_diffusion_asr_from_configs(whisper_with_tok
                                 "task.xattn_heads=4", f"task.cache_dir={tmp_path}/cache", "task.tokens_per_second=4.0")
     info = json.loads((export / "export.json").read_text())
     assert info["kind"] == "diffusion_asr" and info["config"]["tokens_per_second"] == 4.0  # the config reached it
-    assert any((tmp_path / "cache").rglob("*.safetensors"))
+    assert any((tmp_path / "cache").rglob("shard-*.tar"))  # the epochs' states, flushed
     # the test score is what transcribing with the export scores (the task config's decoding options), in
     # batches of the same utterances: random re-masking draws per batch, so other batches give other draws
     manifest = fsdd_folds / "fold_theo" / "test.jsonl"

@@ -193,7 +193,17 @@ class DiffusionASR(L.LightningModule):
         if ctc is not None:
             self.log("val/ctc", ctc, batch_size=len(batch))
 
+    def on_train_epoch_end(self) -> None:
+        if self.cache is not None:  # the states of this epoch's new clips go to disk as one shard
+            self.cache.flush()
+
+    def teardown(self, stage: str) -> None:
+        if self.cache is not None:
+            self.cache.flush()
+
     def on_validation_epoch_end(self) -> None:
+        if self.cache is not None:
+            self.cache.flush()
         if self.hparams.val_wer and self.val_wer.refs:
             self.log("val/wer", self.val_wer.result("val")["val/wer"], prog_bar=True)
 
