@@ -22,6 +22,7 @@ class Hypothesis:
     no_speech_prob: float | None = None   # P(<|nocaptions|>) after <|startoftranscript|>
     avg_logprob: float | None = None      # per token, end of text included
     temperature: float = 0.0              # 0: greedy; higher: the fallback that was kept
+    language: str | None = None           # the language it was transcribed in
 
     @property
     def compression(self) -> float:

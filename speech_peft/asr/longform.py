@@ -28,6 +28,7 @@ class Segment:
     no_speech_prob: float | None = None
     avg_logprob: float | None = None
     temperature: float = 0.0
+    language: str | None = None
 
 
 @dataclass
@@ -74,7 +75,7 @@ def assemble(uid: str, audio: str, samples: int, plan: Plan, hypotheses: list[Hy
         if thresholds.silent(h):
             continue
         transcript.segments.append(Segment(round(start / SAMPLE_RATE, 3), round(end / SAMPLE_RATE, 3), h.text,
-                                           h.no_speech_prob, h.avg_logprob, h.temperature))
+                                           h.no_speech_prob, h.avg_logprob, h.temperature, h.language))
     transcript.text = " ".join(s.text for s in transcript.segments if s.text)
     if plan.windows and not transcript.segments:
         transcript.speech = False

@@ -12,21 +12,28 @@ from ..adapters.site import sites
 from ..encoders.whisper import WhisperBundle, log_mel, run_encoder
 
 from .hypothesis import Hypothesis, Thresholds, fall_back
-
-SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362
+from .specials import MULTILINGUAL_VOCAB, WhisperSpecials
 
 
 def prompt_for(vocab_size: int) -> list[int]:
-    """Whisper's English transcription prompt without timestamps: English-only models (51864 ids)
-    take <|startoftranscript|><|notimestamps|>; multilingual ones add <|en|><|transcribe|>."""
-    return [SOT, NO_TIMESTAMPS] if vocab_size == 51864 else [SOT, 50259, 50359, 50363]
+    """Whisper's English transcription prompt without timestamps, in the standard numbering (where no
+    tokenizer is at hand): English-only models (51864 ids) take <|startoftranscript|><|notimestamps|>;
+    multilingual ones, whose specials sit one id later, add <|en|><|transcribe|>."""
+    if vocab_size < MULTILINGUAL_VOCAB:
+        return [50257, 50362]
+    return [50258, 50259, 50359, 50363]
 
 
 class WhisperTranscriber:
-    """Transcribe 16 kHz waveforms (at most 30 s each) with a (possibly adapted) Whisper model, English prompt."""
+    """Transcribe 16 kHz waveforms (at most 30 s each) with a (possibly adapted) Whisper model.
+
+    ``language``: a code (``en``, ``de``, ...) puts its token in every prompt; ``auto`` detects each
+    utterance's language first, as Whisper does (the most likely language token after
+    <|startoftranscript|>). English-only models take English only."""
 
     def __init__(self, bundle: WhisperBundle, max_new_tokens: int = 224, pad_to_30s: bool = True,
-                 thresholds: Thresholds = Thresholds(), fallback: bool = True, compute_type: str = "float32"):
+                 thresholds: Thresholds = Thresholds(), fallback: bool = True, compute_type: str = "float32",
+                 language: str = "en"):
         if bundle.tokenizer is None:
             raise FileNotFoundError(f"{bundle.name}: tokenizer.json is missing; it is needed to write text")
         self.bundle = bundle
@@ -35,10 +42,15 @@ class WhisperTranscriber:
         self.pad_to_30s = pad_to_30s
         self.thresholds, self.fallback = thresholds, fallback
         vocab = self.model.config.vocab_size
+        self.specials = WhisperSpecials.from_tokenizer(bundle.tokenizer, vocab)
+        self.eot = self.specials.eot
+        if language != "auto":
+            self.specials.prompt(language)  # an unknown language, or one an English-only model lacks, fails here
+        self.language = language
         # Specials and timestamps (every id after end-of-text) never appear inside a transcript.
-        self.suppress = torch.tensor(sorted(set(bundle.suppress_tokens) | set(range(EOT + 1, vocab))))
+        self.suppress = torch.tensor(sorted(set(bundle.suppress_tokens) | set(range(self.eot + 1, vocab))))
         self.begin_suppress = torch.tensor(bundle.begin_suppress_tokens)
-        self.prompt = prompt_for(vocab)
+        self.prompt = self.specials.prompt(None if language == "auto" else language)
         if compute_type not in ("float32", "int8"):
             raise ValueError(f"compute type {compute_type!r}: choose float32 or int8")
         # The vocabulary projection (51864 x d) is most of a CPU decoding step's time: int8 quarters the
@@ -47,8 +59,7 @@ class WhisperTranscriber:
         self.vocabulary = _int8_linear(self.model.proj_out) if compute_type == "int8" else self.model.proj_out
         self.int8 = {id(m): _int8_linear(m) for m in _step_linears(self.model.model.decoder)
                      if type(m) is nn.Linear} if compute_type == "int8" else {}
-        no_speech = bundle.tokenizer.token_to_id("<|nocaptions|>")
-        self.no_speech = no_speech if no_speech is not None else bundle.tokenizer.token_to_id("<|nospeech|>")
+        self.no_speech = self.specials.no_speech
 
     @torch.no_grad()
     def encode(self, waveforms: Tensor) -> Tensor:
@@ -83,29 +94,51 @@ class WhisperTranscriber:
         if beam_size > 1:
             return [Hypothesis(self.decode_text(r)) for r in self.beam_search(waveforms, beam_size)]
         states = self.encode(waveforms)
-        tokens, scores, no_speech = self._search(states)
-        hyps = [Hypothesis(self.decode_text(t), p, s) for t, s, p in zip(tokens, scores, no_speech)]
+        languages = self.languages(states)
+        tokens, scores, no_speech = self._search(states, languages=languages)
+        hyps = [Hypothesis(self.decode_text(t), p, s, language=code)
+                for t, s, p, code in zip(tokens, scores, no_speech, languages)]
         if not self.fallback:
             return hyps
 
         def redecode(rows: list[int], temperature: float) -> list[Hypothesis]:
             with select_rows(self.model, rows):  # per-utterance routing follows the rows re-decoded
-                again, again_scores, _ = self._search(states[rows], temperature, seed)
-            return [Hypothesis(self.decode_text(t), no_speech[i], s, temperature)
+                again, again_scores, _ = self._search(states[rows], temperature, seed, [languages[i] for i in rows])
+            return [Hypothesis(self.decode_text(t), no_speech[i], s, temperature, languages[i])
                     for i, t, s in zip(rows, again, again_scores)]
 
         return fall_back(hyps, self.thresholds, redecode)
 
-    def _search(self, states: Tensor, temperature: float = 0.0, seed: int = 0):
+    @torch.no_grad()
+    def detect_language(self, states: Tensor) -> list[dict[str, float]]:
+        """Per utterance, the probability of each language (a multilingual model's language tokens after
+        <|startoftranscript|>), most likely first."""
+        if not self.specials.multilingual:
+            return [{"en": 1.0} for _ in range(states.shape[0])]
+        start = torch.full((states.shape[0], 1), self.specials.sot, device=states.device)
+        logits = self.model(encoder_outputs=(states,), decoder_input_ids=start).logits[:, -1].float().cpu()
+        codes = list(self.specials.languages)
+        probs = logits[:, list(self.specials.languages.values())].softmax(-1)
+        return [dict(sorted(zip(codes, row.tolist()), key=lambda item: -item[1])) for row in probs]
+
+    def languages(self, states: Tensor) -> list[str]:
+        """The language each utterance is transcribed in: the one asked for, or the detected one."""
+        if self.language != "auto":
+            return [self.language] * states.shape[0]
+        return [next(iter(found)) for found in self.detect_language(states)]
+
+    def _search(self, states: Tensor, temperature: float = 0.0, seed: int = 0, languages: list[str] | None = None):
         """Token ids, average log-probabilities and no-speech probabilities, one per row of ``states``.
         Sampling draws from one generator per row, so a row's text does not depend on its batch."""
         step = self._lean_steps(states) if self.lean_ok() else self._hf_steps(states)
         batch = states.shape[0]
-        rows = torch.full((batch, self.max_new_tokens), EOT, dtype=torch.long)
+        end = self.eot
+        rows = torch.full((batch, self.max_new_tokens), end, dtype=torch.long)
         logprob = torch.zeros(batch)
         length = torch.zeros(batch)
         done = torch.zeros(batch, dtype=torch.bool)
-        ids = torch.tensor([self.prompt] * batch, device=states.device)
+        prompts = [self.specials.prompt(code) for code in languages] if languages else [self.prompt] * batch
+        ids = torch.tensor(prompts, device=states.device)
         no_speech = None
         generators = [torch.Generator().manual_seed(seed) for _ in range(batch)] if temperature > 0 else []
         for position in range(self.max_new_tokens):
@@ -121,16 +154,16 @@ class WhisperTranscriber:
                 nxt = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
             else:
                 nxt = logits.argmax(-1)
-            nxt[done] = EOT
+            nxt[done] = end
             picked = logits.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1)
             logprob += torch.where(done, torch.zeros_like(picked), picked)
             length += (~done).float()
             rows[:, position] = nxt
-            done |= nxt == EOT
+            done |= nxt == end
             if done.all():
                 break
             ids = nxt[:, None].to(states.device)
-        tokens = [row[: _until_eot(row)].tolist() for row in rows]
+        tokens = [row[: _until(row, end)].tolist() for row in rows]
         return tokens, (logprob / length.clamp(min=1)).tolist(), no_speech.tolist()
 
     def _hf_steps(self, states: Tensor):
@@ -188,12 +221,14 @@ class WhisperTranscriber:
     def beam_search(self, waveforms: Tensor, beam_size: int = 5) -> list[list[int]]:
         states = self.encode(waveforms)
         batch = states.shape[0]
+        end = self.eot
+        prompts = [self.specials.prompt(code) for code in self.languages(states)]
         states = states.repeat_interleave(beam_size, 0)
         seqs = [[[] for _ in range(beam_size)] for _ in range(batch)]
         scores = torch.zeros(batch, beam_size)
         scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-        ids = torch.tensor([self.prompt] * batch * beam_size, device=states.device)
+        ids = torch.tensor([p for p in prompts for _ in range(beam_size)], device=states.device)
         cache = None
         for step in range(self.max_new_tokens):
             logits, cache = self._logits(ids, states, cache, first=step == 0)
@@ -202,7 +237,7 @@ class WhisperTranscriber:
             top_scores, top_idx = total.topk(2 * beam_size, dim=-1)
             vocab = logp.shape[-1]
             new_scores = torch.full((batch, beam_size), float("-inf"))
-            new_ids = torch.full((batch, beam_size), EOT, dtype=torch.long)
+            new_ids = torch.full((batch, beam_size), end, dtype=torch.long)
             reorder = torch.arange(batch * beam_size).view(batch, beam_size).clone()
             new_seqs = [[[] for _ in range(beam_size)] for _ in range(batch)]
             for b in range(batch):
@@ -211,7 +246,7 @@ class WhisperTranscriber:
                     beam, token = divmod(i, vocab)
                     if s == float("-inf"):
                         break
-                    if token == EOT:
+                    if token == end:
                         if len(finished[b]) < beam_size:
                             finished[b].append((s / (len(seqs[b][beam]) + 1), seqs[b][beam]))
                         continue
@@ -235,7 +270,7 @@ class WhisperTranscriber:
         return results
 
     def decode_text(self, tokens: list[int]) -> str:
-        return self.bundle.tokenizer.decode([t for t in tokens if t < EOT], skip_special_tokens=True).strip()
+        return self.bundle.tokenizer.decode([t for t in tokens if t < self.eot], skip_special_tokens=True).strip()
 
     def transcribe(self, waveforms: Tensor, beam_size: int = 1) -> list[str]:
         return [h.text for h in self.decode(waveforms, beam_size)]
@@ -256,7 +291,7 @@ def _int8_linear(linear: nn.Linear) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)[0]
 
 
-def _until_eot(row: Tensor) -> int:
-    hits = (row == EOT).nonzero()
+def _until(row: Tensor, eot: int) -> int:
+    hits = (row == eot).nonzero()
     return int(hits[0]) if len(hits) else len(row)
 

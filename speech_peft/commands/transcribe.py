@@ -15,7 +15,10 @@ def add_parser(sub) -> None:
     t.add_argument("inputs", nargs="+", help="audio files, folders, or .jsonl manifests (an utterance's 'adapter' "
                                              "field names the saved adapter it is transcribed with)")
     t.add_argument("--model", default="whisper-tiny.en",
-                   help="whisper-tiny.en, a Whisper model directory, or an ASR export (AR + adapter, diffusion)")
+                   help="whisper-tiny.en, whisper-base (multilingual), a Whisper model directory, or an ASR export "
+                        "(AR + adapter, diffusion)")
+    t.add_argument("--language", help="multilingual Whisper: a language code (en, de, ...) or auto, detected per "
+                                      "30 s window (the default); English-only models and exports: en")
     t.add_argument("--adapter", help="Whisper only: a saved adapter directory to place on the model")
     t.add_argument("--out", help="write here instead of stdout (a folder for --format srt)")
     t.add_argument("--format", choices=FORMATS,
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     transcripts = transcribe_files(entries, args.model, args.adapter, args.batch_size, args.beam_size,
                                    args.skip_bad, args.rejects, decode=decode, device=args.device,
                                    vad=not args.no_vad, compute_type=compute_type, max_seconds=args.max_seconds,
-                                   backend=args.backend)
+                                   backend=args.backend, language=args.language)
     if args.out:
         write_transcripts(transcripts, args.out, fmt, args.timestamps)
     else:

@@ -163,7 +163,7 @@ def whisper_prompt(whisper: nn.Module) -> tuple[int, ...]:
     English-only model, with <|en|> and <|transcribe|> for a multilingual one; a model without
     Whisper's vocabulary (a test model) has only its decoder start token."""
     config = whisper.config
-    if config.vocab_size in (51864, 51865):
+    if config.vocab_size in (51864, 51865, 51866):
         return tuple(prompt_for(config.vocab_size))
     return (config.decoder_start_token_id,)
 

@@ -127,6 +127,7 @@ def whisper_config_from_arrays(arrays: dict[str, np.ndarray]):
     enc_layers = len({m.group(1) for k in arrays if (m := re.match(r"encoder/layer_(\d+)/", k))})
     dec_layers = len({m.group(1) for k in arrays if (m := re.match(r"decoder/layer_(\d+)/", k))})
     vocab = arrays["decoder/embeddings/weight"].shape[0]
+    end = 50256 if vocab < 51865 else 50257  # multilingual vocabularies add a token before the specials
     return WhisperConfig(
         vocab_size=vocab, num_mel_bins=n_mels, d_model=d_model,
         encoder_layers=enc_layers, decoder_layers=dec_layers,
@@ -136,7 +137,7 @@ def whisper_config_from_arrays(arrays: dict[str, np.ndarray]):
         decoder_ffn_dim=arrays["decoder/layer_0/ffn/linear_0/weight"].shape[0],
         max_source_positions=arrays["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=arrays["decoder/position_encodings/encodings"].shape[0],
-        pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257,
+        pad_token_id=end, bos_token_id=end + 1, eos_token_id=end, decoder_start_token_id=end + 1,
         tie_word_embeddings=True,
     )
 

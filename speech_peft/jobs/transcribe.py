@@ -33,14 +33,17 @@ Decoder = Callable[[np.ndarray, np.ndarray, list], list[Hypothesis]]
 
 def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, beam_size: int = 1,
                  decode: dict | None = None, device: str = "cpu", compute_type: str = "float32",
-                 row_adapters: list[str] = (), backend: str = "torch") -> Decoder:
-    """``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
+                 row_adapters: list[str] = (), backend: str = "torch", language: str | None = None) -> Decoder:
+    """``language``: a code, ``auto`` (detected per window), or None: detected by multilingual Whisper models,
+    English for English-only ones and for exports. ``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
     saved adapters that utterances may name one by one), or an ASR export (``export.json``); with
     ``backend="ctranslate2"`` a CTranslate2 Whisper directory (a base model or ``speech-peft export``'s
     output). Options that do not apply to the model are refused, never ignored."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "ctranslate2":
+        if language not in (None, "en"):
+            raise ValueError("--backend ctranslate2 transcribes English: --language does not apply")
         return _ctranslate2_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters)
     import copy
     import dataclasses
@@ -49,6 +52,7 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
 
     from ..adapters import load_adapter
     from ..adapters.mixed_batch import set_row_adapters
+    from ..asr.specials import MULTILINGUAL_VOCAB
     from ..asr.whisper_ar import WhisperTranscriber
     from ..encoders.whisper import load_whisper
     from .devices import torch_device
@@ -65,6 +69,8 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
         from ..tasks.multitask_asr import WhisperAdapterFusion
 
         kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT, FUSION_EXPORT))["kind"]
+        if language not in (None, "en"):
+            raise ValueError(f"{model} is an ASR export trained on English prompts: --language does not apply")
         if adapter is not None or row_adapters:
             raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
                              "adapters do not apply")
@@ -94,7 +100,9 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
         if adapter is not None and not named:
             load_adapter(private, adapter)
         bundle = dataclasses.replace(bundle, model=private)
-    transcriber = WhisperTranscriber(bundle, compute_type=compute_type)
+    if language is None:
+        language = "auto" if bundle.model.config.vocab_size >= MULTILINGUAL_VOCAB else "en"
+    transcriber = WhisperTranscriber(bundle, compute_type=compute_type, language=language)
     if not named:
         return lambda w, n, _: transcriber.decode(tensor(w), beam_size)
 
@@ -136,11 +144,11 @@ def transcribe_files(entries: list[Entry], model: str = "whisper-tiny.en", adapt
                      rejects_path: str | os.PathLike | None = None, progress: bool = True,
                      decode: dict | None = None, device: str = "cpu", vad: bool = True,
                      compute_type: str = "float32", max_seconds: float = MAX_SECONDS,
-                     backend: str = "torch") -> list[Transcript]:
+                     backend: str = "torch", language: str | None = None) -> list[Transcript]:
     """Transcripts in the entries' order (skipped inputs are listed in ``rejects_path``). Entries whose
     ``adapter`` field names a saved adapter are decoded with it, in the same batches as the rest."""
     row_adapters = list(dict.fromkeys(e.adapter for e in entries if e.adapter))
-    decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters, backend)
+    decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters, backend, language)
     return transcribe_with(decoder, entries, batch_size, skip_bad, rejects_path, progress, vad, max_seconds, backend)
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from ..adapters import add_adapter, config_from_dict, load_adapter, save_adapter
-from ..asr.whisper_ar import EOT, WhisperTranscriber
+from ..asr.whisper_ar import WhisperTranscriber
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders.whisper import load_whisper, log_mel
@@ -52,12 +52,12 @@ class CorpusWER:
 
 def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber, batch: Batch) -> torch.Tensor:
     """Cross-entropy of the normalised transcripts (and end-of-text) after the transcriber's prompt."""
-    prompt, tokenizer = transcriber.prompt, transcriber.bundle.tokenizer
+    prompt, tokenizer, end = transcriber.prompt, transcriber.bundle.tokenizer, transcriber.eot
     device = batch.waveforms.device
-    rows = [prompt + tokenizer.encode(" " + normalize(t or ""), add_special_tokens=False).ids + [EOT]
+    rows = [prompt + tokenizer.encode(" " + normalize(t or ""), add_special_tokens=False).ids + [end]
             for t in batch.texts]
     longest = max(map(len, rows))
-    ids = torch.full((len(rows), longest), EOT, dtype=torch.long, device=device)
+    ids = torch.full((len(rows), longest), end, dtype=torch.long, device=device)
     targets = torch.full_like(ids, -100)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)

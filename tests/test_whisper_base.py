@@ -1,0 +1,109 @@
+"""The second real model: multilingual Whisper base, joined from two registry packages, with Whisper's
+own language detection and language prompts."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from speech_peft.asr.specials import WhisperSpecials
+from speech_peft.encoders.whisper import load_whisper
+from speech_peft.weights import KNOWN_MODELS, assemble_parts, resolve_model_dir
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr"
+
+
+def _wave(path: Path) -> torch.Tensor:
+    wave, rate = sf.read(path, dtype="float32")
+    assert rate == 16000
+    return torch.from_numpy(wave)
+
+
+def _part_folders() -> list[Path]:
+    return [Path(__import__(p.replace("-", "_")).__file__).parent / "data" for p in KNOWN_MODELS["whisper-base"]]
+
+
+def test_parts_are_joined_once_in_part_order_with_the_first_parts_files_beside_them(tmp_path):
+    first, second = tmp_path / "p1", tmp_path / "p2"
+    first.mkdir(), second.mkdir()
+    (first / "model.bin.part1").write_bytes(b"A" * 1000)
+    (second / "model.bin.part2").write_bytes(b"B" * 10)
+    (first / "tokenizer.json").write_text("{}")
+    out = assemble_parts([second, first], tmp_path / "joined")  # the folders' order does not matter
+    assert (out / "model.bin").read_bytes() == b"A" * 1000 + b"B" * 10
+    assert (out / "tokenizer.json").read_text() == "{}"
+    stamp = (out / "model.bin").stat().st_mtime_ns
+    assemble_parts([first, second], tmp_path / "joined")
+    assert (out / "model.bin").stat().st_mtime_ns == stamp  # joined once
+    (second / "model.bin.part2").write_bytes(b"C" * 20)  # a part changed size: joined again
+    assert (assemble_parts([first, second], tmp_path / "joined") / "model.bin").read_bytes()[-20:] == b"C" * 20
+
+    (second / "model.bin.part2").rename(second / "model.bin.part3")
+    with pytest.raises(FileNotFoundError, match=r"found parts \[1, 3\]"):
+        assemble_parts([first, second], tmp_path / "other")
+
+
+def test_whisper_base_is_the_two_packages_parts_joined_and_loads_strictly():
+    directory = resolve_model_dir("whisper-base")
+    parts = sorted(f for folder in _part_folders() for f in folder.glob("model.bin.part*"))
+    assert [p.name for p in parts] == ["model.bin.part1", "model.bin.part2"]
+    assert (directory / "model.bin").stat().st_size == sum(p.stat().st_size for p in parts)
+    with open(directory / "model.bin", "rb") as joined, open(parts[1], "rb") as second:
+        joined.seek(parts[0].stat().st_size)
+        assert joined.read(1 << 16) == second.read(1 << 16)  # the second part starts where the first ends
+    model = load_whisper("whisper-base").model  # the reader refuses a missing or extra tensor
+    config = model.config
+    assert (config.d_model, config.encoder_layers, config.decoder_layers, config.vocab_size) == (512, 6, 6, 51865)
+    assert (config.decoder_start_token_id, config.eos_token_id) == (50258, 50257)  # multilingual numbering
+    assert 70e6 < sum(p.numel() for p in model.parameters()) < 75e6
+    assert not any(p.is_meta for p in model.parameters())
+
+
+def test_multilingual_and_english_only_models_number_their_special_tokens_differently():
+    base = load_whisper("whisper-base")
+    tiny = load_whisper("whisper-tiny.en")
+    multi = WhisperSpecials.from_tokenizer(base.tokenizer, base.model.config.vocab_size)
+    english = WhisperSpecials.from_tokenizer(tiny.tokenizer, tiny.model.config.vocab_size)
+    assert multi.prompt("de") == [50258, multi.languages["de"], 50359, 50363] and len(multi.languages) == 99
+    assert base.tokenizer.id_to_token(multi.languages["de"]) == "<|de|>"
+    assert english.prompt() == [50257, 50362] and not english.multilingual
+    with pytest.raises(ValueError, match="English-only"):
+        english.prompt("de")
+    with pytest.raises(ValueError, match="no language 'xx'"):
+        multi.prompt("xx")
+
+
+def test_whisper_base_detects_english_and_transcribes_a_real_sentence():
+    from speech_peft.asr.whisper_ar import WhisperTranscriber
+
+    transcriber = WhisperTranscriber(load_whisper("whisper-base"), language="auto")
+    waves = _wave(DATA / "spk1_snt1.wav")[None]
+    found = transcriber.detect_language(transcriber.encode(waves))[0]
+    assert next(iter(found)) == "en" and found["en"] > 0.9 and sum(found.values()) == pytest.approx(1.0, abs=1e-4)
+    hyp = transcriber.decode(waves)[0]
+    assert hyp.language == "en" and hyp.text == "The child almost hurt the small dog."
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
+def test_whisper_base_hears_german_as_german_and_writes_it_in_german(tmp_path, capsys):
+    import json
+
+    from speech_peft.cli import main
+
+    wav = tmp_path / "satz.wav"
+    subprocess.run(["espeak-ng", "-v", "de", "-w", str(wav), "Heute ist das Wetter sehr schön, und wir gehen in den Park."], check=True)
+    out = tmp_path / "out.jsonl"
+    assert main(["transcribe", str(wav), "--model", "whisper-base", "--out", str(out)]) == 0
+    segment = json.loads(out.read_text())["segments"][0]
+    assert segment["language"] == "de"
+    assert {"heute", "park"} <= set(segment["text"].lower().replace(".", "").split())
+    forced = tmp_path / "en.jsonl"
+    assert main(["transcribe", str(wav), "--model", "whisper-base", "--language", "en", "--out", str(forced)]) == 0
+    assert json.loads(forced.read_text())["segments"][0]["language"] == "en"
+    capsys.readouterr()
+    assert main(["transcribe", str(wav), "--model", "whisper-tiny.en", "--language", "de"]) == 2
+    assert "English-only" in capsys.readouterr().err
