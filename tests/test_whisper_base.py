@@ -107,3 +107,44 @@ def test_whisper_base_hears_german_as_german_and_writes_it_in_german(tmp_path, c
     capsys.readouterr()
     assert main(["transcribe", str(wav), "--model", "whisper-tiny.en", "--language", "de"]) == 2
     assert "English-only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["classification", "restoration", "diffusion", "whisper_ar", "adapter_fusion"])
+def test_every_task_trains_on_whisper_base_by_choosing_its_encoder_config(task, fsdd_folds, tmp_path):
+    """``encoder=whisper_base`` alone: widths, heads and the restoration tap layer follow the model."""
+    from ddp_fit import overrides
+
+    from speech_peft.commands.train import build_task, compose_config, run
+
+    fold = fsdd_folds / "fold_theo"
+    if task in ("whisper_ar", "adapter_fusion"):
+        chosen = [f"task={task}", "data=fsdd_long", f"data.train={fold}/train.jsonl", f"data.val={fold}/val.jsonl"]
+        if task == "whisper_ar":
+            chosen.append("adapter=lora")
+        else:
+            chosen.append(f"task.adapters={{read:{_base_adapter(tmp_path, 'read')},phone:{_base_adapter(tmp_path, 'phone')}}}")
+    else:
+        chosen = [o for o in overrides(task, "whisper-base", str(fsdd_folds), str(tmp_path))
+                  if not o.startswith(("encoder.name", "task.xattn_heads", "task.tap_layer", "task.bottleneck_dim"))]
+    cfg = compose_config([*chosen, "encoder=whisper_base", "data.batch_size=2", f"exp_dir={tmp_path}/exp",
+                          "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                          "trainer.enable_progress_bar=false", "logger=none"])
+    module = build_task(cfg)
+    encoder = getattr(module, "encoder", None) or module.model.model.encoder
+    assert encoder.layers[0].self_attn.embed_dim == 512
+    if task == "restoration":
+        assert len(encoder.layers) == 3  # half of base's 6 layers, as tiny.en's cleaner keeps 2 of 4
+    if task == "diffusion":
+        assert module.decoder.layers[0].adapters["xattn"].attn.num_heads == 8
+    fit = run(cfg, "fit")
+    assert fit["trainable_params"] > 0 and Path(fit["best_checkpoint"]).is_file()
+
+
+def _base_adapter(tmp_path: Path, task: str) -> Path:
+    import copy
+
+    from speech_peft.adapters import ParallelAdapterConfig, add_adapter, save_adapter
+
+    model = copy.deepcopy(load_whisper("whisper-base").model)
+    add_adapter(model, ParallelAdapterConfig(bottleneck_dim=8, stack="*encoder*", scale=1.0), task)
+    return save_adapter(model, tmp_path / "adapters" / task, name=task, base_model_name="whisper-base")

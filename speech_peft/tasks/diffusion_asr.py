@@ -59,7 +59,7 @@ class DiffusionASR(L.LightningModule):
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
 
     def __init__(self, encoder_name: str = "whisper-tiny.en", stage: int = 1, max_length: int = 256,
-                 xattn_heads: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, layer_decay: float = 0.9,
+                 xattn_heads: int | None = None, lr: float = 1e-3, weight_decay: float = 0.01, layer_decay: float = 0.9,
                  ema_decay: float = 0.995, init_from: str | None = None, cache_dir: str | None = None,
                  decode: dict | None = None, tokens_per_second: float | None = None,
                  xattn_init: str = "whisper", shift: bool = False, antithetic: bool = False,
@@ -83,9 +83,10 @@ class DiffusionASR(L.LightningModule):
         self.encoder = load_whisper_encoder(encoder_name)
         self.decoder = from_whisper(bundle.model, max_length, shift=shift)
         self.ctc = CTCHead(CTCHeadConfig(self.encoder.dim, ctc_width, ctc_layers)) if ctc_weight > 0 else None
-        if init_from is None:
+        if init_from is None:  # heads: the Whisper decoder's own unless given (tiny.en 6, base 8)
+            heads = xattn_heads or bundle.model.config.decoder_attention_heads
             self.report = add_adapter(self.decoder, CrossAttentionConfig(memory_dim=self.encoder.dim,
-                                                                         num_heads=xattn_heads), name="xattn")
+                                                                         num_heads=heads), name="xattn")
             if xattn_init == "whisper":
                 init_from_whisper_cross_attention(self.decoder, bundle.model)
         else:  # an export: its decoder weights where it has them (stage 2), then its adapters
