@@ -255,6 +255,39 @@ def test_coda_selected_tokens_attend_to_every_token_so_their_block_output_is_the
     assert not torch.allclose(among[rows, index], dense[rows, index], atol=1e-3)
 
 
+def test_coda_interpolate_picks_one_token_per_window_and_skipped_tokens_take_the_interpolated_update():
+    model = tiny_whisper_encoder()
+    add_adapter(model, CoDAConfig(bottleneck_dim=4, reduction=4, skipped="interpolate", attend="all"))
+    _randomise(model)
+    site = model.layers[1]
+    coda, block = site.adapters["default"], site.base
+    states = torch.randn(2, 10, coda.router.in_features)  # windows 0-3, 4-7 and the short one 8-9
+    with torch.no_grad():
+        index, _ = coda.selected(states)
+        routed = coda.route(block, (states, None), {})
+        scores = torch.sigmoid(coda.router(states).squeeze(-1))
+        dense = block(states, None)
+        dense = dense[0] if isinstance(dense, tuple) else dense
+    for window, (start, stop) in enumerate([(0, 4), (4, 8), (8, 10)]):
+        assert torch.equal(index[:, window], scores[:, start:stop].argmax(-1) + start)
+    rows = torch.arange(2)[:, None]
+    # a selected token's output is the dense block's; a skipped one between two selected tokens a and b
+    # takes (1 - s) update_a + s update_b, s its share of the way from a to b
+    torch.testing.assert_close(routed[rows, index], dense[rows, index], rtol=0, atol=1e-5)
+    update = dense[rows, index] - states[rows, index]
+    for b in range(2):
+        a_pos, b_pos = int(index[b, 0]), int(index[b, 1])
+        for t in range(10):
+            if t <= a_pos:
+                expected = update[b, 0]
+            elif t <= b_pos:
+                share = (t - a_pos) / (b_pos - a_pos)
+                expected = (1 - share) * update[b, 0] + share * update[b, 1]
+            else:
+                continue
+            torch.testing.assert_close(routed[b, t], states[b, t] + expected, rtol=0, atol=1e-5)
+
+
 def test_coda_router_learns_through_its_straight_through_gate():
     model, x = tiny_whisper_encoder(), whisper_input()
     add_adapter(model, CoDAConfig(bottleneck_dim=4, reduction=2))
