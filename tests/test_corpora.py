@@ -147,7 +147,8 @@ def test_commonvoice_splits_locales_and_accents(tmp_path):
         for row in _manifest(path):
             split, audio_path, audio, rate, text, client, _ = made[row["id"]]
             assert {"dev": "val"}.get(split, split) == path.stem
-            _check(row, row["id"], audio_path, audio, rate, text=text, speaker=client, task=row["id"].split("_")[2])
+            locale = row["id"].split("_")[2]
+            _check(row, row["id"], audio_path, audio, rate, text=text, speaker=client, task=locale, language=locale)
             seen += 1
     assert seen == len(made) == 8
     by_accent = prepare("commonvoice", str(root / "en"), str(tmp_path / "accents"), task_column="accents")

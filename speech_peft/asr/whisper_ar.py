@@ -88,13 +88,15 @@ class WhisperTranscriber:
         return self._search(states)[0]
 
     @torch.no_grad()
-    def decode(self, waveforms: Tensor, beam_size: int = 1, seed: int = 0) -> list[Hypothesis]:
+    def decode(self, waveforms: Tensor, beam_size: int = 1, seed: int = 0,
+               languages: list[str | None] | None = None) -> list[Hypothesis]:
         """One hypothesis per waveform, scored; with ``fallback`` a greedy result that loops or is unlikely
-        (and is not silence) is re-decoded by sampling at rising temperatures, as Whisper does."""
+        (and is not silence) is re-decoded by sampling at rising temperatures, as Whisper does.
+        ``languages``: each utterance's language where known (None: the transcriber's choice)."""
         if beam_size > 1:
-            return [Hypothesis(self.decode_text(r)) for r in self.beam_search(waveforms, beam_size)]
+            return [Hypothesis(self.decode_text(r)) for r in self.beam_search(waveforms, beam_size, languages)]
         states = self.encode(waveforms)
-        languages = self.languages(states)
+        languages = self.languages(states, languages)
         tokens, scores, no_speech = self._search(states, languages=languages)
         hyps = [Hypothesis(self.decode_text(t), p, s, language=code)
                 for t, s, p, code in zip(tokens, scores, no_speech, languages)]
@@ -121,11 +123,15 @@ class WhisperTranscriber:
         probs = logits[:, list(self.specials.languages.values())].softmax(-1)
         return [dict(sorted(zip(codes, row.tolist()), key=lambda item: -item[1])) for row in probs]
 
-    def languages(self, states: Tensor) -> list[str]:
-        """The language each utterance is transcribed in: the one asked for, or the detected one."""
-        if self.language != "auto":
-            return [self.language] * states.shape[0]
-        return [next(iter(found)) for found in self.detect_language(states)]
+    def languages(self, states: Tensor, known: list[str | None] | None = None) -> list[str]:
+        """The language each utterance is transcribed in: ``known``'s where given, else the one asked for, or
+        else the detected one."""
+        known = list(known or [None] * states.shape[0])
+        if self.language == "auto" and None in known:
+            detected = [next(iter(found)) for found in self.detect_language(states)]
+        else:
+            detected = [self.language] * states.shape[0]
+        return [k or d for k, d in zip(known, detected)]
 
     def _search(self, states: Tensor, temperature: float = 0.0, seed: int = 0, languages: list[str] | None = None):
         """Token ids, average log-probabilities and no-speech probabilities, one per row of ``states``.
@@ -218,11 +224,11 @@ class WhisperTranscriber:
         return step
 
     @torch.no_grad()
-    def beam_search(self, waveforms: Tensor, beam_size: int = 5) -> list[list[int]]:
+    def beam_search(self, waveforms: Tensor, beam_size: int = 5, languages: list[str | None] | None = None) -> list[list[int]]:
         states = self.encode(waveforms)
         batch = states.shape[0]
         end = self.eot
-        prompts = [self.specials.prompt(code) for code in self.languages(states)]
+        prompts = [self.specials.prompt(code) for code in self.languages(states, languages)]
         states = states.repeat_interleave(beam_size, 0)
         seqs = [[[] for _ in range(beam_size)] for _ in range(batch)]
         scores = torch.zeros(batch, beam_size)
@@ -272,8 +278,8 @@ class WhisperTranscriber:
     def decode_text(self, tokens: list[int]) -> str:
         return self.bundle.tokenizer.decode([t for t in tokens if t < self.eot], skip_special_tokens=True).strip()
 
-    def transcribe(self, waveforms: Tensor, beam_size: int = 1) -> list[str]:
-        return [h.text for h in self.decode(waveforms, beam_size)]
+    def transcribe(self, waveforms: Tensor, beam_size: int = 1, languages: list[str | None] | None = None) -> list[str]:
+        return [h.text for h in self.decode(waveforms, beam_size, languages=languages)]
 
 
 def _step_linears(decoder: nn.Module) -> list[nn.Module]:

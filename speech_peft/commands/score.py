@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..metrics.wer import group_table, score_by, score_files
+from ..metrics.wer import GROUP_FIELDS, group_table, score_by, score_files
 from ..reports.quality import score_quality
 
 
@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     w = what.add_parser("wer", help="WER/CER of id<TAB>text hypotheses against references")
     w.add_argument("--ref", required=True, help="id<TAB>text file, or a .jsonl manifest with text")
     w.add_argument("--hyp", required=True)
-    w.add_argument("--by", choices=("task", "speaker", "label"),
+    w.add_argument("--by", choices=GROUP_FIELDS,
                    help="also one row per value of this manifest field (--ref must be a .jsonl manifest)")
     w.set_defaults(func=run_wer)
     q = what.add_parser("quality", help="PESQ, STOI, SI-SDR, DNSMOS, speaker similarity, WER: degraded vs restored")

@@ -152,10 +152,11 @@ def commonvoice(root: str | os.PathLike, skip_bad: bool = False, rejects_path=No
                     if not (row.get("sentence") or "").strip():
                         _missing(rejects, audio, f"{tsv.name}:{number}: empty sentence")
                         continue
-                    group = (row.get("accents") or row.get("accent") or "") if task_column == "accents" \
-                        else (row.get("locale") or locale.name)
+                    spoken = row.get("locale") or locale.name
+                    group = (row.get("accents") or row.get("accent") or "") if task_column == "accents" else spoken
                     splits[split].append(_entry(Path(row["path"]).stem, audio, rejects, text=row["sentence"].strip(),
-                                                speaker=row["client_id"], task=group or "unknown"))
+                                                speaker=row["client_id"], task=group or "unknown",
+                                                language=spoken.split("-")[0].lower()))
     if not any(splits.values()):
         raise ValueError(f"commonvoice: no train.tsv, dev.tsv or test.tsv under {root}")
     return {name: _keep(entries) for name, entries in splits.items()}

@@ -20,6 +20,7 @@ class Batch:
     texts: list[str | None]
     labels: list[str | None]
     tasks: list[str | None] | None = None  # the manifest's task field (multi-task training, oracle routing)
+    languages: list[str | None] | None = None  # the manifest's language field
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -79,7 +80,7 @@ def collate(items: list) -> Batch | None:
         waves[row, : w.shape[-1]] = w
     entries = [e for e, _ in items]
     return Batch([e.id for e in entries], waves, lengths, [e.text for e in entries], [e.label for e in entries],
-                 [e.task for e in entries])
+                 [e.task for e in entries], [e.language for e in entries])
 
 
 def training_epoch(trainer) -> int:

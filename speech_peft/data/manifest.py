@@ -26,6 +26,7 @@ class Entry:
     clean_audio: str | None = None
     speaker: str | None = None
     adapter: str | None = None
+    language: str | None = None   # what is spoken (a Whisper language code: en, de, ...)
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, ensure_ascii=False)

@@ -29,7 +29,7 @@ from .manifest import Entry, read_manifest
 from .rejects import Rejects
 
 INDEX = "shards.json"
-META_FIELDS = ("id", "duration", "sample_rate", "text", "label", "task", "speaker")
+META_FIELDS = ("id", "duration", "sample_rate", "text", "label", "task", "speaker", "language")
 
 
 def write_shards(manifest: str | Path, out_dir: str | Path, items_per_shard: int = 1000,

@@ -1,8 +1,8 @@
 """Clean speech from many synthetic voices with exact transcripts (``speech-peft prepare tts_voices``).
 
-Every English voice of espeak-ng (accents x voice variants, at several rates and pitches) and the
-flite voices read sentences from a text file (one per line; the bundled
-``data/sentences/read_sentences.txt`` was written for this project). Files are written at 16 kHz,
+Every voice of espeak-ng for a language (its accents x voice variants, at several rates and pitches) and,
+for English, the flite voices read sentences from a text file (one per line; the bundled
+``data/sentences/read_sentences*.txt`` were written for this project: English, German, French, Spanish). Files are written at 16 kHz,
 atomically, and kept when they already exist (a rerun resumes). Validation voices are whole voices
 held out of training, so a validation score is on voices never trained on.
 """
@@ -24,6 +24,9 @@ SAMPLE_RATE = 16000
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
                   "en-us-nyc")
 ESPEAK_VARIANTS = ("m1", "m3", "m7", "f1", "f2", "f4")
+# Whisper language code -> espeak-ng voices speaking it
+ESPEAK_LANGUAGES = {"en": ESPEAK_ACCENTS, "de": ("de",), "fr": ("fr-fr", "fr-be", "fr-ch"), "es": ("es", "es-419"),
+                    "it": ("it",), "nl": ("nl",), "pt": ("pt", "pt-br"), "pl": ("pl",), "sv": ("sv",)}
 FLITE_VOICES = ("slt", "rms", "awb", "kal16")
 
 
@@ -48,28 +51,46 @@ class Voice:
         return ["flite", "-voice", self.name, "-t", text, "-o", wav]
 
 
-def available_voices(rates: tuple[int, ...] = (140, 175), pitches: tuple[int, ...] = (35, 60)) -> list[Voice]:
-    """The voices this machine can synthesise (an engine that is not installed contributes none)."""
+def available_voices(rates: tuple[int, ...] = (140, 175), pitches: tuple[int, ...] = (35, 60),
+                     language: str = "en") -> list[Voice]:
+    """The voices this machine can synthesise in ``language`` (an engine that is not installed contributes
+    none; flite speaks English only)."""
+    if language not in ESPEAK_LANGUAGES:
+        raise ValueError(f"no synthetic voices for language {language!r}; known: {', '.join(ESPEAK_LANGUAGES)}")
     voices = []
     if shutil.which("espeak-ng"):
-        for accent in ESPEAK_ACCENTS:
+        for accent in ESPEAK_LANGUAGES[language]:
             for variant in ESPEAK_VARIANTS:
                 for rate in rates:
                     for pitch in pitches:
                         voices.append(Voice("espeak-ng", f"{accent}+{variant}", rate, pitch))
-    if shutil.which("flite"):
+    if shutil.which("flite") and language == "en":
         voices += [Voice("flite", name) for name in FLITE_VOICES]
     return voices
 
 
+def synthesise(voice: Voice, text: str, path: Path) -> Path:
+    """``text`` read by ``voice`` into ``path`` (16 kHz), unless the file is already there."""
+    if path.exists():
+        return path
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = str(Path(tmp) / "raw.wav")
+        done = subprocess.run(voice.command(text, raw), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SynthesisError(f"{voice.engine} failed for voice {voice.name} "
+                                 f"(exit status {done.returncode}): {done.stderr.strip()[:200]}")
+        return save_audio(path, load_audio(raw, SAMPLE_RATE), SAMPLE_RATE)
+
+
 def make_tts_voices(sentences: str | Path, out: str | Path, per_voice: int = 8, val_voices: int = 8,
-                    max_voices: int | None = None, seed: int = 0) -> dict[str, Path]:
-    """Synthesise ``per_voice`` sentences (drawn per voice) with every available voice (or
-    ``max_voices`` of them, drawn at random); ``val_voices`` whole voices go to validation."""
+                    max_voices: int | None = None, seed: int = 0, language: str = "en") -> dict[str, Path]:
+    """Synthesise ``per_voice`` sentences (drawn per voice) with every available voice of ``language`` (or
+    ``max_voices`` of them, drawn at random); ``val_voices`` whole voices go to validation. Entries carry
+    ``language``."""
     lines = [s.strip() for s in Path(sentences).read_text(encoding="utf-8").splitlines() if s.strip()]
     if not lines:
         raise ValueError(f"{sentences}: no sentences (one per line)")
-    voices = available_voices()
+    voices = available_voices(language=language)
     if not voices:
         raise FileNotFoundError("no speech synthesiser found: install espeak-ng and/or flite "
                                 "(apt-get install espeak-ng flite)")
@@ -79,19 +100,11 @@ def make_tts_voices(sentences: str | Path, out: str | Path, per_voice: int = 8, 
     held_out = {v.id for v in rng.sample(voices, min(val_voices, len(voices) - 1))}
     out = Path(out)
     splits: dict[str, list[Entry]] = {"train": [], "val": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for voice in tqdm(voices, desc="tts voices", unit="voice"):
-            for index in sorted(rng.sample(range(len(lines)), min(per_voice, len(lines)))):
-                path = out / "audio" / voice.id / f"s{index:03d}.wav"
-                if not path.exists():
-                    raw = str(Path(tmp) / "raw.wav")
-                    done = subprocess.run(voice.command(lines[index], raw), capture_output=True, text=True)
-                    if done.returncode != 0:
-                        raise SynthesisError(f"{voice.engine} failed for voice {voice.name} "
-                                             f"(exit status {done.returncode}): {done.stderr.strip()[:200]}")
-                    save_audio(path, load_audio(raw, SAMPLE_RATE), SAMPLE_RATE)
-                frames, rate, _ = probe(path)
-                split = "val" if voice.id in held_out else "train"
-                splits[split].append(Entry(f"{voice.id}_s{index:03d}", str(path.resolve()), round(frames / rate, 4),
-                                           SAMPLE_RATE, text=lines[index], speaker=voice.id))
+    for voice in tqdm(voices, desc="tts voices", unit="voice"):
+        for index in sorted(rng.sample(range(len(lines)), min(per_voice, len(lines)))):
+            path = synthesise(voice, lines[index], out / "audio" / voice.id / f"s{index:03d}.wav")
+            frames, rate, _ = probe(path)
+            split = "val" if voice.id in held_out else "train"
+            splits[split].append(Entry(f"{voice.id}_s{index:03d}", str(path.resolve()), round(frames / rate, 4),
+                                       SAMPLE_RATE, text=lines[index], speaker=voice.id, language=language))
     return {name: write_manifest(entries, out / f"{name}.jsonl", relative=False) for name, entries in splits.items()}

@@ -8,6 +8,7 @@ file with the reason while the rest are transcribed. The module loads torch only
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -27,15 +28,17 @@ from ..fileio import write_text
 
 MAX_SECONDS = 4 * 3600.0  # a recording this long is read whole into memory (about 0.9 GB)
 BACKENDS = ("torch", "ctranslate2")
-# (waves (B, samples) float32, lengths (B,), each row's adapter or None) -> one scored hypothesis per row
-Decoder = Callable[[np.ndarray, np.ndarray, list], list[Hypothesis]]
+# (waves (B, samples) float32, lengths (B,), each row's adapter or None[, each row's language or None])
+# -> one scored hypothesis per row
+Decoder = Callable[..., list[Hypothesis]]
 
 
 def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, beam_size: int = 1,
                  decode: dict | None = None, device: str = "cpu", compute_type: str = "float32",
                  row_adapters: list[str] = (), backend: str = "torch", language: str | None = None) -> Decoder:
     """``language``: a code, ``auto`` (detected per window), or None: detected by multilingual Whisper models,
-    English for English-only ones and for exports. ``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
+    English for English-only ones, an AR export's own language; a row's language (the manifest's ``language``
+    field) comes first. Diffusion and fusion exports transcribe English. ``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
     saved adapters that utterances may name one by one), or an ASR export (``export.json``); with
     ``backend="ctranslate2"`` a CTranslate2 Whisper directory (a base model or ``speech-peft export``'s
     output). Options that do not apply to the model are refused, never ignored."""
@@ -46,7 +49,6 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
             raise ValueError("--backend ctranslate2 transcribes English: --language does not apply")
         return _ctranslate2_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters)
     import copy
-    import dataclasses
 
     import torch
 
@@ -69,8 +71,8 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
         from ..tasks.multitask_asr import WhisperAdapterFusion
 
         kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT, FUSION_EXPORT))["kind"]
-        if language not in (None, "en"):
-            raise ValueError(f"{model} is an ASR export trained on English prompts: --language does not apply")
+        if language not in (None, "en") and kind != AR_EXPORT:
+            raise ValueError(f"{model} is a {kind} export trained on English: --language does not apply")
         if adapter is not None or row_adapters:
             raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
                              "adapters do not apply")
@@ -78,14 +80,14 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
             if beam_size != 1:
                 raise ValueError(f"{model} is a diffusion ASR export: --beam-size does not apply (use --candidates)")
             diffusion = DiffusionASR.from_export(model, decode).to(target)
-            return lambda w, n, _: [Hypothesis(t) for t in diffusion.transcribe(tensor(w), tensor(n))]
+            return lambda w, n, *_: [Hypothesis(t) for t in diffusion.transcribe(tensor(w), tensor(n))]
         if kind == FUSION_EXPORT:  # task-ID-free: each utterance routed by what it sounds like
             fused = WhisperAdapterFusion.from_export(model).to(target)
             fused.transcriber = _recast(fused.transcriber, compute_type)
-            return lambda w, n, _: fused.decode(tensor(w), tensor(n), beam_size=beam_size)
+            return lambda w, n, *_: fused.decode(tensor(w), tensor(n), beam_size=beam_size)
         ar = WhisperARFineTune.from_export(model).to(target)
-        transcriber = _recast(ar.transcriber, compute_type)
-        return lambda w, n, _: transcriber.decode(tensor(w), beam_size)
+        transcriber = _recast(ar.transcriber, compute_type, language)
+        return lambda w, n, _, languages=None: transcriber.decode(tensor(w), beam_size, languages=languages)
     if decode is not None:
         raise ValueError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
                          "--rule, --remask) do not apply")
@@ -104,20 +106,22 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
         language = "auto" if bundle.model.config.vocab_size >= MULTILINGUAL_VOCAB else "en"
     transcriber = WhisperTranscriber(bundle, compute_type=compute_type, language=language)
     if not named:
-        return lambda w, n, _: transcriber.decode(tensor(w), beam_size)
+        return lambda w, n, _, languages=None: transcriber.decode(tensor(w), beam_size, languages=languages)
 
-    def mixed(waves: np.ndarray, lengths: np.ndarray, paths: list) -> list[Hypothesis]:
+    def mixed(waves: np.ndarray, lengths: np.ndarray, paths: list, languages: list | None = None) -> list[Hypothesis]:
         set_row_adapters(bundle.model, [named.get(path or adapter) for path in paths])
         try:
-            return transcriber.decode(tensor(waves), beam_size)
+            return transcriber.decode(tensor(waves), beam_size, languages=languages)
         finally:
             set_row_adapters(bundle.model, None)
 
     return mixed
 
 
-def _recast(transcriber, compute_type: str):
-    return transcriber if compute_type == "float32" else type(transcriber)(transcriber.bundle, compute_type=compute_type)
+def _recast(transcriber, compute_type: str, language: str | None = None):
+    if compute_type == "float32" and language in (None, transcriber.language):
+        return transcriber
+    return type(transcriber)(transcriber.bundle, compute_type=compute_type, language=language or transcriber.language)
 
 
 def _ctranslate2_decoder(model: str, adapter: str | None, beam_size: int, decode: dict | None, device: str,
@@ -136,7 +140,7 @@ def _ctranslate2_decoder(model: str, adapter: str | None, beam_size: int, decode
         raise ValueError(f"{model} is a speech-peft export: write it for CTranslate2 with "
                          "speech-peft export --format ctranslate2 --model EXPORT --out DIR")
     whisper = CTranslate2Whisper(directory, compute_type="int8" if compute_type == "int8" else "float32")
-    return lambda w, n, _: whisper.decode(w)
+    return lambda w, n, *_: whisper.decode(w)
 
 
 def transcribe_files(entries: list[Entry], model: str = "whisper-tiny.en", adapter: str | None = None,
@@ -146,7 +150,10 @@ def transcribe_files(entries: list[Entry], model: str = "whisper-tiny.en", adapt
                      compute_type: str = "float32", max_seconds: float = MAX_SECONDS,
                      backend: str = "torch", language: str | None = None) -> list[Transcript]:
     """Transcripts in the entries' order (skipped inputs are listed in ``rejects_path``). Entries whose
-    ``adapter`` field names a saved adapter are decoded with it, in the same batches as the rest."""
+    ``adapter`` field names a saved adapter are decoded with it, in the same batches as the rest; an entry's
+    ``language`` field is the language it is transcribed in unless ``language`` is given."""
+    if language is not None:  # asked for explicitly (a code or auto): it overrides the manifest's languages
+        entries = [dataclasses.replace(e, language=None) for e in entries]
     row_adapters = list(dict.fromkeys(e.adapter for e in entries if e.adapter))
     decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters, backend, language)
     return transcribe_with(decoder, entries, batch_size, skip_bad, rejects_path, progress, vad, max_seconds, backend)
@@ -197,7 +204,12 @@ def _flush(pending: list, decoder: Decoder, batch_size: int, done: dict[str, Tra
         waves = np.zeros((len(pieces), int(lengths.max())), dtype=np.float32)
         for row, piece in enumerate(pieces):
             waves[row, : len(piece)] = piece
-        results.update(zip(group, decoder(waves, lengths, [pending[f][0].adapter for f, _ in group])))
+        entries = [pending[f][0] for f, _ in group]
+        if any(e.language for e in entries):
+            hyps = decoder(waves, lengths, [e.adapter for e in entries], [e.language for e in entries])
+        else:
+            hyps = decoder(waves, lengths, [e.adapter for e in entries])
+        results.update(zip(group, hyps))
     for f, (entry, wave, plan) in enumerate(pending):
         hyps = [results[(f, w)] for w in range(len(plan.windows))]
         done[entry.id] = assemble(entry.id, entry.audio, len(wave), plan, hyps)

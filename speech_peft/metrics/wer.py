@@ -3,6 +3,7 @@ report) and the mean of per-utterance WERs (which some papers report instead), w
 ESPnet-style count table."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import jiwer
@@ -112,8 +113,28 @@ def read_references(path: str) -> dict[str, str]:
     return {e.id: e.text for e in entries}
 
 
+def read_hypotheses(path: str) -> dict[str, str]:
+    """``id<TAB>text`` lines, or the ``.jsonl`` that ``speech-peft transcribe`` writes (``id`` and ``text``)."""
+    if not path.endswith(".jsonl"):
+        return read_tsv(path)
+    hyps: dict[str, str] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                uid, text = row["id"], row.get("text") or ""
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{number}: not a transcript object with id and text ({err})") from None
+            if uid in hyps:
+                raise ValueError(f"{path}:{number}: id {uid!r} appears twice")
+            hyps[uid] = text
+    return hyps
+
+
 def _paired(ref_path: str, hyp_path: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    refs, hyps = read_references(ref_path), read_tsv(hyp_path)
+    refs, hyps = read_references(ref_path), read_hypotheses(hyp_path)
     missing = sorted(set(refs) - set(hyps))
     extra = sorted(set(hyps) - set(refs))
     if missing:
@@ -128,11 +149,14 @@ def score_files(ref_path: str, hyp_path: str) -> WERResult:
     return score([refs[i] for i in ids], [hyps[i] for i in ids])
 
 
+GROUP_FIELDS = ("task", "speaker", "label", "language")
+
+
 def score_by(ref_path: str, hyp_path: str, by: str) -> dict[str, WERResult]:
-    """``{"all": result, group: result, ...}`` by a manifest field (task, speaker, label) of the references;
+    """``{"all": result, group: result, ...}`` by a manifest field (``GROUP_FIELDS``) of the references;
     every utterance counts in exactly one group ("(none)" where the field is empty)."""
-    if by not in ("task", "speaker", "label"):
-        raise ValueError(f"cannot group by {by!r}: task, speaker or label")
+    if by not in GROUP_FIELDS:
+        raise ValueError(f"cannot group by {by!r}: {', '.join(GROUP_FIELDS)}")
     if not ref_path.endswith(".jsonl"):
         raise ValueError(f"{ref_path}: grouping by {by} needs a .jsonl manifest as references")
     refs, hyps, ids = _paired(ref_path, hyp_path)

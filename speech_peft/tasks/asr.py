@@ -51,17 +51,24 @@ class CorpusWER:
 
 
 def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber, batch: Batch) -> torch.Tensor:
-    """Cross-entropy of the normalised transcripts (and end-of-text) after the transcriber's prompt."""
-    prompt, tokenizer, end = transcriber.prompt, transcriber.bundle.tokenizer, transcriber.eot
+    """Cross-entropy of the normalised transcripts (and end-of-text) after the transcriber's prompt, in each
+    utterance's language where the manifest gives it. A multilingual model also learns to predict the language
+    token after <|startoftranscript|>, as Whisper was trained: its language detection follows the adapter."""
+    tokenizer, end = transcriber.bundle.tokenizer, transcriber.eot
     device = batch.waveforms.device
+    languages = batch.languages or [None] * len(batch)
+    prompts = [transcriber.specials.prompt(code) if code else transcriber.prompt for code in languages]
     rows = [prompt + tokenizer.encode(" " + normalize(t or ""), add_special_tokens=False).ids + [end]
-            for t in batch.texts]
+            for prompt, t in zip(prompts, batch.texts)]
+    prompt = prompts[0]  # every prompt of a model has the same length
     longest = max(map(len, rows))
     ids = torch.full((len(rows), longest), end, dtype=torch.long, device=device)
     targets = torch.full_like(ids, -100)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
         targets[i, len(prompt) - 1: len(row) - 1] = torch.tensor(row[len(prompt):])  # predict text + EOT
+        if transcriber.specials.multilingual:
+            targets[i, 0] = row[1]  # the language token
     feats = log_mel(batch.waveforms, model.config.num_mel_bins, pad_to_30s=True)
     logits = model(input_features=feats, decoder_input_ids=ids).logits
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
@@ -73,8 +80,10 @@ class WhisperARFineTune(L.LightningModule):
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
 
     def __init__(self, model_name: str = "whisper-tiny.en", adapter: dict | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0, adapter_dir: str | None = None) -> None:
-        """``adapter_dir``: a saved adapter to place (and go on training) instead of a new one."""
+                 weight_decay: float = 0.0, adapter_dir: str | None = None, language: str = "en") -> None:
+        """``adapter_dir``: a saved adapter to place (and go on training) instead of a new one. ``language``:
+        the prompt's language for utterances whose manifest entry names none (``auto``: detected), e.g. the
+        one language a per-language adapter is trained for."""
         super().__init__()
         self.save_hyperparameters()
         bundle = load_whisper(model_name)
@@ -88,7 +97,7 @@ class WhisperARFineTune(L.LightningModule):
             self.report = add_adapter(self.model, config_from_dict(dict(adapter or DEFAULT_ADAPTER)))
         else:
             self.report = load_adapter(self.model, adapter_dir)
-        self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model))
+        self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model), language=language)
         self.tokenizer = bundle.tokenizer
         self.wer = CorpusWER()
 
@@ -112,7 +121,7 @@ class WhisperARFineTune(L.LightningModule):
         self.wer.start()
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.wer.add(batch.texts, self.transcribe(batch.waveforms))
+        self.wer.add(batch.texts, self.transcriber.transcribe(batch.waveforms, languages=batch.languages))
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.wer.result())
@@ -144,14 +153,15 @@ class WhisperARFineTune(L.LightningModule):
         else:
             save_adapter(self.model, directory / "adapter", base_model_name=self.hparams.model_name)
         write_export_info(directory, EXPORT_KIND, {"model_name": self.hparams.model_name,
-                                                   "full_finetune": self.full_finetune})
+                                                   "full_finetune": self.full_finetune,
+                                                   "language": self.hparams.language})
         return directory
 
     @classmethod
     def from_export(cls, directory: str | Path) -> "WhisperARFineTune":
         config = read_export_info(directory, EXPORT_KIND)["config"]
         if config.get("full_finetune"):
-            module = cls(config["model_name"], adapter={"method": FULL_FINETUNE})
+            module = cls(config["model_name"], adapter={"method": FULL_FINETUNE}, language=config.get("language", "en"))
             missing, unexpected = module.model.load_state_dict(load_file(Path(directory) / FULL_WEIGHTS), strict=False)
             if unexpected or set(missing) - {"proj_out.weight"}:
                 raise ValueError(f"{directory}: {FULL_WEIGHTS} does not match {config['model_name']} "
@@ -159,4 +169,5 @@ class WhisperARFineTune(L.LightningModule):
             for p in module.model.parameters():
                 p.requires_grad_(False)
             return module.eval()
-        return cls(config["model_name"], adapter_dir=str(Path(directory) / "adapter")).eval()
+        return cls(config["model_name"], adapter_dir=str(Path(directory) / "adapter"),
+                   language=config.get("language", "en")).eval()
