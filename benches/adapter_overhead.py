@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -54,11 +55,21 @@ METHODS = {
     "hydra": {"method": "hydra", "r": 4, "alpha": 8, "target_roles": ["attn.q", "attn.v"]},
     "hyper": {"method": "hyper", "bottleneck_dim": 16, "hyper_dim": 4},
     "mhr": {"method": "poly", "r": 4, "alpha": 8, "skills": 4, "heads": 4, "target_roles": ["attn.q", "attn.v"]},
-    "coda_4x": {"method": "coda", "reduction": 4, "reduction_factor": 16, "layers": "1-"},
     "hd_pissa": {"method": "hd_pissa", "r": 8, "alpha": 8, "target_roles": ["attn.q", "attn.v"]},
     "lte": {"method": "lte", "r": 8, "alpha": 16, "target_roles": ["attn.q", "attn.v"]},
 }
 CODA_REDUCTIONS = (2, 4, 8)
+CONF = Path(__file__).resolve().parents[1] / "conf" / "adapter"
+
+
+def coda_config(reduction: int) -> dict:
+    """The shipped CoDA config with 1 token in ``reduction`` routed."""
+    import yaml
+
+    return {**yaml.safe_load((CONF / "coda_4x.yaml").read_text()), "reduction": reduction}
+
+
+METHODS["coda_4x"] = coda_config(4)
 
 
 def prepare(method: str):
@@ -169,7 +180,7 @@ def coda_inference(steps: int, reduction: int) -> tuple[float, float]:
 
     dense, routed = make_encoder(), make_encoder()
     for model, r in ((dense, 1), (routed, reduction)):
-        add_adapter(model, config_from_dict({"method": "coda", "reduction": r, "reduction_factor": 16, "layers": "1-"}))
+        add_adapter(model, config_from_dict(coda_config(r)))
     for path, module in adapter_modules(routed, "default").items():
         adapter_modules(dense, "default")[path].load_state_dict(module.state_dict())
     x = torch.randn(BATCH, 80, FRAMES)

@@ -88,7 +88,7 @@ def test_results_table_names_the_dataset_and_encoder_of_the_runs(tmp_path):
     assert "| lora | 85.00 ± 7.07 | 2 | 10 | 1.000 | 2 KiB | 4.0 |" in text
 
 
-@pytest.mark.parametrize("recipe", ["fsdd/cls", "esc50/cls", "speechcommands/cls", "fsdd_long/asr", "multitask/asr",
+@pytest.mark.parametrize("recipe", ["fsdd/cls", "esc50/cls", "speechcommands/cls", "fsdd_long/asr", "multitask/asr", "multilingual/asr",
                                     "speech_samples/restore", "librispeech/asr", "libritts/restore", "vctk/restore",
                                     "commonvoice/asr"])
 def test_every_recipe_takes_a_gpu_profile_and_refuses_an_unknown_one(recipe, tmp_path):

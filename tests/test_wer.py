@@ -70,3 +70,19 @@ def test_wer_by_task_scores_each_group_on_its_own_utterances_and_all_of_them_tog
     (tmp_path / "h.tsv").write_text("u1\tx\n")
     assert main(["score", "wer", "--ref", str(tmp_path / "ref.tsv"), "--hyp", str(tmp_path / "h.tsv"), "--by", "task"]) == 2
     assert "needs a .jsonl manifest" in capsys.readouterr().err
+
+
+def test_transcribe_jsonl_output_scores_as_hypotheses_grouped_by_language(tmp_path, capsys):
+    (tmp_path / "m.jsonl").write_text(
+        '{"id": "u1", "audio": "a.wav", "text": "guten tag", "language": "de"}\n'
+        '{"id": "u2", "audio": "b.wav", "text": "bonjour", "language": "fr"}\n')
+    (tmp_path / "hyp.jsonl").write_text(  # what speech-peft transcribe --format jsonl writes
+        '{"id": "u1", "audio": "a.wav", "duration": 1.0, "text": "guten tag", "segments": [], "speech": true}\n'
+        '{"id": "u2", "audio": "b.wav", "duration": 1.0, "text": "bon jour", "segments": [], "speech": true}\n')
+    assert main(["score", "wer", "--ref", str(tmp_path / "m.jsonl"), "--hyp", str(tmp_path / "hyp.jsonl"),
+                 "--by", "language"]) == 0
+    out = capsys.readouterr().out
+    assert "| de | 1 | 2 | 0.00 |" in out and "| fr | 1 | 1 | 200.00 |" in out
+    (tmp_path / "bad.jsonl").write_text('{"text": "no id"}\n')
+    assert main(["score", "wer", "--ref", str(tmp_path / "m.jsonl"), "--hyp", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl:1" in capsys.readouterr().err

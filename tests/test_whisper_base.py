@@ -104,6 +104,12 @@ def test_whisper_base_hears_german_as_german_and_writes_it_in_german(tmp_path, c
     forced = tmp_path / "en.jsonl"
     assert main(["transcribe", str(wav), "--model", "whisper-base", "--language", "en", "--out", str(forced)]) == 0
     assert json.loads(forced.read_text())["segments"][0]["language"] == "en"
+    manifest = tmp_path / "given.jsonl"  # a manifest's language is the one transcribed in
+    manifest.write_text(json.dumps({"id": "satz", "audio": str(wav), "duration": 3.0, "sample_rate": 22050,
+                                    "language": "fr"}) + "\n")
+    given = tmp_path / "given_out.jsonl"
+    assert main(["transcribe", str(manifest), "--model", "whisper-base", "--out", str(given)]) == 0
+    assert json.loads(given.read_text())["segments"][0]["language"] == "fr"
     capsys.readouterr()
     assert main(["transcribe", str(wav), "--model", "whisper-tiny.en", "--language", "de"]) == 2
     assert "English-only" in capsys.readouterr().err
@@ -148,3 +154,35 @@ def _base_adapter(tmp_path: Path, task: str) -> Path:
     model = copy.deepcopy(load_whisper("whisper-base").model)
     add_adapter(model, ParallelAdapterConfig(bottleneck_dim=8, stack="*encoder*", scale=1.0), task)
     return save_adapter(model, tmp_path / "adapters" / task, name=task, base_model_name="whisper-base")
+
+
+def test_ar_training_prompts_each_utterance_in_its_language_and_learns_the_language_token(monkeypatch):
+    from types import SimpleNamespace
+
+    from speech_peft.asr.whisper_ar import WhisperTranscriber
+    from speech_peft.data.dataset import Batch
+    from speech_peft.tasks.asr import teacher_forced_loss
+
+    bundle = load_whisper("whisper-base")
+    transcriber = WhisperTranscriber(bundle, language="en")
+    seen = {}
+
+    class Recorder(torch.nn.Module):  # stands in for the model: records what it is fed
+        config = SimpleNamespace(num_mel_bins=80)
+
+        def forward(self, input_features, decoder_input_ids):
+            seen["ids"] = decoder_input_ids
+            return SimpleNamespace(logits=torch.zeros(*decoder_input_ids.shape, 51865, requires_grad=True))
+
+    captured = []
+    original = torch.nn.functional.cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy",
+                        lambda logits, targets, **kw: captured.append(targets) or original(logits, targets, **kw))
+    batch = Batch(["a", "b", "c"], torch.zeros(3, 1600), torch.tensor([1600] * 3), ["hallo welt", "bonjour", "hello"],
+                  [None] * 3, None, ["de", "fr", None])
+    teacher_forced_loss(Recorder(), transcriber, batch)
+    specials = transcriber.specials
+    ids, targets = seen["ids"], captured[0].view(3, -1)
+    assert [int(ids[i, 1]) for i in range(3)] == [specials.languages[c] for c in ("de", "fr", "en")]  # None: the task's
+    assert [int(targets[i, 0]) for i in range(3)] == [specials.languages[c] for c in ("de", "fr", "en")]
+    assert int(targets[0, 3]) == int(ids[0, 4])  # after <|notimestamps|>: the first text token
