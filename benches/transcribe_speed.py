@@ -1,4 +1,5 @@
-"""Transcription speed against faster-whisper, side by side in one run, on the same Whisper tiny.en weights.
+"""Transcription speed against faster-whisper, side by side in one run, on the same Whisper tiny.en weights
+(and on the same Whisper base weights for the 12 sentences).
 
 Rows (each configuration run alternately with the others, median of ``--repeats``, greedy, English):
 - cold start: process wall time of one command transcribing one short file, ours (torch and CTranslate2
@@ -171,6 +172,22 @@ def main() -> None:
             wer = f", {100 * score(refs, texts[name]).wer:.1f}%" if refs else ""
             cells.append(f"{times[name]:.2f} ({times[name] / base:.2f}x{wer})")
         print(f"| {label} | " + " | ".join(cells) + " |")
+
+    base_dir = str(resolve_model_dir("whisper-base"))
+    fw_base = WhisperModel(base_dir, device="cpu", compute_type="int8", cpu_threads=args.threads)
+    base = {"ours torch float32": ours(load_decoder("whisper-base", language="en")),
+            "ours torch int8": ours(load_decoder("whisper-base", compute_type="int8", language="en")),
+            "ours CTranslate2 int8": ours(load_decoder("whisper-base", backend="ctranslate2", compute_type="int8"),
+                                          "ctranslate2"),
+            "faster-whisper int8": faster_whisper(fw_base)}
+    files, refs = sets["12 sentences"]
+    times, texts = median_times(base, files, args.repeats)
+    print("\nWhisper base (multilingual, 74 M parameters, English given), 12 sentences (seconds; ratio to "
+          "faster-whisper int8 on the same files; WER %)\n")
+    print("| system | seconds | ratio | WER % |\n|---|---|---|---|")
+    for name in base:
+        print(f"| {name} | {times[name]:.2f} | {times[name] / times['faster-whisper int8']:.2f} | "
+              f"{100 * score(refs, texts[name]).wer:.1f} |")
 
     lora_a, lora_b = saved_lora(work / "lora_a", 1), saved_lora(work / "lora_b", 2)
     merged = str(export_whisper("whisper-tiny.en", work / "merged_ct2", lora_a))

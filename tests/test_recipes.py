@@ -105,3 +105,28 @@ def test_the_gpu_check_runs_every_profile_and_the_speed_benches_in_one_script():
     steps = dict(line.split(": ", 1) for line in done.stdout.splitlines())
     assert all("--profile gpu" in steps[name] for name in ("fsdd_cls_30s", "fsdd_long_asr", "restore", "multitask_asr"))
     assert "--device cuda" in steps["transcribe_cuda"] and steps["bench_transcribe"].endswith("transcribe_speed.py")
+
+
+def test_multilingual_recipe_routes_each_utterance_to_the_plug_in_of_its_given_or_detected_language(tmp_path):
+    from speech_peft.data.manifest import Entry, read_manifest, write_manifest
+
+    test = write_manifest([Entry("a", str(tmp_path / "a.wav"), 1.0, 16000, text="hallo", language="de"),
+                           Entry("b", str(tmp_path / "b.wav"), 1.0, 16000, text="hola", language="es"),
+                           Entry("c", str(tmp_path / "c.wav"), 1.0, 16000, text="bonjour", language="fr")],
+                          tmp_path / "test.jsonl", relative=False)
+    plugins = {lang: tmp_path / "plugins" / lang for lang in ("de", "es", "fr")}
+    for folder in plugins.values():
+        folder.mkdir(parents=True)
+    (tmp_path / "detected.jsonl").write_text("".join(json.dumps({"id": uid, "text": "", "segments": [{"language": lang}]})
+                                                     + "\n" for uid, lang in [("a", "de"), ("b", "th"), ("c", "es")]))
+    script = ROOT / "recipes" / "multilingual" / "asr" / "local" / "route.py"
+    args = [f"{lang}={path}" for lang, path in plugins.items()]
+    for out, extra in (("given.jsonl", []), ("detected_routed.jsonl", ["--detected", str(tmp_path / "detected.jsonl")])):
+        done = subprocess.run([sys.executable, str(script), str(test), str(tmp_path / out), *args, *extra],
+                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    given = {e.id: (e.language, e.adapter) for e in read_manifest(tmp_path / "given.jsonl")}
+    assert given == {"a": ("de", str(plugins["de"])), "b": ("es", str(plugins["es"])), "c": ("fr", str(plugins["fr"]))}
+    detected = {e.id: (e.language, e.adapter) for e in read_manifest(tmp_path / "detected_routed.jsonl")}
+    # a language without a plug-in (Thai) keeps the bare model; a wrong detection takes the wrong plug-in
+    assert detected == {"a": ("de", str(plugins["de"])), "b": ("th", None), "c": ("es", str(plugins["es"]))}
