@@ -14,7 +14,7 @@ Rows (each configuration run alternately with the others, median of ``--repeats`
 
 faster-whisper is a benchmark-only dependency (``pip install -e '.[bench]'``).
 
-    .venv/bin/python benches/transcribe_speed.py [--repeats 3] [--threads 2]
+    .venv/bin/python benches/transcribe_speed.py [--repeats 3] [--threads 2] [--sections tiny base adapters]
 """
 from __future__ import annotations
 
@@ -108,11 +108,15 @@ def saved_lora(directory: Path, seed: int) -> str:
     return str(save_adapter(model, directory, base_model_name="whisper-tiny.en"))
 
 
+SECTIONS = ("tiny", "base", "adapters")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     args = parser.parse_args()
 
     import torch
@@ -145,50 +149,54 @@ def main() -> None:
                 for p in files]
         return run
 
-    fw = {kind: WhisperModel(model_dir, device="cpu", compute_type=kind, cpu_threads=args.threads)
-          for kind in ("int8", "float32")}
-    systems = {"ours torch float32": ours(load_decoder()),
-               "ours torch int8": ours(load_decoder(compute_type="int8")),
-               "ours CTranslate2 int8": ours(load_decoder(backend="ctranslate2", compute_type="int8"), "ctranslate2"),
-               "faster-whisper int8": faster_whisper(fw["int8"]),
-               "faster-whisper float32": faster_whisper(fw["float32"])}
+    if "tiny" in args.sections:
+        fw = {kind: WhisperModel(model_dir, device="cpu", compute_type=kind, cpu_threads=args.threads)
+              for kind in ("int8", "float32")}
+        systems = {"ours torch float32": ours(load_decoder()),
+                   "ours torch int8": ours(load_decoder(compute_type="int8")),
+                   "ours CTranslate2 int8": ours(load_decoder(backend="ctranslate2", compute_type="int8"), "ctranslate2"),
+                   "faster-whisper int8": faster_whisper(fw["int8"]),
+                   "faster-whisper float32": faster_whisper(fw["float32"])}
 
-    print(f"Whisper tiny.en (same CTranslate2 weights), greedy, {args.threads} threads, batch {args.batch_size}, "
-          f"median of {args.repeats} alternated runs\n")
-    cold = cold_start(args.repeats, args.threads, model_dir)
-    anchor = cold["faster-whisper int8"]
-    print("Cold start: one 2.9 s file, whole process (seconds; ratio to faster-whisper int8)\n")
-    print("| system | seconds | ratio |\n|---|---|---|")
-    for name, seconds in cold.items():
-        print(f"| {name} | {seconds:.2f} | {seconds / anchor:.2f} |")
+        print(f"Whisper tiny.en (same CTranslate2 weights), greedy, {args.threads} threads, batch {args.batch_size}, "
+              f"median of {args.repeats} alternated runs\n")
+        cold = cold_start(args.repeats, args.threads, model_dir)
+        anchor = cold["faster-whisper int8"]
+        print("Cold start: one 2.9 s file, whole process (seconds; ratio to faster-whisper int8)\n")
+        print("| system | seconds | ratio |\n|---|---|---|")
+        for name, seconds in cold.items():
+            print(f"| {name} | {seconds:.2f} | {seconds / anchor:.2f} |")
 
-    print("\nSteady state, models loaded (seconds per set; ratio to faster-whisper int8; corpus WER %)\n")
-    print("| input | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
-    for label, (files, refs) in sets.items():
-        times, texts = median_times(systems, files, args.repeats)
-        base = times["faster-whisper int8"]
-        cells = []
-        for name in systems:
-            wer = f", {100 * score(refs, texts[name]).wer:.1f}%" if refs else ""
-            cells.append(f"{times[name]:.2f} ({times[name] / base:.2f}x{wer})")
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        print("\nSteady state, models loaded (seconds per set; ratio to faster-whisper int8; corpus WER %)\n")
+        print("| input | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
+        for label, (files, refs) in sets.items():
+            times, texts = median_times(systems, files, args.repeats)
+            base = times["faster-whisper int8"]
+            cells = []
+            for name in systems:
+                wer = f", {100 * score(refs, texts[name]).wer:.1f}%" if refs else ""
+                cells.append(f"{times[name]:.2f} ({times[name] / base:.2f}x{wer})")
+            print(f"| {label} | " + " | ".join(cells) + " |")
 
-    base_dir = str(resolve_model_dir("whisper-base"))
-    fw_base = WhisperModel(base_dir, device="cpu", compute_type="int8", cpu_threads=args.threads)
-    base = {"ours torch float32": ours(load_decoder("whisper-base", language="en")),
-            "ours torch int8": ours(load_decoder("whisper-base", compute_type="int8", language="en")),
-            "ours CTranslate2 int8": ours(load_decoder("whisper-base", backend="ctranslate2", compute_type="int8"),
-                                          "ctranslate2"),
-            "faster-whisper int8": faster_whisper(fw_base)}
-    files, refs = sets["12 sentences"]
-    times, texts = median_times(base, files, args.repeats)
-    print("\nWhisper base (multilingual, 74 M parameters, English given), 12 sentences (seconds; ratio to "
-          "faster-whisper int8 on the same files; WER %)\n")
-    print("| system | seconds | ratio | WER % |\n|---|---|---|---|")
-    for name in base:
-        print(f"| {name} | {times[name]:.2f} | {times[name] / times['faster-whisper int8']:.2f} | "
-              f"{100 * score(refs, texts[name]).wer:.1f} |")
+    if "base" in args.sections:
+        base_dir = str(resolve_model_dir("whisper-base"))
+        fw_base = WhisperModel(base_dir, device="cpu", compute_type="int8", cpu_threads=args.threads)
+        base = {"ours torch float32": ours(load_decoder("whisper-base", language="en")),
+                "ours torch int8": ours(load_decoder("whisper-base", compute_type="int8", language="en")),
+                "ours CTranslate2 int8": ours(load_decoder("whisper-base", backend="ctranslate2", compute_type="int8"),
+                                              "ctranslate2"),
+                "faster-whisper int8": faster_whisper(fw_base)}
+        files, refs = sets["12 sentences"]
+        times, texts = median_times(base, files, args.repeats)
+        print("\nWhisper base (multilingual, 74 M parameters, English given), 12 sentences (seconds; ratio to "
+              "faster-whisper int8 on the same files; WER %)\n")
+        print("| system | seconds | ratio | WER % |\n|---|---|---|---|")
+        for name in base:
+            print(f"| {name} | {times[name]:.2f} | {times[name] / times['faster-whisper int8']:.2f} | "
+                  f"{100 * score(refs, texts[name]).wer:.1f} |")
 
+    if "adapters" not in args.sections:
+        return
     lora_a, lora_b = saved_lora(work / "lora_a", 1), saved_lora(work / "lora_b", 2)
     merged = str(export_whisper("whisper-tiny.en", work / "merged_ct2", lora_a))
     fw_merged = WhisperModel(merged, device="cpu", compute_type="int8", cpu_threads=args.threads)

@@ -207,7 +207,7 @@ def test_a_synthesiser_that_fails_is_one_line_naming_the_voice(tmp_path, monkeyp
     from speech_peft.data import tts_voices
 
     broken = tts_voices.Voice("flite", "no_such_voice")
-    monkeypatch.setattr(tts_voices, "available_voices", lambda: [broken, broken])
+    monkeypatch.setattr(tts_voices, "available_voices", lambda language="en": [broken, broken])
     monkeypatch.setattr(tts_voices.Voice, "command", lambda self, text, wav: ["sh", "-c", "echo no voice >&2; exit 3"])
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("The red boat sailed home.\n")
