@@ -1,4 +1,5 @@
-"""Adapter overhead on a Whisper tiny.en-sized encoder (d_model 384, 4 layers, 30 s input, batch 4).
+"""Adapter overhead on a Whisper tiny.en-sized encoder (d_model 384, 4 layers, 30 s input, batch 4; ``--size base``:
+d_model 512, 6 layers).
 
 For each method: trainable parameters, training-step time and peak extra memory relative to full
 fine-tuning; our LoRA against Hugging Face PEFT's LoRA on the same modules (steps alternated in one
@@ -8,7 +9,7 @@ bytes of every distinct tensor packed during one forward), and the growth of the
 during the steps in a fresh process per method (what the machine saw, but it carries allocator noise
 of a few per cent on the CPU, where there is no allocator counter).
 
-    .venv/bin/python benches/adapter_overhead.py [--steps 5] [--threads 2] [--methods lora coda_4x ...]
+    .venv/bin/python benches/adapter_overhead.py [--steps 5] [--threads 2] [--methods lora coda_4x ...] [--size base]
 
 CoDA rows: encoder inference with 1 token in 2, 4 and 8 routed through each block after the first against the
 same adapter with every token through every block (its dense path).
@@ -27,6 +28,9 @@ from pathlib import Path
 import torch
 
 BATCH, FRAMES = 4, 3000
+SIZES = {"tiny": {"d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6, "encoder_ffn_dim": 1536},
+         "base": {"d_model": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "encoder_ffn_dim": 2048}}
+SIZE = "tiny"  # set by --size (the child processes get it too)
 
 
 def make_encoder():
@@ -34,8 +38,7 @@ def make_encoder():
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     torch.manual_seed(0)
-    config = WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
-                           num_mel_bins=80, max_source_positions=1500)
+    config = WhisperConfig(**SIZES[SIZE], num_mel_bins=80, max_source_positions=1500)
     return WhisperEncoder(config).eval()
 
 
@@ -96,7 +99,7 @@ class Stepper:
     def __init__(self, model):
         self.model = model
         self.x = torch.randn(BATCH, 80, FRAMES, generator=torch.Generator().manual_seed(1))
-        self.target = torch.randn(BATCH, 1500, 384, generator=torch.Generator().manual_seed(2))
+        self.target = torch.randn(BATCH, 1500, SIZES[SIZE]["d_model"], generator=torch.Generator().manual_seed(2))
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=1e-4) if params else None
 
@@ -194,7 +197,10 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--methods", nargs="+", default=[*METHODS, "peft_lora"],
                         help="rows to measure (full is always measured: the ratios are to it)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="a Whisper tiny.en- or base-sized encoder")
     args = parser.parse_args()
+    global SIZE
+    SIZE = args.size
     torch.set_num_threads(args.threads)
     if args.child:
         child(args.child, args.steps)
@@ -203,11 +209,12 @@ def main() -> None:
     rows = {}
     for method in dict.fromkeys(["full", *args.methods]):
         out = subprocess.run([sys.executable, __file__, "--child", method, "--steps", str(args.steps),
-                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+                              "--threads", str(args.threads), "--size", args.size], capture_output=True, text=True,
+                             check=True)
         rows[method] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"measured {method}", file=sys.stderr)
     full = rows["full"]
-    print(f"Whisper tiny.en-sized encoder, batch {BATCH} x 30 s, {args.threads} threads, median of {args.steps} "
+    print(f"Whisper {args.size}-sized encoder, batch {BATCH} x 30 s, {args.threads} threads, median of {args.steps} "
           f"steps after 2 warm-up steps\n")
     print("| method | trainable params | trainable % | step time vs full FT | saved activations vs full FT | "
           "peak RSS growth vs full FT |")
