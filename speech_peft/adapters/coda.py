@@ -81,7 +81,7 @@ class ConditionalAdapter(nn.Module):
         if self.skipped == "interpolate":  # the best token of each window of ``reduction`` consecutive tokens
             padded = nn.functional.pad(scores, (0, k * self.reduction - steps), value=-1.0)
             offsets = torch.arange(k, device=x.device) * self.reduction
-            index = (padded.view(batch, k, self.reduction).argmax(-1) + offsets).clamp(max=steps - 1)
+            index = padded.view(batch, k, self.reduction).argmax(-1) + offsets  # padding (-1) never wins
         else:
             index = scores.topk(k, dim=1).indices.sort(dim=1).values
         chosen = scores.gather(1, index)

@@ -2,8 +2,8 @@
 
 Every voice of espeak-ng for a language (its accents x voice variants, at several rates and pitches) and,
 for English, the flite voices read sentences from a text file (one per line; the bundled
-``data/sentences/read_sentences*.txt`` were written for this project: English, German, French, Spanish). Files are written at 16 kHz,
-atomically, and kept when they already exist (a rerun resumes). Validation voices are whole voices
+``data/sentences/read_sentences*.txt`` were written for this project: English, German, French, Spanish).
+Files are written at 16 kHz, atomically, and kept when they already exist (a rerun resumes). Validation voices are whole voices
 held out of training, so a validation score is on voices never trained on.
 """
 from __future__ import annotations

@@ -36,12 +36,13 @@ Decoder = Callable[..., list[Hypothesis]]
 def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, beam_size: int = 1,
                  decode: dict | None = None, device: str = "cpu", compute_type: str = "float32",
                  row_adapters: list[str] = (), backend: str = "torch", language: str | None = None) -> Decoder:
-    """``language``: a code, ``auto`` (detected per window), or None: detected by multilingual Whisper models,
-    English for English-only ones, an AR export's own language; a row's language (the manifest's ``language``
-    field) comes first. Diffusion and fusion exports transcribe English. ``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
+    """``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
     saved adapters that utterances may name one by one), or an ASR export (``export.json``); with
     ``backend="ctranslate2"`` a CTranslate2 Whisper directory (a base model or ``speech-peft export``'s
-    output). Options that do not apply to the model are refused, never ignored."""
+    output). ``language``: a code, ``auto`` (detected per window), or None: detected by multilingual Whisper
+    models, English for English-only ones, an AR export's own language; a row's language (the manifest's
+    ``language`` field) comes first. Diffusion and fusion exports and the CTranslate2 backend transcribe
+    English. Options that do not apply to the model are refused, never ignored."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "ctranslate2":
@@ -205,11 +206,7 @@ def _flush(pending: list, decoder: Decoder, batch_size: int, done: dict[str, Tra
         for row, piece in enumerate(pieces):
             waves[row, : len(piece)] = piece
         entries = [pending[f][0] for f, _ in group]
-        if any(e.language for e in entries):
-            hyps = decoder(waves, lengths, [e.adapter for e in entries], [e.language for e in entries])
-        else:
-            hyps = decoder(waves, lengths, [e.adapter for e in entries])
-        results.update(zip(group, hyps))
+        results.update(zip(group, decoder(waves, lengths, [e.adapter for e in entries], [e.language for e in entries])))
     for f, (entry, wave, plan) in enumerate(pending):
         hyps = [results[(f, w)] for w in range(len(plan.windows))]
         done[entry.id] = assemble(entry.id, entry.audio, len(wave), plan, hyps)
