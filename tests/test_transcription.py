@@ -307,3 +307,15 @@ def test_int8_decoding_keeps_the_words_and_leaves_adapted_layers_in_float32(tmp_
     q_proj = adapted.model.decoder.layers[0].self_attn.q_proj  # the adapter's site
     k_proj = adapted.model.decoder.layers[0].self_attn.k_proj  # plain
     assert id(q_proj) not in quantised and id(k_proj) in quantised
+
+
+@pytest.mark.parametrize("backend", ["torch", "ctranslate2"])
+def test_a_manifest_language_the_model_cannot_take_stops_the_run_before_any_audio_naming_it(backend, tmp_path, capsys):
+    wav = Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr" / "spk1_snt1.wav"
+    manifest = write_manifest([Entry("a", str(wav), 2.87, 16000, language="en"),
+                               Entry("b", str(wav), 2.87, 16000, language="de")], tmp_path / "m.jsonl", relative=False)
+    out = tmp_path / "hyp.tsv"
+    assert main(["transcribe", str(manifest), "--model", "whisper-tiny.en", "--backend", backend, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    expected = "English-only: it cannot transcribe 'de'" if backend == "torch" else "languages ['de']"
+    assert expected in err and "language field" in err and not out.exists()

@@ -35,19 +35,23 @@ Decoder = Callable[..., list[Hypothesis]]
 
 def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, beam_size: int = 1,
                  decode: dict | None = None, device: str = "cpu", compute_type: str = "float32",
-                 row_adapters: list[str] = (), backend: str = "torch", language: str | None = None) -> Decoder:
+                 row_adapters: list[str] = (), backend: str = "torch", language: str | None = None,
+                 row_languages: list[str] = ()) -> Decoder:
     """``model``: a Whisper name or directory (``adapter``: a saved adapter to place on it; ``row_adapters``:
     saved adapters that utterances may name one by one), or an ASR export (``export.json``); with
     ``backend="ctranslate2"`` a CTranslate2 Whisper directory (a base model or ``speech-peft export``'s
     output). ``language``: a code, ``auto`` (detected per window), or None: detected by multilingual Whisper
     models, English for English-only ones, an AR export's own language; a row's language (the manifest's
-    ``language`` field) comes first. Diffusion and fusion exports and the CTranslate2 backend transcribe
-    English. Options that do not apply to the model are refused, never ignored."""
+    ``language`` field) comes first; ``row_languages``: the languages utterances may name, checked here.
+    Diffusion and fusion exports and the CTranslate2 backend transcribe English. Options that do not apply
+    to the model are refused, never ignored."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    foreign = sorted({code for code in (language, *row_languages) if code not in (None, "en")})
     if backend == "ctranslate2":
-        if language not in (None, "en"):
-            raise ValueError("--backend ctranslate2 transcribes English: --language does not apply")
+        if foreign:
+            raise ValueError(f"--backend ctranslate2 transcribes English: languages {foreign} (--language or the "
+                             "manifest's language field) do not apply")
         return _ctranslate2_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters)
     import copy
 
@@ -72,8 +76,9 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
         from ..tasks.multitask_asr import WhisperAdapterFusion
 
         kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT, FUSION_EXPORT))["kind"]
-        if language not in (None, "en") and kind != AR_EXPORT:
-            raise ValueError(f"{model} is a {kind} export trained on English: --language does not apply")
+        if foreign and kind != AR_EXPORT:
+            raise ValueError(f"{model} is a {kind} export trained on English: languages {foreign} (--language or "
+                             "the manifest's language field) do not apply")
         if adapter is not None or row_adapters:
             raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
                              "adapters do not apply")
@@ -88,6 +93,7 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
             return lambda w, n, *_: fused.decode(tensor(w), tensor(n), beam_size=beam_size)
         ar = WhisperARFineTune.from_export(model).to(target)
         transcriber = _recast(ar.transcriber, compute_type, language)
+        _check_languages(transcriber, row_languages)
         return lambda w, n, _, languages=None: transcriber.decode(tensor(w), beam_size, languages=languages)
     if decode is not None:
         raise ValueError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
@@ -106,6 +112,7 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
     if language is None:
         language = "auto" if bundle.model.config.vocab_size >= MULTILINGUAL_VOCAB else "en"
     transcriber = WhisperTranscriber(bundle, compute_type=compute_type, language=language)
+    _check_languages(transcriber, row_languages)
     if not named:
         return lambda w, n, _, languages=None: transcriber.decode(tensor(w), beam_size, languages=languages)
 
@@ -117,6 +124,15 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
             set_row_adapters(bundle.model, None)
 
     return mixed
+
+
+def _check_languages(transcriber, row_languages: list[str]) -> None:
+    """Before any audio is read: every language utterances name must be one the model can be prompted in."""
+    for code in row_languages:
+        try:
+            transcriber.specials.prompt(code)
+        except ValueError as err:
+            raise ValueError(f"an utterance's language field: {err}") from None
 
 
 def _recast(transcriber, compute_type: str, language: str | None = None):
@@ -156,7 +172,9 @@ def transcribe_files(entries: list[Entry], model: str = "whisper-tiny.en", adapt
     if language is not None:  # asked for explicitly (a code or auto): it overrides the manifest's languages
         entries = [dataclasses.replace(e, language=None) for e in entries]
     row_adapters = list(dict.fromkeys(e.adapter for e in entries if e.adapter))
-    decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters, backend, language)
+    row_languages = sorted({e.language for e in entries if e.language})
+    decoder = load_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters, backend, language,
+                           row_languages)
     return transcribe_with(decoder, entries, batch_size, skip_bad, rejects_path, progress, vad, max_seconds, backend)
 
 
