@@ -1,5 +1,5 @@
 """Run by test_multiprocess.py (not collected): one ``speech-peft fit`` of a tiny task on 1 or 2 CPU processes
-(Lightning DDP, gloo), saving what each rank ends with.
+(Lightning DDP or FSDP, gloo), saving what each rank ends with.
 
     python tests/ddp_fit.py TASK PROCESSES PER_PROCESS_BATCH EPOCHS TINY_WHISPER_DIR FOLDS OUT [OVERRIDE ...]
 """
@@ -24,7 +24,13 @@ class Recorder(L.Callback):
         seen["loss"].append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
 
     def on_train_end(self, trainer, module) -> None:
-        seen["state"] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        from torch.distributed.tensor import DTensor
+
+        whole = lambda v: v.full_tensor() if isinstance(v, DTensor) else v  # noqa: E731  (strategy=fsdp)
+        seen["state"] = {k: whole(v).detach().clone() for k, v in module.state_dict().items()}
+        local = lambda v: v.to_local() if isinstance(v, DTensor) else v  # noqa: E731
+        seen["held"] = sum(local(p).numel() for p in module.parameters())  # what this process keeps
+        seen["total"] = sum(p.numel() for p in module.parameters())
 
 
 def overrides(task: str, whisper_dir: str, folds: str, out: str) -> list[str]:

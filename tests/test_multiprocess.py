@@ -79,3 +79,56 @@ def test_gradient_accumulation_over_two_half_batches_follows_the_full_batch(tiny
         assert sorted(halves["ids"][2 * step] + halves["ids"][2 * step + 1]) == sorted(batch)
         accumulated = halves["loss"][2 * step] + halves["loss"][2 * step + 1]  # Lightning reports each / 2
         assert accumulated == pytest.approx(full["loss"][step], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("task", ["classification", "restoration"])
+def test_fully_sharded_processes_each_hold_half_the_model_and_follow_one_process_step_for_step(
+        task, tiny_whisper_dir, fsdd_folds, tmp_path):
+    one = _fit(task, 1, 2, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "one")[0]
+    two = _fit(task, 2, 1, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "two", "trainer.strategy=fsdp")
+    for rank in two:  # every parameter, frozen or trained, is split between the processes
+        assert rank["held"] == pytest.approx(rank["total"] / 2, rel=0.01)
+    for step in range(len(one["ids"])):
+        assert sorted(two[0]["ids"][step] + two[1]["ids"][step]) == sorted(one["ids"][step])
+        mean = (two[0]["loss"][step] + two[1]["loss"][step]) / 2
+        assert mean == pytest.approx(one["loss"][step], rel=1e-4, abs=1e-5)
+    for key in _trained(one["state"]):
+        torch.testing.assert_close(two[0]["state"][key], one["state"][key], rtol=0, atol=1e-3)  # Adam: rounding
+
+
+def test_fully_sharded_diffusion_asr_trains_on_two_processes_near_one_process(whisper_with_tokenizer, fsdd_folds,
+                                                                              tmp_path):
+    one = _fit("diffusion", 1, 2, 2, whisper_with_tokenizer, fsdd_folds, tmp_path / "one")[0]
+    two = _fit("diffusion", 2, 1, 2, whisper_with_tokenizer, fsdd_folds, tmp_path / "two", "trainer.strategy=fsdp")
+    assert all(rank["held"] == pytest.approx(rank["total"] / 2, rel=0.01) for rank in two)
+    for step in range(len(one["ids"])):
+        assert sorted(two[0]["ids"][step] + two[1]["ids"][step]) == sorted(one["ids"][step])
+    # Masks are drawn per process, as under DDP: the curves differ by the draw only.
+    single, pair = sum(one["loss"]) / len(one["loss"]), sum(a + b for a, b in zip(two[0]["loss"], two[1]["loss"])) / 2 / len(one["loss"])
+    assert pair == pytest.approx(single, rel=0.25)
+    assert (tmp_path / "two" / "exp" / "export").is_dir()
+
+
+def test_a_fully_sharded_checkpoint_resumes_on_one_process_where_one_process_would_be(tiny_whisper_dir, fsdd_folds,
+                                                                                      tmp_path):
+    whole = _fit("classification", 1, 2, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "whole")[0]
+    sharded = _fit("classification", 2, 1, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "moved", "trainer.strategy=fsdp")
+    last = tmp_path / "moved" / "exp" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert set(saved["state_dict"]) == set(_trained(whole["state"]))  # whole trained tensors, nothing frozen
+    resumed = _fit("classification", 1, 2, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "moved", f"ckpt_path={last}")[0]
+    per_epoch = len(whole["ids"]) // 3
+    assert resumed["ids"] == whole["ids"][2 * per_epoch:]
+    pairs = [(a + b) / 2 for a, b in zip(sharded[0]["loss"], sharded[1]["loss"])]
+    assert pairs + resumed["loss"] == pytest.approx(whole["loss"], rel=1e-3, abs=1e-4)
+
+
+def test_a_one_process_checkpoint_resumes_fully_sharded_on_two_processes(tiny_whisper_dir, fsdd_folds, tmp_path):
+    whole = _fit("classification", 1, 2, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "whole")[0]
+    _fit("classification", 1, 2, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "moved")
+    last = tmp_path / "moved" / "exp" / "checkpoints" / "last.ckpt"
+    resumed = _fit("classification", 2, 1, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "moved", "trainer.strategy=fsdp",
+                   f"ckpt_path={last}")
+    per_epoch = len(whole["ids"]) // 3
+    pairs = [(a + b) / 2 for a, b in zip(resumed[0]["loss"], resumed[1]["loss"])]
+    assert pairs == pytest.approx(whole["loss"][2 * per_epoch:], rel=1e-3, abs=1e-4)  # Adam moments came along

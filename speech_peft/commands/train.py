@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..fileio import write_json, write_text
 from ..tasks.callbacks import EpochTimer
 from ..tasks.common import load_checkpoint_weights
+from ..tasks.sharding import is_sharded, resolve_strategy
 from . import VERBS
 from .errors import exit_status
 
@@ -79,7 +80,8 @@ def build_trainer(cfg: DictConfig, resuming: bool = False) -> L.Trainer:
         taken = {p.name for p in Path(logger.root_dir).glob("resumed_*")}
         version = next(f"resumed_{n}" for n in range(1, len(taken) + 2) if f"resumed_{n}" not in taken)
         logger = CSVLogger(logger.save_dir, name=logger.name, version=version)
-    return L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks, logger=logger)
+    trainer = resolve_strategy(OmegaConf.to_container(cfg.trainer, resolve=True))
+    return L.Trainer(**trainer, callbacks=callbacks, logger=logger)
 
 
 def trained_module(cfg: DictConfig, verb: str) -> tuple[L.LightningModule, str | None]:
@@ -111,6 +113,8 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
         if not trainer.is_global_zero:  # data-parallel: the first process exports and reports
             return {}
         checkpoint = trainer.checkpoint_callback
+        if is_sharded(module):  # strategy=fsdp: this process holds slices; export from a whole copy
+            module = build_task(cfg)
         load_checkpoint_weights(module, checkpoint.best_model_path)
         # Counted before the export, which may turn the adapter into its ordinary form (MoSA, hyper, poly).
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -28,6 +28,7 @@ from ..fileio import atomic_write
 from ..metrics.text import normalize
 from ..metrics.wer import score
 from .common import FULL_FINETUNE, keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+from .sharding import shard_module
 
 EXPORT_KIND = "whisper_ar"
 FULL_WEIGHTS = "model.safetensors"
@@ -131,6 +132,9 @@ class WhisperARFineTune(L.LightningModule):
 
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, beam_size: int = 1) -> list[str]:
         return self.transcriber.transcribe(waveforms, beam_size)
+
+    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
+        shard_module(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)

@@ -20,6 +20,7 @@ from torch import Tensor
 from ..data.pairs import RestorationData
 from ..vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
 from .common import load_trained_state, save_trained_state
+from .sharding import shard_module
 from .restoration import FeatureCleaner
 
 
@@ -64,6 +65,9 @@ class BridgeTraining(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.bridge.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
+        shard_module(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)

@@ -25,6 +25,7 @@ from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
 from .common import (FULL_FINETUNE, attach_adapter, keep_frozen_parts_in_eval, load_trained_state,
                      optimizer_groups, save_trained_state)
+from .sharding import shard_module
 from .schedules import warmup_cosine
 
 EXPORT_KIND = "classifier"
@@ -148,6 +149,9 @@ class AudioClassifier(L.LightningModule):
             clip_rank_parallel(self, gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
+        shard_module(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)

@@ -45,10 +45,16 @@ def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k in names or ".adapters." in f".{k}"}
 
 
+def fingerprint(module: nn.Module) -> dict[str, str]:
+    """The frozen weights' fingerprint; a sharded module (``sharding.py``) kept the one of its whole weights."""
+    return getattr(module, "frozen_fingerprint", None) or frozen_fingerprint(module)
+
+
 def save_trained_state(module: nn.Module, checkpoint: dict) -> None:
     """``on_save_checkpoint``: keep only what was trained, and the frozen weights' fingerprint."""
-    checkpoint["state_dict"] = trainable_state(module)
-    checkpoint["frozen_fingerprint"] = frozen_fingerprint(module)
+    trained = trainable_state(module).keys()
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+    checkpoint["frozen_fingerprint"] = fingerprint(module)
 
 
 def load_trained_state(module: nn.Module, checkpoint: dict) -> None:
@@ -57,7 +63,7 @@ def load_trained_state(module: nn.Module, checkpoint: dict) -> None:
     saved = checkpoint.get("frozen_fingerprint")
     if saved is None:
         raise ValueError("checkpoint has no frozen_fingerprint: it was not written by a speech_peft task")
-    here = frozen_fingerprint(module)
+    here = fingerprint(module)
     differing = sorted(k for k in set(saved) | set(here) if saved.get(k) != here.get(k))
     if differing:
         raise ValueError(f"checkpoint was trained on another base model: the frozen weights of {differing[:3]} "

@@ -49,6 +49,7 @@ from ..fileio import atomic_write, write_text
 from ..metrics.text import normalize
 from .asr import CorpusWER
 from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+from .sharding import shard_module
 
 STAGE_RATIOS = {1: (0.0, 1.0), 2: (0.7, 1.0)}
 EXPORT_KIND = "diffusion_asr"
@@ -217,6 +218,12 @@ class DiffusionASR(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.hparams.stage == 2:
             (self.average or self._new_average()).update_parameters(self.decoder)
+
+    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
+        if self.hparams.stage == 2 and self.device_mesh is not None:
+            raise ValueError("diffusion ASR stage 2 keeps a weight average of the whole decoder, which strategy=fsdp "
+                             "does not shard: train stage 2 with strategy=ddp")
+        shard_module(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)

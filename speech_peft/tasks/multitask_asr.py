@@ -34,6 +34,7 @@ from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
 from .asr import CorpusWER, teacher_forced_loss
 from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+from .sharding import shard_module
 
 EXPORT_KIND = "whisper_adapter_fusion"
 ALGORITHMS = ("two_stage", "joint")
@@ -152,6 +153,9 @@ class WhisperAdapterFusion(L.LightningModule):
     def trainable_fraction(self) -> float:
         trainable, total = count_parameters(self.model)
         return trainable / total
+
+    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
+        shard_module(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)

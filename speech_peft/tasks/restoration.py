@@ -32,6 +32,7 @@ from ..exports import read_export_info, write_export_info
 from ..vocoders.restorer import Restorer
 from ..vocoders.wavefit import Discriminators, WaveFit, WaveFitConfig, adversarial_losses, wavefit_loss
 from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
+from .sharding import shard_module
 
 CLEANER_KIND = "cleaner"
 
@@ -101,6 +102,9 @@ class FeatureCleaner(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
+
+    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
+        shard_module(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)
@@ -210,6 +214,9 @@ class VocoderTraining(L.LightningModule):
         if self.discriminators is None:
             return opt
         return [opt, torch.optim.AdamW(self.discriminators.parameters(), lr=self.hparams.lr, betas=(0.8, 0.99))]
+
+    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
+        shard_module(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         save_trained_state(self, checkpoint)
