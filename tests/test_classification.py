@@ -216,3 +216,30 @@ def test_a_fit_resumed_from_its_last_checkpoint_logs_afresh_and_reports_every_ep
     assert result["epochs"] == 2 and len(result["epoch_times_s"]) == 2
     assert (logs / "resumed_1" / "metrics.csv").read_text().startswith("epoch")
     assert (logs / "metrics.csv").read_text() == "epoch,step,train/loss\n0,0,1.0\n"  # never overwritten
+
+
+def test_a_dense_teacher_trains_both_paths_of_a_coda_adapter_and_pulls_the_routed_one_toward_the_dense_one(
+        tiny_whisper_dir):
+    from speech_peft.adapters.coda import every_token
+    from speech_peft.data.dataset import Batch
+
+    coda = {"method": "coda", "target_roles": ["block"], "bottleneck_dim": 4, "reduction": 2, "skipped": "interpolate",
+            "attend": "all"}
+    torch.manual_seed(0)
+    model = AudioClassifier(LABELS, "whisper", tiny_whisper_dir, coda, dense_teacher=0.5)
+    model.log = lambda *args, **kwargs: None
+    waves = torch.randn(2, 8000)
+    batch = Batch(ids=["a", "b"], waveforms=waves, lengths=torch.tensor([8000, 6000]), texts=[None, None],
+                  labels=[LABELS[0], LABELS[1]])
+    routed = model(batch.waveforms, batch.lengths)
+    with every_token(model.encoder):
+        dense = model(batch.waveforms, batch.lengths)
+    assert not torch.allclose(routed, dense)  # two different paths, one set of weights
+    assert torch.allclose(model(batch.waveforms, batch.lengths), routed)  # the routing came back
+    targets = torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy
+    pull = (dense.softmax(-1) * (dense.log_softmax(-1) - routed.log_softmax(-1))).sum(-1).mean()
+    expected = (ce(routed, targets) + ce(dense, targets)) / 2 + 0.5 * pull
+    torch.testing.assert_close(model._step(batch, "train"), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="routes nothing"):
+        AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "lora"}, dense_teacher=0.5)

@@ -28,7 +28,9 @@ The shipped configs leave the first block dense (``layers: "1-"``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +140,21 @@ def _attend_in_context(block: nn.Module, parts: tuple[str, str, str, str], picke
         heads(attn.q_proj(queries)), heads(attn.k_proj(context)), heads(attn.v_proj(context)))
     h = picked + getattr(attn, parts[2])(mixed.transpose(1, 2).flatten(2))
     return h + _mlp(block, norm_mlp(h))
+
+
+@contextlib.contextmanager
+def every_token(model: nn.Module) -> Iterator[None]:
+    """Inside the block, every CoDA adapter of ``model`` sends every token through its block (the dense path
+    of the same weights); the routing comes back after it."""
+    routed = [m for m in model.modules() if isinstance(m, ConditionalAdapter)]
+    reductions = [m.reduction for m in routed]
+    for module in routed:
+        module.reduction = 1
+    try:
+        yield
+    finally:
+        for module, reduction in zip(routed, reductions):
+            module.reduction = reduction
 
 
 def interpolate_in_time(values: Tensor, positions: Tensor, steps: int) -> Tensor:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..adapters import finalize_adapter, load_adapter, records, save_adapter, snip_prune
+from ..adapters.coda import ConditionalAdapter, every_token
 from ..adapters.rank_parallel import clip_gradients as clip_rank_parallel
 from ..adapters.rank_parallel import rank_parallel_layers
 from ..data.datamodule import ManifestDataModule
@@ -56,8 +57,12 @@ class AudioClassifier(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
         adapter_dir: str | None = None,
+        dense_teacher: float = 0.0,
     ) -> None:
-        """``adapter_dir``: a saved adapter (of the ``adapter`` config) to place instead of a new one."""
+        """``adapter_dir``: a saved adapter (of the ``adapter`` config) to place instead of a new one.
+        ``dense_teacher`` (CoDA only): each training step also runs the adapter's dense path (every token
+        through every block), trains it on the labels too, and pulls the routed path's predictions toward
+        it with this weight (a KL divergence), so that routing loses less of what the dense path knows."""
         super().__init__()
         self.save_hyperparameters()
         self.labels = [str(label) for label in labels]
@@ -66,6 +71,9 @@ class AudioClassifier(L.LightningModule):
         self.report = load_adapter(self.encoder, adapter_dir) if adapter_dir else \
             attach_adapter(self.encoder, self.adapter_config)
         self.head = nn.Linear(self.encoder.dim, len(self.labels))
+        if dense_teacher and not any(isinstance(m, ConditionalAdapter) for m in self.encoder.modules()):
+            raise ValueError("dense_teacher distils a CoDA adapter's routed path from its dense path: "
+                             f"the {self.adapter_config.get('method')} adapter routes nothing")
 
     @property
     def full_finetune(self) -> bool:
@@ -91,6 +99,12 @@ class AudioClassifier(L.LightningModule):
         logits = self(batch.waveforms, batch.lengths)
         targets = self._targets(batch)
         loss = nn.functional.cross_entropy(logits, targets)
+        if stage == "train" and self.hparams.dense_teacher:
+            with every_token(self.encoder):
+                dense = self(batch.waveforms, batch.lengths)
+            pull = nn.functional.kl_div(logits.log_softmax(-1), dense.detach().log_softmax(-1), log_target=True,
+                                        reduction="batchmean")
+            loss = (loss + nn.functional.cross_entropy(dense, targets)) / 2 + self.hparams.dense_teacher * pull
         acc = (logits.argmax(-1) == targets).float().mean()
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch), on_step=on_step, on_epoch=True)
