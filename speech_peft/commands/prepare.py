@@ -16,17 +16,20 @@ def add_parser(sub) -> None:
                    help="fsdd_long: items per speaker and length bucket for training and test speakers (10 5)")
     p.add_argument("--voices", type=int, nargs=2, metavar=("SENTENCES", "VOICES"),
                    help="tts_voices (SRC: a sentences file): sentences per voice and voices (0: all; default 8 0)")
+    p.add_argument("--language", help="tts_voices: the language of the sentences, spoken by that language's "
+                                      "voices and written into each entry (en, de, fr, es, ...; default en)")
     p.add_argument("--task-column", choices=("locale", "accents"),
                    help="commonvoice: what goes into each entry's task, the locale (default) or the accent")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    for option, layout in (("long_items", "fsdd_long"), ("voices", "tts_voices"), ("task_column", "commonvoice")):
+    for option, layout in (("long_items", "fsdd_long"), ("voices", "tts_voices"), ("task_column", "commonvoice"),
+                           ("language", "tts_voices")):
         if getattr(args, option) is not None and args.layout != layout:
             raise ValueError(f"--{option.replace('_', '-')} applies to the {layout} layout only")
     options = {"long_items": tuple(args.long_items or (10, 5)), "voices": tuple(args.voices or (8, 0)),
-               "task_column": args.task_column or "locale"}
+               "task_column": args.task_column or "locale", "language": args.language or "en"}
     for path in prepare(args.layout, args.src, args.out, args.skip_bad, **options):
         print(path)
     return 0

@@ -14,11 +14,12 @@ LAYOUTS = ("fsdd", "fsdd_long", "esc50", "speechcommands", "folder", "kaldi", "t
 
 def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: int = 5,
             long_items: tuple[int, int] = (10, 5), voices: tuple[int, int] = (8, 0),
-            task_column: str = "locale") -> list[Path]:
+            task_column: str = "locale", language: str = "en") -> list[Path]:
     """Corpora (librispeech, libritts, vctk, commonvoice): one manifest per split (``corpora.py``);
     ``task_column``: commonvoice's ``task`` field, the locale or the speaker's accents.
     ``long_items``: fsdd_long items per speaker and length bucket, (training speakers, test speakers).
-    ``voices``: tts_voices (sentences per voice, voices: 0 for every available one); SRC is the sentences file."""
+    ``voices``: tts_voices (sentences per voice, voices: 0 for every available one); SRC is the sentences file,
+    read by the espeak-ng voices of ``language`` (English adds flite's)."""
     out_dir = Path(out)
     rejects = out_dir / "rejects.tsv"
     if layout == "fsdd":
@@ -39,7 +40,8 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
                 for k, v in splits.items()]
     if layout == "tts_voices":
         per_voice, count = voices
-        return list(make_tts_voices(src, out_dir, per_voice=per_voice, max_voices=count or None).values())
+        return list(make_tts_voices(src, out_dir, per_voice=per_voice, max_voices=count or None,
+                                    language=language).values())
     if layout == "fsdd_long":
         return list(make_fsdd_long(src, out_dir, train_items=long_items[0], eval_items=long_items[1]).values())
     if layout in corpora.READERS:
