@@ -132,3 +132,37 @@ def test_a_one_process_checkpoint_resumes_fully_sharded_on_two_processes(tiny_wh
     per_epoch = len(whole["ids"]) // 3
     pairs = [(a + b) / 2 for a, b in zip(resumed[0]["loss"], resumed[1]["loss"])]
     assert pairs == pytest.approx(whole["loss"][2 * per_epoch:], rel=1e-3, abs=1e-4)  # Adam moments came along
+
+
+def _one_process_mesh():
+    import socket
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    return init_device_mesh("cpu", (1, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+
+
+def test_sharding_keeps_the_whole_weights_fingerprint_and_refuses_rank_parallel_adapters(tiny_whisper_dir):
+    import torch.distributed as dist
+
+    from speech_peft.tasks.classification import AudioClassifier
+    from speech_peft.tasks.sharding import is_sharded, shard_module
+
+    try:
+        mesh = _one_process_mesh()
+        plain = AudioClassifier(["0", "1"], "whisper", tiny_whisper_dir, {"method": "lora"})
+        plain._device_mesh = mesh
+        shard_module(plain)
+        assert is_sharded(plain) and plain.frozen_fingerprint  # taken from the whole weights, before sharding
+        ranked = AudioClassifier(["0", "1"], "whisper", tiny_whisper_dir,
+                                 {"method": "hd_pissa", "r": 2, "target_roles": ["attn.q"]})
+        ranked._device_mesh = mesh
+        with pytest.raises(ValueError, match="strategy=ddp"):
+            shard_module(ranked)
+    finally:
+        dist.destroy_process_group()

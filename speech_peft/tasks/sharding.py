@@ -20,6 +20,7 @@ from torch import nn
 
 from ..adapters.io import frozen_fingerprint
 from ..adapters.rank_parallel import rank_parallel_layers
+from .common import trainable_state
 
 STRATEGY_NAME = "fsdp"
 
@@ -89,12 +90,11 @@ class FullyShardedStrategy(ModelParallelStrategy):
                          **kwargs)
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
-        from .common import trainable_state
-
         return {k: full_tensor(v).detach().cpu() for k, v in trainable_state(self.lightning_module).items()}
 
     @property
-    def lightning_restore_optimizer(self) -> bool:  # the parent restores in load_checkpoint; here Lightning does
+    def lightning_restore_optimizer(self) -> bool:
+        """The parent restores optimizers inside its ``load_checkpoint``, which this class replaces."""
         return True
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -107,8 +107,6 @@ class FullyShardedStrategy(ModelParallelStrategy):
         return torch.load(self.broadcast(checkpoint_path), map_location="cpu", weights_only=True)
 
     def load_model_state_dict(self, checkpoint: Mapping[str, Any], strict: bool = True) -> None:
-        from .common import trainable_state
-
         targets = trainable_state(self.lightning_module)
         with torch.no_grad():
             for key, target in targets.items():
