@@ -211,3 +211,19 @@ def test_an_export_whose_combiners_do_not_match_its_config_is_a_clear_error(task
     (tmp_path / "fusion" / "export.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="does not hold the combiners of the attention fusion"):
         WhisperAdapterFusion.from_export(tmp_path / "fusion")
+
+
+def test_cached_encoder_states_give_the_ar_loss_of_the_running_encoder_and_spare_it_the_second_time(tmp_path):
+    from speech_peft.tasks.asr import WhisperARFineTune
+
+    decoder_only = {"method": "lora", "r": 4, "target_roles": ["attn.q", "attn.v"], "stack": "*decoder*"}
+    plain = WhisperARFineTune(adapter=decoder_only)
+    cached = WhisperARFineTune(adapter=decoder_only, cache_dir=str(tmp_path / "states"))
+    cached.load_state_dict(plain.state_dict())
+    batch = _batch()
+    torch.testing.assert_close(cached._loss(batch), plain._loss(batch), rtol=1e-4, atol=1e-5)
+    assert (cached.cache.hits, cached.cache.misses) == (0, len(batch))
+    cached._loss(batch)
+    assert (cached.cache.hits, cached.cache.misses) == (len(batch), len(batch))
+    with pytest.raises(ValueError, match="trains the encoder"):
+        WhisperARFineTune(adapter={"method": "lora", "r": 4, "target_roles": ["attn.q"]}, cache_dir=str(tmp_path / "x"))

@@ -22,7 +22,8 @@ from ..adapters import add_adapter, config_from_dict, load_adapter, save_adapter
 from ..asr.whisper_ar import WhisperTranscriber
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
-from ..encoders.whisper import load_whisper, log_mel
+from ..encoders.cache import EncoderCache
+from ..encoders.whisper import WhisperEncoderModel, load_whisper, log_mel
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
 from ..metrics.text import normalize
@@ -51,10 +52,12 @@ class CorpusWER:
         return {f"{split}/wer": s.wer, f"{split}/cer": s.cer}
 
 
-def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber, batch: Batch) -> torch.Tensor:
+def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber, batch: Batch,
+                        encoder_states: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the normalised transcripts (and end-of-text) after the transcriber's prompt, in each
     utterance's language where the manifest gives it. A multilingual model also learns to predict the language
-    token after <|startoftranscript|>, as Whisper was trained: its language detection follows the adapter."""
+    token after <|startoftranscript|>, as Whisper was trained: its language detection follows the adapter.
+    ``encoder_states``: the frozen encoder's output for the batch, if already at hand (a cache)."""
     tokenizer, end = transcriber.bundle.tokenizer, transcriber.eot
     device = batch.waveforms.device
     languages = batch.languages or [None] * len(batch)
@@ -70,8 +73,11 @@ def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber,
         targets[i, len(prompt) - 1: len(row) - 1] = torch.tensor(row[len(prompt):])  # predict text + EOT
         if transcriber.specials.multilingual:
             targets[i, 0] = row[1]  # the language token
-    feats = log_mel(batch.waveforms, model.config.num_mel_bins, pad_to_30s=True)
-    logits = model(input_features=feats, decoder_input_ids=ids).logits
+    if encoder_states is not None:
+        logits = model(encoder_outputs=(encoder_states,), decoder_input_ids=ids).logits
+    else:
+        feats = log_mel(batch.waveforms, model.config.num_mel_bins, pad_to_30s=True)
+        logits = model(input_features=feats, decoder_input_ids=ids).logits
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
@@ -81,10 +87,13 @@ class WhisperARFineTune(L.LightningModule):
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
 
     def __init__(self, model_name: str = "whisper-tiny.en", adapter: dict | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0, adapter_dir: str | None = None, language: str = "en") -> None:
+                 weight_decay: float = 0.0, adapter_dir: str | None = None, language: str = "en",
+                 cache_dir: str | None = None) -> None:
         """``adapter_dir``: a saved adapter to place (and go on training) instead of a new one. ``language``:
         the prompt's language for utterances whose manifest entry names none (``auto``: detected), e.g. the
-        one language a per-language adapter is trained for."""
+        one language a per-language adapter is trained for. ``cache_dir``: keep the frozen encoder's states
+        of every clip there (``EncoderCache``), so that epochs after the first run the decoder only; for
+        adapters on the decoder alone."""
         super().__init__()
         self.save_hyperparameters()
         bundle = load_whisper(model_name)
@@ -99,6 +108,13 @@ class WhisperARFineTune(L.LightningModule):
         else:
             self.report = load_adapter(self.model, adapter_dir)
         self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model), language=language)
+        self.cache = None
+        if cache_dir is not None:
+            encoder = self.model.model.encoder
+            if self.full_finetune or any(p.requires_grad for p in encoder.parameters()):
+                raise ValueError("cache_dir keeps the encoder's states, but this adapter trains the encoder: "
+                                 "place it on the decoder only (adapter.stack='*decoder*') or drop cache_dir")
+            self.cache = EncoderCache(cache_dir, WhisperEncoderModel(encoder, pad_to_30s=True, name=model_name))
         self.tokenizer = bundle.tokenizer
         self.wer = CorpusWER()
 
@@ -108,7 +124,20 @@ class WhisperARFineTune(L.LightningModule):
         return self
 
     def _loss(self, batch: Batch) -> torch.Tensor:
-        return teacher_forced_loss(self.model, self.transcriber, batch)
+        states = self.cache(batch.waveforms, batch.lengths)[0] if self.cache is not None else None
+        return teacher_forced_loss(self.model, self.transcriber, batch, states)
+
+    def on_train_epoch_end(self) -> None:
+        if self.cache is not None:  # this epoch's new states go to disk as one shard
+            self.cache.flush()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.cache is not None:
+            self.cache.flush()
+
+    def teardown(self, stage: str) -> None:
+        if self.cache is not None:
+            self.cache.flush()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

@@ -25,14 +25,14 @@ exp=exp/multilingual/asr
 source recipes/_shared/parse_args.sh "$@"
 case $profile in
   cpu) hardware=() ;;
-  gpu) hardware=(trainer=gpu data.batch_size=32 trainer.max_epochs=10)
+  gpu) hardware=(trainer=gpu data.batch_size=32 trainer.max_epochs=30)
        [ "$exp" = exp/multilingual/asr ] && exp=exp/multilingual/asr_gpu ;;
   *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 LANGUAGES=(en de fr es)
 data_dir=$exp/data
 fit=(speech-peft fit --config-dir "$here/conf" experiment=multilingual_asr task=whisper_ar adapter=lora
-     '++adapter.stack=*decoder*' trainer.enable_progress_bar=false "${hardware[@]}")
+     '++adapter.stack=*decoder*' task.cache_dir="$exp/states" trainer.enable_progress_bar=false "${hardware[@]}")
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 decode() {  # decode NAME MODEL [OPTIONS...]: the test set (or a routed copy) -> $exp/decode/NAME.jsonl
