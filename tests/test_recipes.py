@@ -130,3 +130,12 @@ def test_multilingual_recipe_routes_each_utterance_to_the_plug_in_of_its_given_o
     detected = {e.id: (e.language, e.adapter) for e in read_manifest(tmp_path / "detected_routed.jsonl")}
     # a language without a plug-in (Thai) keeps the bare model; a wrong detection takes the wrong plug-in
     assert detected == {"a": ("de", str(plugins["de"])), "b": ("th", None), "c": ("es", str(plugins["es"]))}
+
+
+def test_the_fsdd_recipe_takes_the_base_model_by_one_option_and_other_recipes_refuse_it():
+    wrong = _recipe("fsdd", "--model", "huge", "--stage", "9")
+    assert wrong.returncode == 2 and "unknown model huge (tiny, base)" in wrong.stderr
+    base = _recipe("fsdd", "--model", "base", "--stage", "9")  # no stage runs: options only
+    assert base.returncode == 0, base.stderr
+    refused = _recipe("esc50", "--model", "base")
+    assert refused.returncode == 2 and "takes no --model" in refused.stderr

@@ -10,6 +10,7 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --quick) quick=true; shift ;;
     --profile) profile=$2; shift 2 ;;
+    --model) [ -n "${model+set}" ] || { echo "this recipe takes no --model" >&2; exit 2; }; model=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac

@@ -7,6 +7,8 @@
 #   bash recipes/fsdd/cls/run.sh --stage 3        # only regenerate RESULTS.md
 #   bash recipes/fsdd/cls/run.sh --stage 4        # only the adapter-family tables (methods, low-bit storage, merging)
 #   bash recipes/fsdd/cls/run.sh --stage 5        # only the routed-family table (Hydra, hyper, MHR, CoDA, HD-PiSSA, LTE)
+#   bash recipes/fsdd/cls/run.sh --model base     # LoRA on the frozen multilingual Whisper base encoder
+#                                                 # -> exp/fsdd/cls_base, RESULTS_base.md
 #   bash recipes/fsdd/cls/run.sh --profile gpu    # one GPU: every clip padded to 30 s as Whisper was trained
 #                                                 # (55x the encoder time of the clip's own length on the CPU)
 #                                                 # -> exp/fsdd/cls_gpu/RESULTS.md
@@ -19,7 +21,8 @@ stage=0 stop_stage=5 data="" quick=false extra=() profile=cpu
 routed="hydra hyper mhr coda_4x hd_pissa lte"  # HD-PiSSA, LTE: 2 processes (DDP); also coda_2x, coda_8x
 methods="linear_probe lora parallel full sparse sparse_large mosa $routed"  # also: conformer bitfit houlsby prompt prefix pissa ...
 folds="george jackson lucas nicolas theo yweweler"
-epochs=6 exp=exp/fsdd/cls
+epochs=6 exp=exp/fsdd/cls model=tiny
+default_methods=$methods
 source recipes/_shared/parse_args.sh "$@"
 
 layout=fsdd experiment=fsdd_loso conf_dir=$here/conf results=$here/RESULTS.md
@@ -34,6 +37,15 @@ if [ "$profile" = gpu ]; then
   [ "$exp" = exp/fsdd/cls ] && exp=exp/fsdd/cls_gpu
   results=$exp/RESULTS.md command="bash recipes/fsdd/cls/run.sh --profile gpu"
 fi
+case $model in
+  tiny) ;;
+  base) hardware="${hardware:-} encoder=whisper_base" stop_stage=$(( stop_stage > 3 ? 3 : stop_stage ))
+        [ "$methods" = "$default_methods" ] && methods=lora
+        case $exp in exp/fsdd/cls|exp/fsdd_quick/cls|exp/fsdd/cls_gpu) exp=${exp}_base ;; esac
+        if $quick || [ "$profile" = gpu ]; then results=$exp/RESULTS.md; else results=$here/RESULTS_base.md; fi
+        command="$command --model base" ;;
+  *) echo "unknown model $model (tiny, base)" >&2; exit 2 ;;
+esac
 [ -n "$data" ] || { [ -d ../shared/data/fsdd ] && data=../shared/data/fsdd || data=data/fsdd_subset; }
 source recipes/_shared/cls_stages.sh
 
