@@ -53,4 +53,9 @@ step multitask_asr env FUSIONS=router:two_stage bash recipes/multitask/asr/run.s
 step transcribe_cuda speech-peft transcribe data/speech_samples/asr --device cuda --out "$out/transcribe_cuda.tsv"
 step bench_transcribe python benches/transcribe_speed.py
 step bench_adapter_overhead python benches/adapter_overhead.py --methods lora parallel coda_4x
+# CoDA where its premise holds: on 30 s windows a digit is about 2% of the tokens, so the paper's top-k
+# router (skipped tokens take the light path) can send every speech token through the blocks and skip the
+# silence. Last, as it is the one step the 10 minutes may not cover.
+step fsdd_cls_30s_coda bash recipes/fsdd/cls/run.sh --profile gpu --data "$fsdd" --methods coda_4x --folds george \
+  --stop_stage 3 --exp "$out/fsdd_cls_coda" -- adapter.skipped=light
 [ -n "${GPU_CHECK_DRY:-}" ] || cat "$out/summary.md"
