@@ -54,12 +54,15 @@ def main() -> None:
                          "words": {k: r.counts.words for k, r in wer.items()},
                          "language_id": language_accuracy(test, decoded) if detected else None}
     columns = [t for t in tasks] + ["all"]
+    epochs = sorted({json.loads(f.read_text())["epochs"] for f in args.exp.glob("*/**/fit_result.json")})
     lines = ["# Per-language adapters on the frozen multilingual Whisper base", "",
              "Test sets: sentences never trained on, read by espeak-ng voice variants never trained on "
              "(`<lang>_tts`), and the bundled real English recordings (`en_real`). Training: 10 espeak-ng "
-             "voices x 8 sentences per language. Adapters: LoRA (r 8) on the decoder's attention; each plug-in "
-             "trained on its language only, the shared one on all four. WER % (plain normaliser); "
-             "language-ID accuracy % where the language is detected.", "",
+             f"voices x 8 sentences per language, {'/'.join(map(str, epochs)) or '?'} epochs, the checkpoint "
+             "with the lowest validation loss (2 other voices). Adapters: LoRA (r 8) on the decoder's "
+             "attention; each plug-in trained on its language only, the shared one on all four. WER % (plain "
+             "normaliser); language-ID accuracy % where the language is detected. WER above 100% comes from "
+             "insertions: output that loops or is in another language.", "",
              "| system | " + " | ".join(f"WER {c}" for c in columns) + " | language ID (tts / real) |",
              "|---|" + "---|" * (len(columns) + 1)]
     for name, row in results.items():
