@@ -90,10 +90,14 @@ def training_epoch(trainer) -> int:
     return trainer.fit_loop.epoch_progress.current.processed
 
 
-def _filled(batch: list[int], size: int, order: list[int]) -> list[int]:
-    """``batch`` filled up to ``size`` items from the start of the epoch's order (cycling)."""
-    extra = [order[i % len(order)] for i in range(size - len(batch))]
-    return batch + extra
+def process_share(batch: list[int], order: list[int], replicas: int, rank: int, accumulate: int = 1) -> list[list[int]]:
+    """Process ``rank``'s ``accumulate`` micro-batches of one global ``batch``. A short batch is first filled
+    from the start of the epoch's ``order`` (cycling) to a multiple of the parts, then split evenly; micro-batch
+    ``step`` of ``rank`` is part ``step * replicas + rank``."""
+    shares = replicas * accumulate
+    batch = batch + [order[i % len(order)] for i in range(-(-len(batch) // shares) * shares - len(batch))]
+    part = len(batch) // shares
+    return [batch[(step * replicas + rank) * part:(step * replicas + rank + 1) * part] for step in range(accumulate)]
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -145,13 +149,8 @@ class LengthBucketSampler(Sampler[list[int]]):
             rng.shuffle(batches)
         if shares == 1:
             return batches
-        mine = []  # a short last batch: filled to a multiple of the parts, split evenly
-        for batch in batches:
-            batch = _filled(batch, -(-len(batch) // shares) * shares, order)
-            part = len(batch) // shares
-            mine += [batch[(step * self.replicas + self.rank) * part:(step * self.replicas + self.rank + 1) * part]
-                     for step in range(self.accumulate)]
-        return mine
+        return [part for batch in batches for part in process_share(batch, order, self.replicas, self.rank,
+                                                                    self.accumulate)]
 
     def __iter__(self):
         # A generator: the order is drawn when the first batch is asked for, not when the loader makes its

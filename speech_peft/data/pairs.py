@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import load_audio
-from .dataset import training_epoch
+from .dataset import process_share, training_epoch
 from .degrade import DegradeConfig, Degrader
 from .manifest import Entry, read_manifest
 
@@ -78,13 +78,9 @@ class EpochDraws(Sampler[int]):
         draws = (self.epoch * self.size + order).tolist()
         if self.replicas == 1:
             return draws
-        mine, step = [], self.batch_size * self.replicas
-        for start in range(0, len(draws), step):
-            batch = draws[start:start + step]
-            batch += draws[: -(-len(batch) // self.replicas) * self.replicas - len(batch)]  # even split
-            share = len(batch) // self.replicas
-            mine += batch[self.rank * share:(self.rank + 1) * share]
-        return mine
+        step = self.batch_size * self.replicas
+        return [i for start in range(0, len(draws), step)
+                for i in process_share(draws[start:start + step], draws, self.replicas, self.rank)[0]]
 
     def __len__(self) -> int:
         return len(self._draws())
