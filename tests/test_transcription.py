@@ -113,6 +113,19 @@ def test_fallback_redecodes_only_failing_rows_and_keeps_a_retry_only_when_it_is_
     assert out[1].text == "now a sentence" and out[1].temperature == 0.4 and out[3] is hyps[3]
 
 
+def test_when_every_retry_fails_an_unlikely_text_that_does_not_loop_beats_a_likely_loop():
+    from speech_peft.asr.hypothesis import fall_back
+
+    loop = Hypothesis("se " * 60, 0.01, -0.1)
+    unlikely = Hypothesis("la flor todavia", 0.01, -1.6, 0.6)
+    assert Thresholds().failed(loop) and Thresholds().failed(unlikely)
+
+    def redecode(rows, temperature):
+        return [unlikely if temperature == 0.6 else Hypothesis("se " * 50, 0.01, -0.05, temperature) for _ in rows]
+
+    assert fall_back([loop], Thresholds(), redecode)[0] is unlikely
+
+
 # --- the decoding loop ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

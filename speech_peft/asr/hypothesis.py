@@ -47,11 +47,14 @@ class Thresholds:
 
 
 def better(candidate: Hypothesis, current: Hypothesis, thresholds: Thresholds) -> bool:
-    """A re-decoding replaces the current text when it passes where the current fails, or both pass or
-    both fail and it is more likely."""
-    if thresholds.failed(candidate) != thresholds.failed(current):
-        return not thresholds.failed(candidate)
-    return (candidate.avg_logprob or float("-inf")) > (current.avg_logprob or float("-inf"))
+    """A re-decoding replaces the current text when it passes where the current fails; when both fail, when
+    it does not loop where the current does (as faster-whisper prefers the results under the compression
+    threshold: a loop is often the likelier text, and its insertions cost more than any misrecognition);
+    otherwise when it is more likely."""
+    def rank(h: Hypothesis) -> tuple:
+        return not thresholds.failed(h), h.compression <= thresholds.compression, h.avg_logprob or float("-inf")
+
+    return rank(candidate) > rank(current)
 
 
 def fall_back(hyps: list[Hypothesis], thresholds: Thresholds,
