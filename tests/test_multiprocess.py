@@ -166,3 +166,25 @@ def test_sharding_keeps_the_whole_weights_fingerprint_and_refuses_rank_parallel_
             shard_module(ranked)
     finally:
         dist.destroy_process_group()
+
+
+def test_a_task_that_holds_its_layer_list_itself_shards_each_layer_once():
+    import lightning as L
+    import torch.distributed as dist
+    from torch import nn
+
+    from speech_peft.tasks.sharding import is_sharded, shard_module
+
+    class Stack(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+            self.head = nn.Linear(4, 2)
+
+    try:
+        task = Stack()
+        task._device_mesh = _one_process_mesh()
+        shard_module(task)  # the list's layers are units and parts both: sharded twice, fully_shard refuses
+        assert is_sharded(task)
+    finally:
+        dist.destroy_process_group()

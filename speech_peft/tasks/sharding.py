@@ -68,8 +68,11 @@ def shard_module(module: L.LightningModule) -> None:
                          "merge them over whole replicas: train them with strategy=ddp, not fsdp")
     module.frozen_fingerprint = frozen_fingerprint(module)  # of the whole weights, before they are sliced
     data_parallel = mesh["data_parallel"]
-    parts = [part for part in _parts(module) if any(True for _ in part.parameters())]
-    for unit in shard_units(module) + parts:
+    units = shard_units(module)
+    # A layer list held by the task itself is opened into parts that are already layer units.
+    parts = [part for part in _parts(module) if any(True for _ in part.parameters()) and
+             not any(part is unit for unit in units)]
+    for unit in units + parts:
         fully_shard(unit, mesh=data_parallel)
 
 
