@@ -142,11 +142,16 @@ def _attend_in_context(block: nn.Module, parts: tuple[str, str, str, str], picke
     return h + _mlp(block, norm_mlp(h))
 
 
+def conditional_adapters(model: nn.Module) -> list[ConditionalAdapter]:
+    """Every CoDA adapter of ``model`` (their ``reduction`` sets the share of tokens routed at inference)."""
+    return [m for m in model.modules() if isinstance(m, ConditionalAdapter)]
+
+
 @contextlib.contextmanager
 def every_token(model: nn.Module) -> Iterator[None]:
     """Inside the block, every CoDA adapter of ``model`` sends every token through its block (the dense path
     of the same weights); the routing comes back after it."""
-    routed = [m for m in model.modules() if isinstance(m, ConditionalAdapter)]
+    routed = conditional_adapters(model)
     reductions = [m.reduction for m in routed]
     for module in routed:
         module.reduction = 1

@@ -22,7 +22,7 @@ from ..adapters import save_adapter, set_active_adapters
 from ..adapters.io import WEIGHTS
 from ..adapters.merging import METHODS as MERGES
 from ..adapters.merging import merge_adapters
-from ..adapters.coda import ConditionalAdapter
+from ..adapters.coda import conditional_adapters
 from ..adapters.site import sites
 from ..data.dataset import AudioDataset, collate
 from ..data.manifest import read_manifest
@@ -92,7 +92,7 @@ def relative_encoder_time(classifier: AudioClassifier, manifest: Path, clips: in
 def coda_speedup(classifier: AudioClassifier, manifest: Path, clips: int = 32, repeats: int = 3) -> float | None:
     """How much faster the encoder runs with its CoDA adapter's routing than with every token through every
     block (same weights); None for other adapters."""
-    routed = [m for m in classifier.encoder.modules() if isinstance(m, ConditionalAdapter)]
+    routed = conditional_adapters(classifier.encoder)
     if not routed:
         return None
     entries = read_manifest(manifest)[:clips]
@@ -119,7 +119,7 @@ def coda_curve(exp: Path, method: str, reductions: tuple[int, ...] = (1, 2, 4, 8
     for run in runs:
         manifest = exp / "manifests" / run.name / "test.jsonl"
         classifier = classifier_with(run / "export")
-        routed = [m for m in classifier.encoder.modules() if isinstance(m, ConditionalAdapter)]
+        routed = conditional_adapters(classifier.encoder)
         for n in reductions:
             for module in routed:
                 module.reduction = n

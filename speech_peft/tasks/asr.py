@@ -111,7 +111,7 @@ class WhisperARFineTune(L.LightningModule):
         self.cache = None
         if cache_dir is not None:
             encoder = self.model.model.encoder
-            if self.full_finetune or any(p.requires_grad for p in encoder.parameters()):
+            if any(p.requires_grad for p in encoder.parameters()):  # full fine-tuning included
                 raise ValueError("cache_dir keeps the encoder's states, but this adapter trains the encoder: "
                                  "place it on the decoder only (adapter.stack='*decoder*') or drop cache_dir")
             self.cache = EncoderCache(cache_dir, WhisperEncoderModel(encoder, pad_to_30s=True, name=model_name))

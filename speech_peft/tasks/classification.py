@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..adapters import finalize_adapter, load_adapter, records, save_adapter, snip_prune
-from ..adapters.coda import ConditionalAdapter, every_token
+from ..adapters.coda import conditional_adapters, every_token
 from ..adapters.rank_parallel import clip_gradients as clip_rank_parallel
 from ..adapters.rank_parallel import rank_parallel_layers
 from ..data.datamodule import ManifestDataModule
@@ -71,7 +71,7 @@ class AudioClassifier(L.LightningModule):
         self.report = load_adapter(self.encoder, adapter_dir) if adapter_dir else \
             attach_adapter(self.encoder, self.adapter_config)
         self.head = nn.Linear(self.encoder.dim, len(self.labels))
-        if dense_teacher and not any(isinstance(m, ConditionalAdapter) for m in self.encoder.modules()):
+        if dense_teacher and not conditional_adapters(self.encoder):
             raise ValueError("dense_teacher distils a CoDA adapter's routed path from its dense path: "
                              f"the {self.adapter_config.get('method')} adapter routes nothing")
 
