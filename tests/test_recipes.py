@@ -139,3 +139,35 @@ def test_the_fsdd_recipe_takes_the_base_model_by_one_option_and_other_recipes_re
     assert base.returncode == 0, base.stderr
     refused = _recipe("esc50", "--model", "base")
     assert refused.returncode == 2 and "takes no --model" in refused.stderr
+
+
+def test_multilingual_adapters_are_validated_and_tested_on_sentences_and_voices_they_never_trained_on():
+    import argparse
+    import importlib.util
+
+    from speech_peft.data.tts_voices import Voice
+
+    spec = importlib.util.spec_from_file_location(
+        "prepare_languages", ROOT / "recipes" / "multilingual" / "asr" / "local" / "prepare_languages.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    variants = prepare.TRAIN_VARIANTS + ("m7", "f4")
+    voices = [Voice("espeak-ng", f"de+{v}", rate) for v in variants for rate in (140, 175)]
+    args = argparse.Namespace(train_voices=6, val_voices=2, test_voices=2, readings=2, val_sentences=3,
+                              test_sentences=4)
+    plan = prepare.plan_splits([f"sentence {i}" for i in range(20)], voices, args, "0-de")
+    sentences = {split: {index for _, index in pairs} for split, pairs in plan.items()}
+    assert sentences == {"train": set(range(13)), "val": {13, 14, 15}, "test": {16, 17, 18, 19}}
+    speakers = {split: {voice.id for voice, _ in pairs} for split, pairs in plan.items()}
+    assert not (speakers["train"] & speakers["val"]) and not (speakers["train"] | speakers["val"]) & speakers["test"]
+    assert all(voice.name.endswith(("+m7", "+f4")) for voice, _ in plan["test"])
+    assert not any(voice.name.endswith(("+m7", "+f4")) for voice, _ in plan["train"] + plan["val"])
+    # every training sentence read twice, by two different voices, and the voices share the reading evenly
+    readers = {}
+    for voice, index in plan["train"]:
+        readers.setdefault(index, []).append(voice.id)
+    assert all(len(set(ids)) == 2 for ids in readers.values())
+    per_voice = [sum(voice.id == v for voice, _ in plan["train"]) for v in speakers["train"]]
+    assert len(speakers["train"]) == 6 and max(per_voice) - min(per_voice) <= 1
+    with pytest.raises(SystemExit, match="none to train on"):
+        prepare.plan_splits(["a", "b"], voices, args, "0-de")

@@ -52,15 +52,16 @@ class Voice:
 
 
 def available_voices(rates: tuple[int, ...] = (140, 175), pitches: tuple[int, ...] = (35, 60),
-                     language: str = "en") -> list[Voice]:
+                     language: str = "en", variants: tuple[str, ...] = ESPEAK_VARIANTS) -> list[Voice]:
     """The voices this machine can synthesise in ``language`` (an engine that is not installed contributes
-    none; flite speaks English only)."""
+    none; flite speaks English only); ``variants`` are espeak-ng's voice variants (``espeak-ng
+    --voices=variant``) to combine with each accent."""
     if language not in ESPEAK_LANGUAGES:
         raise ValueError(f"no synthetic voices for language {language!r}; known: {', '.join(ESPEAK_LANGUAGES)}")
     voices = []
     if shutil.which("espeak-ng"):
         for accent in ESPEAK_LANGUAGES[language]:
-            for variant in ESPEAK_VARIANTS:
+            for variant in variants:
                 for rate in rates:
                     for pitch in pitches:
                         voices.append(Voice("espeak-ng", f"{accent}+{variant}", rate, pitch))

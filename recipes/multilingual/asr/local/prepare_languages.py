@@ -1,13 +1,17 @@
 """Stage 0 of the multilingual recipe: read sentences in English, German, French and Spanish spoken by
 espeak-ng voices, with exact transcripts, plus the bundled real English recordings.
 
-Per language the last ``--test-sentences`` sentences are test sentences, never trained on; voice variants
-m7 and f4 speak the test sets only, so a test voice is never a training voice at another rate or pitch.
+Per language the last ``--test-sentences`` sentences are test sentences and the ``--val-sentences`` before
+them validation sentences, neither ever trained on, so the validation loss (which picks the checkpoint)
+rewards an adapter that hears new sentences, not one that has learnt the training sentences by heart. Each
+training sentence is read by ``--readings`` training voices in turn. Voice variants m7 and f4 speak the test
+sets only, so a test voice is never a training voice at another rate or pitch; validation voices are
+neither.
 Writes EXP/data/{LANG}_{train,val,test}.jsonl, train.jsonl and val.jsonl (every language) and test.jsonl
 (every language's test set and the real English sentences); ``language`` is each item's language and
 ``task`` its test set (en_tts, de_tts, ..., en_real).
 
-    python recipes/multilingual/asr/local/prepare_languages.py EXP [--train-voices 10] [--per-voice 8]
+    python recipes/multilingual/asr/local/prepare_languages.py EXP [--train-voices 24] [--readings 2]
 """
 from __future__ import annotations
 
@@ -24,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[4]
 SENTENCES = {"en": "read_sentences.txt", "de": "read_sentences_de.txt", "fr": "read_sentences_fr.txt",
              "es": "read_sentences_es.txt"}
 TEST_VARIANTS = ("+m7", "+f4")
+# Many more variants than the test's two, so that an adapter learns what espeak-ng's languages sound like
+# across voices rather than the few it was trained on.
+TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m8", "f1", "f2", "f3", "f5", "klatt", "klatt3", "Andy",
+                  "Annie", "Denis", "Gene", "Jacky", "Michael", "Mr_Serious", "Alicia", "Linda", "grandma",
+                  "grandpa", "travis", "shelby")
 
 
 def entry(path: Path, uid: str, text: str, language: str, speaker: str, task: str) -> Entry:
@@ -32,25 +41,42 @@ def entry(path: Path, uid: str, text: str, language: str, speaker: str, task: st
                  language=language)
 
 
-def language_splits(out: Path, language: str, args: argparse.Namespace) -> dict[str, list[Entry]]:
-    lines = [s.strip() for s in (ROOT / "data" / "sentences" / SENTENCES[language]).read_text().splitlines() if s.strip()]
-    train_lines, test_lines = lines[:-args.test_sentences], lines[-args.test_sentences:]
-    rng = random.Random(f"{args.seed}-{language}")
-    voices = [v for v in available_voices(language=language) if v.engine == "espeak-ng"]
+def readings(voices: list, sentences: range, times: int) -> list[tuple]:
+    """Each sentence read ``times`` times, by voices taken in turn, so that no voice reads a sentence twice
+    and every voice reads about as many sentences."""
+    return [(voices[(index + turn) % len(voices)], index)
+            for turn in range(min(times, len(voices))) for index in sentences]
+
+
+def plan_splits(lines: list[str], voices: list, args: argparse.Namespace, seed: str) -> dict[str, list[tuple]]:
+    """(voice, sentence index) pairs of each split: training voices read the training sentences, other
+    voices the validation sentences, the held-out variants the test sentences."""
+    test_at = len(lines) - args.test_sentences
+    val_at = test_at - args.val_sentences
+    if val_at < 1:
+        raise SystemExit(f"{len(lines)} sentences leave none to train on")
+    rng = random.Random(seed)
     held = [v for v in voices if v.name.endswith(TEST_VARIANTS)]
     rest = [v for v in voices if not v.name.endswith(TEST_VARIANTS)]
     rng.shuffle(held), rng.shuffle(rest)
-    plan = {"train": (rest[:args.train_voices], train_lines, args.per_voice),
-            "val": (rest[args.train_voices:args.train_voices + args.val_voices], train_lines, args.per_voice),
-            "test": (held[:args.test_voices], test_lines, len(test_lines))}
+    return {"train": readings(rest[:args.train_voices], range(val_at), args.readings),
+            "val": [(voice, index) for voice in rest[args.train_voices:args.train_voices + args.val_voices]
+                    for index in range(val_at, test_at)],
+            "test": [(voice, index) for voice in held[:args.test_voices] for index in range(test_at, len(lines))]}
+
+
+def language_splits(out: Path, language: str, args: argparse.Namespace) -> dict[str, list[Entry]]:
+    lines = [s.strip() for s in (ROOT / "data" / "sentences" / SENTENCES[language]).read_text().splitlines() if s.strip()]
+    variants = TRAIN_VARIANTS + tuple(v.lstrip("+") for v in TEST_VARIANTS)
+    voices = [v for v in available_voices(language=language, variants=variants) if v.engine == "espeak-ng"]
+    plan = plan_splits(lines, voices, args, f"{args.seed}-{language}")
     splits = {}
-    for split, (chosen, sentences, count) in plan.items():
+    for split, pairs in plan.items():
         items = []
-        for voice in chosen:
-            for index in sorted(rng.sample(range(len(sentences)), count)):
-                uid = f"{language}_{voice.id}_{split}{index:03d}"
-                path = synthesise(voice, sentences[index], out / "audio" / language / f"{uid}.wav")
-                items.append(entry(path, uid, sentences[index], language, voice.id, f"{language}_tts"))
+        for voice, index in pairs:
+            uid = f"{language}_{voice.id}_{split}{index:03d}"
+            path = synthesise(voice, lines[index], out / "audio" / language / f"{uid}.wav")
+            items.append(entry(path, uid, lines[index], language, voice.id, f"{language}_tts"))
         splits[split] = items
     return splits
 
@@ -67,11 +93,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("exp", type=Path)
     parser.add_argument("--languages", nargs="+", default=list(SENTENCES))
-    parser.add_argument("--train-voices", type=int, default=10)
-    parser.add_argument("--val-voices", type=int, default=2)
-    parser.add_argument("--test-voices", type=int, default=3)
-    parser.add_argument("--per-voice", type=int, default=8)
-    parser.add_argument("--test-sentences", type=int, default=12)
+    parser.add_argument("--train-voices", type=int, default=24)
+    parser.add_argument("--val-voices", type=int, default=3)
+    parser.add_argument("--test-voices", type=int, default=2)
+    parser.add_argument("--readings", type=int, default=2, help="training voices that read each sentence")
+    parser.add_argument("--val-sentences", type=int, default=8)
+    parser.add_argument("--test-sentences", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     data = args.exp / "data"

@@ -35,6 +35,16 @@ def language_accuracy(test: Path, decoded: Path) -> dict[str, float]:
     return {task: sum(v) / len(v) for task, v in hits.items()}
 
 
+def training(exp: Path) -> str:
+    """What each language's training set holds, read from its manifest."""
+    parts = []
+    for path in sorted((exp / "data").glob("*_train.jsonl")):
+        items = read_manifest(path)
+        parts.append(f"{path.name.split('_')[0]} {len(items)} utterances ({len({e.text for e in items})} "
+                     f"sentences, {len({e.speaker for e in items})} voices)")
+    return "; ".join(parts) or "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("exp", type=Path)
@@ -57,9 +67,9 @@ def main() -> None:
     epochs = sorted({json.loads(f.read_text())["epochs"] for f in args.exp.glob("*/**/fit_result.json")})
     lines = ["# Per-language adapters on the frozen multilingual Whisper base", "",
              "Test sets: sentences never trained on, read by espeak-ng voice variants never trained on "
-             "(`<lang>_tts`), and the bundled real English recordings (`en_real`). Training: 10 espeak-ng "
-             f"voices x 8 sentences per language, {'/'.join(map(str, epochs)) or '?'} epochs, the checkpoint "
-             "with the lowest validation loss (2 other voices). Adapters: LoRA (r 8) on the decoder's "
+             f"(`<lang>_tts`), and the bundled real English recordings (`en_real`). Training: {training(args.exp)}, "
+             f"{'/'.join(map(str, epochs)) or '?'} epochs, the checkpoint with the lowest validation loss "
+             "(other voices reading other sentences). Adapters: LoRA (r 8) on the decoder's "
              "attention; each plug-in trained on its language only, the shared one on all four. WER % (plain "
              "normaliser); language-ID accuracy % where the language is detected. WER above 100% comes from "
              "insertions: output that loops or is in another language.", "",
