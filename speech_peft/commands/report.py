@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     asr.add_argument("--evaluate", action="store_true", help="first score every system on every bucket")
     asr.add_argument("--buckets", nargs="+", help="which test_<bucket>.jsonl (default: all there are)")
     asr.add_argument("--candidates", type=int, help="K for the multi-candidate rows (default 4)")
+    asr.add_argument("--model", default="whisper-tiny.en",
+                     help="the Whisper the systems were trained on, scored zero-shot beside them")
     asr.set_defaults(func=run_asr)
     fam = common("family", "adapter family: methods with encoder time, low-bit storage, merging (into --out)")
     fam.add_argument("--methods", nargs="+", default=["parallel", "sparse", "sparse_large", "mosa"])
@@ -80,6 +82,6 @@ def run_asr(args: argparse.Namespace) -> int:
     if not args.evaluate and (args.buckets or args.candidates):
         raise ValueError("--buckets and --candidates choose what --evaluate scores: give --evaluate too")
     if args.evaluate:
-        evaluate_all(args.exp, args.buckets, args.candidates or 4)
-    write_asr_report(args.exp, args.out, args.command)
+        evaluate_all(args.exp, args.buckets, args.candidates or 4, args.model)
+    write_asr_report(args.exp, args.out, args.command, args.model)
     return 0

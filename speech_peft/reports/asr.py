@@ -69,10 +69,11 @@ def _row(system: str, test_set: str, refs: list[str], hyps: list[str], seconds: 
 
 
 @torch.no_grad()
-def evaluate_ar(model: str, manifest: Path, system: str, bucket: str) -> list[dict]:
-    """``model``: a Whisper name or an AR export; greedy decoding, one utterance at a time."""
+def evaluate_ar(model: str, manifest: Path, system: str, bucket: str, language: str | None = None) -> list[dict]:
+    """``model``: a Whisper name or an AR export; greedy decoding, one utterance at a time, in ``language``
+    (None: an export's own, English for English-only models)."""
     entries = read_manifest(manifest)
-    decoder = load_decoder(model)
+    decoder = load_decoder(model, language=language)
     hyps, seconds = [], 0.0
     for entry in tqdm(entries, desc=system, unit="utt"):
         wave = load_audio(entry.audio)[None]
@@ -136,10 +137,12 @@ def evaluate_diffusion(export: Path, manifest: Path, bucket: str, training: str,
     return rows
 
 
-def evaluate_all(exp: str | Path, buckets: list[str] | None = None, candidates: int = 4) -> Path:
+def evaluate_all(exp: str | Path, buckets: list[str] | None = None, candidates: int = 4,
+                 model: str = "whisper-tiny.en") -> Path:
     """Every system on every bucket's test manifest (default: every ``data/test_<n>s.jsonl``);
     finished (bucket, job) results are kept, so an interrupted evaluation resumes. Models not trained
-    (an ablation skipped) are left out."""
+    (an ablation skipped) are left out. ``model``: the Whisper the systems were trained on, whose
+    zero-shot rows (English: the items are English) stand beside them."""
     exp = Path(exp)
     if not buckets:
         found = sorted((exp / "data").glob("test_*s.jsonl"), key=lambda p: int(p.stem[5:-1]))
@@ -151,7 +154,7 @@ def evaluate_all(exp: str | Path, buckets: list[str] | None = None, candidates: 
     results = json.loads(out.read_text()) if out.exists() else {}
     for bucket in buckets:
         manifest = exp / "data" / f"test_{bucket}.jsonl"
-        jobs = {"ar_zero_shot": lambda: evaluate_ar("whisper-tiny.en", manifest, "ar_zero_shot", bucket)}
+        jobs = {"ar_zero_shot": lambda: evaluate_ar(model, manifest, "ar_zero_shot", bucket, "en")}
         if (exp / "ar_lora" / "export").is_dir():
             jobs["ar_lora"] = lambda: evaluate_ar(str(exp / "ar_lora" / "export"), manifest, "ar_lora", bucket)
         for label, folder, decodings in MODELS:
@@ -166,7 +169,7 @@ def evaluate_all(exp: str | Path, buckets: list[str] | None = None, candidates: 
     if (sentences / SENTENCE_MODEL).is_dir():
         for test_set, manifest in (("read_real", sentences / "read_real.jsonl"),
                                    ("tts_unseen_voices", sentences / "tts" / "val.jsonl")):
-            jobs = {"ar_zero_shot": lambda: evaluate_ar("whisper-tiny.en", manifest, "ar_zero_shot", test_set),
+            jobs = {"ar_zero_shot": lambda: evaluate_ar(model, manifest, "ar_zero_shot", test_set, "en"),
                     "design/K=1": lambda: evaluate_diffusion(sentences / SENTENCE_MODEL, manifest, test_set, "design",
                                                              [BEST_MASK, *[d for d in DECODINGS if "Mask-CTC" in d]])}
             _run(jobs, f"sentences/{test_set}", results, out)
@@ -203,12 +206,13 @@ def _sentence_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
-    """RESULTS.md and, beside it, results.json (every row) from the stored evaluation."""
+def write_asr_report(exp: str | Path, out: str | Path, command: str, model: str = "whisper-tiny.en") -> Path:
+    """RESULTS.md and, beside it, results.json (every row) from the stored evaluation; a report named
+    otherwise (RESULTS_base.md) keeps its rows in the matching results_base.json."""
     exp, out = Path(exp), Path(out)
     stored = json.loads((exp / "eval" / "results.json").read_text())
     every = [row for key in stored for row in stored[key]]
-    write_json(out.with_name("results.json"), {"rows": every})
+    write_json(out.with_name(out.stem.lower() + ".json"), {"rows": every})
     rows = [r for r in every if r.get("bucket_s") is not None]
     buckets = sorted({r["bucket_s"] for r in rows})
     cells = {(_label(r), r["bucket_s"]): r for r in rows}
@@ -244,7 +248,8 @@ def write_asr_report(exp: str | Path, out: str | Path, command: str) -> Path:
     oracle = table(multi, lambda r: f"{wer(r)} / {100 * r['oracle_wer']:.1f} / {100 * r['hit_rate']:.0f}")
     speed = table(headline + design, lambda r: f"{r['seconds_per_item']:.3f}")
     sentences = _sentence_table([r for r in every if r.get("bucket_s") is None])
-    text = f"""# Long spoken-digit sequences (fsdd_long): diffusion-decoded ASR against autoregressive Whisper
+    text = f"""# Long spoken-digit sequences (fsdd_long): diffusion-decoded ASR against autoregressive Whisper{
+        "" if model == "whisper-tiny.en" else f" ({model})"}
 
 Test speakers (jackson, nicolas) are never heard in training; 20 test items per length bucket. Each
 cell: corpus WER % after the project's normaliser; in the headline, the difference to AR + LoRA in

@@ -6,6 +6,8 @@
 #   bash recipes/fsdd_long/asr/run.sh                 # all stages -> RESULTS.md, results.json
 #   bash recipes/fsdd_long/asr/run.sh --stage 6       # only rebuild RESULTS.md from the stored results
 #   bash recipes/fsdd_long/asr/run.sh --profile gpu   # one GPU: bf16, batch 32, more epochs
+#   bash recipes/fsdd_long/asr/run.sh --model base    # the AR rows on Whisper base -> RESULTS_base.md
+#     (stages 0, 1, 6, 7; the diffusion stages on base take hours of CPU: add --stage 2 on a GPU)
 #   ... --epochs 2 -- trainer.limit_train_batches=0.5 # Hydra overrides after --
 #
 #   0 make the long items and manifests      1 AR + LoRA baseline
@@ -23,18 +25,26 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
 command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 
-stage=0 stop_stage=7 data="" quick=false extra=() epochs="" profile=cpu
+stage=0 stop_stage=7 data="" quick=false extra=() epochs="" profile=cpu model=tiny
 exp=exp/fsdd_long/asr
 source recipes/_shared/parse_args.sh "$@"
 [ -n "$data" ] || { [ -d ../shared/data/fsdd ] && data=../shared/data/fsdd || data=data/fsdd_subset; }
-results=$here/RESULTS.md
-[ "$exp" = exp/fsdd_long/asr ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
+results=$here/RESULTS.md whisper=whisper-tiny.en default_exp=exp/fsdd_long/asr
+case $model in
+  tiny) ;;
+  base) whisper=whisper-base results=$here/RESULTS_base.md default_exp=exp/fsdd_long/asr_base
+        [ "$exp" = exp/fsdd_long/asr ] && exp=$default_exp ;;
+  *) echo "unknown model $model (tiny, base)" >&2; exit 2 ;;
+esac
+[ "$exp" = "$default_exp" ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
+command="bash recipes/fsdd_long/asr/run.sh"; [ "$model" = base ] && command="$command --model base"
 case $profile in
   # stage-2 epochs of the design, of each ablation run, of the read-sentence run
   cpu) hardware=(data.batch_size=8) stage2_epochs=12 ablation_epochs=5 sentence_epochs=8 ;;  # stages 2-3: ~45 min on 2 cores
   gpu) hardware=(trainer=gpu data.batch_size=32 data.num_workers=8) stage2_epochs=60 ablation_epochs=25 sentence_epochs=40 ;;  # ~10 H100 minutes for stages 2-3 (an estimate: not yet run on one)
   *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
+[ "$model" = base ] && hardware+=(encoder=whisper_base)
 fit=(speech-peft fit --config-dir "$here/conf" experiment=fsdd_long_asr trainer.enable_progress_bar=false "${hardware[@]}")
 data_paths=(data.train="$exp/data/train.jsonl" data.val="$exp/data/val.jsonl" data.test="$exp/data/test.jsonl")
 # Canvas: prefix + ceil(rate = 3 tokens/s x duration) positions, at most L = 128 (a 30 s item has about 50
@@ -53,7 +63,9 @@ design=(task.shift=true task.antithetic=true task.loss_weighting=inverse_t task.
         task.decode.candidates=1)
 paper=(task.decode.candidates=1)                       # t ~ U(0, 1) then U(0.7, 1), mean loss, random remasking
 log() { echo "[$(date +%H:%M:%S)] $*"; }
-run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+run_stage() {  # on base and a CPU, the diffusion stages (2-5) are left to a GPU
+  [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] && ! { [ "$model$profile" = basecpu ] && [ "$1" -ge 2 ] && [ "$1" -le 5 ]; }
+}
 source recipes/_shared/train.sh
 diffusion_pair() {  # diffusion_pair DIR OVERRIDES...: stage 1 (2 epochs) then stage 2 into DIR/stage{1,2}
   local dir=$1
@@ -71,7 +83,7 @@ if run_stage 0; then
 fi
 
 if run_stage 1; then
-  log "stage 1: Whisper tiny.en AR + LoRA"
+  log "stage 1: $whisper AR + LoRA"
   train "$exp/ar_lora" task=whisper_ar adapter=lora trainer.max_epochs="${epochs:-1}"
 fi
 
@@ -102,11 +114,11 @@ fi
 
 if run_stage 6; then
   log "stage 6: every system on every test set"
-  speech-peft report asr "$exp" --evaluate --out "$results" --command "bash recipes/fsdd_long/asr/run.sh"
+  speech-peft report asr "$exp" --evaluate --model "$whisper" --out "$results" --command "$command"
 fi
 
 if run_stage 7; then
   log "stage 7: $results"
-  speech-peft report asr "$exp" --out "$results" --command "bash recipes/fsdd_long/asr/run.sh"
+  speech-peft report asr "$exp" --model "$whisper" --out "$results" --command "$command"
   cat "$results"
 fi
