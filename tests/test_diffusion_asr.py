@@ -259,6 +259,13 @@ def test_asr_report_marks_the_target_per_bucket_and_writes_every_row_to_results_
     assert "| system | read_real |" in text and "| AR zero-shot (greedy) | 8.1 (0.50) |" in text
     rows = json.loads((out.parent / "results.json").read_text())["rows"]
     assert len(rows) == 9 and {"system", "bucket_s", "candidates", "rule", "wer", "seconds_per_item"} <= set(rows[0])
+    # the base model's report sits beside it and never overwrites its rows
+    (tmp_path / "recipe" / "results.json").write_text("kept")
+    base = write_asr_report(tmp_path, out.with_name("RESULTS_base.md"), "bash run.sh --model base", "whisper-base")
+    assert base.read_text().startswith("# Long spoken-digit sequences (fsdd_long): diffusion-decoded ASR against "
+                                       "autoregressive Whisper (whisper-base)")
+    assert (out.parent / "results.json").read_text() == "kept"
+    assert len(json.loads((out.parent / "results_base.json").read_text())["rows"]) == 9
 
 
 def test_with_a_ctc_head_the_export_restores_it_and_mask_ctc_keeps_the_sure_tokens(whisper_with_tokenizer, tmp_path):

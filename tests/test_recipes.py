@@ -141,6 +141,25 @@ def test_the_fsdd_recipe_takes_the_base_model_by_one_option_and_other_recipes_re
     assert refused.returncode == 2 and "takes no --model" in refused.stderr
 
 
+def test_the_fsdd_long_recipe_reports_the_base_model_as_base(tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "recipes/fsdd_long/asr/run.sh", *args], cwd=ROOT, env=ENV,
+                              capture_output=True, text=True, timeout=60)
+
+    wrong = run("--model", "huge", "--stage", "9")
+    assert wrong.returncode == 2 and "unknown model huge (tiny, base)" in wrong.stderr
+    exp = tmp_path / "exp"
+    row = {"system": "ar_zero_shot", "test_set": "30s", "bucket_s": 30, "candidates": 1, "rule": None, "wer": 0.5,
+           "mean_utterance_wer": 0.5, "seconds_per_item": 1.0, "decoding": "greedy"}
+    (exp / "eval").mkdir(parents=True)
+    (exp / "eval" / "results.json").write_text(json.dumps({"30s/ar_zero_shot": [row]}))
+    done = run("--model", "base", "--stage", "7", "--exp", str(exp))  # stage 7: the report alone
+    assert done.returncode == 0, done.stderr
+    text = (exp / "RESULTS.md").read_text()
+    assert "autoregressive Whisper (whisper-base)" in text and "| AR zero-shot (greedy) | 50.0 |" in text
+    assert "`bash recipes/fsdd_long/asr/run.sh --model base`" in text
+
+
 def test_multilingual_adapters_are_validated_and_tested_on_sentences_and_voices_they_never_trained_on():
     import argparse
     import importlib.util
