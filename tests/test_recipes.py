@@ -158,6 +158,7 @@ def test_the_fsdd_long_recipe_reports_the_base_model_as_base(tmp_path):
     text = (exp / "RESULTS.md").read_text()
     assert "autoregressive Whisper (whisper-base)" in text and "| AR zero-shot (greedy) | 50.0 |" in text
     assert "`bash recipes/fsdd_long/asr/run.sh --model base`" in text
+    assert "## Candidates (K=4 in one batch): WER / oracle WER / hit rate %\n\n(not run: no system" in text
 
 
 def test_multilingual_adapters_are_validated_and_tested_on_sentences_and_voices_they_never_trained_on():

@@ -224,7 +224,7 @@ def write_asr_report(exp: str | Path, out: str | Path, command: str, model: str 
             if any((label, b) in cells for b in buckets):
                 lines.append(f"| {label} | " + " | ".join(fmt(cells[(label, b)]) if (label, b) in cells else "–"
                                                         for b in buckets) + " |")
-        return "\n".join(lines)
+        return "\n".join(lines) if len(lines) > 1 else "(not run: no system of this kind was trained)"
 
     def wer(row: dict) -> str:
         return f"{100 * row['wer']:.1f}"
@@ -296,7 +296,7 @@ digit result carries. WER % (seconds per item).
 
 {training_table(exp, TRAINING_RUNS, "run")}
 
-Regenerate: `{command}` (its last stage alone rebuilds this file and results.json from
+Regenerate: `{command}` (its last stage alone rebuilds this file and {out.stem.lower()}.json from
 `{exp}/eval/results.json`).
 """
     return write_text(out, text)
