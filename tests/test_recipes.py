@@ -191,3 +191,8 @@ def test_multilingual_adapters_are_validated_and_tested_on_sentences_and_voices_
     assert len(speakers["train"]) == 6 and max(per_voice) - min(per_voice) <= 1
     with pytest.raises(SystemExit, match="none to train on"):
         prepare.plan_splits(["a", "b"], voices, args, "0-de")
+    with pytest.raises(SystemExit, match="too few for 6 training voices"):  # a language with few voices
+        prepare.plan_splits([f"sentence {i}" for i in range(20)], voices[:6] + voices[-4:], args, "0-de")
+    with pytest.raises(SystemExit, match="too few"):  # more readings of a sentence than training voices
+        prepare.plan_splits([f"sentence {i}" for i in range(20)], voices,
+                            argparse.Namespace(**{**vars(args), "readings": 7}), "0-de")

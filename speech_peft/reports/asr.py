@@ -212,7 +212,8 @@ def write_asr_report(exp: str | Path, out: str | Path, command: str, model: str 
     exp, out = Path(exp), Path(out)
     stored = json.loads((exp / "eval" / "results.json").read_text())
     every = [row for key in stored for row in stored[key]]
-    write_json(out.with_name(out.stem.lower() + ".json"), {"rows": every})
+    rows_file = out.with_name(out.stem.lower() + ".json")
+    write_json(rows_file, {"rows": every})
     rows = [r for r in every if r.get("bucket_s") is not None]
     buckets = sorted({r["bucket_s"] for r in rows})
     cells = {(_label(r), r["bucket_s"]): r for r in rows}
@@ -296,7 +297,7 @@ digit result carries. WER % (seconds per item).
 
 {training_table(exp, TRAINING_RUNS, "run")}
 
-Regenerate: `{command}` (its last stage alone rebuilds this file and {out.stem.lower()}.json from
+Regenerate: `{command}` (its last stage alone rebuilds this file and {rows_file.name} from
 `{exp}/eval/results.json`).
 """
     return write_text(out, text)

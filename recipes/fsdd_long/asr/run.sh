@@ -7,7 +7,7 @@
 #   bash recipes/fsdd_long/asr/run.sh --stage 6       # only rebuild RESULTS.md from the stored results
 #   bash recipes/fsdd_long/asr/run.sh --profile gpu   # one GPU: bf16, batch 32, more epochs
 #   bash recipes/fsdd_long/asr/run.sh --model base    # the AR rows on Whisper base -> RESULTS_base.md
-#     (stages 0, 1, 6, 7; the diffusion stages on base take hours of CPU: add --stage 2 on a GPU)
+#     (stages 0, 1, 6, 7: the diffusion stages on base take hours of CPU; with --profile gpu they run too)
 #   ... --epochs 2 -- trainer.limit_train_batches=0.5 # Hydra overrides after --
 #
 #   0 make the long items and manifests      1 AR + LoRA baseline

@@ -42,10 +42,9 @@ def entry(path: Path, uid: str, text: str, language: str, speaker: str, task: st
 
 
 def readings(voices: list, sentences: range, times: int) -> list[tuple]:
-    """Each sentence read ``times`` times, by voices taken in turn, so that no voice reads a sentence twice
-    and every voice reads about as many sentences."""
-    return [(voices[(index + turn) % len(voices)], index)
-            for turn in range(min(times, len(voices))) for index in sentences]
+    """Each sentence read ``times`` times (at most as many as there are voices), by voices taken in turn, so
+    that no voice reads a sentence twice and every voice reads about as many sentences."""
+    return [(voices[(index + turn) % len(voices)], index) for turn in range(times) for index in sentences]
 
 
 def plan_splits(lines: list[str], voices: list, args: argparse.Namespace, seed: str) -> dict[str, list[tuple]]:
@@ -58,6 +57,11 @@ def plan_splits(lines: list[str], voices: list, args: argparse.Namespace, seed: 
     rng = random.Random(seed)
     held = [v for v in voices if v.name.endswith(TEST_VARIANTS)]
     rest = [v for v in voices if not v.name.endswith(TEST_VARIANTS)]
+    if len(rest) < args.train_voices + args.val_voices or len(held) < args.test_voices \
+            or args.train_voices < args.readings:
+        raise SystemExit(f"{len(rest)} training/validation voices and {len(held)} test voices: too few for "
+                         f"{args.train_voices} training voices (each sentence read {args.readings} times), "
+                         f"{args.val_voices} validation and {args.test_voices} test voices")
     rng.shuffle(held), rng.shuffle(rest)
     return {"train": readings(rest[:args.train_voices], range(val_at), args.readings),
             "val": [(voice, index) for voice in rest[args.train_voices:args.train_voices + args.val_voices]
