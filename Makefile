@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-without-tools test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash recipes/fsdd/cls/run.sh --quick
 
+# Fast: before every commit (about 3 minutes on 2 cores). Slow: multi-process, kill/resume, Whisper base, recipes.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The fast suite as a fresh machine runs it: espeak-ng, flite, ffmpeg and sox hidden (their tests skip).
+test-without-tools: $(STAMP)
+	bash tests/without_system_tools.sh $(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

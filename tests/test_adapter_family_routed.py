@@ -330,6 +330,7 @@ def test_a_merge_moves_the_update_into_the_merged_weight_and_leaves_the_function
     torch.testing.assert_close(_out(model, x), before, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["hd_pissa", "lte"])
 def test_ddp_on_two_cpu_processes_merges_the_sum_or_mean_of_the_ranks_updates(method, tiny_whisper_dir,
                                                                                fsdd_folds, tmp_path):

@@ -1,20 +1,16 @@
 """One command surface: every verb is listed, and every user error is one line naming the problem."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import Done, speech_peft
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "speech_peft.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+def _cli(*args: str) -> Done:
+    return speech_peft(*args, cwd=ROOT)
 
 
 def test_help_lists_every_verb_including_lightnings():
@@ -25,7 +21,7 @@ def test_help_lists_every_verb_including_lightnings():
         assert f"    {verb}" in done.stdout, verb
 
 
-def _one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
+def _one_line_error(done: Done, *words: str) -> None:
     lines = [line for line in done.stderr.splitlines() if line.startswith("speech-peft")]
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-2000:]

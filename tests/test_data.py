@@ -185,22 +185,19 @@ def test_synthetic_voices_read_the_sentences_and_validation_voices_are_never_tra
 
 @pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng is not installed (apt-get install espeak-ng)")
 def test_prepare_tts_voices_in_german_speaks_with_german_voices_and_marks_the_language(tmp_path):
-    import subprocess
-    import sys
+    from cli_runner import speech_peft
 
     from speech_peft.data.manifest import read_manifest
 
     sentences = tmp_path / "saetze.txt"
     sentences.write_text("Der rote Hund schläft im Garten.\nWir trinken Tee am Abend.\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "speech_peft.cli", "prepare", "tts_voices", str(sentences),
-                           str(tmp_path / "out"), "--voices", "1", "3", "--language", "de"], capture_output=True, text=True)
+    done = speech_peft("prepare", "tts_voices", sentences, tmp_path / "out", "--voices", "1", "3", "--language", "de")
     assert done.returncode == 0, done.stderr[-2000:]
     entries = read_manifest(tmp_path / "out" / "train.jsonl") + read_manifest(tmp_path / "out" / "val.jsonl")
     assert len(entries) == 3 and {e.language for e in entries} == {"de"}
     assert all(e.speaker.startswith("espeak-ng_de") for e in entries), [e.speaker for e in entries]
-    refused = subprocess.run([sys.executable, "-m", "speech_peft.cli", "prepare", "fsdd", str(tmp_path), str(tmp_path / "x"),
-                              "--language", "de"], capture_output=True, text=True)
-    assert refused.returncode != 0 and "tts_voices layout only" in refused.stderr
+    refused = speech_peft("prepare", "fsdd", tmp_path, tmp_path / "x", "--language", "de")
+    assert refused.returncode == 2 and "tts_voices layout only" in refused.stderr
 
 
 def test_atomic_writes_leave_no_temporary_and_give_files_the_usual_permissions(tmp_path):

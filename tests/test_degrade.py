@@ -100,6 +100,20 @@ def test_codec_keeps_length_and_is_aligned_back_to_the_input(speech, name):
     assert corr > 0.8
 
 
+def test_without_ffmpeg_the_codec_effect_is_left_out_with_a_warning_not_silently(monkeypatch, caplog):
+    import speech_peft.data.degrade as degrade
+
+    monkeypatch.setattr(degrade.shutil, "which", lambda name: None)
+    degrade._warn_without_codec.cache_clear()
+    with caplog.at_level("WARNING", logger="speech_peft.data.degrade"):
+        first = Degrader(DegradeConfig(effects=("clip", "codec")), SR)
+        Degrader(DegradeConfig(effects=("clip", "codec")), SR)
+    assert first.effects == ["clip"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "ffmpeg is not on PATH: degrading without the codec effect (apt-get install ffmpeg)"]  # once a process
+    degrade._warn_without_codec.cache_clear()
+
+
 def test_same_seed_gives_the_same_degraded_audio_and_chains_vary(speech):
     config = DegradeConfig(noise_files=[str(DATA / "noise" / "noise2.wav")], rir_files=[str(DATA / "rirs" / "rir1.wav")],
                            effects=("noise", "reverb", "band_limit", "clip"))

@@ -48,6 +48,7 @@ def test_classification_killed_mid_epoch_resumes_to_the_uninterrupted_weights(ti
         "trainer.limit_train_batches=3"], tmp_path))
 
 
+@pytest.mark.slow
 def test_restoration_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tiny_whisper_dir, tmp_path):
     from speech_peft.data.builders import from_folder
     from speech_peft.data.manifest import write_manifest
@@ -68,6 +69,7 @@ def test_diffusion_asr_killed_mid_epoch_resumes_to_the_uninterrupted_weights(whi
         "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"], tmp_path))
 
 
+@pytest.mark.slow
 def test_autoregressive_asr_killed_mid_epoch_resumes_to_the_uninterrupted_weights(fsdd_folds, tmp_path):
     fold = fsdd_folds / "fold_theo"  # the real Whisper tiny.en: its prompt needs the real vocabulary
     _same(*_fit_killed_and_resumed([
@@ -76,6 +78,7 @@ def test_autoregressive_asr_killed_mid_epoch_resumes_to_the_uninterrupted_weight
         "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"], tmp_path))
 
 
+@pytest.mark.slow
 def test_adapter_fusion_killed_mid_epoch_resumes_to_the_uninterrupted_weights(fsdd_folds, tmp_path):
     from speech_peft.adapters import ParallelAdapterConfig, add_adapter, adapter_parameters, save_adapter
     from speech_peft.encoders.whisper import load_whisper

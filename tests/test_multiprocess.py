@@ -29,6 +29,7 @@ def _trained(state: dict) -> dict:
     return {k: v for k, v in state.items() if ".adapters." in k or k.startswith(("head.", "ctc.", "decoder."))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "restoration"])
 def test_two_processes_at_half_the_batch_follow_one_process_step_for_step(task, tiny_whisper_dir, fsdd_folds, tmp_path):
     # Training sets of 12 (restoration) and 6 items (classification), global batch 2: no short last batch.
@@ -45,6 +46,7 @@ def test_two_processes_at_half_the_batch_follow_one_process_step_for_step(task, 
         torch.testing.assert_close(two[0]["state"][key], two[1]["state"][key], rtol=0, atol=0)  # replicas equal
 
 
+@pytest.mark.slow
 def test_diffusion_asr_on_two_processes_keeps_replicas_equal_and_its_loss_near_one_process(
         whisper_with_tokenizer, fsdd_folds, tmp_path):
     one = _fit("diffusion", 1, 2, 2, whisper_with_tokenizer, fsdd_folds, tmp_path / "one")[0]
@@ -58,6 +60,7 @@ def test_diffusion_asr_on_two_processes_keeps_replicas_equal_and_its_loss_near_o
     assert pair == pytest.approx(single, rel=0.25)
 
 
+@pytest.mark.slow
 def test_a_two_process_checkpoint_resumes_on_one_process_where_one_process_would_be(tiny_whisper_dir, fsdd_folds,
                                                                                      tmp_path):
     whole = _fit("classification", 1, 2, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "whole")[0]
@@ -70,6 +73,7 @@ def test_a_two_process_checkpoint_resumes_on_one_process_where_one_process_would
     assert pairs + resumed["loss"] == pytest.approx(whole["loss"], rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_over_two_half_batches_follows_the_full_batch(tiny_whisper_dir, fsdd_folds, tmp_path):
     full = _fit("classification", 1, 2, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "full")[0]
     halves = _fit("classification", 1, 1, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "halves",
@@ -81,6 +85,7 @@ def test_gradient_accumulation_over_two_half_batches_follows_the_full_batch(tiny
         assert accumulated == pytest.approx(full["loss"][step], rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "restoration"])
 def test_fully_sharded_processes_each_hold_half_the_model_and_follow_one_process_step_for_step(
         task, tiny_whisper_dir, fsdd_folds, tmp_path):
@@ -96,6 +101,7 @@ def test_fully_sharded_processes_each_hold_half_the_model_and_follow_one_process
         torch.testing.assert_close(two[0]["state"][key], one["state"][key], rtol=0, atol=1e-3)  # Adam: rounding
 
 
+@pytest.mark.slow
 def test_fully_sharded_diffusion_asr_trains_on_two_processes_near_one_process(whisper_with_tokenizer, fsdd_folds,
                                                                               tmp_path):
     one = _fit("diffusion", 1, 2, 2, whisper_with_tokenizer, fsdd_folds, tmp_path / "one")[0]
@@ -109,6 +115,7 @@ def test_fully_sharded_diffusion_asr_trains_on_two_processes_near_one_process(wh
     assert (tmp_path / "two" / "exp" / "export").is_dir()
 
 
+@pytest.mark.slow
 def test_a_fully_sharded_checkpoint_resumes_on_one_process_where_one_process_would_be(tiny_whisper_dir, fsdd_folds,
                                                                                       tmp_path):
     whole = _fit("classification", 1, 2, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "whole")[0]
@@ -123,6 +130,7 @@ def test_a_fully_sharded_checkpoint_resumes_on_one_process_where_one_process_wou
     assert pairs + resumed["loss"] == pytest.approx(whole["loss"], rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_one_process_checkpoint_resumes_fully_sharded_on_two_processes(tiny_whisper_dir, fsdd_folds, tmp_path):
     whole = _fit("classification", 1, 2, 3, tiny_whisper_dir, fsdd_folds, tmp_path / "whole")[0]
     _fit("classification", 1, 2, 2, tiny_whisper_dir, fsdd_folds, tmp_path / "moved")

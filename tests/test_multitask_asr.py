@@ -107,12 +107,10 @@ def test_oracle_routing_needs_the_task_of_every_utterance(task_adapters):
 
 
 def test_speech_peft_transcribe_runs_a_fusion_export_with_no_other_argument(task_adapters, tmp_path):
-    import subprocess
-    import sys
+    from cli_runner import speech_peft
 
     WhisperAdapterFusion(task_adapters, fusion={"kind": "router"}).export(tmp_path / "fusion")
-    done = subprocess.run([sys.executable, "-m", "speech_peft.cli", "transcribe", str(DATA / "spk1_snt1.wav"),
-                           "--model", str(tmp_path / "fusion")], capture_output=True, text=True, timeout=300)
+    done = speech_peft("transcribe", DATA / "spk1_snt1.wav", "--model", tmp_path / "fusion")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "child almost hurt the small dog" in done.stdout.lower()
 

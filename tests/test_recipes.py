@@ -92,10 +92,38 @@ def test_results_table_names_the_dataset_and_encoder_of_the_runs(tmp_path):
                                     "speech_samples/restore", "librispeech/asr", "libritts/restore", "vctk/restore",
                                     "commonvoice/asr"])
 def test_every_recipe_takes_a_gpu_profile_and_refuses_an_unknown_one(recipe, tmp_path):
-    done = subprocess.run(["bash", f"recipes/{recipe}/run.sh", "--profile", "tpu", "--exp", str(tmp_path / "exp"),
-                           "--data", str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    # Options are checked first: on a machine without the synthetic voices the answer is the same.
+    done = _bare_recipe(recipe, "--profile", "tpu", "--exp", str(tmp_path / "exp"), "--data", str(tmp_path))
     assert done.returncode == 2 and "unknown profile tpu (cpu, gpu)" in done.stderr
     assert not (tmp_path / "exp").exists()
+
+
+def _bare_recipe(recipe: str, *args: str) -> subprocess.CompletedProcess:
+    """A recipe run with espeak-ng, flite, ffmpeg and sox hidden from PATH, as on a fresh machine."""
+    return subprocess.run(["bash", "tests/without_system_tools.sh", "bash", f"recipes/{recipe}/run.sh", *args],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args,error", [
+    (["--stage", "one"], "--stage and --stop_stage take a stage number, not 'one'"),
+    (["--stop_stage", "2x"], "not '2x'"),
+    (["--epochs", "0"], "--epochs takes a positive number"),
+    (["--stages", "1"], "unknown option --stages"),
+], ids=["stage", "stop-stage", "epochs", "unknown-option"])
+def test_a_recipe_refuses_a_bad_option_before_it_looks_for_system_tools(args, error, tmp_path):
+    done = _bare_recipe("multitask/asr", "--exp", str(tmp_path / "exp"), *args)
+    assert done.returncode == 2 and error in done.stderr, done.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_stage_that_needs_a_missing_system_tool_names_it_with_the_install_line(tmp_path):
+    done = _bare_recipe("multitask/asr", "--exp", str(tmp_path / "exp"), "--stop_stage", "0")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("stage 0 (synthetic voices, telephone codecs) needs espeak-ng flite ffmpeg: "
+                                   "apt-get install espeak-ng flite ffmpeg")
+    assert not (tmp_path / "exp").exists()
+    later = _bare_recipe("multitask/asr", "--exp", str(tmp_path / "exp"), "--stage", "9")  # no stage needs them
+    assert later.returncode == 0, later.stderr
 
 
 def test_the_gpu_check_runs_every_profile_and_the_speed_benches_in_one_script():

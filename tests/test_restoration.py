@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_runner import Done, speech_peft
 
 from speech_peft.data.audio import load_audio
 from speech_peft.data.pairs import DegradedPairs, collate_pairs
@@ -106,9 +107,8 @@ def inputs(tmp_path) -> Path:
     return src
 
 
-def _restore(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "speech_peft.cli", "restore", *map(str, args)], env=ENV,
-                          capture_output=True, text=True, timeout=600, **kwargs)
+def _restore(*args) -> Done:
+    return speech_peft("restore", *args)
 
 
 def _outputs(out: Path) -> dict[str, bytes]:

@@ -7,12 +7,10 @@
 #   0 prepare manifests and folds   1 train every method on every fold
 #   2 test the checkpoint selected on validation   3 write RESULTS.md
 set -euo pipefail
-command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 case ${profile:=cpu} in
   cpu) : "${hardware:=}" ;;
   gpu) [ -n "${hardware:-}" ] || hardware="trainer=gpu data.num_workers=8" ;;  # one GPU, bf16-mixed
-  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 read -r -a hardware_args <<< "$hardware"
 

@@ -1,4 +1,6 @@
-# Parses the options every recipe takes; defaults are set by the recipe before sourcing.
+# Parses and checks the options every recipe takes (defaults are set by the recipe before sourcing), then
+# that speech-peft is on PATH. Options come first, so a mistyped option is always exit 2 whatever the
+# machine lacks; a system tool a stage needs is checked by that stage (require_tools).
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
@@ -15,3 +17,19 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+for value in "$stage" "$stop_stage"; do  # a non-number would make every stage test false: nothing would run
+  [[ $value =~ ^[0-9]+$ ]] || { echo "--stage and --stop_stage take a stage number, not '$value'" >&2; exit 2; }
+done
+case ${profile:=cpu} in
+  cpu|gpu) ;;
+  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
+esac
+[ -z "${epochs:-}" ] || [[ $epochs =~ ^[1-9][0-9]*$ ]] || { echo "--epochs takes a positive number, not '$epochs'" >&2; exit 2; }
+command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
+
+require_tools() {  # require_tools WHAT TOOL...: exit 1 with the apt-get line when a system tool is missing
+  local what=$1 tool missing=()
+  shift
+  for tool in "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  [ ${#missing[@]} -eq 0 ] || { echo "$what needs ${missing[*]}: apt-get install ${missing[*]}" >&2; exit 1; }
+}

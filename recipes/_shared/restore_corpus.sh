@@ -10,7 +10,6 @@
 #   2 cleaner    3 bridge on clean features    4 bridge fine-tuned on cleaned features
 #   5 restore the degraded test items          6 quality (PESQ, STOI, SI-SDR, DNSMOS, speaker similarity, WER)
 set -euo pipefail
-command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 
 stage=0 stop_stage=6 quick=false extra=() epochs="" profile=cpu
 source recipes/_shared/parse_args.sh "$@"
@@ -18,7 +17,6 @@ case $profile in
   # an epoch = one 2 s crop of every training recording
   cpu) hardware=(data.batch_size=8 trainer.limit_train_batches=300) test_items=${TEST_ITEMS:-100} ;;
   gpu) hardware=(trainer=gpu data.batch_size=32) test_items=${TEST_ITEMS:-400} ;;
-  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 fit=(speech-peft fit --config-dir recipes/speech_samples/restore/conf experiment=restore_speech_samples
      trainer.enable_progress_bar=false data.repeats=1 "${hardware[@]}")

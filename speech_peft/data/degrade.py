@@ -6,6 +6,8 @@ always yields the same audio, on the fly in a dataset or offline to disk.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import random
 import shutil
 import subprocess
@@ -19,6 +21,8 @@ import torch
 import torchaudio.functional as AF
 
 from .audio import load_audio
+
+log = logging.getLogger(__name__)
 
 
 def _power(x: torch.Tensor) -> torch.Tensor:
@@ -102,6 +106,11 @@ def has_ffmpeg() -> bool:
     return shutil.which("ffmpeg") is not None
 
 
+@functools.cache
+def _warn_without_codec() -> None:  # once a process: every dataset and worker builds a Degrader
+    log.warning("ffmpeg is not on PATH: degrading without the codec effect (apt-get install ffmpeg)")
+
+
 def codec(wave: torch.Tensor, sample_rate: int, name: str = "mp3", bitrate: str = "16k") -> torch.Tensor:
     """Encode and decode through ffmpeg (mp3 or opus); the codec's delay is aligned back out."""
     if not has_ffmpeg():
@@ -159,6 +168,8 @@ class Degrader:
         self.noises = [load_audio(p, sample_rate) for p in config.noise_files]
         self.rirs = [load_audio(p, sample_rate) for p in config.rir_files]
         self.effects = [e for e in config.effects if e != "codec" or has_ffmpeg()]
+        if len(self.effects) < len(config.effects):  # the chains drawn differ from a machine with ffmpeg
+            _warn_without_codec()
 
     def chosen(self, index: int) -> tuple[random.Random, list[str]]:
         rng = random.Random(self.seed * 1_000_003 + index)

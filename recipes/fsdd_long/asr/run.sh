@@ -23,7 +23,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
-command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
 
 stage=0 stop_stage=7 data="" quick=false extra=() epochs="" profile=cpu model=tiny
 exp=exp/fsdd_long/asr
@@ -42,7 +41,6 @@ case $profile in
   # stage-2 epochs of the design, of each ablation run, of the read-sentence run
   cpu) hardware=(data.batch_size=8) stage2_epochs=12 ablation_epochs=5 sentence_epochs=8 ;;  # stages 2-3: ~45 min on 2 cores
   gpu) hardware=(trainer=gpu data.batch_size=32 data.num_workers=8) stage2_epochs=60 ablation_epochs=25 sentence_epochs=40 ;;  # ~10 H100 minutes for stages 2-3 (an estimate: not yet run on one)
-  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 [ "$model" = base ] && hardware+=(encoder=whisper_base)
 fit=(speech-peft fit --config-dir "$here/conf" experiment=fsdd_long_asr trainer.enable_progress_bar=false "${hardware[@]}")
@@ -101,7 +99,7 @@ fi
 
 if run_stage 5; then
   log "stage 5: beyond digits (read sentences from synthetic voices)"
-  command -v espeak-ng >/dev/null || { echo "stage 5 needs espeak-ng and flite: apt-get install espeak-ng flite" >&2; exit 1; }
+  require_tools "stage 5 (synthetic voices)" espeak-ng flite
   sentences=$exp/sentences
   [ -f "$sentences/tts/train.jsonl" ] || speech-peft prepare tts_voices data/sentences/read_sentences.txt \
     "$sentences/tts" --voices 3 0 >/dev/null     # 3 sentences per voice; 8 voices held out for testing

@@ -17,8 +17,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
-command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
-command -v espeak-ng >/dev/null || { echo "needs espeak-ng: apt-get install espeak-ng" >&2; exit 1; }
 
 stage=0 stop_stage=5 data="" quick=false extra=() epochs="" profile=cpu
 exp=exp/multilingual/asr
@@ -27,7 +25,6 @@ case $profile in
   cpu) hardware=() ;;
   gpu) hardware=(trainer=gpu data.batch_size=32 trainer.max_epochs=30)
        [ "$exp" = exp/multilingual/asr ] && exp=exp/multilingual/asr_gpu ;;
-  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 LANGUAGES=(en de fr es)
 data_dir=$exp/data
@@ -43,6 +40,7 @@ decode() {  # decode NAME MODEL [OPTIONS...]: the test set (or a routed copy) ->
 }
 
 if run_stage 0; then
+  require_tools "stage 0 (synthetic voices)" espeak-ng
   log "stage 0: speech in ${LANGUAGES[*]}"
   python recipes/multilingual/asr/local/prepare_languages.py "$exp" --languages "${LANGUAGES[@]}" \
     --test-voices 2 --test-sentences 8

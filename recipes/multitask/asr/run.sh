@@ -7,7 +7,7 @@
 #   bash recipes/multitask/asr/run.sh --profile gpu       # one GPU: batch 32, 200 batches a run -> exp/multitask/asr_gpu
 #
 #   0 four tasks (read, far-field, telephone, spoken digits), ten test sets, a task-balanced mixture
-#     (local/prepare_tasks.py; needs espeak-ng and flite)
+#     (local/prepare_tasks.py; needs espeak-ng, flite and ffmpeg)
 #   1 single-task adapters: a parallel bottleneck adapter at every encoder feed-forward, one per task
 #   2 fusions of the frozen single-task adapters trained on the mixture (FUSIONS: combiner:algorithm ...)
 #   3 baselines trained on the mixture: one multi-task adapter, full fine-tuning of the whole model
@@ -18,8 +18,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
-command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
-command -v espeak-ng >/dev/null || { echo "needs espeak-ng and flite: apt-get install espeak-ng flite" >&2; exit 1; }
 
 stage=0 stop_stage=5 data="" quick=false extra=() epochs="" profile=cpu
 exp=exp/multitask/asr
@@ -28,7 +26,6 @@ case $profile in
   cpu) hardware=() ;;                                                  # the committed RESULTS.md
   gpu) hardware=(trainer=gpu data.batch_size=32 trainer.limit_train_batches=200)   # 6,400 items a run
        [ "$exp" = exp/multitask/asr ] && exp=exp/multitask/asr_gpu ;;
-  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 tasks_dir=$exp/tasks
 fit=(speech-peft fit --config-dir "$here/conf" experiment=multitask_asr trainer.enable_progress_bar=false "${hardware[@]}")
@@ -38,6 +35,7 @@ run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 TASKS=(read far phone digits)
 
 if run_stage 0; then
+  require_tools "stage 0 (synthetic voices, telephone codecs)" espeak-ng flite ffmpeg
   log "stage 0: tasks, test sets, mixture"
   python recipes/multitask/asr/local/prepare_tasks.py "$exp"
 fi

@@ -26,8 +26,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
-command -v speech-peft >/dev/null || { echo "speech-peft not on PATH: run 'make demo' or activate .venv" >&2; exit 1; }
-command -v espeak-ng >/dev/null || { echo "needs espeak-ng and flite: apt-get install espeak-ng flite" >&2; exit 1; }
 
 stage=0 stop_stage=7 data=data/speech_samples quick=false extra=() epochs="" profile=cpu
 exp=exp/speech_samples/restore
@@ -36,7 +34,6 @@ case $profile in
   cpu) hardware=() ;;
   gpu) hardware=(trainer=gpu data.batch_size=32)  # one GPU, bf16-mixed; its own folder, never the shipped one
        [ "$exp" = exp/speech_samples/restore ] && exp=exp/speech_samples/restore_gpu ;;
-  *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;
 esac
 fsdd=../shared/data/fsdd; [ -d "$fsdd" ] || fsdd=data/fsdd_subset
 cleaner_epochs=${epochs:-5} bridge_epochs=${epochs:-8} finetune_epochs=${epochs:-2}
@@ -49,6 +46,7 @@ log() { echo "[$(date +%H:%M:%S)] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 if run_stage 0; then
+  require_tools "stage 0 (synthetic voices)" espeak-ng flite
   log "stage 0: manifests; synthetic voices; held-out evaluation sets from $data/asr"
   m=$exp/manifests
   speech-peft prepare folder "$data/clean" "$m" >/dev/null
