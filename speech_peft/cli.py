@@ -32,7 +32,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="speech-peft", description="Parameter-efficient adaptation of frozen speech and audio encoders.",
         epilog="fit/validate/test/predict take Hydra overrides (--help after the verb shows the config groups); "
                "every other command has its own --help.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")  # not "command": report has --command
     for verb in VERBS:  # parsed by Hydra (see main); listed here so --help shows them
         sub.add_parser(verb, help=VERB_HELP[verb], add_help=False)
     sub.add_parser("lightning", help="Lightning's CLI over the same tasks (--config run.yaml, --print_config)",
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         lightning_main(argv[1:])
         return 0
     args = build_parser(argv[0] if argv else None).parse_args(argv)
-    return exit_status(args.command, lambda: args.func(args))
+    return exit_status(args.verb, lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -49,3 +49,28 @@ def test_options_that_do_not_apply_are_refused_not_ignored(tmp_path):
     _one_line_error(_cli("transcribe", str(tmp_path / "missing.wav")), "missing.wav")
     done = _cli("report", "cls", str(tmp_path), "--out", str(tmp_path / "R.md"), "--measure", "a", "b")
     assert done.returncode == 2 and "unrecognized arguments: --measure" in done.stderr
+
+
+# One missing input for each verb (Lightning's own CLI answers in its own words): ARGS, words the line names.
+MISSING_INPUTS = [
+    (["validate", "ckpt_path=/no/such.ckpt"], ["/no/such.ckpt"]),
+    (["predict", "ckpt_path=/no/such.ckpt"], ["/no/such.ckpt"]),
+    (["transcribe", "/no/a.wav"], ["/no/a.wav"]),
+    (["export", "--format", "ctranslate2", "--adapter", "/no/adapter", "--out", "{tmp}/ct2"], ["/no/adapter"]),
+    (["merge-adapters", "/no/a", "/no/b", "--out", "{tmp}/merged"], ["/no/a"]),
+    (["prepare", "fsdd", "/no/fsdd", "{tmp}/manifests"], ["/no/fsdd"]),
+    (["degrade", "/no/clean", "--out", "{tmp}/degraded"], ["/no/clean"]),
+    (["restore", "/no/degraded", "{tmp}/restored"], ["/no/degraded"]),
+    (["report", "cls", "/no/exp", "--out", "{tmp}/R.md", "--command", "bash run.sh"], ["/no/exp"]),
+    (["score", "wer", "--ref", "/no/ref.tsv", "--hyp", "/no/hyp.tsv"], ["/no/ref.tsv"]),
+    (["shard", "/no/train.jsonl", "{tmp}/shards"], ["/no/train.jsonl"]),
+]
+
+
+@pytest.mark.parametrize("args,words", MISSING_INPUTS, ids=[args[0] for args, _ in MISSING_INPUTS])
+def test_every_verb_names_a_missing_input_in_one_line_under_its_own_name(args, words, tmp_path):
+    overrides = [f"exp_dir={tmp_path}/exp"] if "=" in args[1] else []
+    done = _cli(*[a.format(tmp=tmp_path) for a in args], *overrides)
+    _one_line_error(done, f"speech-peft {args[0]}: error:", *words)
+    # nothing written, but a Lightning verb's record of the config it was asked to run
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and "exp" not in p.relative_to(tmp_path).parts]
