@@ -23,6 +23,8 @@ class Done:
 
 def speech_peft(*args: object, cwd: Path | None = None) -> Done:
     """Run ``speech-peft ARGS`` here. An uncaught exception propagates (a user would see a traceback)."""
+    if _processes(args) > 1:  # Lightning would start the others by running this process's command: pytest
+        raise ValueError("a run on several processes needs its own process: use subprocess")
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
     handlers, level, argv, where = root.handlers[:], root.level, sys.argv[:], os.getcwd()
@@ -43,3 +45,10 @@ def speech_peft(*args: object, cwd: Path | None = None) -> Done:
         sys.argv = argv
         os.chdir(where)
     return Done(status or 0, out.getvalue(), err.getvalue())
+
+
+def _processes(args: tuple[object, ...]) -> int:
+    words = [str(a) for a in args]
+    counts = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--devices"]
+    counts += [w.partition("=")[2] for w in words if w.startswith("trainer.devices=")]
+    return max([int(c) if c.isdigit() else 2 for c in counts], default=1)

@@ -160,10 +160,13 @@ def test_every_task_trains_on_whisper_base_by_choosing_its_encoder_config(task, 
 def _base_adapter(tmp_path: Path, task: str) -> Path:
     import copy
 
-    from speech_peft.adapters import ParallelAdapterConfig, add_adapter, save_adapter
+    from speech_peft.adapters import ParallelAdapterConfig, adapter_parameters, add_adapter, save_adapter
 
     model = copy.deepcopy(load_whisper("whisper-base").model)
     add_adapter(model, ParallelAdapterConfig(bottleneck_dim=8, stack="*encoder*", scale=1.0), task)
+    with torch.no_grad():  # as if trained: an identity adapter adds nothing, so its fusion would get no gradient
+        for p in adapter_parameters(model, task):
+            p.normal_(0, 0.02)
     return save_adapter(model, tmp_path / "adapters" / task, name=task, base_model_name="whisper-base")
 
 
