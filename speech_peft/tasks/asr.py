@@ -13,12 +13,11 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
-import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from ..adapters import add_adapter, config_from_dict, load_adapter, save_adapter
+from ..adapters import add_adapter, config_from_dict, finalize_adapter, load_adapter, save_adapter
 from ..asr.whisper_ar import WhisperTranscriber
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
@@ -28,8 +27,8 @@ from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
 from ..metrics.text import normalize
 from ..metrics.wer import score
-from .common import FULL_FINETUNE, keep_frozen_parts_in_eval, load_trained_state, save_trained_state
-from .sharding import shard_module
+from .base import AdapterTask
+from .common import FULL_FINETUNE, keep_frozen_parts_in_eval
 
 EXPORT_KIND = "whisper_ar"
 FULL_WEIGHTS = "model.safetensors"
@@ -81,7 +80,7 @@ def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber,
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
-class WhisperARFineTune(L.LightningModule):
+class WhisperARFineTune(AdapterTask):
     """Whisper with an adapter (LoRA by default) trained by teacher forcing on normalised transcripts."""
 
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
@@ -162,18 +161,11 @@ class WhisperARFineTune(L.LightningModule):
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, beam_size: int = 1) -> list[str]:
         return self.transcriber.transcribe(waveforms, beam_size)
 
-    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
-        shard_module(self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        save_trained_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        load_trained_state(self, checkpoint)
+    def training_loss(self, batch: Batch) -> torch.Tensor:
+        return self._loss(batch)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr,
-                                 weight_decay=self.hparams.weight_decay)
+        return torch.optim.AdamW(self.adapter_optimizer_groups(self.hparams.lr, self.hparams.weight_decay))
 
     def export(self, directory: str | Path) -> Path:
         """``adapter/`` (also usable alone: ``speech-peft transcribe --adapter EXPORT/adapter``), or
@@ -184,6 +176,7 @@ class WhisperARFineTune(L.LightningModule):
             state.pop("proj_out.weight", None)  # tied to the token embedding
             atomic_write(directory / FULL_WEIGHTS, lambda tmp: save_file(state, tmp))
         else:
+            finalize_adapter(self.model, "default")  # e.g. MoSA's sub-adapters become the one they sum to
             save_adapter(self.model, directory / "adapter", base_model_name=self.hparams.model_name)
         write_export_info(directory, EXPORT_KIND, {"model_name": self.hparams.model_name,
                                                    "full_finetune": self.full_finetune,

@@ -12,19 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import lightning as L
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
 from ..data.pairs import RestorationData
 from ..vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
-from .common import load_trained_state, save_trained_state
-from .sharding import shard_module
+from .base import AdapterTask
 from .restoration import FeatureCleaner
 
 
-class BridgeTraining(L.LightningModule):
+class BridgeTraining(AdapterTask):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
     ``init_bridge``: a restorer export's ``vocoder.safetensors`` to start from (stage "cleaned")."""
 
@@ -65,15 +63,6 @@ class BridgeTraining(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.bridge.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
-    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
-        shard_module(self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        save_trained_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        load_trained_state(self, checkpoint)
 
     def export(self, directory: str | Path) -> Path:
         """A restorer: the cleaner it was trained beside, this bridge and the frozen generator."""

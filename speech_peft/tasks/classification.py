@@ -9,24 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..adapters import finalize_adapter, load_adapter, records, save_adapter, snip_prune
+from ..adapters import finalize_adapter, load_adapter, records, save_adapter
 from ..adapters.coda import conditional_adapters, every_token
-from ..adapters.rank_parallel import clip_gradients as clip_rank_parallel
-from ..adapters.rank_parallel import rank_parallel_layers
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders import build_encoder
 from ..encoders.base import EncoderOutput
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
-from .common import (FULL_FINETUNE, attach_adapter, keep_frozen_parts_in_eval, load_trained_state,
-                     optimizer_groups, save_trained_state)
-from .sharding import shard_module
+from .base import AdapterTask
+from .common import FULL_FINETUNE, attach_adapter, keep_frozen_parts_in_eval
 from .schedules import warmup_cosine
 
 EXPORT_KIND = "classifier"
@@ -39,7 +35,7 @@ def pool(out: EncoderOutput, how: str) -> Tensor:
     return (out.hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-class AudioClassifier(L.LightningModule):
+class AudioClassifier(AdapterTask):
     """Checkpoints hold only what was trained (adapter, head) and a fingerprint of the frozen encoder."""
 
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
@@ -134,15 +130,8 @@ class AudioClassifier(L.LightningModule):
         return [{"id": uid, "label": self.labels[int(b)], "score": round(float(p[b]), 6)}
                 for uid, b, p in zip(batch.ids, best, probs)]
 
-    def on_train_start(self) -> None:
-        """Sparse adapters that prune by SNIP saliency are pruned here, on the first training batches."""
-        def loss_of(batch: Batch) -> Tensor:
-            logits = self(batch.waveforms.to(self.device), batch.lengths.to(self.device))
-            return nn.functional.cross_entropy(logits, self._targets(batch))
-
-        pruned = snip_prune(self.encoder, iter(self.trainer.train_dataloader), loss_of)
-        if pruned:
-            self.print(f"pruned {pruned} sparse adapter(s) by SNIP saliency on the first training batches")
+    def training_loss(self, batch: Batch) -> Tensor:
+        return nn.functional.cross_entropy(self(batch.waveforms, batch.lengths), self._targets(batch))
 
     def on_fit_start(self) -> None:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -152,26 +141,9 @@ class AudioClassifier(L.LightningModule):
         self.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(optimizer_groups(self, self.hparams.lr, self.hparams.weight_decay))
+        opt = torch.optim.AdamW(self.adapter_optimizer_groups(self.hparams.lr, self.hparams.weight_decay))
         schedule = warmup_cosine(opt, self.hparams.warmup_steps, self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if gradient_clip_val and rank_parallel_layers(self):  # HD-PiSSA, LTE: replicas must stay equal
-            if gradient_clip_algorithm not in (None, "norm"):
-                raise ValueError("rank-parallel adapters clip gradients by norm only")
-            clip_rank_parallel(self, gradient_clip_val)
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
-        shard_module(self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        save_trained_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        load_trained_state(self, checkpoint)
 
     def export(self, directory: str | Path) -> Path:
         """What was trained: the adapter (adapter core format), the head, and for full fine-tuning the

@@ -26,7 +26,6 @@ import contextlib
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-import lightning as L
 from omegaconf import OmegaConf
 import torch
 from safetensors.torch import load_file, save_file
@@ -47,16 +46,16 @@ from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write, write_text
 from ..metrics.text import normalize
+from .base import AdapterTask
 from .asr import CorpusWER
-from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
-from .sharding import shard_module
+from .common import keep_frozen_parts_in_eval
 
 STAGE_RATIOS = {1: (0.0, 1.0), 2: (0.7, 1.0)}
 EXPORT_KIND = "diffusion_asr"
 LEXICON = "lexicon.txt"
 
 
-class DiffusionASR(L.LightningModule):
+class DiffusionASR(AdapterTask):
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
 
     def __init__(self, encoder_name: str = "whisper-tiny.en", stage: int = 1, max_length: int = 256,
@@ -223,16 +222,16 @@ class DiffusionASR(L.LightningModule):
         if self.hparams.stage == 2 and self.device_mesh is not None:
             raise ValueError("diffusion ASR stage 2 keeps a weight average of the whole decoder, which strategy=fsdp "
                              "does not shard: train stage 2 with strategy=ddp")
-        shard_module(self)
+        super().configure_model()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        save_trained_state(self, checkpoint)
+        super().on_save_checkpoint(checkpoint)
         checkpoint["lexicon"] = sorted(self.lexicon)
         if self.average is not None:  # so that a resumed stage 2 keeps averaging where it stopped
             checkpoint["ema"] = self.average.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        load_trained_state(self, checkpoint)
+        super().on_load_checkpoint(checkpoint)
         self.lexicon |= set(checkpoint.get("lexicon", []))
         if "ema" in checkpoint:
             self._new_average().load_state_dict(checkpoint["ema"], strict=True)

@@ -17,7 +17,6 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
-import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
@@ -32,16 +31,16 @@ from ..data.dataset import Batch
 from ..encoders.whisper import load_whisper
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
+from .base import AdapterTask
 from .asr import CorpusWER, teacher_forced_loss
-from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
-from .sharding import shard_module
+from .common import keep_frozen_parts_in_eval
 
 EXPORT_KIND = "whisper_adapter_fusion"
 ALGORITHMS = ("two_stage", "joint")
 SAMPLES_PER_FRAME = 320  # 16 kHz samples per Whisper encoder frame (hop 160, stride-2 convolution)
 
 
-class WhisperAdapterFusion(L.LightningModule):
+class WhisperAdapterFusion(AdapterTask):
     datamodule: ClassVar[type] = ManifestDataModule
 
     def __init__(self, adapters: dict[str, str], model_name: str = "whisper-tiny.en", fusion: dict | None = None,
@@ -154,18 +153,11 @@ class WhisperAdapterFusion(L.LightningModule):
         trainable, total = count_parameters(self.model)
         return trainable / total
 
-    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
-        shard_module(self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        save_trained_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        load_trained_state(self, checkpoint)
+    def training_loss(self, batch: Batch) -> torch.Tensor:
+        return self._loss(batch)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.AdamW(self.adapter_optimizer_groups(self.hparams.lr, self.hparams.weight_decay))
 
     def export(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -20,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import lightning as L
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
@@ -31,8 +30,8 @@ from ..encoders.whisper import load_whisper_encoder
 from ..exports import read_export_info, write_export_info
 from ..vocoders.restorer import Restorer
 from ..vocoders.wavefit import Discriminators, WaveFit, WaveFitConfig, adversarial_losses, wavefit_loss
-from .common import keep_frozen_parts_in_eval, load_trained_state, save_trained_state
-from .sharding import shard_module
+from .base import AdapterTask
+from .common import keep_frozen_parts_in_eval
 
 CLEANER_KIND = "cleaner"
 
@@ -52,7 +51,7 @@ def build_cleaner_encoder(encoder_name: str, tap_layer: int, bottleneck_dim: int
     return encoder, report
 
 
-class FeatureCleaner(L.LightningModule):
+class FeatureCleaner(AdapterTask):
     """``adapter_dir``: start from trained adapters saved by an earlier fit (checked against the base)."""
 
     predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
@@ -103,15 +102,6 @@ class FeatureCleaner(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
 
-    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
-        shard_module(self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        save_trained_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        load_trained_state(self, checkpoint)
-
     def export(self, directory: str | Path) -> Path:
         """``cleaner/`` (the adapters) and ``export.json``."""
         directory = Path(directory)
@@ -151,7 +141,7 @@ class FeatureCleaner(L.LightningModule):
         return self.features(degraded, lengths) if stage == "cleaned" else self.features(clean, lengths, clean=True)
 
 
-class VocoderTraining(L.LightningModule):
+class VocoderTraining(AdapterTask):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
     ``init_vocoder``: a ``vocoder.safetensors`` to start from (stage "cleaned" fine-tunes stage "clean").
     Its export is a restorer (``Restorer.from_export``)."""
@@ -214,15 +204,6 @@ class VocoderTraining(L.LightningModule):
         if self.discriminators is None:
             return opt
         return [opt, torch.optim.AdamW(self.discriminators.parameters(), lr=self.hparams.lr, betas=(0.8, 0.99))]
-
-    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
-        shard_module(self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        save_trained_state(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        load_trained_state(self, checkpoint)
 
     def export(self, directory: str | Path) -> Path:
         """A restorer: this vocoder with the cleaner it was trained beside."""

@@ -1,0 +1,59 @@
+"""``AdapterTask``: the LightningModule every task builds on.
+
+It owns what does not depend on the task: the checkpoint rule (``common.py``), sharding under
+``strategy=fsdp``, and what an adapter method asks of training: its optimiser groups (``lr_scale``, no
+weight decay), SNIP pruning of sparse adapters on the first training batches, and gradient clipping that
+keeps rank-parallel replicas equal. A task adds its model, its loss (``training_loss``) and its metrics,
+so every task that takes ``adapter=`` honours every method the same way.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from torch import Tensor
+
+from ..adapters import snip_prune
+from ..adapters.rank_parallel import clip_gradients as clip_rank_parallel
+from ..adapters.rank_parallel import rank_parallel_layers
+from .common import load_trained_state, optimizer_groups, save_trained_state
+from .sharding import shard_module
+
+
+class AdapterTask(L.LightningModule):
+    """Subclasses define ``training_loss`` where SNIP-pruned sparse adapters may sit on what they train."""
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """The loss of one training batch already on this module's device, without logging."""
+        raise NotImplementedError(f"{type(self).__name__} defines no training_loss, which SNIP pruning scores with")
+
+    def adapter_optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The trainable parameters as AdamW groups, each adapter at the step and decay its method asks."""
+        return optimizer_groups(self, lr, weight_decay)
+
+    def on_train_start(self) -> None:
+        """Sparse adapters that prune by SNIP saliency are pruned here, on the first training batches."""
+        def loss_of(batch: Any) -> Tensor:
+            return self.training_loss(self.transfer_batch_to_device(batch, self.device, 0))
+
+        batches = (batch for batch in self.trainer.train_dataloader)  # opened only when there is something to prune
+        pruned = snip_prune(self, batches, loss_of)
+        if pruned:
+            self.print(f"pruned {pruned} sparse adapter(s) by SNIP saliency on the first training batches")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val and rank_parallel_layers(self):  # HD-PiSSA, LTE: replicas must stay equal
+            if gradient_clip_algorithm not in (None, "norm"):
+                raise ValueError("rank-parallel adapters clip gradients by norm only")
+            clip_rank_parallel(self, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
+        shard_module(self)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        save_trained_state(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_trained_state(self, checkpoint)

@@ -1,0 +1,48 @@
+"""Every task builds on one Lightning base (tasks/base.py), so what an adapter method asks of training
+reaches every task that trains it, not the classification task alone."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speech_peft.adapters.sparse import SparseBottleneck
+from speech_peft.tasks.asr import WhisperARFineTune
+from speech_peft.tasks.base import AdapterTask
+from speech_peft.tasks.bridge import BridgeTraining
+from speech_peft.tasks.classification import AudioClassifier
+from speech_peft.tasks.diffusion_asr import DiffusionASR
+from speech_peft.tasks.multitask_asr import WhisperAdapterFusion
+from speech_peft.tasks.restoration import FeatureCleaner, VocoderTraining
+
+
+@pytest.mark.parametrize("task", [AudioClassifier, WhisperARFineTune, DiffusionASR, WhisperAdapterFusion,
+                                  FeatureCleaner, BridgeTraining, VocoderTraining])
+def test_every_task_is_an_adapter_task(task):
+    assert issubclass(task, AdapterTask)
+
+
+def test_autoregressive_asr_trains_hd_pissa_at_the_smaller_step_and_without_the_decay_its_method_asks():
+    module = WhisperARFineTune("whisper-tiny.en", lr=1e-3, weight_decay=0.01,
+                               adapter={"method": "hd_pissa", "target_roles": ["attn.q"], "layers": "0", "r": 2})
+    groups = module.configure_optimizers().param_groups
+    trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in groups for p in g["params"]) == trained
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(pytest.approx(1e-4), 0.0)]  # lr_scale 0.1
+
+
+def test_a_snip_sparse_adapter_is_pruned_on_the_first_batches_of_an_autoregressive_asr_fit(fsdd_folds, tmp_path):
+    from speech_peft.commands.train import compose_config, run
+
+    fold = fsdd_folds / "fold_theo"
+    cfg = compose_config([
+        "task=whisper_ar", "encoder.name=whisper-tiny.en", "data=fsdd_long", f"data.train={fold}/train.jsonl",
+        f"data.val={fold}/val.jsonl", "data.batch_size=2", "adapter=sparse", "adapter.target_roles=[ffn]",
+        "+adapter.layers=0", "logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", f"exp_dir={tmp_path}/exp"])
+    fit = run(cfg, "fit")
+    exported = WhisperARFineTune.from_export(tmp_path / "exp" / "export")
+    sparse = [m for m in exported.model.modules() if isinstance(m, SparseBottleneck)]
+    assert sparse and all(bool(m.pruned) for m in sparse)
+    kept = torch.cat([m.down_mask.flatten() for m in sparse]).float().mean()
+    assert kept == pytest.approx(0.4, abs=0.02)  # sparsity 0.6
+    assert fit["trainable_params"] > 0
