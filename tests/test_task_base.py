@@ -2,6 +2,8 @@
 reaches every task that trains it, not the classification task alone."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -46,3 +48,39 @@ def test_a_snip_sparse_adapter_is_pruned_on_the_first_batches_of_an_autoregressi
     kept = torch.cat([m.down_mask.flatten() for m in sparse]).float().mean()
     assert kept == pytest.approx(0.4, abs=0.02)  # sparsity 0.6
     assert fit["trainable_params"] > 0
+
+
+ADAPTER_CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "adapter").glob("*.yaml"))
+NOTHING_TO_TRAIN = {"whisper_ar": {"linear_probe": "trains nothing in Whisper"}}  # refused, with the reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ADAPTER_CONFIGS)
+@pytest.mark.parametrize("task", ["classification", "whisper_ar"])
+def test_every_shipped_adapter_config_trains_on_every_task_that_takes_one_or_is_refused_up_front(
+        task, method, tiny_whisper_dir, fsdd_folds, tmp_path):
+    """One optimiser step moves the trained tensors; a method the task cannot train is a one-line error
+    before anything runs."""
+    import lightning as L
+
+    from speech_peft.commands.train import build_task, compose_config, run
+    from speech_peft.tasks.common import trainable_state
+
+    fold = fsdd_folds / "fold_theo"
+    chosen = ([f"encoder.name={tiny_whisper_dir}", "data.labels=[0,1,2]"] if task == "classification" else
+              ["task=whisper_ar", "encoder.name=whisper-tiny.en", "data=fsdd_long"])
+    cfg = compose_config([*chosen, f"adapter={method}", f"data.train={fold}/train.jsonl", f"data.val={fold}/val.jsonl",
+                          "data.batch_size=2", "logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                          "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", f"exp_dir={tmp_path}/exp"])
+    refused = NOTHING_TO_TRAIN.get(task, {}).get(method)
+    if refused:
+        with pytest.raises(ValueError, match=refused):
+            build_task(cfg)
+        return
+    L.seed_everything(cfg.seed)  # as fit seeds before it builds
+    start = {k: v.clone() for k, v in trainable_state(build_task(cfg)).items()}
+    fit = run(cfg, "fit")
+    saved = torch.load(fit["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    assert saved.keys() == start.keys()
+    assert any(not torch.equal(saved[k], v) for k, v in start.items()), f"{method}: one step moved nothing"
+    assert (tmp_path / "exp" / "export" / "export.json").is_file()

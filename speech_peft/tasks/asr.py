@@ -106,6 +106,10 @@ class WhisperARFineTune(AdapterTask):
             self.report = add_adapter(self.model, config_from_dict(dict(adapter or DEFAULT_ADAPTER)))
         else:
             self.report = load_adapter(self.model, adapter_dir)
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise ValueError(f"adapter {(adapter or DEFAULT_ADAPTER).get('method')!r} trains nothing in Whisper: a linear "
+                             "probe trains a classifier's head (task=classification); choose a method that adapts "
+                             "the model (lora, parallel, ...)")
         self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model), language=language)
         self.cache = None
         if cache_dir is not None:
