@@ -84,3 +84,14 @@ def test_every_shipped_adapter_config_trains_on_every_task_that_takes_one_or_is_
     assert saved.keys() == start.keys()
     assert any(not torch.equal(saved[k], v) for k, v in start.items()), f"{method}: one step moved nothing"
     assert (tmp_path / "exp" / "export" / "export.json").is_file()
+
+
+def test_a_task_that_takes_no_adapter_refuses_adapter_options_and_its_folder_does_not_name_one():
+    from speech_peft.commands.train import compose_config
+
+    assert compose_config(["task=diffusion_asr", "data=fsdd_long"]).exp_dir == "exp/fsdd_long/diffusion_asr"
+    assert compose_config(["task=whisper_ar", "data=fsdd_long", "adapter=parallel"]).exp_dir == \
+        "exp/fsdd_long/whisper_ar/parallel"
+    for asked in ("adapter=parallel", "++adapter.r=4"):
+        with pytest.raises(ValueError, match=rf"DiffusionASR takes no adapter=.*drop {asked.lstrip('+').split('=')[0]}"):
+            compose_config(["task=diffusion_asr", "data=fsdd_long", asked])

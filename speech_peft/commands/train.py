@@ -30,6 +30,14 @@ from .errors import exit_status
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
+def _adapter_folder(choice: str, *, _root_: DictConfig) -> str:
+    """``exp_dir``'s last part: the adapter chosen, for the tasks that take one (their config has ``adapter``)."""
+    return f"/{choice}" if "adapter" in _root_.task else ""
+
+
+OmegaConf.register_new_resolver("adapter_folder", _adapter_folder, replace=True)
+
+
 def compose_config(overrides: list[str] = (), config_dir: str | Path | None = None) -> DictConfig:
     """The config ``speech-peft VERB OVERRIDES`` runs with (``config_dir``: a recipe's own ``conf/``,
     searched before the package's). Also sets Hydra's runtime, which ``exp_dir`` reads."""
@@ -42,7 +50,18 @@ def compose_config(overrides: list[str] = (), config_dir: str | Path | None = No
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
+    _refuse_an_adapter_the_task_ignores(cfg, overrides)
     return cfg
+
+
+def _refuse_an_adapter_the_task_ignores(cfg: DictConfig, overrides: list[str]) -> None:
+    """An ``adapter=``/``adapter.*`` override for a task whose config takes no ``adapter`` would be dropped."""
+    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    asked = [k for k in keys if k == "adapter" or k.startswith("adapter.")]
+    if asked and "adapter" not in cfg.task:
+        task = cfg.task._target_.rsplit(".", 1)[-1]
+        raise ValueError(f"{task} takes no adapter= (its task config has no adapter key; its own options are "
+                         f"task.*): drop {', '.join(asked)}")
 
 
 def build(node: DictConfig) -> Any:
