@@ -201,6 +201,15 @@ def _wer_of_transcribing(export: Path, manifest: Path, tmp_path: Path, *options:
     return score_files(str(manifest), str(out)).wer
 
 
+def _transcribe_refused(export: Path, manifest: Path, *options: str) -> str:
+    """The one-line error of ``speech-peft transcribe --model EXPORT`` given options that do not apply."""
+    from cli_runner import speech_peft
+
+    done = speech_peft("transcribe", manifest, "--model", export, *options)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    return done.stderr
+
+
 def test_fit_test_and_transcribe_run_diffusion_asr_from_configs(whisper_with_tokenizer, fsdd_folds, tmp_path):
     _, test, export = _run_task("diffusion_asr", whisper_with_tokenizer, fsdd_folds, tmp_path, "task.max_length=8",
                                 "task.xattn_heads=4", f"task.cache_dir={tmp_path}/cache", "task.tokens_per_second=4.0")
@@ -212,6 +221,8 @@ def test_fit_test_and_transcribe_run_diffusion_asr_from_configs(whisper_with_tok
     manifest = fsdd_folds / "fold_theo" / "test.jsonl"
     assert test["test/wer"] == pytest.approx(_wer_of_transcribing(export, manifest, tmp_path, "--batch-size", "4"))
     _wer_of_transcribing(export, manifest, tmp_path, "--candidates", "2", "--rule", "mbr")
+    refused = _transcribe_refused(export, manifest, "--compute-type", "int8")
+    assert "diffusion ASR export: --compute-type int8 does not apply" in refused
 
 
 def test_ar_baseline_fine_tunes_real_whisper_with_lora_and_scores_wer(fsdd_folds, tmp_path):
@@ -223,6 +234,8 @@ def test_ar_baseline_fine_tunes_real_whisper_with_lora_and_scores_wer(fsdd_folds
     assert (export / "adapter" / "adapter.safetensors").is_file()
     manifest = fsdd_folds / "fold_theo" / "test.jsonl"
     assert test["test/wer"] == pytest.approx(_wer_of_transcribing(export, manifest, tmp_path))
+    refused = _transcribe_refused(export, manifest, "--candidates", "2")
+    assert "whisper_ar export, decoded autoregressively: diffusion decoding options" in refused
 
 
 def test_asr_report_marks_the_target_per_bucket_and_writes_every_row_to_results_json(tmp_path):

@@ -82,9 +82,15 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
         if adapter is not None or row_adapters:
             raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
                              "adapters do not apply")
+        if decode is not None and kind != DIFFUSION_EXPORT:
+            raise ValueError(f"{model} is a {kind} export, decoded autoregressively: diffusion decoding options "
+                             "(--candidates, --schedule, --rule, --remask, --init) do not apply")
         if kind == DIFFUSION_EXPORT:
             if beam_size != 1:
                 raise ValueError(f"{model} is a diffusion ASR export: --beam-size does not apply (use --candidates)")
+            if compute_type != "float32":
+                raise ValueError(f"{model} is a diffusion ASR export: --compute-type {compute_type} does not apply "
+                                 "(it decodes in float32)")
             diffusion = DiffusionASR.from_export(model, decode).to(target)
             return lambda w, n, *_: [Hypothesis(t) for t in diffusion.transcribe(tensor(w), tensor(n))]
         if kind == FUSION_EXPORT:  # task-ID-free: each utterance routed by what it sounds like
