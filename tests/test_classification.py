@@ -146,29 +146,42 @@ def test_a_sweep_over_adapters_gives_each_member_its_own_folder():
     assert len(folders) == 5 and "exp/fsdd/classification/pissa" in folders
 
 
-def test_lightning_cli_fits_the_same_task_and_data_modules_from_a_yaml_config(tiny_whisper_dir, fsdd_folds, tmp_path):
+def test_both_front_ends_train_one_config_to_the_same_export_and_fit_result(tiny_whisper_dir, fsdd_folds, tmp_path):
+    """``speech-peft fit`` (Hydra) and ``speech-peft lightning fit`` (Lightning's CLI, the same config as YAML)
+    run the same callbacks: the best checkpoint on val/loss, epoch seeds and times, the export and
+    fit_result.json."""
+    import yaml
+    from safetensors.torch import load_file
+
     from speech_peft.commands.lightning import main
+    from speech_peft.commands.train import compose_config, run
 
     fold = fsdd_folds / "fold_theo"
+    cfg = compose_config([f"encoder.name={tiny_whisper_dir}", 'data.labels=["0","1","2"]', "adapter=lora", "adapter.r=2",
+                          f"data.train={fold}/train.jsonl", f"data.val={fold}/val.jsonl", "data.batch_size=4",
+                          "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "logger=none",
+                          f"exp_dir={tmp_path}/hydra"])
+    hydra = run(cfg, "fit")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    arguments = lambda node: {k: v for k, v in node.items() if k not in ("_target_", "name")}  # noqa: E731
     config = tmp_path / "run.yaml"
-    config.write_text(f"""
-model:
-  class_path: AudioClassifier
-  init_args: {{labels: ["0", "1", "2"], encoder_name: {tiny_whisper_dir}, adapter: {{method: lora, r: 2}}}}
-data:
-  class_path: ManifestDataModule
-  init_args: {{train: {fold}/train.jsonl, val: {fold}/val.jsonl, batch_size: 8}}
-trainer: {{max_steps: 2, limit_val_batches: 1, logger: false, enable_progress_bar: false,
-          default_root_dir: {tmp_path}/lightning}}
-""")
+    config.write_text(yaml.safe_dump({
+        "seed_everything": cfg.seed,
+        "model": {"class_path": plain["task"]["_target_"], "init_args": arguments(plain["task"])},
+        "data": {"class_path": plain["data"]["_target_"], "init_args": {**arguments(plain["data"]),
+                                                                         "rejects_path": None}},
+        "trainer": {**plain["trainer"], "logger": False, "default_root_dir": str(tmp_path / "lightning")}}))
     main(["fit", "--config", str(config)])
-    checkpoints = list((tmp_path / "lightning").rglob("*.ckpt"))
-    assert len(checkpoints) == 1
-    state = torch.load(checkpoints[0], map_location="cpu", weights_only=True)
-    assert state["global_step"] == 2 and set(state["state_dict"]) == {
-        k for k in state["state_dict"] if "lora_" in k or k.startswith("head.")}
-    trained = [v for k, v in state["state_dict"].items() if "lora_B" in k]
-    assert trained and all(v.abs().sum() > 0 for v in trained)  # LoRA B starts at zero: it learned
+    cli = json.loads((tmp_path / "lightning" / "fit_result.json").read_text())
+    assert cli["epochs"] == hydra["epochs"] == 2 and cli["monitor"] == hydra["monitor"] == "val/loss"
+    assert cli["best_score"] == pytest.approx(hydra["best_score"], rel=1e-5)
+    assert Path(cli["best_checkpoint"]).name == Path(hydra["best_checkpoint"]).name
+    for part in ("head.safetensors", "adapter/adapter.safetensors"):
+        ours, theirs = load_file(tmp_path / "hydra" / "export" / part), load_file(tmp_path / "lightning" / "export" / part)
+        assert ours.keys() == theirs.keys() and ours
+        for key in ours:
+            torch.testing.assert_close(theirs[key], ours[key], rtol=0, atol=1e-6)
+    assert AudioClassifier.from_export(tmp_path / "lightning" / "export").labels == ["0", "1", "2"]
 
 
 def test_full_fine_tuning_exports_the_encoder_it_trained_and_adapters_export_only_themselves(tiny_whisper_dir, tmp_path):

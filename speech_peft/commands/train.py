@@ -21,9 +21,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..fileio import write_json, write_text
-from ..tasks.callbacks import EpochTimer
-from ..tasks.common import load_checkpoint_weights
-from ..tasks.sharding import is_sharded, resolve_strategy
+from ..tasks.callbacks import FitReport
+from ..tasks.sharding import resolve_strategy
 from . import VERBS
 from .errors import exit_status
 
@@ -100,7 +99,7 @@ def build_trainer(cfg: DictConfig, resuming: bool = False) -> L.Trainer:
         version = next(f"resumed_{n}" for n in range(1, len(taken) + 2) if f"resumed_{n}" not in taken)
         logger = CSVLogger(logger.save_dir, name=logger.name, version=version)
     trainer = resolve_strategy(OmegaConf.to_container(cfg.trainer, resolve=True))
-    return L.Trainer(**trainer, callbacks=callbacks, logger=logger)
+    return L.Trainer(**trainer, callbacks=[*callbacks, FitReport(cfg.exp_dir)], logger=logger)
 
 
 def trained_module(cfg: DictConfig, verb: str) -> tuple[L.LightningModule, str | None]:
@@ -131,20 +130,9 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
         trainer.fit(module, data, ckpt_path=cfg.ckpt_path)
         if not trainer.is_global_zero:  # data-parallel: the first process exports and reports
             return {}
-        checkpoint = trainer.checkpoint_callback
-        if is_sharded(module):  # strategy=fsdp: this process holds slices; export from a whole copy
-            module = build_task(cfg)
-        load_checkpoint_weights(module, checkpoint.best_model_path)
-        # Counted before the export, which may turn the adapter into its ordinary form (MoSA, hyper, poly).
-        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in module.parameters())
-        module.export(exp_dir / "export")
-        result = {"best_checkpoint": checkpoint.best_model_path, "best_score": float(checkpoint.best_model_score),
-                  "monitor": checkpoint.monitor, "trainable_params": trainable, "total_params": total,
-                  "epochs": trainer.current_epoch,  # all of them, also when resumed from ckpt_path
-                  "epoch_times_s": next(c.times for c in trainer.callbacks if isinstance(c, EpochTimer)),
-                  "export_bytes": _dir_size(exp_dir / "export"),
-                  "checkpoint_bytes": Path(checkpoint.best_model_path).stat().st_size}
+        result = next(c for c in trainer.callbacks if isinstance(c, FitReport)).result  # fit_result.json
+        print(json.dumps(result, indent=2))
+        return result
     else:
         task_class = get_class(cfg.task._target_)
         if verb == "predict" and hasattr(task_class, "predict_instead"):
@@ -163,10 +151,6 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
     write_json(exp_dir / f"{verb}_result.json", result)
     print(json.dumps(result, indent=2))
     return result
-
-
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
 def run_verb(verb: str, overrides: list[str]) -> int:

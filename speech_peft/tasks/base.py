@@ -23,6 +23,11 @@ from .sharding import shard_module
 class AdapterTask(L.LightningModule):
     """Subclasses define ``training_loss`` where SNIP-pruned sparse adapters may sit on what they train."""
 
+    def init_arguments(self) -> dict[str, Any]:
+        """The keyword arguments this task was built with (Lightning's CLI adds private ``_`` entries to
+        ``hparams``, which the constructor does not take)."""
+        return {k: v for k, v in self.hparams.items() if not k.startswith("_")}
+
     def training_loss(self, batch: Any) -> Tensor:
         """The loss of one training batch already on this module's device, without logging."""
         raise NotImplementedError(f"{type(self).__name__} defines no training_loss, which SNIP pruning scores with")

@@ -1,7 +1,9 @@
 """Callbacks the trainer config group ``callbacks`` names (``conf/callbacks/*.yaml``)."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import lightning as L
 
@@ -33,13 +35,15 @@ class EpochSeed(L.Callback):
     that an epoch's random draws (masks, noise, dropout) depend on nothing before it: a fit killed and resumed
     from its last checkpoint trains its remaining epochs exactly as the uninterrupted fit did."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int | None = 0) -> None:
+        """``seed``: None takes the seed the run was given (``seed_everything``, as Lightning's CLI does)."""
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         from ..data.dataset import training_epoch
 
-        L.seed_everything(self.seed * 1_000_003 + training_epoch(trainer), workers=True, verbose=False)
+        seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        L.seed_everything(seed * 1_000_003 + training_epoch(trainer), workers=True, verbose=False)
 
 
 class RankParallelSync(L.Callback):
@@ -95,3 +99,43 @@ class RankParallelSync(L.Callback):
 
         merge_rank_updates(module)
         self._pending = 0
+
+
+class FitReport(L.Callback):
+    """When a fit ends, on the first process: the best checkpoint's weights are exported to
+    ``exp_dir/export`` (what ``from_export`` reads) and ``fit_result.json`` is written beside it (``result``).
+    ``speech-peft fit`` and ``speech-peft lightning fit`` both run it, so both front ends leave the same
+    folder behind."""
+
+    def __init__(self, exp_dir: str | None = None) -> None:
+        """``exp_dir``: None writes into the trainer's ``default_root_dir``."""
+        self.exp_dir = Path(exp_dir) if exp_dir is not None else None
+        self.result: dict = {}
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        from ..fileio import write_json
+        from .common import load_checkpoint_weights
+        from .sharding import is_sharded
+
+        if not trainer.is_global_zero:  # data-parallel: the first process exports and reports
+            return
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is None or not checkpoint.best_model_path:
+            raise ValueError("the fit kept no checkpoint to export: keep a ModelCheckpoint callback")
+        if is_sharded(module):  # strategy=fsdp: this process holds slices; export from a whole copy
+            module = type(module)(**module.init_arguments())
+        load_checkpoint_weights(module, checkpoint.best_model_path)
+        # Counted before the export, which may turn the adapter into its ordinary form (MoSA, hyper, poly).
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in module.parameters())
+        exp_dir = self.exp_dir or Path(trainer.default_root_dir)
+        export = module.export(exp_dir / "export")
+        timer = next((c for c in trainer.callbacks if isinstance(c, EpochTimer)), None)
+        self.result = {"best_checkpoint": checkpoint.best_model_path,
+                       "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None
+                       else None, "monitor": checkpoint.monitor, "trainable_params": trainable,
+                       "total_params": total, "epochs": trainer.current_epoch,  # all, also when resumed
+                       "epoch_times_s": timer.times if timer else [],
+                       "export_bytes": sum(f.stat().st_size for f in Path(export).rglob("*") if f.is_file()),
+                       "checkpoint_bytes": Path(checkpoint.best_model_path).stat().st_size}
+        write_json(exp_dir / "fit_result.json", self.result)

@@ -156,7 +156,7 @@ class AudioClassifier(AdapterTask):
         _save_tensors(self.head.state_dict(), directory / "head.safetensors")
         if self.full_finetune:
             _save_tensors(self.encoder.state_dict(), directory / "encoder.safetensors")
-        write_export_info(directory, EXPORT_KIND, {k: v for k, v in self.hparams.items() if k != "adapter_dir"})
+        write_export_info(directory, EXPORT_KIND, {k: v for k, v in self.init_arguments().items() if k != "adapter_dir"})
         return directory
 
     @classmethod
