@@ -7,6 +7,10 @@ from pathlib import Path
 
 import lightning as L
 
+from ..fileio import write_json
+from .common import load_checkpoint_weights
+from .sharding import is_sharded
+
 
 class EpochTimer(L.Callback):
     """Seconds per training epoch (``times``), logged as ``epoch_time_s``; ``speech-peft fit`` stores them
@@ -113,10 +117,6 @@ class FitReport(L.Callback):
         self.result: dict = {}
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        from ..fileio import write_json
-        from .common import load_checkpoint_weights
-        from .sharding import is_sharded
-
         if not trainer.is_global_zero:  # data-parallel: the first process exports and reports
             return
         checkpoint = trainer.checkpoint_callback
