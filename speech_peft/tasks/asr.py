@@ -51,6 +51,26 @@ class CorpusWER:
         return {f"{split}/wer": s.wer, f"{split}/cer": s.cer}
 
 
+class ASRTask(AdapterTask):
+    """A task that transcribes: its test split is scored by the corpus WER and CER of ``test_transcripts``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wer = CorpusWER()
+
+    def test_transcripts(self, batch: Batch) -> list[str]:
+        raise NotImplementedError
+
+    def on_test_epoch_start(self) -> None:
+        self.wer.start()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.wer.add(batch.texts, self.test_transcripts(batch))
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.wer.result())
+
+
 def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber, batch: Batch,
                         encoder_states: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the normalised transcripts (and end-of-text) after the transcriber's prompt, in each
@@ -80,7 +100,7 @@ def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber,
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
-class WhisperARFineTune(AdapterTask):
+class WhisperARFineTune(ASRTask):
     """Whisper with an adapter (LoRA by default) trained by teacher forcing on normalised transcripts."""
 
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
@@ -119,7 +139,6 @@ class WhisperARFineTune(AdapterTask):
                                  "place it on the decoder only (adapter.stack='*decoder*') or drop cache_dir")
             self.cache = EncoderCache(cache_dir, WhisperEncoderModel(encoder, pad_to_30s=True, name=model_name))
         self.tokenizer = bundle.tokenizer
-        self.wer = CorpusWER()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -142,22 +161,8 @@ class WhisperARFineTune(AdapterTask):
         if self.cache is not None:
             self.cache.flush()
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch))
-
-    def on_test_epoch_start(self) -> None:
-        self.wer.start()
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.wer.add(batch.texts, self.transcriber.transcribe(batch.waveforms, languages=batch.languages))
-
-    def on_test_epoch_end(self) -> None:
-        self.log_dict(self.wer.result())
+    def test_transcripts(self, batch: Batch) -> list[str]:
+        return self.transcriber.transcribe(batch.waveforms, languages=batch.languages)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
         return [{"id": uid, "text": text} for uid, text in zip(batch.ids, self.transcribe(batch.waveforms))]

@@ -21,7 +21,8 @@ from .sharding import shard_module
 
 
 class AdapterTask(L.LightningModule):
-    """Subclasses define ``training_loss`` where SNIP-pruned sparse adapters may sit on what they train."""
+    """A subclass defines ``training_loss`` (the default training and validation steps log it; SNIP scores
+    with it) or its own steps."""
 
     def init_arguments(self) -> dict[str, Any]:
         """The keyword arguments this task was built with (Lightning's CLI adds private ``_`` entries to
@@ -31,6 +32,14 @@ class AdapterTask(L.LightningModule):
     def training_loss(self, batch: Any) -> Tensor:
         """The loss of one training batch already on this module's device, without logging."""
         raise NotImplementedError(f"{type(self).__name__} defines no training_loss, which SNIP pruning scores with")
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.training_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val/loss", self.training_loss(batch), prog_bar=True, batch_size=len(batch))
 
     def adapter_optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """The trainable parameters as AdamW groups, each adapter at the step and decay its method asks."""

@@ -46,8 +46,7 @@ from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write, write_text
 from ..metrics.text import normalize
-from .base import AdapterTask
-from .asr import CorpusWER
+from .asr import ASRTask, CorpusWER
 from .common import keep_frozen_parts_in_eval
 
 STAGE_RATIOS = {1: (0.0, 1.0), 2: (0.7, 1.0)}
@@ -55,7 +54,7 @@ EXPORT_KIND = "diffusion_asr"
 LEXICON = "lexicon.txt"
 
 
-class DiffusionASR(AdapterTask):
+class DiffusionASR(ASRTask):
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
 
     def __init__(self, encoder_name: str = "whisper-tiny.en", stage: int = 1, max_length: int = 256,
@@ -102,7 +101,7 @@ class DiffusionASR(AdapterTask):
         # The average is not a submodule: it is no part of the model's parameters or state_dict (and
         # so of trainable counts or the checkpoint rule); checkpoints carry it under "ema".
         object.__setattr__(self, "average", None)
-        self.wer, self.val_wer = CorpusWER(), CorpusWER()
+        self.val_wer = CorpusWER()
         # Every word of the training transcripts; exported, so that Mask-CTC can re-decode a CTC word
         # that was never seen in training (most often a misspelling: "seve", "thre").
         self.lexicon: set[str] = set()
@@ -254,15 +253,9 @@ class DiffusionASR(AdapterTask):
                 for p, value in zip(live, saved):
                     p.copy_(value)
 
-    def on_test_epoch_start(self) -> None:
-        self.wer.start()
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
+    def test_transcripts(self, batch: Batch) -> list[str]:
         with self.averaged_weights():
-            self.wer.add(batch.texts, self.transcribe(batch.waveforms, batch.lengths))
-
-    def on_test_epoch_end(self) -> None:
-        self.log_dict(self.wer.result())
+            return self.transcribe(batch.waveforms, batch.lengths)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
         with self.averaged_weights():

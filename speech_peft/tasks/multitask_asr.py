@@ -31,8 +31,7 @@ from ..data.dataset import Batch
 from ..encoders.whisper import load_whisper
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
-from .base import AdapterTask
-from .asr import CorpusWER, teacher_forced_loss
+from .asr import ASRTask, teacher_forced_loss
 from .common import keep_frozen_parts_in_eval
 
 EXPORT_KIND = "whisper_adapter_fusion"
@@ -40,7 +39,7 @@ ALGORITHMS = ("two_stage", "joint")
 SAMPLES_PER_FRAME = 320  # 16 kHz samples per Whisper encoder frame (hop 160, stride-2 convolution)
 
 
-class WhisperAdapterFusion(AdapterTask):
+class WhisperAdapterFusion(ASRTask):
     datamodule: ClassVar[type] = ManifestDataModule
 
     def __init__(self, adapters: dict[str, str], model_name: str = "whisper-tiny.en", fusion: dict | None = None,
@@ -75,7 +74,6 @@ class WhisperAdapterFusion(AdapterTask):
                     for p in module.parameters():
                         p.requires_grad_(True)
         self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model))
-        self.wer = CorpusWER()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -117,22 +115,8 @@ class WhisperAdapterFusion(AdapterTask):
             progress = self.global_step / max(1, self.trainer.estimated_stepping_batches)
             set_temperature(self.model, start + (self.fusion_config.temperature - start) * min(1.0, progress))
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch))
-
-    def on_test_epoch_start(self) -> None:
-        self.wer.start()
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.wer.add(batch.texts, self.transcribe(batch.waveforms, batch.lengths, batch.tasks))
-
-    def on_test_epoch_end(self) -> None:
-        self.log_dict(self.wer.result())
+    def test_transcripts(self, batch: Batch) -> list[str]:
+        return self.transcribe(batch.waveforms, batch.lengths, batch.tasks)
 
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None,
                    tasks: list[str | None] | None = None, beam_size: int = 1) -> list[str]:
