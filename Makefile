@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash recipes/fsdd/cls/run.sh --quick
 
-# Fast: before every commit (about 3 minutes on 2 cores). Slow: multi-process, kill/resume, Whisper base, recipes.
+# Fast: before every commit (about 3 minutes on 2 cores). Slow (about 13): multi-process, kill/resume, Whisper base,
+# every adapter config on every task, recipes.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
