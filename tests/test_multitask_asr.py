@@ -51,7 +51,7 @@ def test_training_the_router_changes_neither_the_single_task_adapters_nor_whispe
     before = {k: v.clone() for k, v in module.model.state_dict().items() if ".combiners." not in k}
     optimiser = module.configure_optimizers()
     for _ in range(2):
-        loss = module._loss(_batch())
+        loss = module.training_loss(_batch())
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -65,7 +65,7 @@ def test_joint_training_updates_copies_of_the_adapters_and_keeps_the_originals(t
     module = WhisperAdapterFusion(task_adapters, fusion={"kind": "task"}, algorithm="joint").train()
     originals = {t: [p.clone() for p in adapter_parameters(module.model, t)] for t in TASKS}
     optimiser = module.configure_optimizers()
-    loss = module._loss(_batch())
+    loss = module.training_loss(_batch())
     loss.backward()
     optimiser.step()
     for task in TASKS:
@@ -197,7 +197,7 @@ def test_training_the_task_router_on_a_manifest_without_tasks_names_the_missing_
     batch = _batch()
     batch.tasks = [None, None]
     with pytest.raises(ValueError, match="task routing needs each utterance's task \\(the manifest's 'task' field\\)"):
-        module._loss(batch)
+        module.training_loss(batch)
 
 
 def test_an_export_whose_combiners_do_not_match_its_config_is_a_clear_error(task_adapters, tmp_path):
@@ -219,9 +219,9 @@ def test_cached_encoder_states_give_the_ar_loss_of_the_running_encoder_and_spare
     cached = WhisperARFineTune(adapter=decoder_only, cache_dir=str(tmp_path / "states"))
     cached.load_state_dict(plain.state_dict())
     batch = _batch()
-    torch.testing.assert_close(cached._loss(batch), plain._loss(batch), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cached.training_loss(batch), plain.training_loss(batch), rtol=1e-4, atol=1e-5)
     assert (cached.cache.hits, cached.cache.misses) == (0, len(batch))
-    cached._loss(batch)
+    cached.training_loss(batch)
     assert (cached.cache.hits, cached.cache.misses) == (len(batch), len(batch))
     with pytest.raises(ValueError, match="trains the encoder"):
         WhisperARFineTune(adapter={"method": "lora", "r": 4, "target_roles": ["attn.q"]}, cache_dir=str(tmp_path / "x"))

@@ -145,7 +145,7 @@ class WhisperARFineTune(ASRTask):
         keep_frozen_parts_in_eval(self.model, mode)
         return self
 
-    def _loss(self, batch: Batch) -> torch.Tensor:
+    def training_loss(self, batch: Batch) -> torch.Tensor:
         states = self.cache(batch.waveforms, batch.lengths)[0] if self.cache is not None else None
         return teacher_forced_loss(self.model, self.transcriber, batch, states)
 
@@ -169,9 +169,6 @@ class WhisperARFineTune(ASRTask):
 
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, beam_size: int = 1) -> list[str]:
         return self.transcriber.transcribe(waveforms, beam_size)
-
-    def training_loss(self, batch: Batch) -> torch.Tensor:
-        return self._loss(batch)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.adapter_optimizer_groups(self.hparams.lr, self.hparams.weight_decay))

@@ -99,7 +99,7 @@ class WhisperAdapterFusion(ASRTask):
                              f"'task' field), one of {self.tasks}; got {tasks}")
         return F.one_hot(torch.tensor([self.tasks.index(t) for t in tasks]), len(self.tasks)).float()
 
-    def _loss(self, batch: Batch) -> torch.Tensor:
+    def training_loss(self, batch: Batch) -> torch.Tensor:
         self._route(batch.lengths, batch.tasks, len(batch))
         loss = teacher_forced_loss(self.model, self.transcriber, batch)
         if self.fusion_config.kind == "attention" and self.hparams.value_regulariser:
@@ -136,9 +136,6 @@ class WhisperAdapterFusion(ASRTask):
     def trainable_fraction(self) -> float:
         trainable, total = count_parameters(self.model)
         return trainable / total
-
-    def training_loss(self, batch: Batch) -> torch.Tensor:
-        return self._loss(batch)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.adapter_optimizer_groups(self.hparams.lr, self.hparams.weight_decay))
