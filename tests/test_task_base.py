@@ -23,6 +23,11 @@ def test_every_task_is_an_adapter_task(task):
     assert issubclass(task, AdapterTask)
 
 
+def test_a_batch_whose_every_input_was_skipped_as_bad_is_no_training_or_validation_step():
+    module = WhisperARFineTune("whisper-tiny.en")  # the skip-bad data path hands such a batch on as None
+    assert module.training_step(None, 0) is None and module.validation_step(None, 0) is None
+
+
 def test_autoregressive_asr_trains_hd_pissa_at_the_smaller_step_and_without_the_decay_its_method_asks():
     module = WhisperARFineTune("whisper-tiny.en", lr=1e-3, weight_decay=0.01,
                                adapter={"method": "hd_pissa", "target_roles": ["attn.q"], "layers": "0", "r": 2})

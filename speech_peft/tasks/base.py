@@ -33,13 +33,16 @@ class AdapterTask(L.LightningModule):
         """The loss of one training batch already on this module's device, without logging."""
         raise NotImplementedError(f"{type(self).__name__} defines no training_loss, which SNIP pruning scores with")
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        if batch is None:  # every input of the batch was bad and skipped (listed in the rejects file)
+            return None
         loss = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.log("val/loss", self.training_loss(batch), prog_bar=True, batch_size=len(batch))
+        if batch is not None:
+            self.log("val/loss", self.training_loss(batch), prog_bar=True, batch_size=len(batch))
 
     def adapter_optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """The trainable parameters as AdamW groups, each adapter at the step and decay its method asks."""
