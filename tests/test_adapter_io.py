@@ -57,13 +57,13 @@ def test_adapter_saved_for_another_base_model_is_refused_naming_the_module(tmp_p
 
 
 def test_adapter_saved_for_another_width_is_refused_naming_the_shapes(tmp_path):
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    import dataclasses
+
     from tiny_models import tiny_whisper_config
     save_adapter(_trained(tiny_whisper_encoder(), LoRAConfig(r=4)), tmp_path)
-    config = tiny_whisper_config()
-    config.d_model = 64
+    wider = dataclasses.replace(tiny_whisper_config(), d_model=64)
     with pytest.raises(AdapterMismatchError, match="shapes"):
-        load_adapter(WhisperEncoder(config), tmp_path)
+        load_adapter(tiny_whisper_encoder(config=wider), tmp_path)
 
 
 def test_loading_a_directory_that_is_not_an_adapter_names_the_missing_file(tmp_path):

@@ -338,7 +338,7 @@ def test_cross_attention_adapters_start_as_whispers_own_cross_attention(whisper_
     adapter = model.decoder.layers[1].adapters["xattn"]
     hidden, memory = torch.randn(1, 5, adapter.norm.normalized_shape[0]), torch.randn(1, 7, model.encoder.dim)
     with torch.no_grad():
-        theirs = whisper_layer.encoder_attn(whisper_layer.encoder_attn_layer_norm(hidden), key_value_states=memory)[0]
+        theirs = whisper_layer.encoder_attn(whisper_layer.encoder_attn_layer_norm(hidden), memory=memory)
         adapter.memory, adapter.memory_mask = memory, None
         ours = adapter(hidden, hidden) / torch.tanh(adapter.gate)
     assert torch.allclose(ours, theirs, atol=1e-5)

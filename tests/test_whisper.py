@@ -36,6 +36,41 @@ def test_ctranslate2_load_is_strict_and_ties_the_output_projection():
         assert layer.self_attn.k_proj.bias is None
 
 
+def test_the_projects_whisper_gives_the_logits_and_greedy_tokens_of_transformers_whisper_on_real_sentences():
+    """The definition in ``encoders/whisper_model.py`` on the same weights as transformers' Whisper: the same
+    encoder states and next-token logits, and greedy decoding (ours with its key/value cache, the reference
+    recomputing every prefix) writes the same tokens for each of the 12 real sentences."""
+    from transformers import WhisperConfig as HFConfig
+    from transformers import WhisperForConditionalGeneration as HFWhisper
+
+    from speech_peft.asr.whisper_ar import WhisperTranscriber
+
+    bundle = load_whisper("whisper-tiny.en")
+    ours = bundle.model
+    reference = HFWhisper(HFConfig(**ours.config.to_dict())).eval()
+    reference.load_state_dict(ours.state_dict())
+    waves = torch.nn.utils.rnn.pad_sequence([_wave(p.stem) for p in sorted(DATA.glob("*.wav"))], batch_first=True)
+    feats = log_mel(waves)
+    transcriber = WhisperTranscriber(bundle)
+    transcriber.lean_ok = lambda: False  # the model's own forward with its cache, not the lean loop
+    with torch.inference_mode():
+        states = ours.model.encoder(feats)[0]
+        torch.testing.assert_close(states, reference.model.encoder(feats).last_hidden_state, atol=2e-4, rtol=1e-4)
+        ids = torch.tensor([transcriber.prompt] * len(waves))
+        torch.testing.assert_close(ours(ids, encoder_states=states),
+                                   reference(encoder_outputs=(states,), decoder_input_ids=ids).logits, atol=2e-4, rtol=1e-4)
+        tokens = transcriber._search(states)[0]
+        rows = ids
+        for _ in range(max(map(len, tokens)) + 1):
+            logits = reference(encoder_outputs=(states,), decoder_input_ids=rows).logits[:, -1]
+            logits[:, transcriber.suppress] = float("-inf")
+            if rows.shape[1] == ids.shape[1]:
+                logits[:, transcriber.begin_suppress] = float("-inf")
+            rows = torch.cat([rows, logits.argmax(-1, keepdim=True)], 1)
+    for mine, row in zip(tokens, rows[:, ids.shape[1]:].tolist()):
+        assert mine == row[: len(mine)] and row[len(mine)] == transcriber.eot
+
+
 def test_log_mel_matches_the_reference_feature_extractor():
     from transformers import WhisperFeatureExtractor
 

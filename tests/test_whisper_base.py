@@ -184,9 +184,9 @@ def test_ar_training_prompts_each_utterance_in_its_language_and_learns_the_langu
     class Recorder(torch.nn.Module):  # stands in for the model: records what it is fed
         config = SimpleNamespace(num_mel_bins=80)
 
-        def forward(self, input_features, decoder_input_ids):
+        def forward(self, decoder_input_ids, input_features=None, encoder_states=None):
             seen["ids"] = decoder_input_ids
-            return SimpleNamespace(logits=torch.zeros(*decoder_input_ids.shape, 51865, requires_grad=True))
+            return torch.zeros(*decoder_input_ids.shape, 51865, requires_grad=True)
 
     captured = []
     original = torch.nn.functional.cross_entropy

@@ -4,8 +4,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from transformers import ASTConfig, ASTModel, WhisperConfig
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers import ASTConfig, ASTModel
+
+from speech_peft.encoders.whisper_model import WhisperConfig, WhisperEncoder
 
 WHISPER_FRAMES = 32  # mel frames the tiny Whisper encoder takes (2 * max_source_positions)
 
@@ -14,12 +15,22 @@ def tiny_whisper_config() -> WhisperConfig:
     return WhisperConfig(num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=4,
                          encoder_ffn_dim=64, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=64,
                          max_source_positions=WHISPER_FRAMES // 2, max_target_positions=32, vocab_size=100,
-                         pad_token_id=0, bos_token_id=1, eos_token_id=0, decoder_start_token_id=1)
+                         pad_token_id=0, eos_token_id=0, decoder_start_token_id=1)
 
 
-def tiny_whisper_encoder(seed: int = 0) -> WhisperEncoder:
+class TinyWhisperEncoder(WhisperEncoder):
+    """The project's Whisper encoder answering like a transformers model (``out.last_hidden_state``), as the
+    AST and Conformer stand-ins do, so the adapter tables run every encoder the same way."""
+
+    def forward(self, feats: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(last_hidden_state=super().forward(feats)[0])
+
+
+def tiny_whisper_encoder(seed: int = 0, config: WhisperConfig | None = None) -> TinyWhisperEncoder:
     torch.manual_seed(seed)
-    model = WhisperEncoder(tiny_whisper_config()).eval()
+    model = TinyWhisperEncoder(config or tiny_whisper_config()).eval()
+    with torch.no_grad():  # sinusoids in the published weights; any fixed values serve a test
+        model.embed_positions.weight.normal_()
     _randomise_biases(model)
     return model
 
@@ -86,12 +97,12 @@ def ast_input(batch: int = 2, seed: int = 1) -> torch.Tensor:
 
 
 def save_tiny_whisper(directory) -> str:
-    """A tiny Whisper saved as a local Hugging Face directory (what the real loader reads)."""
+    """A tiny Whisper saved by transformers as a local Hugging Face directory (what the real loader reads)."""
+    from transformers import WhisperConfig as HFConfig
     from transformers import WhisperForConditionalGeneration
 
-    config = tiny_whisper_config()
-    config.num_mel_bins = 80
-    config.max_source_positions = 1500
+    config = HFConfig(**{**tiny_whisper_config().to_dict(), "num_mel_bins": 80, "max_source_positions": 1500},
+                      bos_token_id=1)
     torch.manual_seed(0)
     WhisperForConditionalGeneration(config).save_pretrained(directory)
     return str(directory)

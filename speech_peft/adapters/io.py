@@ -84,7 +84,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
         "name": name,
         "method": record.config.method,
         "targets": [t.to_dict() for t in record.targets],
-        "base_model": base_model_name or getattr(getattr(model, "config", None), "_name_or_path", None)
+        "base_model": base_model_name or getattr(getattr(model, "config", None), "name_or_path", None)
         or type(model).__name__,
         "base_fingerprint": base_fingerprint(model, record.targets),
     }

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from ..adapters.mixed_batch import select_rows
 from ..adapters.site import sites
 from ..encoders.whisper import WhisperBundle, log_mel, run_encoder
+from ..encoders.whisper_model import DecoderCache
 
 from .hypothesis import Hypothesis, Thresholds, fall_back
 from .specials import MULTILINGUAL_VOCAB, WhisperSpecials
@@ -66,19 +67,17 @@ class WhisperTranscriber:
         feats = log_mel(waveforms.to(self.model.device), self.model.config.num_mel_bins, pad_to_30s=self.pad_to_30s)
         return run_encoder(self.model.model.encoder, feats)[0]
 
-    def _logits(self, step_ids: Tensor, encoder_states: Tensor, cache, first: bool):
-        out = self.model(encoder_outputs=(encoder_states,), decoder_input_ids=step_ids,
-                         cache=cache, use_cache=True)
-        logits = out.logits[:, -1].float().cpu()  # the search itself runs on the CPU
-        logits[:, self.suppress] = float("-inf")
+    def _logits(self, step_ids: Tensor, encoder_states: Tensor, cache: DecoderCache, first: bool) -> Tensor:
+        logits = self.model(step_ids, encoder_states=encoder_states, cache=cache)[:, -1].float().cpu()
+        logits[:, self.suppress] = float("-inf")  # the search itself runs on the CPU
         if first:
             logits[:, self.begin_suppress] = float("-inf")
-        return logits, out.past_key_values
+        return logits
 
     def lean_ok(self) -> bool:
         """The lean loop calls the decoder's linear layers itself: adapters on them (LoRA and the like)
         still run, but an adapter wrapping a whole block would be skipped, so such models take the
-        transformers forward instead."""
+        model's own forward instead."""
         return all(isinstance(site.base, nn.Linear) for site in sites(self.model.model.decoder).values())
 
     @torch.no_grad()
@@ -118,7 +117,7 @@ class WhisperTranscriber:
         if not self.specials.multilingual:
             return [{"en": 1.0} for _ in range(states.shape[0])]
         start = torch.full((states.shape[0], 1), self.specials.sot, device=states.device)
-        logits = self.model(encoder_outputs=(states,), decoder_input_ids=start).logits[:, -1].float().cpu()
+        logits = self.model(start, encoder_states=states)[:, -1].float().cpu()
         codes = list(self.specials.languages)
         probs = logits[:, list(self.specials.languages.values())].softmax(-1)
         return [dict(sorted(zip(codes, row.tolist()), key=lambda item: -item[1])) for row in probs]
@@ -136,7 +135,7 @@ class WhisperTranscriber:
     def _search(self, states: Tensor, temperature: float = 0.0, seed: int = 0, languages: list[str] | None = None):
         """Token ids, average log-probabilities and no-speech probabilities, one per row of ``states``.
         Sampling draws from one generator per row, so a row's text does not depend on its batch."""
-        step = self._lean_steps(states) if self.lean_ok() else self._hf_steps(states)
+        step = self._lean_steps(states) if self.lean_ok() else self._model_steps(states)
         batch = states.shape[0]
         end = self.eot
         rows = torch.full((batch, self.max_new_tokens), end, dtype=torch.long)
@@ -172,14 +171,12 @@ class WhisperTranscriber:
         tokens = [row[: _until(row, end)].tolist() for row in rows]
         return tokens, (logprob / length.clamp(min=1)).tolist(), no_speech.tolist()
 
-    def _hf_steps(self, states: Tensor):
-        cache = None
+    def _model_steps(self, states: Tensor):
+        cache = self.model.new_cache()
 
         def step(ids: Tensor) -> tuple[Tensor, Tensor]:
-            nonlocal cache
-            out = self.model(encoder_outputs=(states,), decoder_input_ids=ids, cache=cache, use_cache=True)
-            cache = out.past_key_values
-            return out.logits[:, -1], out.logits[:, 0]
+            logits = self.model(ids, encoder_states=states, cache=cache)
+            return logits[:, -1], logits[:, 0]
 
         return step
 
@@ -235,9 +232,9 @@ class WhisperTranscriber:
         scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
         ids = torch.tensor([p for p in prompts for _ in range(beam_size)], device=states.device)
-        cache = None
+        cache = self.model.new_cache()
         for step in range(self.max_new_tokens):
-            logits, cache = self._logits(ids, states, cache, first=step == 0)
+            logits = self._logits(ids, states, cache, first=step == 0)
             logp = logits.log_softmax(-1).view(batch, beam_size, -1)
             total = (scores[..., None] + logp).view(batch, -1)
             top_scores, top_idx = total.topk(2 * beam_size, dim=-1)
@@ -267,7 +264,7 @@ class WhisperTranscriber:
             scores, seqs = new_scores, new_seqs
             if torch.isinf(scores).all():
                 break
-            cache.reorder_cache(reorder.view(-1).to(states.device))
+            cache.reorder(reorder.view(-1).to(states.device))
             ids = new_ids.view(-1, 1).to(states.device)
         results = []
         for b in range(batch):

@@ -1,12 +1,13 @@
 """Read Whisper models saved in CTranslate2's ``model.bin`` (format version 6), as faster-whisper keeps them.
 
-The file holds named arrays; this maps them onto transformers' ``WhisperForConditionalGeneration``:
+The file holds named arrays; this maps them onto ``whisper_model.WhisperForConditionalGeneration``:
 fused q/k/v self-attention rows are split in that order, fused k/v cross-attention likewise, and the
 key projections, which carry no bias in Whisper, drop theirs. Loading is strict: a missing or extra
 tensor is an error, never a silently random weight. Nothing in the file is executed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import struct
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from ..fileio import atomic_write
+from .whisper_model import WhisperConfig, WhisperForConditionalGeneration, build_whisper
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 6: np.int64}
 
@@ -120,9 +122,7 @@ def _scalar(arrays: dict[str, np.ndarray], name: str, default: int) -> int:
     return int(arrays[name].reshape(-1)[0]) if name in arrays else default
 
 
-def whisper_config_from_arrays(arrays: dict[str, np.ndarray]):
-    from transformers import WhisperConfig
-
+def whisper_config_from_arrays(arrays: dict[str, np.ndarray]) -> WhisperConfig:
     d_model, n_mels, _ = arrays["encoder/conv1/weight"].shape
     enc_layers = len({m.group(1) for k in arrays if (m := re.match(r"encoder/layer_(\d+)/", k))})
     dec_layers = len({m.group(1) for k in arrays if (m := re.match(r"decoder/layer_(\d+)/", k))})
@@ -137,13 +137,12 @@ def whisper_config_from_arrays(arrays: dict[str, np.ndarray]):
         decoder_ffn_dim=arrays["decoder/layer_0/ffn/linear_0/weight"].shape[0],
         max_source_positions=arrays["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=arrays["decoder/position_encodings/encodings"].shape[0],
-        pad_token_id=end, bos_token_id=end + 1, eos_token_id=end, decoder_start_token_id=end + 1,
-        tie_word_embeddings=True,
+        pad_token_id=end, eos_token_id=end, decoder_start_token_id=end + 1,
     )
 
 
 def _layout(config) -> dict[str, list[str | None]]:
-    """Each CTranslate2 variable and the transformers tensors it holds, in row order: fused attention
+    """Each CTranslate2 variable and the model's tensors it holds, in row order: fused attention
     projections hold several (q, k, v); a None part is the zero bias stored for a key projection, which
     has none in Whisper. The one table both reading and writing go by."""
     table: dict[str, list[str | None]] = {}
@@ -195,7 +194,7 @@ def _state_dict(arrays: dict[str, np.ndarray], config) -> dict[str, torch.Tensor
 
 
 def export_ctranslate2(model, source: str | Path, out_dir: str | Path) -> Path:
-    """Write ``model`` (a transformers Whisper, adapters merged into its weights) as a CTranslate2 model
+    """Write ``model`` (a Whisper, adapters merged into its weights) as a CTranslate2 model
     that ``ctranslate2`` and faster-whisper load: ``source``'s model.bin with every weight replaced,
     stored in its dtypes, beside copies of its tokenizer and config files."""
     import shutil
@@ -227,43 +226,31 @@ def export_ctranslate2(model, source: str | Path, out_dir: str | Path) -> Path:
     return write_model_file(out_dir / "model.bin", ModelFile(stored.revision, variables, stored.aliases))
 
 
-def load_ctranslate2_whisper(directory: str | Path):
-    """``(WhisperForConditionalGeneration, tokenizer, extra)`` from a CTranslate2 Whisper directory.
+def load_ctranslate2_whisper(directory: str | Path) -> tuple[WhisperForConditionalGeneration, object, dict]:
+    """``(Whisper, tokenizer, extra)`` from a CTranslate2 Whisper directory.
 
     ``extra`` is the directory's ``config.json`` (suppressed token ids, alignment heads). The converted
-    float32 weights are kept in the cache (safetensors, keyed by the file's size and time) on first use,
-    and the model is built without initialising weights it is about to replace.
+    float32 weights are kept in the cache (safetensors, keyed by the file's size and time) on first use.
     """
     from tokenizers import Tokenizer
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     directory = Path(directory)
     for name in ("model.bin", "tokenizer.json"):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory} is not a CTranslate2 Whisper model: {name} is missing")
     state, config_dict = _converted(directory / "model.bin")
-    config = WhisperConfig.from_dict(config_dict)
+    config = dataclasses.replace(WhisperConfig.from_dict(config_dict), name_or_path=str(directory))
     extra = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else {}
-    config.suppress_tokens = extra.get("suppress_ids", [])
-    config.begin_suppress_tokens = extra.get("suppress_ids_begin", [220, 50256])
-    with torch.device("meta"):  # no random initialisation of 39 M weights that are replaced at once
-        model = WhisperForConditionalGeneration(config)
-    result = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in result.missing_keys if k != "proj_out.weight"]
-    if missing or result.unexpected_keys:
-        raise CTranslate2FormatError(f"{directory}: tensors do not map onto Whisper: missing {missing[:5]}, "
-                                     f"unexpected {result.unexpected_keys[:5]}")
-    model.tie_weights()
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise CTranslate2FormatError(f"{directory}: no weights for {left[:5]}")
-    model.config._name_or_path = str(directory)
+    try:
+        model = build_whisper(config, state)
+    except ValueError as err:
+        raise CTranslate2FormatError(f"{directory}: {err}") from None
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    return model.eval(), tokenizer, extra
+    return model, tokenizer, extra
 
 
 def _converted(model_bin: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The transformers state dict and config of ``model_bin``, from the cache when it was converted before."""
+    """The state dict (published names) and config of ``model_bin``, from the cache when it was converted before."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -281,5 +268,5 @@ def _converted(model_bin: Path) -> tuple[dict[str, torch.Tensor], dict]:
     config = whisper_config_from_arrays(arrays)
     state = _state_dict(arrays, config)
     stored = {k: v.contiguous() for k, v in state.items() if k != "proj_out.weight"}  # tied to the embeddings
-    atomic_write(cached, lambda tmp: save_file(stored, tmp, metadata={"config": config.to_json_string()}))
+    atomic_write(cached, lambda tmp: save_file(stored, tmp, metadata={"config": json.dumps(config.to_dict())}))
     return state, config.to_dict()

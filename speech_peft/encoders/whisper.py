@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..features import whisper_mel_filters
 from ..weights import KNOWN_MODELS, resolve_model_dir  # noqa: F401  (where named models come from)
 from .base import EncoderOutput, FrozenEncoder, frame_mask, lengths_or_full
+from .whisper_model import WhisperConfig, WhisperForConditionalGeneration, build_whisper
 
 SAMPLE_RATE, N_FFT, HOP, CHUNK_SECONDS = 16000, 400, 160, 30
 CHUNK_FRAMES = CHUNK_SECONDS * SAMPLE_RATE // HOP  # 3000 mel frames
@@ -50,21 +51,8 @@ def log_mel(waveforms: Tensor, n_mels: int = 80, pad_to_30s: bool = True) -> Ten
 
 def run_encoder(encoder: nn.Module, feats: Tensor, output_layers: bool = False,
                 final_norm: bool = True) -> tuple[Tensor, list[Tensor]]:
-    """Whisper's encoder (transformers ``WhisperEncoder``) on log-mel features of any length up to its
-    window: the position embeddings are sliced to the input, so a 2 s clip costs 2 s, not 30.
-    Returns the last state (after the final layer norm when ``final_norm``) and, when asked, each layer's."""
-    x = nn.functional.gelu(encoder.conv1(feats))
-    x = nn.functional.gelu(encoder.conv2(x)).transpose(1, 2)
-    if x.shape[1] > encoder.embed_positions.weight.shape[0]:
-        raise ValueError(f"{x.shape[1]} encoder frames exceed Whisper's {encoder.embed_positions.weight.shape[0]}")
-    x = x + encoder.embed_positions.weight[: x.shape[1]]
-    states = []
-    for layer in encoder.layers:
-        x = layer(x, None)
-        x = x[0] if isinstance(x, tuple) else x
-        if output_layers:
-            states.append(x)
-    return (encoder.layer_norm(x) if final_norm else x), states
+    """Whisper's encoder on log-mel features of any length up to its window (``WhisperEncoder.forward``)."""
+    return encoder(feats, output_layers, final_norm)
 
 
 def encoder_frames(samples: Tensor) -> Tensor:
@@ -73,7 +61,7 @@ def encoder_frames(samples: Tensor) -> Tensor:
 
 
 class WhisperEncoderModel(FrozenEncoder):
-    """The transformers Whisper encoder on raw 16 kHz audio.
+    """The Whisper encoder on raw 16 kHz audio.
 
     ``pad_to_30s=False`` (default) runs on the clip's own length with the positional embeddings
     sliced to it: much faster on short clips. ``True`` pads every input to 30 s as in training.
@@ -114,7 +102,7 @@ class WhisperEncoderModel(FrozenEncoder):
 
 @dataclass
 class WhisperBundle:
-    model: nn.Module          # transformers WhisperForConditionalGeneration
+    model: WhisperForConditionalGeneration
     tokenizer: object         # tokenizers.Tokenizer
     suppress_tokens: list[int]
     begin_suppress_tokens: list[int]
@@ -130,19 +118,35 @@ def _load_cached(directory: str) -> WhisperBundle:
         model, tokenizer, extra = load_ctranslate2_whisper(path)
         suppress, begin = extra.get("suppress_ids", []), extra.get("suppress_ids_begin", [220, 50256])
     elif (path / "config.json").is_file() and (any(path.glob("*.safetensors")) or any(path.glob("*.bin"))):
-        from tokenizers import Tokenizer
-        from transformers import WhisperForConditionalGeneration
-
-        model = WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
-        has_tokenizer = (path / "tokenizer.json").is_file()  # an encoder-only use needs none
-        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json")) if has_tokenizer else None
-        suppress = list(model.generation_config.suppress_tokens or [])
-        begin = list(model.generation_config.begin_suppress_tokens or [220, 50256])
+        model, tokenizer, suppress, begin = _load_hugging_face_folder(path)
     else:
         raise FileNotFoundError(f"{path} holds neither a CTranslate2 model.bin nor a Hugging Face Whisper model")
     for p in model.parameters():
         p.requires_grad_(False)
     return WhisperBundle(model, tokenizer, suppress, begin, name=str(path))
+
+
+def _load_hugging_face_folder(path: Path) -> tuple[WhisperForConditionalGeneration, object, list[int], list[int]]:
+    """A Hugging Face Whisper folder: ``config.json``, the weights (safetensors, or a pickle read with
+    ``weights_only``), ``generation_config.json``'s suppressed tokens, and ``tokenizer.json`` when present
+    (an encoder-only use needs none)."""
+    import json
+
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+
+    config = WhisperConfig.from_dict({**json.loads((path / "config.json").read_text()), "name_or_path": str(path)})
+    state: dict[str, Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
+        part = load_file(str(file)) if file.suffix == ".safetensors" else torch.load(file, map_location="cpu",
+                                                                                      weights_only=True)
+        state.update(part)
+    model = build_whisper(config, state)
+    generation = path / "generation_config.json"
+    settings = json.loads(generation.read_text()) if generation.is_file() else {}
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json")) if (path / "tokenizer.json").is_file() else None
+    return (model, tokenizer, list(settings.get("suppress_tokens") or []),
+            list(settings.get("begin_suppress_tokens") or [220, 50256]))
 
 
 def load_whisper(name_or_path: str = "whisper-tiny.en") -> WhisperBundle:

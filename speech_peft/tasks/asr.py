@@ -93,10 +93,10 @@ def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber,
         if transcriber.specials.multilingual:
             targets[i, 0] = row[1]  # the language token
     if encoder_states is not None:
-        logits = model(encoder_outputs=(encoder_states,), decoder_input_ids=ids).logits
+        logits = model(ids, encoder_states=encoder_states)
     else:
         feats = log_mel(batch.waveforms, model.config.num_mel_bins, pad_to_30s=True)
-        logits = model(input_features=feats, decoder_input_ids=ids).logits
+        logits = model(ids, input_features=feats)
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
