@@ -221,8 +221,8 @@ def test_fit_test_and_transcribe_run_diffusion_asr_from_configs(whisper_with_tok
     manifest = fsdd_folds / "fold_theo" / "test.jsonl"
     assert test["test/wer"] == pytest.approx(_wer_of_transcribing(export, manifest, tmp_path, "--batch-size", "4"))
     _wer_of_transcribing(export, manifest, tmp_path, "--candidates", "2", "--rule", "mbr")
-    refused = _transcribe_refused(export, manifest, "--compute-type", "int8")
-    assert "diffusion ASR export: --compute-type int8 does not apply" in refused
+    refused = _transcribe_refused(export, manifest, "--compute-type", "int8", "--beam-size", "2")
+    assert "is a diffusion_asr export: --beam-size 2, --compute-type int8 do not apply" in refused
 
 
 def test_ar_baseline_fine_tunes_real_whisper_with_lora_and_scores_wer(fsdd_folds, tmp_path):
@@ -235,7 +235,7 @@ def test_ar_baseline_fine_tunes_real_whisper_with_lora_and_scores_wer(fsdd_folds
     manifest = fsdd_folds / "fold_theo" / "test.jsonl"
     assert test["test/wer"] == pytest.approx(_wer_of_transcribing(export, manifest, tmp_path))
     refused = _transcribe_refused(export, manifest, "--candidates", "2")
-    assert "whisper_ar export, decoded autoregressively: diffusion decoding options" in refused
+    assert "is a whisper_ar export: diffusion decoding options (--candidates" in refused
 
 
 def test_asr_report_marks_the_target_per_bucket_and_writes_every_row_to_results_json(tmp_path):

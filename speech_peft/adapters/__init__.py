@@ -14,7 +14,7 @@ from .config import AdapterConfig
 from .hydra_adapter import HydraConfig
 from .hyper import HyperAdapterConfig, materialise_hyper, set_hyper_task
 from .cross_attention import CrossAttentionConfig, adapter_memory
-from .injection import (AdapterBudgetError, AdapterMergeError, AdapterReport, active_adapters,
+from .injection import (AdapterBudgetError, AdapterMergeError, AdapterReport, active_adapters, attach_adapter,
                         adapter_modules, adapter_parameters, add_adapter, count_parameters, finalize_adapter,
                         merge_adapter,
                         records, remove_adapter, set_active_adapters, set_trainable_adapters, unmerge_adapter)
@@ -28,7 +28,7 @@ from .peft_interop import export_peft_lora, import_peft_lora
 from .poly import PolyConfig, adapt_routing, average_routing, resolve_routing
 from .prompt import PrefixTuningConfig, PromptTuningConfig
 from .rank_parallel import HDPiSSAConfig, LTEConfig, assign_ranks, merge_rank_updates
-from .registry import METHODS, config_from_dict, get_method, register_method, shared_module
+from .registry import FULL_FINETUNE, METHODS, config_from_dict, get_method, register_method, shared_module
 from .sparse import SparseAdapterConfig, snip_prune
 from .targeting import AdapterTargetError, Target, find_blocks, resolve_targets
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .registry import get_method
+from .registry import FULL_FINETUNE, config_from_dict, get_method
 from .site import AdapterSite, sites, unwrap
 from .targeting import Target, resolve_targets
 
@@ -141,6 +141,16 @@ def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default",
                                  f"budget of {100 * budget:.3f}%")
     return report
 
+
+
+def attach_adapter(model: nn.Module, adapter: dict, name: str = "default") -> AdapterReport | None:
+    """Place the method a plain config dict names (``{"method": "lora", ...}``, as configs and exports hold
+    it); ``full`` is no adapter: every weight of ``model`` trains (and None is returned)."""
+    adapter = copy.deepcopy(dict(adapter))
+    if adapter.get("method") == FULL_FINETUNE:
+        model.requires_grad_(True)
+        return None
+    return add_adapter(model, config_from_dict(adapter), name)
 
 def set_active_adapters(model: nn.Module, names: list[str] | str | None) -> None:
     """Activate these adapters (their deltas are summed); ``None`` or ``[]`` gives the base model."""

@@ -51,6 +51,9 @@ def shared_module(config: AdapterConfig, key: object, make: Callable[[], nn.Modu
     return made[key], first
 
 
+FULL_FINETUNE = "full"  # not a method: every weight of the model trains (the reference point adapters are held to)
+
+
 def config_from_dict(data: dict) -> AdapterConfig:
     """Rebuild a method's config from its ``to_dict()`` form (as saved beside adapter weights)."""
     return get_method(data["method"]).config_class.from_dict(data)

@@ -54,6 +54,7 @@ class WhisperTranscriber:
         self.prompt = self.specials.prompt(None if language == "auto" else language)
         if compute_type not in ("float32", "int8"):
             raise ValueError(f"compute type {compute_type!r}: choose float32 or int8")
+        self.compute_type = compute_type
         # The vocabulary projection (51864 x d) is most of a CPU decoding step's time: int8 quarters the
         # bytes it reads per token. With int8 the decoder's plain linear layers run in int8 too; a layer an
         # adapter sits on, and the adapter, stay in float32.
@@ -61,6 +62,14 @@ class WhisperTranscriber:
         self.int8 = {id(m): _int8_linear(m) for m in _step_linears(self.model.model.decoder)
                      if type(m) is nn.Linear} if compute_type == "int8" else {}
         self.no_speech = self.specials.no_speech
+
+    def check_languages(self, codes: list[str]) -> None:
+        """Before any audio is read: every language utterances name must be one the model can be prompted in."""
+        for code in codes:
+            try:
+                self.specials.prompt(code)
+            except ValueError as err:
+                raise ValueError(f"an utterance's language field: {err}") from None
 
     @torch.no_grad()
     def encode(self, waveforms: Tensor) -> Tensor:

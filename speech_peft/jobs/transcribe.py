@@ -23,7 +23,7 @@ from ..asr.vad import VADConfig
 from ..data.audio import AudioError, read_audio
 from ..data.manifest import Entry
 from ..data.rejects import Rejects
-from ..exports import INFO
+from ..exports import INFO, read_export_info
 from ..fileio import write_text
 
 MAX_SECONDS = 4 * 3600.0  # a recording this long is read whole into memory (about 0.9 GB)
@@ -66,41 +66,9 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
 
     target = torch_device(device)
     tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(target)  # noqa: E731
-    if (Path(model) / INFO).is_file():  # the training stack (Lightning) loads only for an export
-        from ..exports import read_export_info
-        from ..tasks.asr import EXPORT_KIND as AR_EXPORT
-        from ..tasks.asr import WhisperARFineTune
-        from ..tasks.diffusion_asr import EXPORT_KIND as DIFFUSION_EXPORT
-        from ..tasks.diffusion_asr import DiffusionASR
-        from ..tasks.multitask_asr import EXPORT_KIND as FUSION_EXPORT
-        from ..tasks.multitask_asr import WhisperAdapterFusion
-
-        kind = read_export_info(model, (AR_EXPORT, DIFFUSION_EXPORT, FUSION_EXPORT))["kind"]
-        if foreign and kind != AR_EXPORT:
-            raise ValueError(f"{model} is a {kind} export trained on English: languages {foreign} (--language or "
-                             "the manifest's language field) do not apply")
-        if adapter is not None or row_adapters:
-            raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
-                             "adapters do not apply")
-        if decode is not None and kind != DIFFUSION_EXPORT:
-            raise ValueError(f"{model} is a {kind} export, decoded autoregressively: diffusion decoding options "
-                             "(--candidates, --schedule, --rule, --remask, --init) do not apply")
-        if kind == DIFFUSION_EXPORT:
-            if beam_size != 1:
-                raise ValueError(f"{model} is a diffusion ASR export: --beam-size does not apply (use --candidates)")
-            if compute_type != "float32":
-                raise ValueError(f"{model} is a diffusion ASR export: --compute-type {compute_type} does not apply "
-                                 "(it decodes in float32)")
-            diffusion = DiffusionASR.from_export(model, decode).to(target)
-            return lambda w, n, *_: [Hypothesis(t) for t in diffusion.transcribe(tensor(w), tensor(n))]
-        if kind == FUSION_EXPORT:  # task-ID-free: each utterance routed by what it sounds like
-            fused = WhisperAdapterFusion.from_export(model).to(target)
-            fused.transcriber = _recast(fused.transcriber, compute_type)
-            return lambda w, n, *_: fused.decode(tensor(w), tensor(n), beam_size=beam_size)
-        ar = WhisperARFineTune.from_export(model).to(target)
-        transcriber = _recast(ar.transcriber, compute_type, language)
-        _check_languages(transcriber, row_languages)
-        return lambda w, n, _, languages=None: transcriber.decode(tensor(w), beam_size, languages=languages)
+    if (Path(model) / INFO).is_file():  # a trained model: its kind says which options apply
+        return _export_decoder(model, adapter, row_adapters, tensor, target, beam_size=beam_size, decode=decode,
+                               compute_type=compute_type, language=language, row_languages=row_languages)
     if decode is not None:
         raise ValueError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
                          "--rule, --remask) do not apply")
@@ -118,7 +86,7 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
     if language is None:
         language = "auto" if bundle.model.config.vocab_size >= MULTILINGUAL_VOCAB else "en"
     transcriber = WhisperTranscriber(bundle, compute_type=compute_type, language=language)
-    _check_languages(transcriber, row_languages)
+    transcriber.check_languages(row_languages)
     if not named:
         return lambda w, n, _, languages=None: transcriber.decode(tensor(w), beam_size, languages=languages)
 
@@ -132,19 +100,38 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
     return mixed
 
 
-def _check_languages(transcriber, row_languages: list[str]) -> None:
-    """Before any audio is read: every language utterances name must be one the model can be prompted in."""
-    for code in row_languages:
-        try:
-            transcriber.specials.prompt(code)
-        except ValueError as err:
-            raise ValueError(f"an utterance's language field: {err}") from None
+_EXPORT_OPTIONS = {  # option: (its default, how the user gave it)
+    "beam_size": (1, "--beam-size"), "compute_type": ("float32", "--compute-type"),
+    "decode": (None, "diffusion decoding options (--candidates, --schedule, --rule, --remask, --init)"),
+}
 
 
-def _recast(transcriber, compute_type: str, language: str | None = None):
-    if compute_type == "float32" and language in (None, transcriber.language):
-        return transcriber
-    return type(transcriber)(transcriber.bundle, compute_type=compute_type, language=language or transcriber.language)
+def _export_decoder(model: str, adapter: str | None, row_adapters: list[str], tensor: Callable, target,
+                    language: str | None, row_languages: list[str], **options) -> Decoder:
+    """An export's decoder; options its kind does not take (``transcribe_options``) are refused in one line."""
+    from ..models import load_model
+
+    if adapter is not None or row_adapters:
+        raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
+                         "adapters do not apply")
+    net = load_model(model)
+    kind = read_export_info(model)["kind"]
+    foreign = sorted({code for code in (language, *row_languages) if code not in (None, "en")})
+    if foreign and "language" not in net.transcribe_options:
+        raise ValueError(f"{model} is a {kind} export trained on English: languages {foreign} (--language or "
+                         "the manifest's language field) do not apply")
+    given = {name: value for name, value in options.items() if value != _EXPORT_OPTIONS[name][0]}
+    refused = [name for name in given if name not in net.transcribe_options]
+    if refused:
+        said = [_EXPORT_OPTIONS[name][1] + ("" if name == "decode" else f" {given[name]}") for name in refused]
+        verb = "does" if refused in (["beam_size"], ["compute_type"]) else "do"
+        raise ValueError(f"{model} is a {kind} export: {', '.join(said)} {verb} not apply")
+    if "language" in net.transcribe_options:
+        given["language"] = language
+    decode = net.to(target).decoding(**given)
+    if "language" in net.transcribe_options:
+        net.transcriber.check_languages(row_languages)
+    return lambda w, n, *rest: decode(tensor(w), tensor(n), *rest)
 
 
 def _ctranslate2_decoder(model: str, adapter: str | None, beam_size: int, decode: dict | None, device: str,

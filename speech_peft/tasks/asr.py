@@ -1,38 +1,25 @@
-"""Speech recognition tasks for ``speech-peft fit|test``: Whisper fine-tuned autoregressively with an
-adapter (the baseline), and diffusion-decoded ASR (``diffusion_asr.py``). Both score corpus WER on
-test with the project's one text normaliser.
-
-Export of the AR task: the adapter (adapter core format), or for full fine-tuning (``adapter.method:
-full``) the whole model's weights (``model.safetensors``), and ``export.json``;
-``WhisperARFineTune.from_export`` and ``speech-peft transcribe --model EXPORT`` read it.
-"""
+"""Speech recognition tasks for ``speech-peft fit|test``: ``ASRTask`` scores the test split by corpus WER
+with the project's one text normaliser; ``WhisperARFineTune`` trains ``models.whisper_ar.WhisperAR`` (an
+adapter, or ``adapter.method: full``) by teacher forcing, the baseline the diffusion and fusion tasks are
+compared with. Its export is the model's (``WhisperAR.save``)."""
 from __future__ import annotations
 
-import copy
-import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from ..adapters import add_adapter, config_from_dict, finalize_adapter, load_adapter, save_adapter
 from ..asr.whisper_ar import WhisperTranscriber
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders.cache import EncoderCache
-from ..encoders.whisper import WhisperEncoderModel, load_whisper, log_mel
-from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write
+from ..encoders.whisper import WhisperEncoderModel, log_mel
 from ..metrics.text import normalize
 from ..metrics.wer import score
+from ..models.whisper_ar import EXPORT_KIND, WhisperAR  # noqa: F401  (the export kind)
 from .base import AdapterTask
-from .common import FULL_FINETUNE, keep_frozen_parts_in_eval
-
-EXPORT_KIND = "whisper_ar"
-FULL_WEIGHTS = "model.safetensors"
-DEFAULT_ADAPTER = {"method": "lora", "r": 8, "target_roles": ["attn.q", "attn.v"]}
+from .common import keep_frozen_parts_in_eval
 
 
 class CorpusWER:
@@ -100,7 +87,7 @@ def teacher_forced_loss(model: torch.nn.Module, transcriber: WhisperTranscriber,
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
-class WhisperARFineTune(ASRTask):
+class WhisperARFineTune(WhisperAR, ASRTask):
     """Whisper with an adapter (LoRA by default) trained by teacher forcing on normalised transcripts."""
 
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
@@ -113,24 +100,8 @@ class WhisperARFineTune(ASRTask):
         one language a per-language adapter is trained for. ``cache_dir``: keep the frozen encoder's states
         of every clip there (``EncoderCache``), so that epochs after the first run the decoder only; for
         adapters on the decoder alone."""
-        super().__init__()
+        super().__init__(model_name, adapter, adapter_dir, language)
         self.save_hyperparameters()
-        bundle = load_whisper(model_name)
-        self.model = copy.deepcopy(bundle.model)
-        self.full_finetune = (adapter or {}).get("method") == FULL_FINETUNE
-        if self.full_finetune:  # the reference point: every weight of the model trains
-            for p in self.model.parameters():
-                p.requires_grad_(True)
-            self.report = None
-        elif adapter_dir is None:
-            self.report = add_adapter(self.model, config_from_dict(dict(adapter or DEFAULT_ADAPTER)))
-        else:
-            self.report = load_adapter(self.model, adapter_dir)
-        if not any(p.requires_grad for p in self.model.parameters()):
-            raise ValueError(f"adapter {(adapter or DEFAULT_ADAPTER).get('method')!r} trains nothing in Whisper: a linear "
-                             "probe trains a classifier's head (task=classification); choose a method that adapts "
-                             "the model (lora, parallel, ...)")
-        self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model), language=language)
         self.cache = None
         if cache_dir is not None:
             encoder = self.model.model.encoder
@@ -138,7 +109,6 @@ class WhisperARFineTune(ASRTask):
                 raise ValueError("cache_dir keeps the encoder's states, but this adapter trains the encoder: "
                                  "place it on the decoder only (adapter.stack='*decoder*') or drop cache_dir")
             self.cache = EncoderCache(cache_dir, WhisperEncoderModel(encoder, pad_to_30s=True, name=model_name))
-        self.tokenizer = bundle.tokenizer
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -167,39 +137,12 @@ class WhisperARFineTune(ASRTask):
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
         return [{"id": uid, "text": text} for uid, text in zip(batch.ids, self.transcribe(batch.waveforms))]
 
-    def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, beam_size: int = 1) -> list[str]:
-        return self.transcriber.transcribe(waveforms, beam_size)
-
     def configure_optimizers(self):
         return torch.optim.AdamW(self.adapter_optimizer_groups(self.hparams.lr, self.hparams.weight_decay))
 
     def export(self, directory: str | Path) -> Path:
-        """``adapter/`` (also usable alone: ``speech-peft transcribe --adapter EXPORT/adapter``), or
-        ``model.safetensors`` after full fine-tuning, and ``export.json``."""
-        directory = Path(directory)
-        if self.full_finetune:
-            state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-            state.pop("proj_out.weight", None)  # tied to the token embedding
-            atomic_write(directory / FULL_WEIGHTS, lambda tmp: save_file(state, tmp))
-        else:
-            finalize_adapter(self.model, "default")  # e.g. MoSA's sub-adapters become the one they sum to
-            save_adapter(self.model, directory / "adapter", base_model_name=self.hparams.model_name)
-        write_export_info(directory, EXPORT_KIND, {"model_name": self.hparams.model_name,
-                                                   "full_finetune": self.full_finetune,
-                                                   "language": self.hparams.language})
-        return directory
+        return self.save(directory)
 
     @classmethod
     def from_export(cls, directory: str | Path) -> "WhisperARFineTune":
-        config = read_export_info(directory, EXPORT_KIND)["config"]
-        if config.get("full_finetune"):
-            module = cls(config["model_name"], adapter={"method": FULL_FINETUNE}, language=config.get("language", "en"))
-            missing, unexpected = module.model.load_state_dict(load_file(Path(directory) / FULL_WEIGHTS), strict=False)
-            if unexpected or set(missing) - {"proj_out.weight"}:
-                raise ValueError(f"{directory}: {FULL_WEIGHTS} does not match {config['model_name']} "
-                                 f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-            for p in module.model.parameters():
-                p.requires_grad_(False)
-            return module.eval()
-        return cls(config["model_name"], adapter_dir=str(Path(directory) / "adapter"),
-                   language=config.get("language", "en")).eval()
+        return cls.load(directory)

@@ -1,41 +1,23 @@
-"""Audio classification: frozen encoder + adapter method + pooling + linear head (PETL-AST style).
-
-Export: ``adapter/`` (the adapter core's format; absent for a linear probe), ``head.safetensors``,
-``encoder.safetensors`` for full fine-tuning (what it trained), and ``export.json``;
-``AudioClassifier.from_export`` reads it back, and ``speech-peft predict ckpt_path=EXPORT`` uses it.
-"""
+"""Training audio classification (PETL-AST style; the model is ``models/classifier.py``): cross-entropy on
+the labels, warm-up and cosine learning rate, accuracy per split; its export is the model's."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..adapters import finalize_adapter, load_adapter, records, save_adapter
 from ..adapters.coda import conditional_adapters, every_token
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
-from ..encoders import build_encoder
-from ..encoders.base import EncoderOutput
-from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write
+from ..models.classifier import EXPORT_KIND, AudioClassifierModel, pool  # noqa: F401  (the export kind, pooling)
 from .base import AdapterTask
-from .common import FULL_FINETUNE, attach_adapter, keep_frozen_parts_in_eval
+from .common import keep_frozen_parts_in_eval
 from .schedules import warmup_cosine
 
-EXPORT_KIND = "classifier"
 
-
-def pool(out: EncoderOutput, how: str) -> Tensor:
-    if how == "cls":
-        return out.hidden[:, 0]
-    mask = out.mask.unsqueeze(-1).to(out.hidden.dtype)
-    return (out.hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-
-class AudioClassifier(AdapterTask):
+class AudioClassifier(AudioClassifierModel, AdapterTask):
     """Checkpoints hold only what was trained (adapter, head) and a fingerprint of the frozen encoder."""
 
     datamodule: ClassVar[type] = ManifestDataModule  # the batches it trains on
@@ -59,30 +41,17 @@ class AudioClassifier(AdapterTask):
         ``dense_teacher`` (CoDA only): each training step also runs the adapter's dense path (every token
         through every block), trains it on the labels too, and pulls the routed path's predictions toward
         it with this weight (a KL divergence), so that routing loses less of what the dense path knows."""
-        super().__init__()
+        super().__init__(labels, encoder_kind, encoder_name, adapter, pooling, pad_to_30s, max_length, adapter_dir)
         self.save_hyperparameters()
-        self.labels = [str(label) for label in labels]
-        self.encoder = build_encoder(encoder_kind, encoder_name, pad_to_30s=pad_to_30s, max_length=max_length)
-        self.adapter_config = dict(adapter or {"method": "linear_probe"})
-        self.report = load_adapter(self.encoder, adapter_dir) if adapter_dir else \
-            attach_adapter(self.encoder, self.adapter_config)
-        self.head = nn.Linear(self.encoder.dim, len(self.labels))
         if dense_teacher and not conditional_adapters(self.encoder):
             raise ValueError("dense_teacher distils a CoDA adapter's routed path from its dense path: "
                              f"the {self.adapter_config.get('method')} adapter routes nothing")
-
-    @property
-    def full_finetune(self) -> bool:
-        return self.adapter_config.get("method") == FULL_FINETUNE
 
     def train(self, mode: bool = True):
         super().train(mode)
         if not self.full_finetune:
             keep_frozen_parts_in_eval(self.encoder, mode)
         return self
-
-    def forward(self, waveforms: Tensor, lengths: Tensor) -> Tensor:
-        return self.head(pool(self.encoder(waveforms, lengths), self.hparams.pooling))
 
     def _targets(self, batch: Batch) -> Tensor:
         index = {label: i for i, label in enumerate(self.labels)}
@@ -146,32 +115,8 @@ class AudioClassifier(AdapterTask):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def export(self, directory: str | Path) -> Path:
-        """What was trained: the adapter (adapter core format), the head, and for full fine-tuning the
-        whole encoder; ``export.json`` last."""
-        directory = Path(directory)
-        if self.report is not None and self.report.targets:
-            if "default" in records(self.encoder):
-                finalize_adapter(self.encoder, "default")  # e.g. MoSA's sub-adapters become the one they sum to
-            save_adapter(self.encoder, directory / "adapter", base_model_name=self.hparams.encoder_name)
-        _save_tensors(self.head.state_dict(), directory / "head.safetensors")
-        if self.full_finetune:
-            _save_tensors(self.encoder.state_dict(), directory / "encoder.safetensors")
-        write_export_info(directory, EXPORT_KIND, {k: v for k, v in self.init_arguments().items() if k != "adapter_dir"})
-        return directory
+        return self.save(directory)
 
     @classmethod
     def from_export(cls, directory: str | Path) -> "AudioClassifier":
-        """The trained classifier back from ``export``; the adapter is checked against its base encoder."""
-        directory = Path(directory)
-        config = read_export_info(directory, EXPORT_KIND)["config"]
-        saved = directory / "adapter"
-        module = cls(**{**config, "adapter_dir": str(saved) if saved.is_dir() else None})
-        if module.full_finetune:
-            module.encoder.load_state_dict(load_file(directory / "encoder.safetensors"), strict=True)
-        module.head.load_state_dict(load_file(directory / "head.safetensors"), strict=True)
-        return module.eval()
-
-
-def _save_tensors(state: dict[str, Tensor], path: Path) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+        return cls.load(directory)

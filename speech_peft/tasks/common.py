@@ -6,28 +6,14 @@ model, refuses missing or unexpected tensors, and then loads strictly.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..adapters import add_adapter, config_from_dict, sites
-from ..adapters.injection import AdapterReport
+from ..adapters import sites
 from ..adapters.io import frozen_fingerprint
 
-FULL_FINETUNE = "full"
-
-
-def attach_adapter(encoder: nn.Module, adapter: dict[str, Any], name: str = "default") -> AdapterReport | None:
-    """Place the configured method (a plain dict with ``method``) on the encoder; ``full`` trains all."""
-    adapter = copy.deepcopy(dict(adapter))
-    if adapter.get("method") == FULL_FINETUNE:
-        for p in encoder.parameters():
-            p.requires_grad_(True)
-        return None
-    return add_adapter(encoder, config_from_dict(adapter), name)
 
 
 def keep_frozen_parts_in_eval(model: nn.Module, mode: bool) -> None:

@@ -1,0 +1,81 @@
+"""Mask-CTC starting canvases for the diffusion decoder, and the word rule that reads its candidates.
+
+The CTC head's best path becomes BPE tokens; the tokens of a doubtful word (its least confident character
+below the threshold, or a word outside the training lexicon) are masked, so the diffusion decoder re-decodes
+the word whole. Reading a candidate back, each re-decoded CTC word stays one word.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .ctc import CTCHead, greedy_characters, token_confidences, token_words, word_confidences
+from .masked_diffusion import DiffusionDecoderConfig, text_tokens
+from .parallel_decode import Candidates
+
+
+def ctc_hypotheses(ctc: CTCHead, tokenizer, hidden: Tensor, mask: Tensor, lexicon: set[str] | None = None
+                   ) -> list[tuple[list[int], list[float], list[int]]]:
+    """The CTC head's best path per utterance, as BPE tokens with each token's confidence (that of the least
+    confident character of its word) and word index, so a doubtful word is re-decoded whole (its tokens come
+    from the CTC spelling, which may split it oddly, e.g. "eighxt" -> "eigh", "x", "t"). With ``lexicon``, a
+    word outside it has confidence 0: a dropped letter ("seve") leaves no unsure character behind; not being
+    a known word gives it away."""
+    out = []
+    for text, confidence in greedy_characters(*ctc(hidden, mask)):
+        if not text:
+            out.append(([], [], []))
+            continue
+        encoding = tokenizer.encode(" " + text, add_special_tokens=False)
+        offsets = [(max(a - 1, 0), max(b - 1, 0)) for a, b in encoding.offsets]  # into text, not " " + text
+        out.append((encoding.ids, word_confidences(text, token_confidences(text, confidence, offsets), offsets,
+                                                   lexicon), token_words(text, offsets)))
+    return out
+
+
+def ctc_canvas(hypotheses: list[tuple[list[int], list[float], list[int]]], config: DiffusionDecoderConfig,
+               threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Starting canvases (B, L), their lengths, and for each masked position the index of the CTC word it
+    re-decodes (-1 elsewhere): the prefix, the CTC tokens with those below ``threshold`` masked, then one
+    PAD (end of text)."""
+    prefix = list(config.prefix)
+    rows, spans = [], []
+    for ids, confidence, words in hypotheses:
+        doubtful = [c < threshold for c in confidence]
+        ids = [config.mask_id if d else t for t, d in zip(ids, doubtful)]
+        rows.append((prefix + ids)[: config.max_length - 1] + [config.pad_id])
+        spans.append(([-1] * len(prefix) + [w if d else -1 for w, d in zip(words, doubtful)])[: len(rows[-1]) - 1] + [-1])
+    canvas = torch.tensor([len(r) for r in rows])
+    start = torch.full((len(rows), int(canvas.max())), config.pad_id, dtype=torch.long)
+    words = torch.full(start.shape, -1, dtype=torch.long)
+    for i, (row, span) in enumerate(zip(rows, spans)):
+        start[i, : len(row)] = torch.tensor(row)
+        words[i, : len(span)] = torch.tensor(span)
+    return start, canvas, words
+
+
+def candidate_texts(candidates: Candidates, config: DiffusionDecoderConfig, tokenizer, gaps: bool) -> list[str]:
+    """Each candidate row's transcript (after the prefix, up to the first PAD; with ``gaps`` a PAD may sit
+    inside the text), detokenised. On a Mask-CTC canvas each re-decoded CTC word stays one word: a second
+    word the decoder put in its slots (most often a copy of the neighbour, where the CTC spelling had more
+    tokens than the right word) is dropped, as a PAD there would have been."""
+    gaps = gaps or candidates.pad_is_gap
+    texts = []
+    for index, row in enumerate(candidates.tokens):
+        if candidates.words is not None:
+            row = row.clone()
+            started: set[int] = set()
+            for position, word in enumerate(candidates.words[index].tolist()):
+                if word < 0 or row[position] == config.pad_id:
+                    continue
+                if _starts_word(tokenizer, int(row[position])):
+                    if word in started:
+                        row[position] = config.pad_id  # a gap: pad_is_gap skips it
+                    started.add(word)
+        texts.append(tokenizer.decode(text_tokens(row, config, gaps)).strip())
+    return texts
+
+
+def _starts_word(tokenizer, token: int) -> bool:
+    piece = tokenizer.id_to_token(token)
+    return piece is not None and piece.startswith("Ġ")  # byte-level BPE's space
