@@ -31,7 +31,15 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or str(shipped_restorer())
-    print(json.dumps(restore(args.inputs, args.out, checkpoint, args.devices, args.num_nodes, args.ledger,
-                             copy_synthesis=args.copy_synthesis, device=args.device,
-                             skip_bad=args.skip_bad, student=args.student)))
+    options = {"ledger": args.ledger, "copy_synthesis": args.copy_synthesis, "device": args.device,
+               "skip_bad": args.skip_bad, "student": args.student}
+    if args.devices < 1 or args.num_nodes < 1:
+        raise ValueError(f"--devices {args.devices} --num-nodes {args.num_nodes}: both must be at least 1")
+    if args.devices * args.num_nodes > 1:
+        from ..tasks.parallel_restore import restore_in_processes  # Lightning starts and joins the processes
+
+        done = restore_in_processes(args.inputs, args.out, checkpoint, args.devices, args.num_nodes, **options)
+    else:
+        done = restore(args.inputs, args.out, checkpoint, **options)
+    print(json.dumps(done))
     return 0

@@ -21,8 +21,8 @@ def export_whisper(model: str, out_dir: str | os.PathLike, adapter: str | None =
     from ..encoders.ctranslate2 import export_ctranslate2
     from ..encoders.whisper import load_whisper, resolve_model_dir
     from ..exports import INFO, read_export_info
-    from ..tasks.asr import EXPORT_KIND as AR_EXPORT
-    from ..tasks.asr import WhisperARFineTune
+    from ..models import load_model
+    from ..models.whisper_ar import EXPORT_KIND as AR_EXPORT
 
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -33,7 +33,7 @@ def export_whisper(model: str, out_dir: str | os.PathLike, adapter: str | None =
         base = read_export_info(model, (AR_EXPORT,))["config"]["model_name"]
         if adapter is not None:
             raise ValueError(f"{model} is an ASR export with its own adapter: --adapter does not apply")
-        whisper = WhisperARFineTune.from_export(model).model
+        whisper = load_model(model, AR_EXPORT).model
     else:
         base = model
         whisper = copy.deepcopy(load_whisper(model).model)

@@ -1,12 +1,12 @@
-"""Batch restoration (``speech-peft restore IN OUT --checkpoint RESTORER_EXPORT``), scaled out with Lightning.
+"""Batch restoration (``speech-peft restore IN OUT --checkpoint RESTORER_EXPORT``).
 
-Runs as Lightning ``predict``; with ``devices`` > 1 (and ``num_nodes``) it uses the DDP strategy and
-each process takes its own shard of the inputs (``entries[rank::world]``), so every input is
-restored exactly once. Outputs are written atomically; outputs that already exist are skipped, so a
-killed run resumes. An input that cannot be restored (corrupt, empty, too short, absurdly long: found
-from its header before anything is written; NaN samples: found when it is read) is an error naming
-it, or with ``skip_bad`` goes to ``OUT/rejects.tsv`` with the reason. Output names and relative
-layout mirror the input; OUT may not be inside the input.
+``restore`` runs in this process; ``tasks/parallel_restore.py`` runs the same steps in several processes
+(DDP), each restoring its own shard of the inputs (``entries[rank::world]``), so every input is restored
+exactly once. Outputs are written atomically; outputs that already exist are skipped, so a killed run
+resumes. An input that cannot be restored (corrupt, empty, too short, absurdly long: found from its header
+before anything is written; NaN samples: found when it is read) is an error naming it, or with
+``skip_bad`` goes to ``OUT/rejects.tsv`` with the reason. Output names and relative layout mirror the
+input; OUT may not be inside the input.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import json
 import os
 from pathlib import Path
 
-import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from tqdm import tqdm
 
 from ..adapters import set_active_adapters
 from ..data.audio import AudioError, load_audio, probe, save_audio
@@ -24,7 +24,7 @@ from ..data.manifest import Entry, read_manifest
 from ..data.rejects import Rejects
 from ..fileio import folder_digest, remove_stale_temporaries, write_json
 from ..vocoders.restorer import Restorer
-from .devices import accelerator_for
+from .devices import torch_device
 
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
 MARKER = "restorer.json"  # in the output folder: which restorer wrote it
@@ -66,54 +66,39 @@ def _restorable(entries: list[Entry], skip_bad: bool, rejects_path: Path | None)
     return kept
 
 
-class _Shard(Dataset):
-    def __init__(self, entries: list[Entry], rejects: Rejects, skip_bad: bool):
-        self.entries, self.rejects, self.skip_bad = entries, rejects, skip_bad
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int):
-        entry = self.entries[index]
-        try:
-            return entry, load_audio(entry.audio, 16000)
-        except AudioError as err:  # a header that passed but samples that do not (NaN, infinite)
-            self.rejects.skip_or_raise(err, self.skip_bad)
-            return entry, None
+def read_input(entry: Entry, rejects: Rejects, skip_bad: bool) -> torch.Tensor | None:
+    """The entry's samples, or None when they cannot be restored (a header that passed but samples that do
+    not: NaN, infinite) and the user asked to skip such inputs."""
+    try:
+        return load_audio(entry.audio, 16000)
+    except AudioError as err:
+        rejects.skip_or_raise(err, skip_bad)
+        return None
 
 
-class RestoreTask(L.LightningModule):
-    """Lightning ``predict``: restores and writes each file; the model itself is a loaded Restorer."""
-
-    def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False, copy_synthesis: bool = False,
-                 student: str | None = None):
-        super().__init__()
-        self.restorer = Restorer.from_export(checkpoint, student)
-        if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
-            set_active_adapters(self.restorer.encoder, [])
-        self.out, self.ledger = Path(out_dir), ledger
-
-    def predict_step(self, batch, batch_idx: int) -> int:
-        written = 0
-        for entry, wave in batch:
-            if wave is None:
-                continue
-            restored = self.restorer(wave[None].to(self.device))[0].cpu()
-            save_audio(self.out / f"{entry.id}.wav", restored.clamp(-1, 1), 16000)
-            if self.ledger:  # which process wrote what (used to check each input is restored once)
-                with open(self.out / f".ledger.{self.global_rank}", "a") as handle:
-                    handle.write(f"{entry.id}\n")
-            written += 1
-        return written
+def load_restorer(checkpoint: str, student: str | None = None, copy_synthesis: bool = False) -> Restorer:
+    restorer = Restorer.from_export(checkpoint, student)
+    if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
+        set_active_adapters(restorer.encoder, [])
+    return restorer.eval()
 
 
-def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_nodes: int = 1,
-            ledger: bool = False, progress: bool = True, copy_synthesis: bool = False,
-            device: str = "cpu", skip_bad: bool = False, student: str | None = None) -> dict[str, int]:
-    """``device``: cpu, cuda or auto; ``devices`` processes (DDP when more than one) on each of ``num_nodes``;
-    ``skip_bad``: list unreadable inputs in ``OUT/rejects.tsv`` and restore the rest; ``student``: a
-    distilled student vocoder in place of HiFi-GAN V1."""
-    accelerator = accelerator_for(device)
+@torch.no_grad()
+def restore_one(restorer: Restorer, entry: Entry, wave: torch.Tensor, out: Path, ledger_rank: int | None = None) -> None:
+    """Restore and write one input; ``ledger_rank``: note which process wrote it (a check that each input
+    is restored once)."""
+    device = next(restorer.parameters()).device
+    restored = restorer(wave[None].to(device))[0].cpu()
+    save_audio(out / f"{entry.id}.wav", restored.clamp(-1, 1), 16000)
+    if ledger_rank is not None:
+        with open(out / f".ledger.{ledger_rank}", "a") as handle:
+            handle.write(f"{entry.id}\n")
+
+
+def prepare(inputs: str, out_dir: str, checkpoint: str, copy_synthesis: bool = False, skip_bad: bool = False,
+            student: str | None = None) -> tuple[list[Entry], list[Entry], Path]:
+    """Every entry, those still to restore (finished outputs stay: a resumed run skips them), and the output
+    folder, claimed for this restorer by the first process before any other starts."""
     target = Path(out_dir).resolve()
     for model_dir in filter(None, (checkpoint, student)):
         root = Path(model_dir).resolve()
@@ -125,16 +110,24 @@ def restore(inputs: str, out_dir: str, checkpoint: str, devices: int = 1, num_no
     if _first_process():  # before any other process starts: temporaries of a killed run go
         _claim(out, checkpoint, copy_synthesis, student)
         remove_stale_temporaries(out)
-    todo = [e for e in entries if not (out / f"{e.id}.wav").exists()]  # resume: finished outputs stay
-    rejects = Rejects(out / "rejects.tsv")
-    task = RestoreTask(checkpoint, str(out), ledger, copy_synthesis, student)
-    strategy = "ddp" if devices * num_nodes > 1 else "auto"
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, logger=False,
-                        enable_progress_bar=progress, use_distributed_sampler=False, enable_checkpointing=False)
-    shard = todo[trainer.global_rank::trainer.world_size]
-    loader = DataLoader(_Shard(shard, rejects, skip_bad), batch_size=1, collate_fn=list)
-    written = trainer.predict(task, loader, return_predictions=True) or []
-    return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": sum(written)}
+    return entries, [e for e in entries if not (out / f"{e.id}.wav").exists()], out
+
+
+def restore(inputs: str, out_dir: str, checkpoint: str, ledger: bool = False, progress: bool = True,
+            copy_synthesis: bool = False, device: str = "cpu", skip_bad: bool = False,
+            student: str | None = None) -> dict[str, int]:
+    """``device``: cpu, cuda or auto; ``skip_bad``: list unreadable inputs in ``OUT/rejects.tsv`` and restore
+    the rest; ``student``: a distilled student vocoder in place of HiFi-GAN V1."""
+    target = torch_device(device)
+    entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student)
+    restorer = load_restorer(checkpoint, student, copy_synthesis).to(target)
+    rejects, written = Rejects(out / "rejects.tsv"), 0
+    for entry in tqdm(todo, desc="restore", unit="file", disable=not progress):
+        wave = read_input(entry, rejects, skip_bad)
+        if wave is not None:
+            restore_one(restorer, entry, wave, out, 0 if ledger else None)
+            written += 1
+    return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": written}
 
 
 def restorer_identity(checkpoint: str | Path, copy_synthesis: bool, student: str | Path | None = None) -> str:

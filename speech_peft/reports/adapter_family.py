@@ -28,7 +28,7 @@ from ..data.dataset import AudioDataset, collate
 from ..data.manifest import read_manifest
 from ..exports import read_export_info
 from ..fileio import write_json, write_text
-from ..tasks.classification import EXPORT_KIND, AudioClassifier
+from ..models.classifier import EXPORT_KIND, MODEL_ARGUMENTS, AudioClassifierModel
 from .classification import classification_table
 
 # Each section of the family tables: its heading, what its method table's columns mean, its markers.
@@ -50,16 +50,17 @@ def markers(section: str) -> tuple[str, str]:
 BEGIN, END = markers("sparse")
 
 
-def classifier_with(export: Path, adapter: Path | None = None, head: dict | None = None) -> AudioClassifier:
+def classifier_with(export: Path, adapter: Path | None = None, head: dict | None = None) -> AudioClassifierModel:
     """A fold's exported classifier, optionally with another saved adapter and head in its place."""
     config = read_export_info(export, EXPORT_KIND)["config"]
-    module = AudioClassifier(**{**config, "adapter_dir": str(adapter or export / "adapter")})
+    module = AudioClassifierModel(**{k: v for k, v in config.items() if k in MODEL_ARGUMENTS},
+                                  adapter_dir=str(adapter or export / "adapter"))
     module.head.load_state_dict(head or load_file(export / "head.safetensors"), strict=True)
     return module.eval()
 
 
 @torch.inference_mode()
-def probabilities(classifier: AudioClassifier, manifest: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def probabilities(classifier: AudioClassifierModel, manifest: Path) -> tuple[torch.Tensor, torch.Tensor]:
     entries = read_manifest(manifest)
     loader = DataLoader(AudioDataset(entries, 16000), batch_size=16, collate_fn=collate)
     probs, targets = [], []
@@ -74,7 +75,7 @@ def accuracy(probs: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def relative_encoder_time(classifier: AudioClassifier, manifest: Path, clips: int = 32, repeats: int = 3) -> float:
+def relative_encoder_time(classifier: AudioClassifierModel, manifest: Path, clips: int = 32, repeats: int = 3) -> float:
     """Encoder time with the adapter over the bare encoder's, alternated, medians."""
     entries = read_manifest(manifest)[:clips]
     batch = collate([AudioDataset(entries, 16000)[i] for i in range(len(entries))])
@@ -89,7 +90,7 @@ def relative_encoder_time(classifier: AudioClassifier, manifest: Path, clips: in
 
 
 @torch.inference_mode()
-def coda_speedup(classifier: AudioClassifier, manifest: Path, clips: int = 32, repeats: int = 3) -> float | None:
+def coda_speedup(classifier: AudioClassifierModel, manifest: Path, clips: int = 32, repeats: int = 3) -> float | None:
     """How much faster the encoder runs with its CoDA adapter's routing than with every token through every
     block (same weights); None for other adapters."""
     routed = conditional_adapters(classifier.encoder)
@@ -182,7 +183,7 @@ def measure(exp: str | Path, methods: list[str], storage_method: str = "parallel
 
 
 @torch.inference_mode()
-def unit_activities(classifier: AudioClassifier, manifest: Path, clips: int = 32) -> dict[str, torch.Tensor]:
+def unit_activities(classifier: AudioClassifierModel, manifest: Path, clips: int = 32) -> dict[str, torch.Tensor]:
     """Per adapter place, its bottleneck units' outputs (tokens, units) on the first ``clips`` clips."""
     captured: dict[str, list[torch.Tensor]] = {}
     hooks = []

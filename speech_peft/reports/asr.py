@@ -23,7 +23,7 @@ from ..decoders import DecodeOptions, choose
 from ..fileio import write_json, write_text
 from ..jobs.transcribe import load_decoder
 from ..metrics.wer import score, word_errors
-from ..tasks.diffusion_asr import DiffusionASR
+from ..models.diffusion_asr import DiffusionASRModel
 from .training import training_table
 
 RULES = ("confidence", "mbr", "rover")
@@ -89,7 +89,7 @@ def evaluate_diffusion(export: Path, manifest: Path, bucket: str, training: str,
     """One trained model under each decoding: rows for ``diffusion`` (duration canvas) or
     ``diffusion_ctc`` (Mask-CTC canvas), one per rule when ``candidates`` > 1; with K = 1, a
     ``ctc_greedy`` row for the CTC head alone when the model has one."""
-    model = DiffusionASR.from_export(export)
+    model = DiffusionASRModel.load(export)
     entries = read_manifest(manifest)
     refs = [e.text or "" for e in entries]
     states, encoder_seconds = [], 0.0

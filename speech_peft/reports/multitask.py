@@ -24,8 +24,8 @@ from ..data.manifest import read_manifest
 from ..encoders.whisper import load_whisper
 from ..fileio import atomic_write, folder_digest, write_json, write_text
 from ..metrics.wer import score
-from ..tasks.asr import WhisperARFineTune
-from ..tasks.multitask_asr import WhisperAdapterFusion
+from ..models.adapter_fusion import AdapterFusionASR
+from ..models.whisper_ar import WhisperAR
 
 TASKS = ("read", "far", "phone", "digits")
 Transcribe = Callable[[Batch], list[str]]
@@ -46,7 +46,7 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
         export = exp / "baselines" / folder / "export"
         if (export / "export.json").is_file():
             def ar(export=export):
-                module = WhisperARFineTune.from_export(export)
+                module = WhisperAR.load(export)
                 return (lambda b: module.transcribe(b.waveforms)), None
             systems[name] = (ar, {"kind": "baseline", "adapters_per_site": 0 if folder == "full" else 1,
                                   "export": str(export), "made_from": [str(export)]})
@@ -68,7 +68,7 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
                                                                             "made_from": made_from})
         for kind, label in (("average", "output average of the adapters"), ("oracle", "oracle task-ID routing")):
             def untrained(kind=kind):
-                module = WhisperAdapterFusion(adapters, model_name, {"kind": kind}).eval()
+                module = AdapterFusionASR(adapters, model_name, {"kind": kind}).eval()
                 return (lambda b: module.transcribe(b.waveforms, b.lengths, b.tasks)), module
             systems[label] = (untrained, {"kind": "baseline" if kind == "average" else "oracle",
                                           "adapters_per_site": len(TASKS) if kind == "average" else 1,
@@ -80,7 +80,7 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
         # utterance-level routers also run hard: top-1 at inference, one adapter per utterance
         for hard in (False, True) if kind in ("router", "task") else (False,):
             def fused(export=export, hard=hard):
-                module = WhisperAdapterFusion.from_export(export, hard=hard)
+                module = AdapterFusionASR.load(export, hard=hard)
                 return (lambda b: module.transcribe(b.waveforms, b.lengths)), module
             label = f"fusion: {export.parent.name}" + (" (hard top-1)" if hard else "")
             systems[label] = (fused, {"kind": "fusion", "adapters_per_site": 1 if hard else len(TASKS),

@@ -1,0 +1,59 @@
+"""``speech-peft restore --devices N [--num-nodes M]``: the batch restoration of ``jobs/restore.py`` in
+several processes, started and joined by Lightning's DDP strategy; each process restores its own shard of
+the inputs (``todo[rank::world]``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.manifest import Entry
+from ..data.rejects import Rejects
+from ..jobs.devices import accelerator_for
+from ..jobs.restore import load_restorer, prepare, read_input, restore_one
+
+
+class _Shard(Dataset):
+    def __init__(self, entries: list[Entry], rejects: Rejects, skip_bad: bool):
+        self.entries, self.rejects, self.skip_bad = entries, rejects, skip_bad
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int):
+        entry = self.entries[index]
+        return entry, read_input(entry, self.rejects, self.skip_bad)
+
+
+class RestorePrediction(L.LightningModule):
+    """Lightning ``predict``: restores and writes each input of this process's shard."""
+
+    def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False, copy_synthesis: bool = False,
+                 student: str | None = None):
+        super().__init__()
+        self.restorer = load_restorer(checkpoint, student, copy_synthesis)
+        self.out, self.ledger = Path(out_dir), ledger
+
+    def predict_step(self, batch, batch_idx: int) -> int:
+        written = 0
+        for entry, wave in batch:
+            if wave is not None:
+                restore_one(self.restorer, entry, wave, self.out, self.global_rank if self.ledger else None)
+                written += 1
+        return written
+
+
+def restore_in_processes(inputs: str, out_dir: str, checkpoint: str, devices: int = 2, num_nodes: int = 1,
+                         ledger: bool = False, progress: bool = True, copy_synthesis: bool = False,
+                         device: str = "cpu", skip_bad: bool = False, student: str | None = None) -> dict[str, int]:
+    """``devices`` processes on each of ``num_nodes``; the other arguments as ``jobs.restore.restore``'s."""
+    entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student)
+    task = RestorePrediction(checkpoint, str(out), ledger, copy_synthesis, student)
+    trainer = L.Trainer(accelerator=accelerator_for(device), devices=devices, num_nodes=num_nodes, strategy="ddp",
+                        logger=False, enable_progress_bar=progress, use_distributed_sampler=False,
+                        enable_checkpointing=False)
+    shard = todo[trainer.global_rank::trainer.world_size]
+    loader = DataLoader(_Shard(shard, Rejects(out / "rejects.tsv"), skip_bad), batch_size=1, collate_fn=list)
+    written = trainer.predict(task, loader, return_predictions=True) or []
+    return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": sum(written)}
