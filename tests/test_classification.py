@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,27 @@ def test_a_dense_teacher_trains_both_paths_of_a_coda_adapter_and_pulls_the_route
     torch.testing.assert_close(model._step(batch, "train"), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="routes nothing"):
         AudioClassifier(LABELS, "whisper", tiny_whisper_dir, {"method": "lora"}, dense_teacher=0.5)
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_fits_from_the_configs_it_carries(tiny_whisper_dir, fsdd_folds, tmp_path):
+    """The wheel carries ``conf/`` as package data: installed into a folder of its own (not this checkout) and
+    run from elsewhere, ``speech-peft fit`` composes its config and trains."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheel"), str(ROOT)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
+                    *map(str, (tmp_path / "wheel").glob("speech_peft-*.whl"))], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    where = subprocess.run([sys.executable, "-c", "import speech_peft; print(speech_peft.__file__)"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(tmp_path / "site"))
+    fold = fsdd_folds / "fold_theo"
+    subprocess.run([sys.executable, "-m", "speech_peft.cli", "fit", f"encoder.name={tiny_whisper_dir}",
+                    'data.labels=["0","1","2"]', "adapter=lora", "adapter.r=2", f"data.train={fold}/train.jsonl",
+                    f"data.val={fold}/val.jsonl", "data.batch_size=4", "trainer.max_epochs=1",
+                    "trainer.enable_progress_bar=false", "logger=none", f"exp_dir={tmp_path}/exp"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    assert (tmp_path / "exp" / "fit_result.json").is_file() and (tmp_path / "exp" / "export" / "export.json").is_file()

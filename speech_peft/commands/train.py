@@ -26,7 +26,7 @@ from ..tasks.sharding import resolve_strategy
 from . import VERBS
 from .errors import exit_status
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data (the checkout's top-level conf/ links here)
 
 
 def _adapter_folder(choice: str, *, _root_: DictConfig) -> str:
