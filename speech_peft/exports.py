@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import UserError
 from .fileio import write_json
 
 INFO = "export.json"
@@ -29,8 +30,8 @@ def read_export_info(directory: str | os.PathLike, kinds: str | tuple[str, ...] 
     try:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg})") from None
+        raise UserError(f"{path}: not valid JSON ({err.msg})") from None
     wanted = (kinds,) if isinstance(kinds, str) else kinds
     if wanted and info.get("kind") not in wanted:
-        raise ValueError(f"{directory} holds a {info.get('kind')!r} export, not {' or '.join(map(repr, wanted))}")
+        raise UserError(f"{directory} holds a {info.get('kind')!r} export, not {' or '.join(map(repr, wanted))}")
     return info

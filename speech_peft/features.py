@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from .errors import UserError
 
 SAMPLE_RATE, N_FFT, HOP, WINDOW_SAMPLES = 16000, 400, 160, 30 * 16000
 
@@ -33,7 +34,7 @@ def log_mel_30s(waves: np.ndarray, n_mels: int = 80) -> np.ndarray:
     numbers as ``encoders.whisper.log_mel`` (which runs on torch tensors, on any device)."""
     waves = np.asarray(waves, dtype=np.float32)
     if waves.shape[-1] > WINDOW_SAMPLES:
-        raise ValueError(f"input of {waves.shape[-1] / SAMPLE_RATE:.1f} s exceeds Whisper's 30 s window")
+        raise UserError(f"input of {waves.shape[-1] / SAMPLE_RATE:.1f} s exceeds Whisper's 30 s window")
     padded = np.zeros((waves.shape[0], WINDOW_SAMPLES), dtype=np.float32)
     padded[:, : waves.shape[-1]] = waves
     padded = np.pad(padded, ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")

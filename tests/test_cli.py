@@ -74,3 +74,28 @@ def test_every_verb_names_a_missing_input_in_one_line_under_its_own_name(args, w
     _one_line_error(done, f"speech-peft {args[0]}: error:", *words)
     # nothing written, but a Lightning verb's record of the config it was asked to run
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and "exp" not in p.relative_to(tmp_path).parts]
+
+
+def test_a_user_error_is_one_line_and_a_fault_of_the_program_keeps_its_traceback(capsys):
+    """Input validation raises ``UserError`` (status 2, one line naming the problem); a ValueError or KeyError
+    from anywhere else is a fault of the program and is not dressed up as the user's."""
+    from speech_peft.commands.errors import exit_status
+    from speech_peft.errors import UnknownNameError, UserError
+
+    def bad_value():
+        raise UserError("data.batch_size 0: must be at least 1")
+
+    assert exit_status("fit", bad_value) == 2
+    assert capsys.readouterr().err == "speech-peft fit: error: data.batch_size 0: must be at least 1\n"
+
+    def unknown():
+        raise UnknownNameError("no adapter named 'x'; the model has ['default']")
+
+    assert exit_status("transcribe", unknown) == 2
+    assert capsys.readouterr().err.endswith("error: no adapter named 'x'; the model has ['default']\n")
+    for fault in (ValueError("operands could not be broadcast"), KeyError("layers.7")):
+        def program_fault(fault=fault):
+            raise fault
+
+        with pytest.raises(type(fault)):
+            exit_status("fit", program_fault)

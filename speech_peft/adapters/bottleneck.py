@@ -17,6 +17,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .config import AdapterConfig
 from .dims import input_dim, output_dim
 from .registry import register_method
@@ -50,7 +51,7 @@ class SeriesAdapterConfig(BottleneckFields):
 
     def __post_init__(self) -> None:
         if self.placement not in ("houlsby", "pfeiffer"):
-            raise ValueError(f"placement must be 'houlsby' or 'pfeiffer', got {self.placement!r}")
+            raise UserError(f"placement must be 'houlsby' or 'pfeiffer', got {self.placement!r}")
 
 
 @dataclass
@@ -105,7 +106,7 @@ class BottleneckAdapter(nn.Module):
         elif config.kind == "conformer":
             self.inner = ConformerBottleneck(d_in, d_out, hidden, config.kernel_size)
         else:
-            raise ValueError(f"unknown bottleneck kind {config.kind!r} (linear, conformer)")
+            raise UserError(f"unknown bottleneck kind {config.kind!r} (linear, conformer)")
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         source = y if self.reads_output else x

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .bottleneck import BottleneckAdapter, BottleneckFields
 from .dims import output_dim
 from .registry import register_method
@@ -54,11 +55,11 @@ class CoDAConfig(BottleneckFields):
 
     def __post_init__(self) -> None:
         if self.reduction < 1:
-            raise ValueError(f"coda: reduction must be at least 1, got {self.reduction}")
+            raise UserError(f"coda: reduction must be at least 1, got {self.reduction}")
         if self.attend not in ("all", "selected"):
-            raise ValueError(f"coda: attend must be 'all' or 'selected', got {self.attend!r}")
+            raise UserError(f"coda: attend must be 'all' or 'selected', got {self.attend!r}")
         if self.skipped not in ("light", "interpolate"):
-            raise ValueError(f"coda: skipped must be 'light' or 'interpolate', got {self.skipped!r}")
+            raise UserError(f"coda: skipped must be 'light' or 'interpolate', got {self.skipped!r}")
 
 
 class ConditionalAdapter(nn.Module):
@@ -183,7 +184,7 @@ def _per_token(value, batch: int, steps: int) -> bool:
 
 def _build(config: CoDAConfig, target: Target, base: nn.Module, model: nn.Module) -> ConditionalAdapter:
     if target.role != "block":
-        raise ValueError("coda routes tokens around a whole block: target_roles must be [block]")
+        raise UserError("coda routes tokens around a whole block: target_roles must be [block]")
     return ConditionalAdapter(output_dim(base), config)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from ..errors import UserError
 
 
 @dataclass
@@ -34,7 +35,7 @@ class AdapterConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields - {"method"}
         if unknown:
-            raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+            raise UserError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
         values = {k: v for k, v in data.items() if k in fields}
         for f in dataclasses.fields(cls):
             if f.name in values and str(f.type) in ("bool", "<class 'bool'>"):
@@ -50,7 +51,7 @@ def parse_bool(value: Any, name: str = "flag") -> bool:
         return value.strip().lower() in ("true", "yes", "1")
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise ValueError(f"{name} must be true or false, got {value!r}")
+    raise UserError(f"{name} must be true or false, got {value!r}")
 
 
 def choose_task(tasks: list, task: str | None, method: str) -> tuple[list[str], str]:
@@ -58,5 +59,5 @@ def choose_task(tasks: list, task: str | None, method: str) -> tuple[list[str], 
     tasks = [str(t) for t in tasks]
     task = tasks[0] if task is None else str(task)
     if task not in tasks:
-        raise ValueError(f"{method}: task {task!r} is not among its tasks {tasks}")
+        raise UserError(f"{method}: task {task!r} is not among its tasks {tasks}")
     return tasks, task

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UserError
 from .site import unwrap
 from .targeting import Target
 
@@ -22,7 +23,7 @@ def output_dim(module: nn.Module) -> int:
         if sub is not module and isinstance(sub, (nn.Linear, nn.LayerNorm, nn.Conv1d, nn.MultiheadAttention)):
             last = sub
     if last is None:
-        raise ValueError(f"cannot tell the output width of {type(module).__name__}")
+        raise UserError(f"cannot tell the output width of {type(module).__name__}")
     return output_dim(last)
 
 

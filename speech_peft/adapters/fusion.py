@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..errors import UnknownNameError, UserError
 from .site import sites
 
 KINDS = ("attention", "router", "task", "oracle", "average")
@@ -45,7 +46,7 @@ class FusionConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown fusion kind {self.kind!r}; known: {', '.join(KINDS)}")
+            raise UserError(f"unknown fusion kind {self.kind!r}; known: {', '.join(KINDS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,7 +160,7 @@ class OracleRouting(Combiner):
     def weights(self, x: Tensor, y: Tensor) -> Tensor:
         routing, count = self.context.routing, len(self.context.names)
         if routing is None or routing.shape != (x.shape[0], count):
-            raise ValueError(f"oracle routing needs set_routing(model, ...) with one row of {count} "
+            raise UserError(f"oracle routing needs set_routing(model, ...) with one row of {count} "
                              f"weights per utterance (batch of {x.shape[0]})")
         return self.record(routing.to(x.device))
 
@@ -173,9 +174,9 @@ class AverageFusion(Combiner):
 def _fusion_sites(model: nn.Module, names: tuple[str, ...]) -> dict[str, object]:
     shared = {path: site for path, site in sites(model).items() if all(n in site.adapters for n in names)}
     if not shared:
-        raise ValueError(f"adapters {list(names)} share no site: fuse adapters placed at the same modules")
+        raise UserError(f"adapters {list(names)} share no site: fuse adapters placed at the same modules")
     if any(site.time_first.get(n) for site in shared.values() for n in names):
-        raise ValueError("fusion reads (batch, time, ...) states; these adapters sit in a time-first model")
+        raise UserError("fusion reads (batch, time, ...) states; these adapters sit in a time-first model")
     return shared
 
 
@@ -186,7 +187,7 @@ def average_adapters(model: nn.Module, names: list[str], new_name: str) -> None:
 
     kinds = {(repr(records(model)[n].config.to_dict()), repr(records(model)[n].targets)) for n in names}
     if len(kinds) != 1:
-        raise ValueError(f"adapters {names} differ in method or placement; only like adapters average")
+        raise UserError(f"adapters {names} differ in method or placement; only like adapters average")
     first = records(model)[names[0]]
     add_adapter(model, first.config, new_name, targets=list(first.targets))
     placed = {n: adapter_modules(model, n) for n in names}
@@ -200,7 +201,7 @@ def _widths(adapter: nn.Module) -> tuple[int, int]:
     """(what the adapter reads, what it writes): its first and last projections' widths."""
     linears = [m for m in adapter.modules() if isinstance(m, (nn.Linear, nn.Conv1d))]
     if not linears:
-        raise ValueError(f"cannot tell the widths of a {type(adapter).__name__} adapter for fusion")
+        raise UserError(f"cannot tell the widths of a {type(adapter).__name__} adapter for fusion")
     first, last = linears[0], linears[-1]
     width_in = first.in_features if isinstance(first, nn.Linear) else first.in_channels
     width_out = last.out_features if isinstance(last, nn.Linear) else last.out_channels
@@ -213,9 +214,9 @@ def add_fusion(model: nn.Module, names: list[str], config: FusionConfig = Fusion
     combiners, and activate the fusion alone; returns the combiners' parameter count."""
     names = tuple(names)
     if len(names) < 2:
-        raise ValueError("a fusion combines at least two adapters")
+        raise UserError("a fusion combines at least two adapters")
     if name in fusions(model):
-        raise ValueError(f"the model already has a fusion named {name!r}")
+        raise UserError(f"the model already has a fusion named {name!r}")
     context = FusionContext(names)
     built = []
     for index, (path, site) in enumerate(_fusion_sites(model, names).items()):
@@ -250,7 +251,7 @@ def fusions(model: nn.Module) -> dict[str, tuple[FusionConfig, FusionContext]]:
 def set_active_fusion(model: nn.Module, name: str | None) -> None:
     """Route through fusion ``name`` (its adapters are then used only through it); None turns it off."""
     if name is not None and name not in fusions(model):
-        raise KeyError(f"no fusion named {name!r}; the model has {sorted(fusions(model))}")
+        raise UnknownNameError(f"no fusion named {name!r}; the model has {sorted(fusions(model))}")
     for site in sites(model).values():
         site.active_fusion = name if name in site.combiners else None
     model.__dict__["_speech_peft_active_fusion"] = name

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .config import AdapterConfig
 from .registry import register_method
 from .targeting import Target
@@ -33,7 +34,7 @@ class HydraConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         if self.r < 1 or (self.sequential_r is not None and self.sequential_r < 1):
-            raise ValueError(f"Hydra ranks must be at least 1 (r={self.r}, sequential_r={self.sequential_r})")
+            raise UserError(f"Hydra ranks must be at least 1 (r={self.r}, sequential_r={self.sequential_r})")
 
 
 class HydraLinear(nn.Module):

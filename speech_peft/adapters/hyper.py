@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import UserError
 from .bottleneck import _ACTIVATIONS, BottleneckAdapter, BottleneckFields, ParallelAdapterConfig
 from .config import choose_task
 from .dims import input_dim, output_dim
@@ -104,7 +105,7 @@ def set_hyper_task(model: nn.Module, name: str, task: str) -> None:
     """Generate adapter ``name``'s weights for ``task`` from now on (one of the tasks it was built for)."""
     for module in adapter_modules(model, name).values():
         if task not in module.hypernetwork.tasks:
-            raise ValueError(f"adapter {name!r} generates for {module.hypernetwork.tasks}, not {task!r}")
+            raise UserError(f"adapter {name!r} generates for {module.hypernetwork.tasks}, not {task!r}")
         module.task = task
     records(model)[name].config.task = task
 
@@ -114,7 +115,7 @@ def materialise_hyper(model: nn.Module, name: str, task: str | None = None) -> N
     its current one); saved and loaded as ``parallel`` from then on."""
     record = records(model)[name]
     if not isinstance(record.config, HyperAdapterConfig):
-        raise ValueError(f"adapter {name!r} is {record.config.method}, not a hyper adapter")
+        raise UserError(f"adapter {name!r} is {record.config.method}, not a hyper adapter")
     placed = adapter_modules(model, name)
     fields = {k: v for k, v in record.config.to_dict().items()
               if k in ParallelAdapterConfig.__dataclass_fields__ and k != "method"}
@@ -134,7 +135,7 @@ def materialise_hyper(model: nn.Module, name: str, task: str | None = None) -> N
 
 def _build(config: HyperAdapterConfig, target: Target, base: nn.Module, model: nn.Module) -> HyperAdapter:
     if config.kind != "linear" or config.layer_norm:
-        raise ValueError("hyper adapters generate linear bottlenecks without a layer norm (kind=linear, "
+        raise UserError("hyper adapters generate linear bottlenecks without a layer norm (kind=linear, "
                          "layer_norm=false)")
     d_in, d_out = input_dim(model, target, base), output_dim(base)
     hidden = config.hidden(d_in)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import UnknownNameError, UserError
 from .config import AdapterConfig
 from .registry import FULL_FINETUNE, config_from_dict, get_method
 from .site import AdapterSite, sites, unwrap
@@ -24,11 +25,11 @@ _RECORDS_ATTR = "_speech_peft_adapters"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
-class AdapterBudgetError(ValueError):
+class AdapterBudgetError(UserError):
     """The adapter would make more of the model trainable than the configured budget allows."""
 
 
-class AdapterMergeError(ValueError):
+class AdapterMergeError(UserError):
     """The adapter cannot be folded into the base weights."""
 
 
@@ -82,7 +83,7 @@ def _site_at(model: nn.Module, path: str) -> AdapterSite:
     if isinstance(module, AdapterSite):
         return module
     if not path:
-        raise ValueError("the model itself cannot be an adapter target; target one of its modules")
+        raise UserError("the model itself cannot be an adapter target; target one of its modules")
     parent_path, _, child = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     site = AdapterSite(module)
@@ -97,9 +98,9 @@ def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default",
     ``targets`` skips resolution (used when reloading a saved adapter onto the exact same places).
     """
     if not _NAME.match(name):
-        raise ValueError(f"adapter name {name!r} must be an identifier (letters, digits, _ and -)")
+        raise UserError(f"adapter name {name!r} must be an identifier (letters, digits, _ and -)")
     if name in records(model):
-        raise ValueError(f"the model already has an adapter named {name!r}")
+        raise UserError(f"the model already has an adapter named {name!r}")
     method = get_method(config.method)
     if targets is None:
         targets = resolve_targets(model, config, method.accepts) if method.build else []
@@ -157,7 +158,7 @@ def set_active_adapters(model: nn.Module, names: list[str] | str | None) -> None
     names = [names] if isinstance(names, str) else list(names or [])
     unknown = [n for n in names if n not in records(model)]
     if unknown:
-        raise KeyError(f"no adapter named {unknown}; the model has {sorted(records(model))}")
+        raise UnknownNameError(f"no adapter named {unknown}; the model has {sorted(records(model))}")
     for site in sites(model).values():
         site.active = tuple(n for n in names if n in site.adapters)
     model.__dict__["_speech_peft_active"] = tuple(names)
@@ -186,7 +187,7 @@ def trainable_parameters(adapter: nn.Module) -> list[nn.Parameter]:
 def adapter_modules(model: nn.Module, name: str) -> dict[str, nn.Module]:
     """``{site path: adapter module}`` for adapter ``name``."""
     if name not in records(model):
-        raise KeyError(f"no adapter named {name!r}; the model has {sorted(records(model))}")
+        raise UnknownNameError(f"no adapter named {name!r}; the model has {sorted(records(model))}")
     return {path: site.adapters[name] for path, site in sites(model).items() if name in site.adapters}
 
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
+from ..errors import UnknownNameError, UserError
 from ..fileio import atomic_write, write_json
 from .injection import AdapterReport, adapter_modules, add_adapter, records
 from .registry import config_from_dict
@@ -30,7 +31,7 @@ WEIGHTS, CONFIG, MANIFEST = "adapter.safetensors", "adapter_config.json", "manif
 _SAMPLE = 64
 
 
-class AdapterMismatchError(ValueError):
+class AdapterMismatchError(UserError):
     """The saved adapter was trained on a different base model than the one it is loaded into."""
 
 
@@ -76,7 +77,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
     directory.mkdir(parents=True, exist_ok=True)
     record = records(model).get(name)
     if record is None:
-        raise KeyError(f"no adapter named {name!r}; the model has {sorted(records(model))}")
+        raise UnknownNameError(f"no adapter named {name!r}; the model has {sorted(records(model))}")
     tensors = {f"{path}.{key}" if path else key: value.detach().contiguous().cpu()
                for path, module in adapter_modules(model, name).items()
                for key, value in module.state_dict().items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from torch import nn
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class BlockLayout:
 
     def num_heads(self, block: nn.Module) -> int:
         if self.num_heads_attr is None:
-            raise ValueError(f"the layout of {type(block).__name__} does not name its head count")
+            raise UserError(f"the layout of {type(block).__name__} does not name its head count")
         return int(_get(block, self.num_heads_attr))
 
 

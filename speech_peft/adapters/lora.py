@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .config import AdapterConfig
 from .registry import register_method
 from .targeting import Target
@@ -47,7 +48,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int, scale: float, dropout: float, init: str):
         super().__init__()
         if r < 1 or r > min(base.in_features, base.out_features):
-            raise ValueError(f"LoRA rank {r} must lie in 1..{min(base.in_features, base.out_features)}")
+            raise UserError(f"LoRA rank {r} must lie in 1..{min(base.in_features, base.out_features)}")
         self.scale = scale
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.lora_A = nn.Linear(base.in_features, r, bias=False)
@@ -66,7 +67,7 @@ class LoRALinear(nn.Module):
                 self.lora_A.weight.copy_(root[:, None] * vh[:r])
                 self.lora_B.weight.copy_(u[:, :r] * root[None, :])
             else:
-                raise ValueError(f"unknown LoRA init {init!r} (kaiming, gaussian, pissa)")
+                raise UserError(f"unknown LoRA init {init!r} (kaiming, gaussian, pissa)")
         if self.pissa:
             self.register_buffer("pissa_A0", self.lora_A.weight.detach().clone())
             self.register_buffer("pissa_B0", self.lora_B.weight.detach().clone())

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .io import CONFIG, read_manifest, read_tensors, write_adapter_files
 
 METHODS = ("average", "task_arithmetic", "ties", "dare", "mera")
@@ -82,7 +83,7 @@ def combine(values: list[Tensor], method: str, weights: list[float], density: fl
         agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
         merged = (trimmed * agree).sum(0) / agree.sum(0).clamp(min=1)
         return merged.reshape(values[0].shape)
-    raise ValueError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
+    raise UserError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
 
 
 def merge_adapters(directories: list[str | os.PathLike], out_dir: str | os.PathLike, method: str = "average",
@@ -92,24 +93,24 @@ def merge_adapters(directories: list[str | os.PathLike], out_dir: str | os.PathL
     ``activities`` (mera): per adapter, per place, its bottleneck units' outputs (tokens, units) on the same
     inputs, to align units by what they compute rather than by their weights."""
     if method not in METHODS:
-        raise ValueError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
+        raise UserError(f"unknown merge method {method!r}; known: {', '.join(METHODS)}")
     if len(directories) < 1:
-        raise ValueError("merging needs at least one adapter")
+        raise UserError("merging needs at least one adapter")
     directories = [Path(d) for d in directories]
     manifests = [read_manifest(d) for d in directories]
     configs = [json.loads((d / CONFIG).read_text()) for d in directories]
     kind = configs[0]["method"]
     if kind not in MERGEABLE:
-        raise ValueError(f"{directories[0]}: {kind} adapters cannot be merged (mergeable: {', '.join(MERGEABLE)})")
+        raise UserError(f"{directories[0]}: {kind} adapters cannot be merged (mergeable: {', '.join(MERGEABLE)})")
     for d, m, c in zip(directories[1:], manifests[1:], configs[1:]):
         if c["method"] != kind or m["targets"] != manifests[0]["targets"]:
-            raise ValueError(f"{d}: a {c['method']} adapter placed elsewhere than {directories[0]}: only adapters "
+            raise UserError(f"{d}: a {c['method']} adapter placed elsewhere than {directories[0]}: only adapters "
                              "of the same method and places merge")
         if m["base_fingerprint"] != manifests[0]["base_fingerprint"]:
-            raise ValueError(f"{d} was trained on another base model than {directories[0]}")
+            raise UserError(f"{d} was trained on another base model than {directories[0]}")
     weights = list(weights) if weights is not None else [1.0 / len(directories)] * len(directories)
     if len(weights) != len(directories):
-        raise ValueError(f"{len(weights)} weights for {len(directories)} adapters")
+        raise UserError(f"{len(weights)} weights for {len(directories)} adapters")
     tensors = [read_tensors(d / "adapter.safetensors") for d in directories]
     generator = torch.Generator().manual_seed(seed)
     paths = [t["write"] for t in manifests[0]["targets"]]

@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from ..errors import UnknownNameError
 from .fusion import active_fusion
 from .site import sites
 
@@ -19,7 +20,7 @@ def set_row_adapters(model: nn.Module, names: Sequence[str | None] | None) -> No
     placed = {n for site in sites(model).values() for n in site.adapters}
     unknown = sorted({n for n in names or () if n is not None and n not in placed})
     if unknown:
-        raise KeyError(f"no adapter named {unknown} on the model; it has {sorted(placed)}")
+        raise UnknownNameError(f"no adapter named {unknown} on the model; it has {sorted(placed)}")
     rows = None if names is None else {
         name: torch.tensor([i for i, n in enumerate(names) if n == name], dtype=torch.long)
         for name in dict.fromkeys(n for n in names if n is not None)}

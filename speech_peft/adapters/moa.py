@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .bottleneck import LinearBottleneck
 from .config import AdapterConfig
 from .dims import input_dim, output_dim
@@ -36,7 +37,7 @@ class MoAConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         if self.mode not in ("dense", "soft") or self.placement not in ("parallel", "series"):
-            raise ValueError(f"moa: mode must be dense|soft and placement parallel|series, got "
+            raise UserError(f"moa: mode must be dense|soft and placement parallel|series, got "
                              f"{self.mode!r}, {self.placement!r}")
 
 

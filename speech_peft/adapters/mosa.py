@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import UserError
 from .bottleneck import _ACTIVATIONS, BottleneckAdapter, BottleneckFields, ParallelAdapterConfig
 from .dims import input_dim, output_dim
 from .injection import adapter_modules, records, replace_adapter_modules
@@ -36,7 +37,7 @@ class MoSAConfig(BottleneckFields):
 
     def __post_init__(self) -> None:
         if self.modules < 1 or not 0.0 < self.active <= 1.0:
-            raise ValueError(f"MoSA needs modules >= 1 and 0 < active <= 1 (got {self.modules}, {self.active})")
+            raise UserError(f"MoSA needs modules >= 1 and 0 < active <= 1 (got {self.modules}, {self.active})")
 
 
 class MoSABottleneck(nn.Module):
@@ -81,7 +82,7 @@ def merge_mosa(model: nn.Module, name: str) -> None:
     weights, no owner tables; saved and loaded as ``parallel`` from then on."""
     record = records(model)[name]
     if not isinstance(record.config, MoSAConfig):
-        raise ValueError(f"adapter {name!r} is {record.config.method}, not MoSA")
+        raise UserError(f"adapter {name!r} is {record.config.method}, not MoSA")
     fields = {k: v for k, v in record.config.to_dict().items()
               if k in ParallelAdapterConfig.__dataclass_fields__ and k != "method"}
     placed = adapter_modules(model, name)

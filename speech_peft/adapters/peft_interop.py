@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import UserError
 from ..fileio import atomic_write, write_json
 from .injection import AdapterReport, adapter_modules, add_adapter, records
 from .lora import LoRAConfig, LoRALinear
@@ -27,7 +28,7 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
                      base_model_name_or_path: str | None = None) -> Path:
     config = records(model)[name].config if name in records(model) else None
     if not isinstance(config, LoRAConfig):
-        raise ValueError(f"adapter {name!r} is not a LoRA adapter; only LoRA exports to PEFT")
+        raise UserError(f"adapter {name!r} is not a LoRA adapter; only LoRA exports to PEFT")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors, ranks = {}, set()
@@ -40,7 +41,7 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
         tensors[f"{_PREFIX}{path}.lora_B.weight"] = b.contiguous().cpu()
         ranks.add(a.shape[0])
     if len(ranks) != 1:
-        raise ValueError(f"adapter {name!r} has ranks {sorted(ranks)} at different modules; PEFT export needs one")
+        raise UserError(f"adapter {name!r} has ranks {sorted(ranks)} at different modules; PEFT export needs one")
     rank = ranks.pop()
     scale = next(iter(adapter_modules(model, name).values())).scale
     peft_config = {
@@ -59,12 +60,12 @@ def import_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
     directory = Path(directory)
     peft_config = json.loads((directory / "adapter_config.json").read_text())
     if peft_config.get("peft_type") != "LORA":
-        raise ValueError(f"{directory}: peft_type {peft_config.get('peft_type')!r} is not LORA")
+        raise UserError(f"{directory}: peft_type {peft_config.get('peft_type')!r} is not LORA")
     for unsupported in ("use_dora", "fan_in_fan_out"):
         if peft_config.get(unsupported):
-            raise ValueError(f"{directory}: {unsupported}=true is not supported")
+            raise UserError(f"{directory}: {unsupported}=true is not supported")
     if peft_config.get("rank_pattern") or peft_config.get("alpha_pattern"):
-        raise ValueError(f"{directory}: per-module rank_pattern/alpha_pattern are not supported")
+        raise UserError(f"{directory}: per-module rank_pattern/alpha_pattern are not supported")
     tensors = load_file(directory / "adapter_model.safetensors")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -75,7 +76,7 @@ def import_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
                 module_path = stem.split(marker)[0]
                 pairs.setdefault(module_path, {})[part] = value
     if not pairs:
-        raise ValueError(f"{directory}: no lora_A/lora_B tensors found")
+        raise UserError(f"{directory}: no lora_A/lora_B tensors found")
     r = int(peft_config["r"])
     config = LoRAConfig(target_modules=sorted(pairs), r=r, alpha=float(peft_config["lora_alpha"]),
                         dropout=float(peft_config.get("lora_dropout", 0.0)),
@@ -83,7 +84,7 @@ def import_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
     targets = [Target(write=path, read=None) for path in sorted(pairs)]
     missing = [t.write for t in targets if not _has_module(model, t.write)]
     if missing:
-        raise ValueError(f"{directory}: PEFT adapter targets modules this model lacks: {missing[:5]}")
+        raise UserError(f"{directory}: PEFT adapter targets modules this model lacks: {missing[:5]}")
     report = add_adapter(model, config, name, targets=targets)
     with torch.no_grad():
         for path, module in adapter_modules(model, name).items():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .config import AdapterConfig, choose_task
 from .injection import adapter_modules, records, replace_adapter_modules, set_trainable_adapters
 from .lora import LoRAConfig, LoRALinear
@@ -48,7 +49,7 @@ class PolyLoRA(nn.Module):
         super().__init__()
         d_in, d_out, r, k, heads = base.in_features, base.out_features, config.r, config.skills, config.heads
         if d_in % heads or d_out % heads:
-            raise ValueError(f"poly: {heads} heads must divide the layer's widths {d_in} and {d_out}")
+            raise UserError(f"poly: {heads} heads must divide the layer's widths {d_in} and {d_out}")
         self.heads, self.scale, self.tasks, self.task = heads, config.alpha / r, list(config.tasks), config.task
         # inventory: (skills, heads, block of the input, r) and (skills, heads, r, block of the output)
         self.skills_A = nn.Parameter(torch.empty(k, heads, d_in // heads, r))
@@ -116,7 +117,7 @@ def average_routing(model: nn.Module, name: str) -> None:
 def _to_lora(model: nn.Module, name: str, factors) -> None:
     record = records(model)[name]
     if not isinstance(record.config, PolyConfig):
-        raise ValueError(f"adapter {name!r} is {record.config.method}, not poly")
+        raise UserError(f"adapter {name!r} is {record.config.method}, not poly")
     config = _lora_config(record.config, record.config.r)
     plain = {}
     with torch.no_grad():

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import UserError
 from .config import AdapterConfig
 from .registry import register_method
 from .site import unwrap
@@ -32,7 +33,7 @@ class PromptTuningConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         if self.depth not in ("shallow", "deep"):
-            raise ValueError(f"depth must be 'shallow' or 'deep', got {self.depth!r}")
+            raise UserError(f"depth must be 'shallow' or 'deep', got {self.depth!r}")
         if self.depth == "shallow" and self.layers is None:
             self.layers = [0]
 

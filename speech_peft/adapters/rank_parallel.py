@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .config import AdapterConfig
 from .registry import register_method
 from .site import sites
@@ -55,7 +56,7 @@ class RankLoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, config: HDPiSSAConfig | LTEConfig):
         super().__init__()
         if config.r < 1 or config.r > min(base.in_features, base.out_features):
-            raise ValueError(f"{config.method}: rank {config.r} must lie in 1..{min(base.in_features, base.out_features)}")
+            raise UserError(f"{config.method}: rank {config.r} must lie in 1..{min(base.in_features, base.out_features)}")
         self.kind, self.scale, self.reduce = config.method, config.alpha / config.r, config.reduce
         self.merge_every, self.seed = config.merge_every, getattr(config, "seed", 0)
         self.lr_scale = config.lr_scale
@@ -74,7 +75,7 @@ class RankLoRALinear(nn.Module):
         with torch.no_grad():
             if self.kind == "hd_pissa":
                 if world * r > min(weight.shape):
-                    raise ValueError(f"hd_pissa: {world} ranks x rank {r} exceed the {min(weight.shape)} "
+                    raise UserError(f"hd_pissa: {world} ranks x rank {r} exceed the {min(weight.shape)} "
                                      "principal components of the layer")
                 u, s, vh = torch.linalg.svd((weight.float() + self.merged.float()), full_matrices=False)
                 part = slice(rank * r, (rank + 1) * r)

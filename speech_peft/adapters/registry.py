@@ -6,6 +6,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import UnknownNameError, UserError
 from .config import AdapterConfig
 from .targeting import Target
 
@@ -30,13 +31,13 @@ def register_method(name: str, config_class: type[AdapterConfig], build: Builder
                     accepts: Callable[[nn.Module], bool] = lambda module: True,
                     finalize: Callable[[nn.Module, str], None] | None = None) -> None:
     if config_class.method != name:
-        raise ValueError(f"{config_class.__name__}.method is {config_class.method!r}, expected {name!r}")
+        raise UserError(f"{config_class.__name__}.method is {config_class.method!r}, expected {name!r}")
     METHODS[name] = Method(name, config_class, build, accepts, finalize)
 
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise KeyError(f"unknown adapter method {name!r}; known: {', '.join(sorted(METHODS))}")
+        raise UnknownNameError(f"unknown adapter method {name!r}; known: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import UserError
 from .bottleneck import _ACTIVATIONS, BottleneckFields
 from .dims import input_dim, output_dim
 from .registry import register_method
@@ -34,9 +35,9 @@ class SparseAdapterConfig(BottleneckFields):
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity {self.sparsity} must lie in [0, 1)")
+            raise UserError(f"sparsity {self.sparsity} must lie in [0, 1)")
         if self.saliency not in ("snip", "magnitude", "random"):
-            raise ValueError(f"unknown saliency {self.saliency!r} (snip, magnitude, random)")
+            raise UserError(f"unknown saliency {self.saliency!r} (snip, magnitude, random)")
 
     def hidden(self, width: int) -> int:
         dense = super().hidden(width)
@@ -109,7 +110,7 @@ def snip_prune(model: nn.Module, batches: Iterable, loss_of: Callable[[object], 
         for module in waiting:
             module.scoring = False
     if not seen:
-        raise ValueError("SNIP pruning needs at least one training batch")
+        raise UserError("SNIP pruning needs at least one training batch")
     for k, module in enumerate(waiting):
         module.prune(scores[2 * k], scores[2 * k + 1])
     return len(waiting)

@@ -15,6 +15,7 @@ import math
 
 import torch
 from torch import Tensor
+from ..errors import UserError
 
 BITS = (1, 2, 4, 8)
 SPARSE_FROM = 0.4  # a float tensor at least this fraction zeros is stored as mask + kept values
@@ -38,7 +39,7 @@ def unpack(packed: Tensor, bits: int, count: int) -> Tensor:
 def quantise(values: Tensor, bits: int, group: int) -> tuple[Tensor, Tensor]:
     """(codes, float16 scales) for flat ``values``, one scale per group, each minimising its group's error."""
     if bits not in BITS:
-        raise ValueError(f"{bits}-bit storage: choose one of {BITS}")
+        raise UserError(f"{bits}-bit storage: choose one of {BITS}")
     flat = values.detach().float().reshape(-1)
     pad = (-len(flat)) % group
     groups = torch.cat([flat, flat.new_zeros(pad)]).view(-1, group)
@@ -109,5 +110,5 @@ def decode(stored: dict[str, Tensor], layout: dict[str, dict]) -> dict[str, Tens
             value = dequantise(codes, stored[f"{key}::scales"], how["bits"], how["group"], how["shape"])
             tensors[key] = value.to(getattr(torch, how["dtype"]))
         else:
-            raise ValueError(f"tensor {key}: unknown storage kind {kind!r}")
+            raise UserError(f"tensor {key}: unknown storage kind {kind!r}")
     return tensors

@@ -8,12 +8,13 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import UserError
 from .config import AdapterConfig
 from .layout import BlockLayout, layout_of
 from .site import unwrap
 
 
-class AdapterTargetError(ValueError):
+class AdapterTargetError(UserError):
     """A target pattern or role selects nothing, or names something that cannot take the adapter."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from ..errors import UserError
 
 MULTILINGUAL_VOCAB = 51865
 _LANGUAGE = re.compile(r"<\|([a-z]{2,3})\|>")
@@ -28,13 +29,13 @@ class WhisperSpecials:
         tokens; multilingual ones take ``language``'s token (English when None) and <|transcribe|>."""
         if not self.multilingual:
             if language not in (None, "en"):
-                raise ValueError(f"this Whisper model is English-only: it cannot transcribe {language!r}")
+                raise UserError(f"this Whisper model is English-only: it cannot transcribe {language!r}")
             return [self.sot, self.no_timestamps]
         return [self.sot, self.language_id(language or "en"), self.transcribe, self.no_timestamps]
 
     def language_id(self, code: str) -> int:
         if code not in self.languages:
-            raise ValueError(f"Whisper has no language {code!r}; it knows {', '.join(sorted(self.languages))}")
+            raise UserError(f"Whisper has no language {code!r}; it knows {', '.join(sorted(self.languages))}")
         return self.languages[code]
 
     @classmethod
@@ -47,7 +48,7 @@ class WhisperSpecials:
 
         sot, eot, no_timestamps = find("<|startoftranscript|>"), find("<|endoftext|>"), find("<|notimestamps|>")
         if None in (sot, eot, no_timestamps):
-            raise ValueError("the tokenizer lacks Whisper's special tokens (<|startoftranscript|>, <|endoftext|>, "
+            raise UserError("the tokenizer lacks Whisper's special tokens (<|startoftranscript|>, <|endoftext|>, "
                              "<|notimestamps|>): it is not a Whisper tokenizer")
         translate = find("<|translate|>")
         languages = {}

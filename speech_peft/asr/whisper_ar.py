@@ -11,6 +11,7 @@ from ..adapters.mixed_batch import select_rows
 from ..adapters.site import sites
 from ..encoders.whisper import WhisperBundle, log_mel, run_encoder
 from ..encoders.whisper_model import DecoderCache
+from ..errors import UserError
 
 from .hypothesis import Hypothesis, Thresholds, fall_back
 from .specials import MULTILINGUAL_VOCAB, WhisperSpecials
@@ -53,7 +54,7 @@ class WhisperTranscriber:
         self.begin_suppress = torch.tensor(bundle.begin_suppress_tokens)
         self.prompt = self.specials.prompt(None if language == "auto" else language)
         if compute_type not in ("float32", "int8"):
-            raise ValueError(f"compute type {compute_type!r}: choose float32 or int8")
+            raise UserError(f"compute type {compute_type!r}: choose float32 or int8")
         self.compute_type = compute_type
         # The vocabulary projection (51864 x d) is most of a CPU decoding step's time: int8 quarters the
         # bytes it reads per token. With int8 the decoder's plain linear layers run in int8 too; a layer an
@@ -69,7 +70,7 @@ class WhisperTranscriber:
             try:
                 self.specials.prompt(code)
             except ValueError as err:
-                raise ValueError(f"an utterance's language field: {err}") from None
+                raise UserError(f"an utterance's language field: {err}") from None
 
     @torch.no_grad()
     def encode(self, waveforms: Tensor) -> Tensor:

@@ -4,10 +4,14 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-# A bad value, a missing file, an unknown name; and, from modules a command may have loaded, a bad override
-# or config name (Hydra, OmegaConf) or a speech synthesiser that fails on a voice. Those are looked up only
-# when loaded (an error of a module never imported cannot have been raised), so a light command stays light.
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError)
+from ..errors import UserError
+
+# What the package raises where it validates input (a bad value, an unknown name, an option that does not
+# apply), a missing file; and, from modules a command may have loaded, a bad override or config name (Hydra,
+# OmegaConf) or a speech synthesiser that fails on a voice. Those are looked up only when loaded (an error of a
+# module never imported cannot have been raised), so a light command stays light. Any other ValueError or
+# KeyError is a fault of the program and keeps its traceback.
+USER_ERRORS = (UserError, FileNotFoundError)
 LOADED_USER_ERRORS = {"hydra.errors": "HydraException", "omegaconf.errors": "OmegaConfBaseException",
                       "speech_peft.data.tts_voices": "SynthesisError"}
 
@@ -23,8 +27,7 @@ def user_error(err: BaseException) -> str | None:
     seen = err
     while seen is not None:
         if isinstance(seen, kinds):
-            message = seen.args[0] if isinstance(seen, KeyError) and seen.args else str(seen)
-            return " ".join(str(message).split())
+            return " ".join(str(seen).split())
         seen = seen.__cause__ or seen.__context__
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.prepare import LAYOUTS, prepare
+from ..errors import UserError
 
 
 def add_parser(sub) -> None:
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     for option, layout in (("long_items", "fsdd_long"), ("voices", "tts_voices"), ("task_column", "commonvoice"),
                            ("language", "tts_voices")):
         if getattr(args, option) is not None and args.layout != layout:
-            raise ValueError(f"--{option.replace('_', '-')} applies to the {layout} layout only")
+            raise UserError(f"--{option.replace('_', '-')} applies to the {layout} layout only")
     options = {"long_items": tuple(args.long_items or (10, 5)), "voices": tuple(args.voices or (8, 0)),
                "task_column": args.task_column or "locale", "language": args.language or "en"}
     for path in prepare(args.layout, args.src, args.out, args.skip_bad, **options):

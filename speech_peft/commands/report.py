@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import UserError
 from ..fileio import write_json
 from ..reports.asr import evaluate_all, write_asr_report
 from ..reports.classification import write_classification_report
@@ -80,7 +81,7 @@ def run_multitask(args: argparse.Namespace) -> int:
 
 def run_asr(args: argparse.Namespace) -> int:
     if not args.evaluate and (args.buckets or args.candidates):
-        raise ValueError("--buckets and --candidates choose what --evaluate scores: give --evaluate too")
+        raise UserError("--buckets and --candidates choose what --evaluate scores: give --evaluate too")
     if args.evaluate:
         evaluate_all(args.exp, args.buckets, args.candidates or 4, args.model)
     write_asr_report(args.exp, args.out, args.command, args.model)

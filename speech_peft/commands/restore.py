@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import UserError
 from ..jobs.devices import DEVICES
 from ..jobs.restore import restore, shipped_restorer
 from ..vocoders.student import SHIPPED as SHIPPED_STUDENT
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"ledger": args.ledger, "copy_synthesis": args.copy_synthesis, "device": args.device,
                "skip_bad": args.skip_bad, "student": args.student}
     if args.devices < 1 or args.num_nodes < 1:
-        raise ValueError(f"--devices {args.devices} --num-nodes {args.num_nodes}: both must be at least 1")
+        raise UserError(f"--devices {args.devices} --num-nodes {args.num_nodes}: both must be at least 1")
     if args.devices * args.num_nodes > 1:
         from ..tasks.parallel_restore import restore_in_processes  # Lightning starts and joins the processes
 

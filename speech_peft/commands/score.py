@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserError
 from ..metrics.wer import GROUP_FIELDS, group_table, score_by, score_files
 from ..reports.quality import score_quality
 
@@ -46,7 +47,7 @@ def run_quality(args: argparse.Namespace) -> int:
     for item in args.also:
         name, sep, folder = item.partition("=")
         if not sep or not name or not folder:
-            raise ValueError(f"--also {item!r}: give NAME=FOLDER")
+            raise UserError(f"--also {item!r}: give NAME=FOLDER")
         extra[name] = folder
     score_quality(args.deg, args.out, args.ref, args.report, args.transcripts, args.plots,
                   speaker=not args.no_speaker, non_intrusive=not args.no_dnsmos, extra=extra,

@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..errors import UserError
 from ..fileio import write_json, write_text
 from ..tasks.callbacks import FitReport
 from ..tasks.sharding import resolve_strategy
@@ -59,7 +60,7 @@ def _refuse_an_adapter_the_task_ignores(cfg: DictConfig, overrides: list[str]) -
     asked = [k for k in keys if k == "adapter" or k.startswith("adapter.")]
     if asked and "adapter" not in cfg.task:
         task = cfg.task._target_.rsplit(".", 1)[-1]
-        raise ValueError(f"{task} takes no adapter= (its task config has no adapter key; its own options are "
+        raise UserError(f"{task} takes no adapter= (its task config has no adapter key; its own options are "
                          f"task.*): drop {', '.join(asked)}")
 
 
@@ -84,7 +85,7 @@ def build_data(cfg: DictConfig) -> L.LightningDataModule:
     """The data module, checked against the one the task trains on (its ``datamodule`` attribute)."""
     data, wanted = build(cfg.data), getattr(get_class(cfg.task._target_), "datamodule", None)
     if wanted is not None and not isinstance(data, wanted):
-        raise ValueError(f"task {cfg.task._target_.rsplit('.', 1)[-1]} takes batches of {wanted.__name__}, but the "
+        raise UserError(f"task {cfg.task._target_.rsplit('.', 1)[-1]} takes batches of {wanted.__name__}, but the "
                          f"data config builds {type(data).__name__}: choose a matching data= option")
     return data
 
@@ -109,10 +110,10 @@ def trained_module(cfg: DictConfig, verb: str) -> tuple[L.LightningModule, str |
     if path and Path(path).is_dir():
         task_class = get_class(cfg.task._target_)
         if not hasattr(task_class, "from_export"):
-            raise ValueError(f"{task_class.__name__} cannot be rebuilt from an export; give a .ckpt")
+            raise UserError(f"{task_class.__name__} cannot be rebuilt from an export; give a .ckpt")
         return task_class.from_export(path), None
     if verb != "validate" and not path:
-        raise ValueError(f"{verb} needs ckpt_path=... (a checkpoint written by fit, or its export folder)")
+        raise UserError(f"{verb} needs ckpt_path=... (a checkpoint written by fit, or its export folder)")
     if path and not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path {path}: no such checkpoint or export folder")
     return build_task(cfg), path
@@ -120,7 +121,7 @@ def trained_module(cfg: DictConfig, verb: str) -> tuple[L.LightningModule, str |
 
 def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
     if verb not in VERBS:
-        raise ValueError(f"unknown verb {verb!r} ({', '.join(VERBS)})")
+        raise UserError(f"unknown verb {verb!r} ({', '.join(VERBS)})")
     L.seed_everything(cfg.seed, workers=True)
     exp_dir = Path(cfg.exp_dir)
     write_text(exp_dir / f"config.{verb}.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -136,7 +137,7 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
     else:
         task_class = get_class(cfg.task._target_)
         if verb == "predict" and hasattr(task_class, "predict_instead"):
-            raise ValueError(f"{task_class.__name__} does not predict through Lightning: "
+            raise UserError(f"{task_class.__name__} does not predict through Lightning: "
                              f"use `{task_class.predict_instead}`")
         module, ckpt = trained_module(cfg, verb)
         data, trainer = build_data(cfg), build_trainer(cfg, resuming=cfg.ckpt_path is not None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from ..errors import UserError
 
 DIFFUSION_OPTIONS = ("candidates", "schedule", "rule", "remask", "init", "hold_eos", "distinct_neighbours", "seed")
 FORMATS = ("tsv", "jsonl", "srt")
@@ -67,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs.transcribe import format_transcripts, transcribe_files, write_transcripts
 
     if args.rejects and not args.skip_bad:
-        raise ValueError("--rejects lists skipped inputs: it needs --skip-bad")
+        raise UserError("--rejects lists skipped inputs: it needs --skip-bad")
     fmt = output_format(args)
     if fmt == "srt" and not args.out:
-        raise ValueError("--format srt writes one file per input: give --out FOLDER")
+        raise UserError("--format srt writes one file per input: give --out FOLDER")
     given = {k: getattr(args, k) for k in DIFFUSION_OPTIONS if getattr(args, k) is not None}
     decode = {k: tuple(v) if k == "schedule" else v for k, v in given.items()} or None
     compute_type = args.compute_type or ("int8" if args.backend == "ctranslate2" else "float32")

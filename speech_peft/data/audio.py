@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
+from ..errors import UserError
 from ..fileio import atomic_write
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ MAX_SECONDS = 600.0  # longer files are almost always a mistake (a whole session
 MIN_SECONDS = 0.1    # shorter holds no word (the shortest spoken digit is 0.14 s): a truncated or wrong file
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     def __init__(self, path: str | Path, problem: str):
         super().__init__(f"{path}: {problem}")
         self.path, self.problem = str(path), problem

@@ -9,6 +9,7 @@ import csv
 import os
 from pathlib import Path
 
+from ..errors import UserError
 from .audio import MAX_SECONDS, AudioError, probe
 from .manifest import Entry
 from .rejects import Rejects
@@ -47,7 +48,7 @@ def from_folder(root: str | os.PathLike, skip_bad: bool = False, rejects_path=No
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
                    and not p.name.startswith("."))  # hidden: a writer's temporary, never an input
     if not files:
-        raise ValueError(f"{root}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+        raise UserError(f"{root}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
     return _keep([_entry(str(p.relative_to(root).with_suffix("")), p, rejects, max_seconds) for p in files])
 
 
@@ -60,12 +61,12 @@ def from_fsdd(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None
     for path in sorted(folder.glob("*.wav")):
         parts = path.stem.split("_")
         if len(parts) != 3 or not parts[0].isdigit():
-            raise ValueError(f"{path}: not an FSDD name ({{digit}}_{{speaker}}_{{take}}.wav)")
+            raise UserError(f"{path}: not an FSDD name ({{digit}}_{{speaker}}_{{take}}.wav)")
         digit, speaker, take = parts
         entries.append(_entry(path.stem, path, rejects, text=DIGIT_WORDS[int(digit)], label=digit,
                               speaker=speaker, task="digits"))
     if not entries:
-        raise ValueError(f"{folder}: no FSDD recordings")
+        raise UserError(f"{folder}: no FSDD recordings")
     return _keep(entries)
 
 
@@ -77,7 +78,7 @@ def from_kaldi_dir(root: str | os.PathLike, skip_bad: bool = False, rejects_path
         raise FileNotFoundError(f"{root}: wav.scp not found")
     if (root / "segments").is_file():
         # A segments file cuts utterances out of longer recordings; a manifest entry is a whole file.
-        raise ValueError(f"{root}: segments is not supported: cut the recordings into one file per utterance "
+        raise UserError(f"{root}: segments is not supported: cut the recordings into one file per utterance "
                          "first (Kaldi's extract-segments, or sox) and list those files in wav.scp")
     texts = _kaldi_table(root / "text")
     speakers = _kaldi_table(root / "utt2spk")
@@ -90,13 +91,13 @@ def from_kaldi_dir(root: str | os.PathLike, skip_bad: bool = False, rejects_path
         location = location.strip()
         if location.endswith("|") or not location:
             # A piped command would have to be executed to get the audio; data files are never executed.
-            raise ValueError(f"{scp}:{number}: {uid} is a command or empty, not a file path; "
+            raise UserError(f"{scp}:{number}: {uid} is a command or empty, not a file path; "
                              "convert the audio to files first")
         path = Path(location) if os.path.isabs(location) else root / location
         if (root / "text").is_file() and uid not in texts:
             problem = "no transcript in text"
             if rejects is None:
-                raise ValueError(f"{scp}:{number}: {uid}: {problem}")
+                raise UserError(f"{scp}:{number}: {uid}: {problem}")
             rejects.add(str(path), problem)
             continue
         entries.append(_entry(uid, path, rejects, text=texts.get(uid), speaker=speakers.get(uid)))

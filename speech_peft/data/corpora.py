@@ -27,6 +27,7 @@ import csv
 import os
 from pathlib import Path
 
+from ..errors import UserError
 from .builders import _entry, _kaldi_table, _keep, _rejects
 from .manifest import Entry
 from .rejects import Rejects
@@ -45,13 +46,13 @@ def _subsets(root: Path, marker: str, corpus: str) -> dict[str, Path]:
         return {root.name: root}
     found = {child.name: child for child in sorted(root.iterdir()) if child.is_dir() and any(child.glob(f"*/*/{marker}"))}
     if not found:
-        raise ValueError(f"{corpus}: no {marker} files under {root} (expected <subset>/<speaker>/<chapter>/{marker})")
+        raise UserError(f"{corpus}: no {marker} files under {root} (expected <subset>/<speaker>/<chapter>/{marker})")
     return found
 
 
 def _missing(rejects: Rejects | None, path: Path, problem: str) -> None:
     if rejects is None:
-        raise ValueError(f"{path}: {problem}")
+        raise UserError(f"{path}: {problem}")
     rejects.add(str(path), problem)
 
 
@@ -103,9 +104,9 @@ def vctk(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None) -> 
         audio_files = sorted((root / "wav48").glob("*/*.wav"))
         uid_of = lambda p: p.stem  # noqa: E731
     else:
-        raise ValueError(f"vctk: {root} has neither wav48_silence_trimmed/ (VCTK 0.92) nor wav48/ (0.80)")
+        raise UserError(f"vctk: {root} has neither wav48_silence_trimmed/ (VCTK 0.92) nor wav48/ (0.80)")
     if not audio_files:
-        raise ValueError(f"vctk: no recordings under {root}")
+        raise UserError(f"vctk: no recordings under {root}")
     splits: dict[str, list[Entry]] = {"train": [], "val": [], "test": []}
     for audio in audio_files:
         uid = uid_of(audio)
@@ -128,13 +129,13 @@ def commonvoice(root: str | os.PathLike, skip_bad: bool = False, rejects_path=No
                 task_column: str = "locale") -> dict[str, list[Entry]]:
     root = Path(root)
     if task_column not in ("locale", "accents"):
-        raise ValueError(f"commonvoice: task_column must be 'locale' or 'accents', got {task_column!r}")
+        raise UserError(f"commonvoice: task_column must be 'locale' or 'accents', got {task_column!r}")
     if (root / "clips").is_dir():
         locales = [root]
     else:
         locales = sorted(p for p in root.iterdir() if (p / "clips").is_dir()) if root.is_dir() else []
     if not locales:
-        raise ValueError(f"commonvoice: no <locale>/clips/ folder under {root}")
+        raise UserError(f"commonvoice: no <locale>/clips/ folder under {root}")
     rejects = _rejects(skip_bad, rejects_path)
     splits: dict[str, list[Entry]] = {name: [] for name in COMMONVOICE_SPLITS.values()}
     for locale in locales:
@@ -146,7 +147,7 @@ def commonvoice(root: str | os.PathLike, skip_bad: bool = False, rejects_path=No
                 rows = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
                 missing = {"client_id", "path", "sentence"} - set(rows.fieldnames or ())
                 if missing:
-                    raise ValueError(f"{tsv}: missing column(s) {sorted(missing)}")
+                    raise UserError(f"{tsv}: missing column(s) {sorted(missing)}")
                 for number, row in enumerate(rows, 2):
                     audio = locale / "clips" / row["path"]
                     if not (row.get("sentence") or "").strip():
@@ -158,7 +159,7 @@ def commonvoice(root: str | os.PathLike, skip_bad: bool = False, rejects_path=No
                                                 speaker=row["client_id"], task=group or "unknown",
                                                 language=spoken.split("-")[0].lower()))
     if not any(splits.values()):
-        raise ValueError(f"commonvoice: no train.tsv, dev.tsv or test.tsv under {root}")
+        raise UserError(f"commonvoice: no train.tsv, dev.tsv or test.tsv under {root}")
     return {name: _keep(entries) for name, entries in splits.items()}
 
 

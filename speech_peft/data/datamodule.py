@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from ..errors import UserError
 from .dataset import AudioDataset, LengthBucketSampler, collate
 from .manifest import read_manifest
 from .shards import ShardedAudioDataset, is_shard_folder
@@ -35,7 +36,7 @@ class ManifestDataModule(L.LightningDataModule):
         if split not in self.datasets:
             path = self.paths[split]
             if not path:
-                raise ValueError(f"no {split} manifest configured (data.{split})")
+                raise UserError(f"no {split} manifest configured (data.{split})")
             transform = None
             if split == "train" and self.augment:
                 from .degrade import AugmentConfig, Augmenter
@@ -47,7 +48,7 @@ class ManifestDataModule(L.LightningDataModule):
             if self.labels is not None:
                 unknown = [e for e in entries if e.label is not None and str(e.label) not in self.labels]
                 if unknown:
-                    raise ValueError(f"{path}: {len(unknown)} entries carry labels outside the configured "
+                    raise UserError(f"{path}: {len(unknown)} entries carry labels outside the configured "
                                      f"{len(self.labels)} (e.g. {unknown[0].id!r}: {unknown[0].label!r})")
             self.datasets[split] = AudioDataset(entries, transform=transform, **self.options)
         return self.datasets[split]
@@ -73,7 +74,7 @@ class ManifestDataModule(L.LightningDataModule):
     def _shard_loader(self, trainer, replicas: int, rank: int) -> DataLoader:
         """Training from a shard folder (``speech-peft shard``): streamed, shuffled in a buffer, split by process."""
         if self.augment:
-            raise ValueError("data.augment applies to manifests; shard folders are read as written")
+            raise UserError("data.augment applies to manifests; shard folders are read as written")
         data = ShardedAudioDataset(self.paths["train"], self.options["sample_rate"], shuffle=True, seed=self.seed,
                                    replicas=replicas, rank=rank, require_text=self.options["require_text"],
                                    buffer=self.shuffle_buffer)

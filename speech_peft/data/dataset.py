@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import UserError
 from .audio import MAX_SECONDS, AudioError, load_audio
 from .manifest import Entry
 from .rejects import Rejects
@@ -115,9 +116,9 @@ class LengthBucketSampler(Sampler[list[int]]):
     def __init__(self, durations: list[float], batch_size: int, shuffle: bool = True, seed: int = 0,
                  bucket_batches: int = 50, replicas: int = 1, rank: int = 0, accumulate: int = 1):
         if not 0 <= rank < replicas:
-            raise ValueError(f"rank {rank} must lie in 0..{replicas - 1}")
+            raise UserError(f"rank {rank} must lie in 0..{replicas - 1}")
         if accumulate < 1:
-            raise ValueError(f"accumulate must be at least 1, got {accumulate}")
+            raise UserError(f"accumulate must be at least 1, got {accumulate}")
         self.durations, self.batch_size, self.shuffle, self.seed = durations, batch_size, shuffle, seed
         self.replicas, self.rank, self.accumulate = replicas, rank, accumulate
         self.bucket = batch_size * replicas * accumulate * bucket_batches

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..errors import UserError
 from .audio import load_audio, save_audio
 from .builders import from_fsdd
 from .manifest import Entry, write_manifest
@@ -47,7 +48,7 @@ def make_fsdd_long(src: str | os.PathLike, out: str | os.PathLike, test_speakers
     speakers = sorted({e.speaker for e in entries})
     unknown = set(test_speakers) - set(speakers)
     if unknown:
-        raise ValueError(f"test speakers {sorted(unknown)} are not in {src} (speakers: {speakers})")
+        raise UserError(f"test speakers {sorted(unknown)} are not in {src} (speakers: {speakers})")
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     rng, waves = random.Random(seed), {}
@@ -62,7 +63,7 @@ def make_fsdd_long(src: str | os.PathLike, out: str | os.PathLike, test_speakers
             plan.append(("val", speaker, [e for e in own if fsdd_take(e) < val_takes], eval_items // 2 or 1))
     for split, speaker, clips, count in tqdm(plan, desc="fsdd_long", unit="speaker"):
         if not clips:
-            raise ValueError(f"speaker {speaker}: no recordings for the {split} split")
+            raise UserError(f"speaker {speaker}: no recordings for the {split} split")
         for length in seconds:
             for n in range(count):
                 uid = f"{speaker}_{split}_{int(length):02d}s_{n:03d}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import UserError
 from .audio import MAX_SECONDS, AudioError, probe
 from .builders import AUDIO_SUFFIXES, from_folder
 from .manifest import Entry, read_manifest
@@ -39,5 +40,5 @@ def gather_inputs(inputs: list[str], skip_bad: bool = False, rejects_path: str |
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise ValueError(f"the inputs hold the same id more than once: {dup[:5]}")
+        raise UserError(f"the inputs hold the same id more than once: {dup[:5]}")
     return entries

@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..errors import UserError
 from ..fileio import write_text
 
 
@@ -45,7 +46,7 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # JSON escapes line breaks; \x85 or \u2028 in a text is no break
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}): not a manifest") from None
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}): not a manifest") from None
     root = path.parent
     entries, seen = [], set()
     for number, line in enumerate(lines, 1):
@@ -55,18 +56,18 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
         try:
             data = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as err:
-            raise ValueError(f"{where}: not valid JSON ({getattr(err, 'msg', err)})") from None
+            raise UserError(f"{where}: not valid JSON ({getattr(err, 'msg', err)})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{where}: a manifest line is a JSON object, got {type(data).__name__}")
+            raise UserError(f"{where}: a manifest line is a JSON object, got {type(data).__name__}")
         missing = {"id", "audio"} - set(data)
         if missing:
-            raise ValueError(f"{where}: missing field(s) {sorted(missing)}")
+            raise UserError(f"{where}: missing field(s) {sorted(missing)}")
         unknown = set(data) - _FIELDS
         if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+            raise UserError(f"{where}: unknown field(s) {sorted(unknown)}")
         _check_types(data, where)
         if data["id"] in seen:
-            raise ValueError(f"{where}: id {data['id']!r} appears twice")
+            raise UserError(f"{where}: id {data['id']!r} appears twice")
         seen.add(data["id"])
         for key in PATH_FIELDS:
             if data.get(key) and not os.path.isabs(data[key]):
@@ -80,16 +81,16 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
 def _check_types(data: dict, where: str) -> None:
     for key in ("id", "audio"):
         if not isinstance(data[key], str) or not data[key].strip():
-            raise ValueError(f"{where}: {key} must be a non-empty string, got {data[key]!r}")
+            raise UserError(f"{where}: {key} must be a non-empty string, got {data[key]!r}")
     duration = data.get("duration", 0.0)
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 <= duration < float("inf"):
-        raise ValueError(f"{where}: duration must be a finite number of seconds >= 0, got {duration!r}")
+        raise UserError(f"{where}: duration must be a finite number of seconds >= 0, got {duration!r}")
     rate = data.get("sample_rate", 0)
     if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:
-        raise ValueError(f"{where}: sample_rate must be a whole number >= 0, got {rate!r}")
+        raise UserError(f"{where}: sample_rate must be a whole number >= 0, got {rate!r}")
     for key in _FIELDS - {"id", "audio", "duration", "sample_rate"}:
         if data.get(key) is not None and not isinstance(data[key], str):
-            raise ValueError(f"{where}: {key} must be a string, got {data[key]!r}")
+            raise UserError(f"{where}: {key} must be a string, got {data[key]!r}")
 
 
 def write_manifest(entries: list[Entry], path: str | os.PathLike, relative: bool = True) -> Path:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import UserError
 from .audio import load_audio
 from .dataset import process_share, training_epoch
 from .degrade import DegradeConfig, Degrader
@@ -28,7 +29,7 @@ class DegradedPairs(Dataset):
     def __init__(self, entries: list[Entry], degrade: DegradeConfig | None, seconds: float | None = 2.0,
                  seed: int = 0, sample_rate: int = 16000, repeats: int = 1):
         if not entries:
-            raise ValueError("no clean recordings to build degraded pairs from")
+            raise UserError("no clean recordings to build degraded pairs from")
         self.entries, self.seconds, self.seed, self.sample_rate = entries, seconds, seed, sample_rate
         self.repeats = repeats  # crops per recording per epoch
         self.degrader = Degrader(degrade, sample_rate, seed) if degrade is not None else None
@@ -60,7 +61,7 @@ class EpochDraws(Sampler[int]):
 
     def __init__(self, size: int, seed: int = 0, batch_size: int = 1, replicas: int = 1, rank: int = 0):
         if not 0 <= rank < replicas:
-            raise ValueError(f"rank {rank} must lie in 0..{replicas - 1}")
+            raise UserError(f"rank {rank} must lie in 0..{replicas - 1}")
         self.size, self.seed, self.epoch = size, seed, 0
         self.batch_size, self.replicas, self.rank = batch_size, replicas, rank
 
@@ -128,5 +129,5 @@ class RestorationData(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         if not self.paths["val"]:
-            raise ValueError("no validation manifest configured (data.val)")
+            raise UserError("no validation manifest configured (data.val)")
         return self._loader("val")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from . import builders, corpora
 from .fsdd_long import make_fsdd_long
 from .manifest import write_manifest
@@ -50,9 +51,9 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
         written = [write_manifest(entries, out_dir / f"{name}.jsonl", relative=False)
                    for name, entries in splits.items() if entries]  # a split the download lacks: no file
         if not written:
-            raise ValueError(f"{layout}: no usable recordings under {src}")
+            raise UserError(f"{layout}: no usable recordings under {src}")
         return written
     single = {"folder": builders.from_folder, "kaldi": builders.from_kaldi_dir}
     if layout in single:
         return [write_manifest(single[layout](src, skip_bad, rejects), out_dir / "all.jsonl", relative=False)]
-    raise ValueError(f"unknown layout {layout!r} ({', '.join(LAYOUTS)})")
+    raise UserError(f"unknown layout {layout!r} ({', '.join(LAYOUTS)})")

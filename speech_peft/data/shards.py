@@ -23,6 +23,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..errors import UserError
 from ..fileio import atomic_write, write_json
 from .audio import AudioError, decode_audio, probe
 from .manifest import Entry, read_manifest
@@ -37,11 +38,11 @@ def write_shards(manifest: str | Path, out_dir: str | Path, items_per_shard: int
     """Shards of ``items_per_shard`` entries and their index; shards already written are kept (a killed
     run resumes). An unreadable file is an error naming it, or with ``skip_bad`` a line in OUT/rejects.tsv."""
     if items_per_shard < 1:
-        raise ValueError(f"items_per_shard must be at least 1, got {items_per_shard}")
+        raise UserError(f"items_per_shard must be at least 1, got {items_per_shard}")
     out = Path(out_dir)
     entries = read_manifest(manifest)
     if not entries:
-        raise ValueError(f"{manifest}: no entries to shard")
+        raise UserError(f"{manifest}: no entries to shard")
     rejects = Rejects(out / "rejects.tsv" if skip_bad else None)
     shards = []
     for number, start in enumerate(range(0, len(entries), items_per_shard)):
@@ -80,7 +81,7 @@ def _metas(path: Path) -> list[dict]:
         with tarfile.open(path, "r") as tar:
             return [json.loads(tar.extractfile(m).read()) for m in tar if m.isfile() and m.name.endswith(".json")]
     except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: broken shard ({err})") from None
+        raise UserError(f"{path}: broken shard ({err})") from None
 
 
 def _members(path: Path) -> Iterator[tuple[str, dict, bytes]]:
@@ -97,7 +98,7 @@ def _members(path: Path) -> Iterator[tuple[str, dict, bytes]]:
                     del pending[key]
                     yield key, json.loads(item["meta"]), item["audio"]
     except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: broken shard ({err})") from None
+        raise UserError(f"{path}: broken shard ({err})") from None
 
 
 def read_index(directory: str | Path) -> dict:
@@ -117,7 +118,7 @@ class ShardedAudioDataset(IterableDataset):
     def __init__(self, directory: str | Path, sample_rate: int = 16000, shuffle: bool = True, buffer: int = 1000,
                  seed: int = 0, replicas: int = 1, rank: int = 0, require_text: bool = False):
         if not 0 <= rank < replicas:
-            raise ValueError(f"rank {rank} must lie in 0..{replicas - 1}")
+            raise UserError(f"rank {rank} must lie in 0..{replicas - 1}")
         self.directory, self.index = Path(directory), read_index(directory)
         self.sample_rate, self.shuffle, self.buffer, self.seed = sample_rate, shuffle, max(1, buffer), seed
         self.replicas, self.rank, self.require_text = replicas, rank, require_text
@@ -210,6 +211,6 @@ class ShardedAudioDataset(IterableDataset):
                 yield item
             else:
                 if produced == 0:
-                    raise ValueError(f"{self.directory}: process {self.rank} of {self.replicas} got no items")
+                    raise UserError(f"{self.directory}: process {self.rank} of {self.replicas} got no items")
                 stream = self._stream()
         self.consumed = 0  # the epoch is complete: iterating again replays it from its start

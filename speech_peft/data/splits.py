@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from .manifest import Entry, write_manifest
 
 
@@ -11,7 +12,7 @@ def leave_one_group_out(entries: list[Entry], group_of, is_val) -> dict[str, dic
     of the other groups; train = the rest. Validation never sees the test group."""
     groups = sorted({group_of(e) for e in entries})
     if len(groups) < 2:
-        raise ValueError(f"need at least two groups for held-out folds, found {groups}")
+        raise UserError(f"need at least two groups for held-out folds, found {groups}")
     folds = {}
     for held_out in groups:
         others = [e for e in entries if group_of(e) != held_out]
@@ -21,7 +22,7 @@ def leave_one_group_out(entries: list[Entry], group_of, is_val) -> dict[str, dic
             "test": [e for e in entries if group_of(e) == held_out],
         }
         if not folds[held_out]["val"] or not folds[held_out]["train"]:
-            raise ValueError(f"fold {held_out}: empty train or validation split")
+            raise UserError(f"fold {held_out}: empty train or validation split")
     return folds
 
 

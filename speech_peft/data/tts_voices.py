@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..errors import UserError
 from .audio import load_audio, probe, save_audio
 from .manifest import Entry, write_manifest
 
@@ -57,7 +58,7 @@ def available_voices(rates: tuple[int, ...] = (140, 175), pitches: tuple[int, ..
     none; flite speaks English only); ``variants`` are espeak-ng's voice variants (``espeak-ng
     --voices=variant``) to combine with each accent."""
     if language not in ESPEAK_LANGUAGES:
-        raise ValueError(f"no synthetic voices for language {language!r}; known: {', '.join(ESPEAK_LANGUAGES)}")
+        raise UserError(f"no synthetic voices for language {language!r}; known: {', '.join(ESPEAK_LANGUAGES)}")
     voices = []
     if shutil.which("espeak-ng"):
         for accent in ESPEAK_LANGUAGES[language]:
@@ -90,7 +91,7 @@ def make_tts_voices(sentences: str | Path, out: str | Path, per_voice: int = 8, 
     ``language``."""
     lines = [s.strip() for s in Path(sentences).read_text(encoding="utf-8").splitlines() if s.strip()]
     if not lines:
-        raise ValueError(f"{sentences}: no sentences (one per line)")
+        raise UserError(f"{sentences}: no sentences (one per line)")
     voices = available_voices(language=language)
     if not voices:
         raise FileNotFoundError("no speech synthesiser found: install espeak-ng and/or flite "

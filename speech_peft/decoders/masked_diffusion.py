@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from ..adapters.layout import BlockLayout, Sublayer, register_layout
 from ..asr.whisper_ar import prompt_for
+from ..errors import UserError
 
 
 @dataclass
@@ -128,10 +129,10 @@ def load_decoder_weights(decoder: MaskedDiffusionDecoder, state: dict[str, Tenso
     own = decoder.state_dict()
     missing, unexpected = sorted(set(own) - set(renamed)), sorted(set(renamed) - set(own))
     if missing or unexpected:
-        raise ValueError(f"decoder weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise UserError(f"decoder weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
     bad = [k for k in own if own[k].shape != renamed[k].shape]
     if bad:
-        raise ValueError(f"decoder weights do not fit: shape of {bad[0]} is {tuple(renamed[bad[0]].shape)}, "
+        raise UserError(f"decoder weights do not fit: shape of {bad[0]} is {tuple(renamed[bad[0]].shape)}, "
                          f"expected {tuple(own[bad[0]].shape)}")
     decoder.load_state_dict(renamed, strict=True)
 
@@ -143,7 +144,7 @@ def from_whisper(whisper: nn.Module, max_length: int = 256, shift: bool = False)
     transcription prompt, so the first text token is predicted where Whisper predicts it."""
     wc = whisper.config
     if max_length > wc.max_target_positions:
-        raise ValueError(f"max_length {max_length} exceeds the Whisper decoder's {wc.max_target_positions} positions")
+        raise UserError(f"max_length {max_length} exceeds the Whisper decoder's {wc.max_target_positions} positions")
     config = DiffusionDecoderConfig(vocab_size=wc.vocab_size + 1, bos_id=wc.decoder_start_token_id,
                                     pad_id=wc.eos_token_id, d_model=wc.d_model, layers=wc.decoder_layers,
                                     heads=wc.decoder_attention_heads, ffn_dim=wc.decoder_ffn_dim, max_length=max_length,
@@ -216,9 +217,9 @@ def diffusion_loss(logits: Tensor, tokens: Tensor, masked: Tensor, weighting: st
     if weighting == "mean":
         return F.cross_entropy(picked, tokens[masked])
     if weighting != "inverse_t":
-        raise ValueError(f"unknown loss weighting {weighting!r} (mean, inverse_t)")
+        raise UserError(f"unknown loss weighting {weighting!r} (mean, inverse_t)")
     if ratio is None or text_positions is None:
-        raise ValueError("inverse_t weighting needs each row's mask ratio and number of text positions")
+        raise UserError("inverse_t weighting needs each row's mask ratio and number of text positions")
     per_token = F.cross_entropy(picked, tokens[masked], reduction="none")
     rows = masked.nonzero()[:, 0]
     per_row = torch.zeros(masked.shape[0], device=per_token.device).index_add_(0, rows, per_token)
@@ -253,7 +254,7 @@ def pack_transcripts(token_lists: list[list[int]], config: DiffusionDecoderConfi
         if len(ids) + prefix > sizes[i]:
             name = names[i] if names else f"transcript {i}"
             hint = "" if canvas is None else " (raise tokens_per_second)"
-            raise ValueError(f"{name} has {len(ids)} tokens; its canvas holds {sizes[i] - prefix}{hint}")
+            raise UserError(f"{name} has {len(ids)} tokens; its canvas holds {sizes[i] - prefix}{hint}")
         out[i, :prefix] = torch.tensor(config.prefix, dtype=torch.long)
         out[i, prefix:prefix + len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..adapters.cross_attention import adapter_memory
+from ..errors import UserError
 from .masked_diffusion import MaskedDiffusionDecoder, within
 
 
@@ -235,5 +236,5 @@ def choose(candidates: Candidates, words: list[list[str]], rule: str) -> Choice:
     elif rule == "rover":
         return Choice(None, rover(words), words)
     else:
-        raise ValueError(f"unknown selection rule {rule!r} (confidence, mbr, rover)")
+        raise UserError(f"unknown selection rule {rule!r} (confidence, mbr, rover)")
     return Choice(index, words[index], words)

@@ -1,6 +1,7 @@
 """Frozen encoders behind one interface: ``encoder(waveforms, lengths) -> EncoderOutput``."""
 from __future__ import annotations
 
+from ..errors import UserError
 from .base import EncoderOutput, FrozenEncoder
 
 
@@ -19,7 +20,7 @@ def build_encoder(kind: str, name_or_path: str, pad_to_30s: bool = False, max_le
 
         encoder = load_conformer_encoder(name_or_path)
     else:
-        raise ValueError(f"unknown encoder kind {kind!r} (whisper, ast, conformer)")
+        raise UserError(f"unknown encoder kind {kind!r} (whisper, ast, conformer)")
     for p in encoder.parameters():
         p.requires_grad_(False)
     return encoder.eval()

@@ -26,6 +26,7 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from ..adapters.io import frozen_fingerprint
+from ..errors import UserError
 from ..fileio import atomic_write
 
 SUFFIX = ".safetensors"
@@ -39,7 +40,7 @@ def encoder_key(encoder: nn.Module) -> str:
 class EncoderCache:
     def __init__(self, directory: str | os.PathLike, encoder: nn.Module, items_per_shard: int = 1000):
         if items_per_shard < 1:
-            raise ValueError(f"items_per_shard must be at least 1, got {items_per_shard}")
+            raise UserError(f"items_per_shard must be at least 1, got {items_per_shard}")
         self.root = Path(directory) / encoder_key(encoder)
         self.root.mkdir(parents=True, exist_ok=True)
         self.encoder, self.items_per_shard = encoder, items_per_shard
@@ -60,7 +61,7 @@ class EncoderCache:
                         if member.isfile() and member.name.endswith(SUFFIX):
                             self._where[member.name[: -len(SUFFIX)]] = (shard, member.offset_data, member.size)
             except (tarfile.TarError, OSError) as error:
-                raise ValueError(f"{shard}: not a readable encoder-state shard ({error}); delete it and the "
+                raise UserError(f"{shard}: not a readable encoder-state shard ({error}); delete it and the "
                                  f"states it held are computed again") from None
             self._scanned.add(shard.name)
 

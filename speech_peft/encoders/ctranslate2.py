@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..fileio import atomic_write
 from .whisper_model import WhisperConfig, WhisperForConditionalGeneration, build_whisper
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 6: np.int64}
 
 
-class CTranslate2FormatError(ValueError):
+class CTranslate2FormatError(UserError):
     """The file is not a CTranslate2 Whisper model this reader understands."""
 
 
@@ -205,7 +206,7 @@ def export_ctranslate2(model, source: str | Path, out_dir: str | Path) -> Path:
     live = {name for module in model.modules() if isinstance(module, AdapterSite)
             for name in module.active if name not in module.merged}
     if live:
-        raise ValueError(f"adapters {sorted(live)} are not merged into the weights: merge them first")
+        raise UserError(f"adapters {sorted(live)} are not merged into the weights: merge them first")
     state = {k.replace(".base.", "."): v for k, v in model.state_dict().items()
              if ".adapters." not in k and ".combiners." not in k}
     stored = read_model_file(source / "model.bin")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..features import whisper_mel_filters
 from ..weights import KNOWN_MODELS, resolve_model_dir  # noqa: F401  (where named models come from)
 from .base import EncoderOutput, FrozenEncoder, frame_mask, lengths_or_full
@@ -35,7 +36,7 @@ def log_mel(waveforms: Tensor, n_mels: int = 80, pad_to_30s: bool = True) -> Ten
     """
     if pad_to_30s:
         if waveforms.shape[-1] > CHUNK_SECONDS * SAMPLE_RATE:
-            raise ValueError(f"input of {waveforms.shape[-1] / SAMPLE_RATE:.1f} s exceeds Whisper's 30 s window")
+            raise UserError(f"input of {waveforms.shape[-1] / SAMPLE_RATE:.1f} s exceeds Whisper's 30 s window")
         waveforms = nn.functional.pad(waveforms, (0, CHUNK_SECONDS * SAMPLE_RATE - waveforms.shape[-1]))
     window = torch.hann_window(N_FFT, device=waveforms.device)
     stft = torch.stft(waveforms.float(), N_FFT, HOP, window=window, return_complex=True)
@@ -72,7 +73,7 @@ class WhisperEncoderModel(FrozenEncoder):
         super().__init__()
         if tap_layer is not None:
             if not 1 <= tap_layer <= len(encoder.layers):
-                raise ValueError(f"tap_layer {tap_layer} outside 1..{len(encoder.layers)}")
+                raise UserError(f"tap_layer {tap_layer} outside 1..{len(encoder.layers)}")
             encoder.layers = encoder.layers[:tap_layer]  # later layers are never run: drop their weights
         self.tap_layer = tap_layer
         self.encoder = encoder

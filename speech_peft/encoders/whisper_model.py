@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from ..errors import UserError
 
 
 @dataclass
@@ -150,7 +151,7 @@ class WhisperEncoder(nn.Module):
         x = F.gelu(self.conv1(feats))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         if x.shape[1] > self.embed_positions.weight.shape[0]:
-            raise ValueError(f"{x.shape[1]} encoder frames exceed Whisper's {self.embed_positions.weight.shape[0]}")
+            raise UserError(f"{x.shape[1]} encoder frames exceed Whisper's {self.embed_positions.weight.shape[0]}")
         x = x + self.embed_positions.weight[: x.shape[1]]
         states = []
         for layer in self.layers:
@@ -237,7 +238,7 @@ def build_whisper(config: WhisperConfig, state: dict[str, Tensor]) -> WhisperFor
     expected = {k for k in model.state_dict() if k != "proj_out.weight"}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ValueError(f"{config.name_or_path or 'weights'} do not map onto Whisper: missing {missing[:5]}, "
+        raise UserError(f"{config.name_or_path or 'weights'} do not map onto Whisper: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
     model.load_state_dict(state, strict=False, assign=True)
     model.proj_out.weight = model.model.decoder.embed_tokens.weight

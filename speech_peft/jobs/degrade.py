@@ -16,6 +16,7 @@ from ..data.degrade import DegradeConfig, Degrader
 from ..data.inputs import gather_inputs
 from ..data.manifest import Entry, write_manifest
 from ..data.rejects import Rejects
+from ..errors import UserError
 
 
 def degrade_to_disk(inputs: list[str], out_dir: str, config: DegradeConfig, seed: int = 0,
@@ -25,7 +26,7 @@ def degrade_to_disk(inputs: list[str], out_dir: str, config: DegradeConfig, seed
         src = Path(item).resolve()
         root = src if src.is_dir() else src.parent
         if out == root or root in out.parents:
-            raise ValueError(f"output folder {out} lies inside the input {root}; choose another place")
+            raise UserError(f"output folder {out} lies inside the input {root}; choose another place")
     rejects = Rejects(out / "rejects.tsv" if skip_bad else None)
     entries = gather_inputs(inputs, skip_bad, rejects.path)
     degrader = Degrader(config, sample_rate, seed)

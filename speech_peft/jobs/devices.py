@@ -1,5 +1,6 @@
 """``--device cpu|cuda|auto`` of the batch jobs, checked once."""
 from __future__ import annotations
+from ..errors import UserError
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -9,9 +10,9 @@ def torch_device(name: str):
     import torch  # here, so that commands which never touch torch start without it
 
     if name not in DEVICES:
-        raise ValueError(f"device {name!r}: choose one of {', '.join(DEVICES)}")
+        raise UserError(f"device {name!r}: choose one of {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU here (use --device cpu or auto)")
+        raise UserError("device 'cuda' asked for, but torch sees no CUDA GPU here (use --device cpu or auto)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)

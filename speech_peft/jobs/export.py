@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from ..errors import UserError
 
 FORMATS = ("ctranslate2",)
 
@@ -25,14 +26,14 @@ def export_whisper(model: str, out_dir: str | os.PathLike, adapter: str | None =
     from ..models.whisper_ar import EXPORT_KIND as AR_EXPORT
 
     if fmt not in FORMATS:
-        raise ValueError(f"export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise UserError(f"export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out_dir)
     if (out / "model.bin").exists():
-        raise ValueError(f"{out} already holds a model.bin: export never overwrites one; choose another folder")
+        raise UserError(f"{out} already holds a model.bin: export never overwrites one; choose another folder")
     if (Path(model) / INFO).is_file():
         base = read_export_info(model, (AR_EXPORT,))["config"]["model_name"]
         if adapter is not None:
-            raise ValueError(f"{model} is an ASR export with its own adapter: --adapter does not apply")
+            raise UserError(f"{model} is an ASR export with its own adapter: --adapter does not apply")
         whisper = load_model(model, AR_EXPORT).model
     else:
         base = model
@@ -41,7 +42,7 @@ def export_whisper(model: str, out_dir: str | os.PathLike, adapter: str | None =
             load_adapter(whisper, adapter)
     source = resolve_model_dir(base)
     if not (source / "model.bin").is_file():
-        raise ValueError(f"{base} is not a CTranslate2 Whisper (no model.bin): export needs one as its layout")
+        raise UserError(f"{base} is not a CTranslate2 Whisper (no model.bin): export needs one as its layout")
     for name in active_adapters(whisper):
         merge_adapter(whisper, name)
     return export_ctranslate2(whisper, source, out).parent

@@ -22,6 +22,7 @@ from ..data.audio import AudioError, load_audio, probe, save_audio
 from ..data.builders import from_folder
 from ..data.manifest import Entry, read_manifest
 from ..data.rejects import Rejects
+from ..errors import UserError
 from ..fileio import folder_digest, remove_stale_temporaries, write_json
 from ..vocoders.restorer import Restorer
 from .devices import torch_device
@@ -35,7 +36,7 @@ def plan(inputs: str, out_dir: str, skip_bad: bool = False) -> tuple[list[Entry]
     src, out = Path(inputs).resolve(), Path(out_dir).resolve()
     guard = src if src.is_dir() else src.parent
     if out == guard or guard in out.parents:
-        raise ValueError(f"output folder {out} lies inside the input {guard}: restore never writes into its input")
+        raise UserError(f"output folder {out} lies inside the input {guard}: restore never writes into its input")
     # Every DDP process plans the same list; only the first lists unreadable inputs in the rejects file.
     rejects = out / "rejects.tsv" if _first_process() else None
     if src.is_dir():
@@ -44,11 +45,11 @@ def plan(inputs: str, out_dir: str, skip_bad: bool = False) -> tuple[list[Entry]
     elif src.suffix == ".jsonl":
         entries = read_manifest(src)
     else:
-        raise ValueError(f"{inputs}: give a folder of audio or a .jsonl manifest")
+        raise UserError(f"{inputs}: give a folder of audio or a .jsonl manifest")
     entries = _restorable(entries, skip_bad, rejects)
     for entry in entries:
         if Path(entry.audio).resolve().parent == out or out in Path(entry.audio).resolve().parents:
-            raise ValueError(f"input {entry.audio} lies inside the output folder {out}")
+            raise UserError(f"input {entry.audio} lies inside the output folder {out}")
     return entries, out
 
 
@@ -103,7 +104,7 @@ def prepare(inputs: str, out_dir: str, checkpoint: str, copy_synthesis: bool = F
     for model_dir in filter(None, (checkpoint, student)):
         root = Path(model_dir).resolve()
         if target == root or root in target.parents:
-            raise ValueError(f"output folder {target} lies inside the model folder {root}: outputs there would "
+            raise UserError(f"output folder {target} lies inside the model folder {root}: outputs there would "
                              "change the files that identify the model; choose another place")
     entries, out = plan(inputs, out_dir, skip_bad)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,7 @@ def _claim(out: Path, checkpoint: str, copy_synthesis: bool, student: str | None
     if marker.exists():
         before = json.loads(marker.read_text())
         if before.get("restorer") != identity["restorer"]:
-            raise ValueError(f"{out} holds outputs of another restorer ({before.get('checkpoint')}"
+            raise UserError(f"{out} holds outputs of another restorer ({before.get('checkpoint')}"
                              f"{', copy-synthesis' if before.get('copy_synthesis') else ''}): "
                              "choose a new output folder, or move that one away")
         return

@@ -23,6 +23,7 @@ from ..asr.vad import VADConfig
 from ..data.audio import AudioError, read_audio
 from ..data.manifest import Entry
 from ..data.rejects import Rejects
+from ..errors import UserError
 from ..exports import INFO, read_export_info
 from ..fileio import write_text
 
@@ -46,11 +47,11 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
     Diffusion and fusion exports and the CTranslate2 backend transcribe English. Options that do not apply
     to the model are refused, never ignored."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        raise UserError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     foreign = sorted({code for code in (language, *row_languages) if code not in (None, "en")})
     if backend == "ctranslate2":
         if foreign:
-            raise ValueError(f"--backend ctranslate2 transcribes English: languages {foreign} (--language or the "
+            raise UserError(f"--backend ctranslate2 transcribes English: languages {foreign} (--language or the "
                              "manifest's language field) do not apply")
         return _ctranslate2_decoder(model, adapter, beam_size, decode, device, compute_type, row_adapters)
     import copy
@@ -70,7 +71,7 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
         return _export_decoder(model, adapter, row_adapters, tensor, target, beam_size=beam_size, decode=decode,
                                compute_type=compute_type, language=language, row_languages=row_languages)
     if decode is not None:
-        raise ValueError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
+        raise UserError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
                          "--rule, --remask) do not apply")
     bundle = load_whisper(model)
     # Per-utterance adapters are loaded under their own names; --adapter, if given, serves the rest.
@@ -112,20 +113,20 @@ def _export_decoder(model: str, adapter: str | None, row_adapters: list[str], te
     from ..models import load_model
 
     if adapter is not None or row_adapters:
-        raise ValueError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
+        raise UserError(f"{model} is an ASR export with its own adapter: per-utterance or --adapter "
                          "adapters do not apply")
     net = load_model(model)
     kind = read_export_info(model)["kind"]
     foreign = sorted({code for code in (language, *row_languages) if code not in (None, "en")})
     if foreign and "language" not in net.transcribe_options:
-        raise ValueError(f"{model} is a {kind} export trained on English: languages {foreign} (--language or "
+        raise UserError(f"{model} is a {kind} export trained on English: languages {foreign} (--language or "
                          "the manifest's language field) do not apply")
     given = {name: value for name, value in options.items() if value != _EXPORT_OPTIONS[name][0]}
     refused = [name for name in given if name not in net.transcribe_options]
     if refused:
         said = [_EXPORT_OPTIONS[name][1] + ("" if name == "decode" else f" {given[name]}") for name in refused]
         verb = "does" if refused in (["beam_size"], ["compute_type"]) else "do"
-        raise ValueError(f"{model} is a {kind} export: {', '.join(said)} {verb} not apply")
+        raise UserError(f"{model} is a {kind} export: {', '.join(said)} {verb} not apply")
     if "language" in net.transcribe_options:
         given["language"] = language
     decode = net.to(target).decoding(**given)
@@ -143,11 +144,11 @@ def _ctranslate2_decoder(model: str, adapter: str | None, beam_size: int, decode
                "--beam-size": beam_size != 1, "--device": device != "cpu"}
     given = [name for name, value in refused.items() if value]
     if given:
-        raise ValueError(f"--backend ctranslate2 serves one merged model on the CPU, greedy: {', '.join(given)} "
+        raise UserError(f"--backend ctranslate2 serves one merged model on the CPU, greedy: {', '.join(given)} "
                          "do not apply (merge an adapter with speech-peft export --format ctranslate2)")
     directory = resolve_model_dir(model)
     if (directory / INFO).is_file():
-        raise ValueError(f"{model} is a speech-peft export: write it for CTranslate2 with "
+        raise UserError(f"{model} is a speech-peft export: write it for CTranslate2 with "
                          "speech-peft export --format ctranslate2 --model EXPORT --out DIR")
     whisper = CTranslate2Whisper(directory, compute_type="int8" if compute_type == "int8" else "float32")
     return lambda w, n, *_: whisper.decode(w)
@@ -241,10 +242,10 @@ def format_transcripts(transcripts: list[Transcript], fmt: str, timestamps: bool
     if fmt == "jsonl":
         return "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in transcripts)
     if fmt != "tsv":
-        raise ValueError(f"output format {fmt!r}: choose tsv or jsonl (srt is one file per recording)")
+        raise UserError(f"output format {fmt!r}: choose tsv or jsonl (srt is one file per recording)")
     for t in transcripts:  # a TSV row cannot hold these ids: it would be lost or split when read back
         if not t.id.strip() or any(c in t.id for c in "\t\n\r"):
-            raise ValueError(f"id {t.id!r} ({t.audio}) cannot be written to a TSV (empty, or holds a tab or line "
+            raise UserError(f"id {t.id!r} ({t.audio}) cannot be written to a TSV (empty, or holds a tab or line "
                              "break): rename the file, or use --format jsonl")
     if timestamps:
         return "".join(f"{t.id}\t{s.start:.2f}\t{s.end:.2f}\t{' '.join(s.text.split())}\n"

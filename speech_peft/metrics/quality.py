@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from ..errors import UserError
 
 SR = 16000
 
@@ -13,7 +14,7 @@ SR = 16000
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = min(len(reference), len(estimate))
     if n == 0:
-        raise ValueError("empty signal")
+        raise UserError("empty signal")
     return reference[:n].astype(np.float64), estimate[:n].astype(np.float64)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import jiwer
 
 from ..data.manifest import read_manifest
+from ..errors import UserError
 from .text import NAME as NORMALISER_NAME
 from .text import normalize
 
@@ -52,9 +53,9 @@ class WERResult:
 
 def score(references: list[str], hypotheses: list[str], normalise: bool = True) -> WERResult:
     if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+        raise UserError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     if not references:
-        raise ValueError("nothing to score: no utterances")
+        raise UserError("nothing to score: no utterances")
     refs = [normalize(r) if normalise else r for r in references]
     hyps = [normalize(h) if normalise else h for h in hypotheses]
     words = sub = dele = ins = corr = sent_err = 0
@@ -62,7 +63,7 @@ def score(references: list[str], hypotheses: list[str], normalise: bool = True) 
     for ref, hyp in zip(refs, hyps):
         n_ref = len(ref.split())
         if n_ref == 0:
-            raise ValueError(f"empty reference after normalisation (hypothesis {hyp!r}); WER is undefined")
+            raise UserError(f"empty reference after normalisation (hypothesis {hyp!r}); WER is undefined")
         out = jiwer.process_words(ref, hyp)
         words += n_ref
         sub, dele, ins, corr = sub + out.substitutions, dele + out.deletions, ins + out.insertions, corr + out.hits
@@ -97,7 +98,7 @@ def read_tsv(path: str) -> dict[str, str]:
             else:
                 uid, text = line.split("\t", 1)
             if uid in entries:
-                raise ValueError(f"{path}:{number}: id {uid!r} appears twice")
+                raise UserError(f"{path}:{number}: id {uid!r} appears twice")
             entries[uid] = text
     return entries
 
@@ -109,7 +110,7 @@ def read_references(path: str) -> dict[str, str]:
     entries = read_manifest(path)
     missing = [e.id for e in entries if not (e.text or "").strip()]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} entries have no transcript, e.g. {missing[:3]}")
+        raise UserError(f"{path}: {len(missing)} entries have no transcript, e.g. {missing[:3]}")
     return {e.id: e.text for e in entries}
 
 
@@ -126,9 +127,9 @@ def read_hypotheses(path: str) -> dict[str, str]:
                 row = json.loads(line)
                 uid, text = row["id"], row.get("text") or ""
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{number}: not a transcript object with id and text ({err})") from None
+                raise UserError(f"{path}:{number}: not a transcript object with id and text ({err})") from None
             if uid in hyps:
-                raise ValueError(f"{path}:{number}: id {uid!r} appears twice")
+                raise UserError(f"{path}:{number}: id {uid!r} appears twice")
             hyps[uid] = text
     return hyps
 
@@ -138,9 +139,9 @@ def _paired(ref_path: str, hyp_path: str) -> tuple[dict[str, str], dict[str, str
     missing = sorted(set(refs) - set(hyps))
     extra = sorted(set(hyps) - set(refs))
     if missing:
-        raise ValueError(f"{hyp_path}: no hypothesis for {len(missing)} reference id(s), e.g. {missing[:3]}")
+        raise UserError(f"{hyp_path}: no hypothesis for {len(missing)} reference id(s), e.g. {missing[:3]}")
     if extra:
-        raise ValueError(f"{hyp_path}: {len(extra)} id(s) not in {ref_path}, e.g. {extra[:3]}")
+        raise UserError(f"{hyp_path}: {len(extra)} id(s) not in {ref_path}, e.g. {extra[:3]}")
     return refs, hyps, sorted(refs)
 
 
@@ -156,9 +157,9 @@ def score_by(ref_path: str, hyp_path: str, by: str) -> dict[str, WERResult]:
     """``{"all": result, group: result, ...}`` by a manifest field (``GROUP_FIELDS``) of the references;
     every utterance counts in exactly one group ("(none)" where the field is empty)."""
     if by not in GROUP_FIELDS:
-        raise ValueError(f"cannot group by {by!r}: {', '.join(GROUP_FIELDS)}")
+        raise UserError(f"cannot group by {by!r}: {', '.join(GROUP_FIELDS)}")
     if not ref_path.endswith(".jsonl"):
-        raise ValueError(f"{ref_path}: grouping by {by} needs a .jsonl manifest as references")
+        raise UserError(f"{ref_path}: grouping by {by} needs a .jsonl manifest as references")
     refs, hyps, ids = _paired(ref_path, hyp_path)
     group_of = {e.id: getattr(e, by) or "(none)" for e in read_manifest(ref_path)}
     results = {"all": score([refs[i] for i in ids], [hyps[i] for i in ids])}

@@ -22,6 +22,7 @@ from ..adapters.fusion import FusionConfig, add_fusion, average_adapters, combin
 from ..asr.hypothesis import Hypothesis
 from ..asr.whisper_ar import WhisperTranscriber
 from ..encoders.whisper import load_whisper
+from ..errors import UserError
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
 from .registry import register_model
@@ -42,9 +43,9 @@ class AdapterFusionASR(nn.Module):
         """``adapters``: task name -> a saved single-task adapter (e.g. an AR export's ``adapter/``)."""
         super().__init__()
         if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+            raise UserError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         if len(adapters) < 2:
-            raise ValueError("adapter fusion needs at least two single-task adapters")
+            raise UserError("adapter fusion needs at least two single-task adapters")
         self.tasks, self.model_name = list(adapters), model_name
         bundle = load_whisper(model_name)
         self.model = copy.deepcopy(bundle.model)
@@ -80,7 +81,7 @@ class AdapterFusionASR(nn.Module):
     def one_hot(self, tasks: list[str | None] | None, batch_size: int) -> Tensor:
         """Each utterance's task as a one-hot row (oracle routing; the task router's training target)."""
         if tasks is None or len(tasks) != batch_size or any(t not in self.tasks for t in tasks):
-            raise ValueError(f"{self.fusion_config.kind} routing needs each utterance's task (the manifest's "
+            raise UserError(f"{self.fusion_config.kind} routing needs each utterance's task (the manifest's "
                              f"'task' field), one of {self.tasks}; got {tasks}")
         return F.one_hot(torch.tensor([self.tasks.index(t) for t in tasks]), len(self.tasks)).float()
 
@@ -132,7 +133,7 @@ class AdapterFusionASR(nn.Module):
         expected = {f"{path}.{key}": value.shape for path, combiner in combiners(module.model).items()
                     for key, value in combiner.state_dict().items()}
         if {key: value.shape for key, value in state.items()} != expected:
-            raise ValueError(f"{directory}: fusion.safetensors does not hold the combiners of the "
+            raise UserError(f"{directory}: fusion.safetensors does not hold the combiners of the "
                              f"{module.fusion_config.kind} fusion of {config['tasks']} on {config['model_name']}")
         for path, combiner in combiners(module.model).items():
             combiner.load_state_dict({key[len(path) + 1:]: value for key, value in state.items()

@@ -23,6 +23,7 @@ from ..decoders import Candidates, DecodeOptions, canvas_lengths, choose, diffus
 from ..decoders.ctc import CTCHead, CTCHeadConfig
 from ..decoders.mask_ctc import candidate_texts, ctc_canvas, ctc_hypotheses
 from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
+from ..errors import UserError
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write, write_text
 from .registry import register_model
@@ -45,10 +46,10 @@ class DiffusionASRModel(nn.Module):
                  ctc: dict | None = None, gap_rate: float = 0.0) -> None:
         super().__init__()
         if xattn_init not in ("whisper", "random"):
-            raise ValueError(f"xattn_init must be 'whisper' or 'random', not {xattn_init!r}")
+            raise UserError(f"xattn_init must be 'whisper' or 'random', not {xattn_init!r}")
         bundle = load_whisper(encoder_name)
         if bundle.tokenizer is None:
-            raise ValueError(f"{encoder_name}: a diffusion decoder needs the model's tokenizer.json")
+            raise UserError(f"{encoder_name}: a diffusion decoder needs the model's tokenizer.json")
         self.encoder_name, self.stage, self.max_length, self.xattn_heads = encoder_name, stage, max_length, xattn_heads
         self.decode_options, self.tokens_per_second, self.shift, self.gap_rate = decode, tokens_per_second, shift, gap_rate
         self.tokenizer = bundle.tokenizer
@@ -108,9 +109,9 @@ class DiffusionASRModel(nn.Module):
         """``decoders.mask_ctc.ctc_hypotheses`` with this model's head, tokenizer and (``mask_unknown_words``)
         training lexicon."""
         if mask_unknown_words and not self.lexicon:
-            raise ValueError("mask_unknown_words needs the training lexicon (lexicon.txt in the export)")
+            raise UserError("mask_unknown_words needs the training lexicon (lexicon.txt in the export)")
         if self.ctc is None:
-            raise ValueError("decode.init='ctc' needs a model trained with a CTC head (ctc_weight > 0)")
+            raise UserError("decode.init='ctc' needs a model trained with a CTC head (ctc_weight > 0)")
         return ctc_hypotheses(self.ctc, self.tokenizer, hidden, mask, self.lexicon if mask_unknown_words else None)
 
     def ctc_canvas(self, hidden: Tensor, mask: Tensor, threshold: float, mask_unknown_words: bool = False
@@ -186,7 +187,7 @@ def init_from_whisper_cross_attention(decoder: nn.Module, whisper: nn.Module) ->
     for name, site in sites(decoder).items():
         adapter, layer = site.adapters["xattn"], source[int(name.split(".")[1])]
         if adapter.attn.num_heads != heads:
-            raise ValueError(f"xattn_heads must match the Whisper decoder's {heads} heads to start from its "
+            raise UserError(f"xattn_heads must match the Whisper decoder's {heads} heads to start from its "
                              "cross-attention (or use xattn_init='random')")
         attn = layer.encoder_attn
         with torch.no_grad():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ..errors import UserError
 from ..exports import read_export_info
 
 _LOADERS: dict[str, Callable[..., Any]] = {}
@@ -14,7 +15,7 @@ _LOADERS: dict[str, Callable[..., Any]] = {}
 def register_model(kind: str, loader: Callable[..., Any]) -> None:
     """``loader(directory, **options)`` rebuilds a model from an export of ``kind``."""
     if kind in _LOADERS and _LOADERS[kind] is not loader:
-        raise ValueError(f"export kind {kind!r} is already registered")
+        raise UserError(f"export kind {kind!r} is already registered")
     _LOADERS[kind] = loader
 
 

@@ -18,6 +18,7 @@ from ..adapters import FULL_FINETUNE, attach_adapter, finalize_adapter, load_ada
 from ..asr.hypothesis import Hypothesis
 from ..asr.whisper_ar import WhisperTranscriber
 from ..encoders.whisper import load_whisper
+from ..errors import UserError
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
 from .registry import register_model
@@ -46,7 +47,7 @@ class WhisperAR(nn.Module):
         self.report = load_adapter(self.model, adapter_dir) if adapter_dir else \
             attach_adapter(self.model, adapter or DEFAULT_ADAPTER)
         if not any(p.requires_grad for p in self.model.parameters()):
-            raise ValueError(f"adapter {(adapter or DEFAULT_ADAPTER).get('method')!r} trains nothing in Whisper: a linear "
+            raise UserError(f"adapter {(adapter or DEFAULT_ADAPTER).get('method')!r} trains nothing in Whisper: a linear "
                              "probe trains a classifier's head (task=classification); choose a method that adapts "
                              "the model (lora, parallel, ...)")
         self.transcriber = WhisperTranscriber(dataclasses.replace(bundle, model=self.model), language=language)
@@ -86,7 +87,7 @@ class WhisperAR(nn.Module):
         module = cls(config["model_name"], adapter={"method": FULL_FINETUNE}, language=language)
         missing, unexpected = module.model.load_state_dict(load_file(Path(directory) / FULL_WEIGHTS), strict=False)
         if unexpected or set(missing) - {"proj_out.weight"}:
-            raise ValueError(f"{directory}: {FULL_WEIGHTS} does not match {config['model_name']} "
+            raise UserError(f"{directory}: {FULL_WEIGHTS} does not match {config['model_name']} "
                              f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
         for p in module.model.parameters():
             p.requires_grad_(False)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..errors import UserError
 from ..fileio import write_text
 
 
@@ -34,7 +35,7 @@ def classification_table(exp: str | Path) -> tuple[str, list[dict]]:
             "epochs": len(fits[0]["epoch_times_s"]), "config": str(config),
         })
     if not rows:
-        raise ValueError(f"{exp}: no finished runs (fit_result.json + test_result.json) found")
+        raise UserError(f"{exp}: no finished runs (fit_result.json + test_result.json) found")
     fold_names = sorted({k for r in rows for k in r["per_fold"]})
     head = ("| method | accuracy % (mean ± std) | folds | trainable params | trainable % | adapter on disk | "
             "s / epoch | " + " | ".join(fold_names) + " |")

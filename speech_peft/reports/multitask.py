@@ -22,6 +22,7 @@ from ..asr.whisper_ar import WhisperTranscriber
 from ..data.dataset import AudioDataset, Batch, LengthBucketSampler, collate
 from ..data.manifest import read_manifest
 from ..encoders.whisper import load_whisper
+from ..errors import UserError
 from ..fileio import atomic_write, folder_digest, write_json, write_text
 from ..metrics.wer import score
 from ..models.adapter_fusion import AdapterFusionASR
@@ -217,5 +218,5 @@ def best_fusion(exp: str | Path) -> Path:
     systems = json.loads((Path(exp) / "results.json").read_text())["systems"]
     fused = {name: row for name, row in systems.items() if row["kind"] == "fusion"}
     if not fused:
-        raise ValueError(f"{exp}/results.json scores no fusion: run the recipe's stages 2 and 4")
+        raise UserError(f"{exp}/results.json scores no fusion: run the recipe's stages 2 and 4")
     return Path(min(fused.values(), key=lambda row: row["mean_wer"])["export"])

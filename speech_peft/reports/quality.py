@@ -16,6 +16,7 @@ from ..data.audio import AudioError, load_audio
 from ..data.builders import from_folder
 from ..data.manifest import Entry
 from ..data.rejects import Rejects
+from ..errors import UserError
 from ..fileio import atomic_write, write_text
 from ..jobs.transcribe import transcribe_entries
 from ..metrics import quality
@@ -45,7 +46,7 @@ def score_quality(degraded: str, restored: str | None, reference: str | None, re
     for folder, what, files in others:
         missing = sorted(set(ids) - set(files))
         if missing and not skip_bad:
-            raise ValueError(f"{folder}: no {what} for {len(missing)} degraded input(s), e.g. {missing[:3]}")
+            raise UserError(f"{folder}: no {what} for {len(missing)} degraded input(s), e.g. {missing[:3]}")
         for uid in missing:
             rejects.add(deg[uid], f"no {what} in {folder}")
         ids = [i for i in ids if i in files]

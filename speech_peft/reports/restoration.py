@@ -16,6 +16,7 @@ import torch
 from ..adapters import set_active_adapters
 from ..data.audio import load_audio
 from ..data.manifest import read_manifest
+from ..errors import UserError
 from ..fileio import write_text
 from ..vocoders.restorer import Restorer
 from .training import training_table
@@ -30,7 +31,7 @@ def measure_restorer(restorer_dir: str | Path, degraded_manifest: str | Path) ->
     encoder, entries = restorer.encoder, read_manifest(degraded_manifest)
     missing = [e.id for e in entries if not e.clean_audio]
     if missing:
-        raise ValueError(f"{degraded_manifest}: entries without clean_audio, e.g. {missing[:3]}")
+        raise UserError(f"{degraded_manifest}: entries without clean_audio, e.g. {missing[:3]}")
     before, after, seconds, busy = [], [], 0.0, 0.0
     with torch.inference_mode():
         for entry in entries:

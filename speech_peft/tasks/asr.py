@@ -15,6 +15,7 @@ from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
 from ..encoders.cache import EncoderCache
 from ..encoders.whisper import WhisperEncoderModel, log_mel
+from ..errors import UserError
 from ..metrics.text import normalize
 from ..metrics.wer import score
 from ..models.whisper_ar import EXPORT_KIND, WhisperAR  # noqa: F401  (the export kind)
@@ -106,7 +107,7 @@ class WhisperARFineTune(WhisperAR, ASRTask):
         if cache_dir is not None:
             encoder = self.model.model.encoder
             if any(p.requires_grad for p in encoder.parameters()):  # full fine-tuning included
-                raise ValueError("cache_dir keeps the encoder's states, but this adapter trains the encoder: "
+                raise UserError("cache_dir keeps the encoder's states, but this adapter trains the encoder: "
                                  "place it on the decoder only (adapter.stack='*decoder*') or drop cache_dir")
             self.cache = EncoderCache(cache_dir, WhisperEncoderModel(encoder, pad_to_30s=True, name=model_name))
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from ..adapters import snip_prune
 from ..adapters.rank_parallel import clip_gradients as clip_rank_parallel
 from ..adapters.rank_parallel import rank_parallel_layers
+from ..errors import UserError
 from .common import load_trained_state, optimizer_groups, save_trained_state
 from .sharding import shard_module
 
@@ -61,7 +62,7 @@ class AdapterTask(L.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if gradient_clip_val and rank_parallel_layers(self):  # HD-PiSSA, LTE: replicas must stay equal
             if gradient_clip_algorithm not in (None, "norm"):
-                raise ValueError("rank-parallel adapters clip gradients by norm only")
+                raise UserError("rank-parallel adapters clip gradients by norm only")
             clip_rank_parallel(self, gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
+from ..errors import UserError
 from ..fileio import write_json
 from .common import load_checkpoint_weights
 from .sharding import is_sharded
@@ -121,7 +122,7 @@ class FitReport(L.Callback):
             return
         checkpoint = trainer.checkpoint_callback
         if checkpoint is None or not checkpoint.best_model_path:
-            raise ValueError("the fit kept no checkpoint to export: keep a ModelCheckpoint callback")
+            raise UserError("the fit kept no checkpoint to export: keep a ModelCheckpoint callback")
         if is_sharded(module):  # strategy=fsdp: this process holds slices; export from a whole copy
             module = type(module)(**module.init_arguments())
         load_checkpoint_weights(module, checkpoint.best_model_path)

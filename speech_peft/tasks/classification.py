@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..adapters.coda import conditional_adapters, every_token
 from ..data.datamodule import ManifestDataModule
 from ..data.dataset import Batch
+from ..errors import UserError
 from ..models.classifier import EXPORT_KIND, AudioClassifierModel, pool  # noqa: F401  (the export kind, pooling)
 from .base import AdapterTask
 from .common import keep_frozen_parts_in_eval
@@ -44,7 +45,7 @@ class AudioClassifier(AudioClassifierModel, AdapterTask):
         super().__init__(labels, encoder_kind, encoder_name, adapter, pooling, pad_to_30s, max_length, adapter_dir)
         self.save_hyperparameters()
         if dense_teacher and not conditional_adapters(self.encoder):
-            raise ValueError("dense_teacher distils a CoDA adapter's routed path from its dense path: "
+            raise UserError("dense_teacher distils a CoDA adapter's routed path from its dense path: "
                              f"the {self.adapter_config.get('method')} adapter routes nothing")
 
     def train(self, mode: bool = True):
@@ -57,7 +58,7 @@ class AudioClassifier(AudioClassifierModel, AdapterTask):
         index = {label: i for i, label in enumerate(self.labels)}
         unknown = {l for l in batch.labels if l not in index}
         if unknown:
-            raise ValueError(f"labels {sorted(map(str, unknown))} are not among the model's {self.labels}")
+            raise UserError(f"labels {sorted(map(str, unknown))} are not among the model's {self.labels}")
         return torch.tensor([index[l] for l in batch.labels], device=self.device)
 
     def _step(self, batch: Batch, stage: str) -> Tensor:

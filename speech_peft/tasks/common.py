@@ -13,6 +13,7 @@ from torch import nn
 
 from ..adapters import sites
 from ..adapters.io import frozen_fingerprint
+from ..errors import UserError
 
 
 
@@ -48,15 +49,15 @@ def load_trained_state(module: nn.Module, checkpoint: dict) -> None:
     frozen weights so that Lightning's strict load sees every tensor."""
     saved = checkpoint.get("frozen_fingerprint")
     if saved is None:
-        raise ValueError("checkpoint has no frozen_fingerprint: it was not written by a speech_peft task")
+        raise UserError("checkpoint has no frozen_fingerprint: it was not written by a speech_peft task")
     here = fingerprint(module)
     differing = sorted(k for k in set(saved) | set(here) if saved.get(k) != here.get(k))
     if differing:
-        raise ValueError(f"checkpoint was trained on another base model: the frozen weights of {differing[:3]} "
+        raise UserError(f"checkpoint was trained on another base model: the frozen weights of {differing[:3]} "
                          f"differ ({len(differing)} module(s))")
     expected, stored = set(trainable_state(module)), set(checkpoint["state_dict"])
     if expected != stored:
-        raise ValueError(f"checkpoint does not match this task's trainable tensors: missing "
+        raise UserError(f"checkpoint does not match this task's trainable tensors: missing "
                          f"{sorted(expected - stored)[:5]}, unexpected {sorted(stored - expected)[:5]}")
     checkpoint["state_dict"] = {**module.state_dict(), **checkpoint["state_dict"]}
 

@@ -32,6 +32,7 @@ from ..data.manifest import read_manifest
 from ..decoders import diffusion_loss, insert_gaps, mask_tokens, pack_transcripts, sample_ratio
 from ..decoders.ctc import ctc_loss
 from ..encoders.cache import EncoderCache
+from ..errors import UserError
 from ..metrics.text import normalize
 from ..models.diffusion_asr import EXPORT_KIND, DiffusionASRModel  # noqa: F401  (the export kind)
 from .asr import ASRTask, CorpusWER
@@ -52,11 +53,11 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
                  ctc_weight: float = 0.0, ctc_width: int = 192, ctc_layers: int = 2, ctc_lr: float = 1e-3,
                  gap_rate: float = 0.0, val_wer: bool = False) -> None:
         if stage not in STAGE_RATIOS:
-            raise ValueError(f"stage must be 1 (adapters only) or 2 (decoder + adapters), not {stage}")
+            raise UserError(f"stage must be 1 (adapters only) or 2 (decoder + adapters), not {stage}")
         if loss_weighting not in ("mean", "inverse_t"):
-            raise ValueError(f"loss_weighting must be 'mean' or 'inverse_t', not {loss_weighting!r}")
+            raise UserError(f"loss_weighting must be 'mean' or 'inverse_t', not {loss_weighting!r}")
         if mask_range is not None and not 0.0 <= mask_range[0] < mask_range[1] <= 1.0:
-            raise ValueError(f"mask_range must be (low, high) with 0 <= low < high <= 1, not {mask_range}")
+            raise UserError(f"mask_range must be (low, high) with 0 <= low < high <= 1, not {mask_range}")
         ctc = {"width": ctc_width, "layers": ctc_layers} if ctc_weight > 0 else None
         super().__init__(encoder_name, stage, max_length, xattn_heads, init_from, decode, tokens_per_second,
                          xattn_init, shift, ctc, gap_rate)
@@ -77,7 +78,7 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
         has room."""
         missing = [i for i, t in zip(ids, texts) if t is None]
         if missing:
-            raise ValueError(f"no transcript for {missing[:3]}: diffusion ASR trains on transcribed audio")
+            raise UserError(f"no transcript for {missing[:3]}: diffusion ASR trains on transcribed audio")
         config = self.decoder.config
         lists = [self.tokenizer.encode(" " + normalize(t), add_special_tokens=False).ids for t in texts]
         sizes = [config.max_length] * len(lists) if canvas is None else canvas.tolist()
@@ -173,7 +174,7 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
 
     def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
         if self.hparams.stage == 2 and self.device_mesh is not None:
-            raise ValueError("diffusion ASR stage 2 keeps a weight average of the whole decoder, which strategy=fsdp "
+            raise UserError("diffusion ASR stage 2 keeps a weight average of the whole decoder, which strategy=fsdp "
                              "does not shard: train stage 2 with strategy=ddp")
         super().configure_model()
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from ..adapters import ParallelAdapterConfig, add_adapter, load_adapter, save_adapter, set_active_adapters
 from ..data.pairs import RestorationData
 from ..encoders.whisper import load_whisper_encoder
+from ..errors import UserError
 from ..exports import read_export_info, write_export_info
 from ..vocoders.restorer import Restorer
 from ..vocoders.wavefit import Discriminators, WaveFit, WaveFitConfig, adversarial_losses, wavefit_loss
@@ -122,9 +123,9 @@ class FeatureCleaner(AdapterTask):
         """The cleaner a vocoder stage trains beside, never trained itself: the export in ``cleaner_dir``
         (needed by stage "cleaned"), or a fresh one whose adapters stage "clean" switches off anyway."""
         if stage not in ("clean", "cleaned"):
-            raise ValueError(f"stage must be 'clean' or 'cleaned', not {stage!r}")
+            raise UserError(f"stage must be 'clean' or 'cleaned', not {stage!r}")
         if stage == "cleaned" and cleaner_dir is None:
-            raise ValueError("stage 'cleaned' needs cleaner_dir (the export of the cleaner's training)")
+            raise UserError("stage 'cleaned' needs cleaner_dir (the export of the cleaner's training)")
         cleaner = cls.from_export(cleaner_dir) if cleaner_dir else cls(encoder_name, tap_layer, bottleneck_dim)
         cleaner.requires_grad_(False)
         return cleaner.eval()

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..adapters.io import frozen_fingerprint
 from ..adapters.rank_parallel import rank_parallel_layers
+from ..errors import UserError
 from .common import trainable_state
 
 STRATEGY_NAME = "fsdp"
@@ -61,10 +62,10 @@ def shard_module(module: L.LightningModule) -> None:
 
     loose = [name for name, _ in module.named_parameters(recurse=False)]
     if loose:
-        raise ValueError(f"strategy=fsdp shards a task's parts, but {type(module).__name__} holds parameters "
+        raise UserError(f"strategy=fsdp shards a task's parts, but {type(module).__name__} holds parameters "
                          f"of its own ({', '.join(loose)}): move them into a submodule")
     if rank_parallel_layers(module):
-        raise ValueError("rank-parallel adapters (HD-PiSSA, LTE) keep a different slice on each process and "
+        raise UserError("rank-parallel adapters (HD-PiSSA, LTE) keep a different slice on each process and "
                          "merge them over whole replicas: train them with strategy=ddp, not fsdp")
     module.frozen_fingerprint = frozen_fingerprint(module)  # of the whole weights, before they are sliced
     data_parallel = mesh["data_parallel"]
@@ -140,5 +141,5 @@ def resolve_strategy(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
         return trainer_kwargs
     devices, nodes = trainer_kwargs.get("devices", 1), trainer_kwargs.get("num_nodes", 1)
     if not isinstance(devices, int) or devices < 1:
-        raise ValueError(f"strategy=fsdp needs trainer.devices as a number of processes per node, got {devices!r}")
+        raise UserError(f"strategy=fsdp needs trainer.devices as a number of processes per node, got {devices!r}")
     return {**trainer_kwargs, "strategy": FullyShardedStrategy(devices * nodes)}

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from ..fileio import atomic_write, write_json
 from . import hifigan
 from .student import StudentConfig, StudentVocoder
@@ -89,7 +90,7 @@ def build_mel_corpus(manifests: list[str], restorer_dir: str | None = None, val_
         from .restorer import Restorer
         restorer = Restorer.from_export(restorer_dir)
     if not entries:
-        raise ValueError(f"{', '.join(manifests)}: no clips at 16 kHz or more to take log-mels from")
+        raise UserError(f"{', '.join(manifests)}: no clips at 16 kHz or more to take log-mels from")
     mels, validation = [], []
     with torch.inference_mode():
         for entry in entries:
@@ -157,7 +158,7 @@ def distill(corpus: MelCorpus, out_dir: str | Path, *, seconds: float = 0.0, ste
     span = frames + 2 * margin
     train_pool = [i for i in corpus.indices(validation=False) if corpus.offsets[i + 1] - corpus.offsets[i] >= span]
     if not train_pool:
-        raise ValueError(f"no training utterance in the mel corpus is {span} frames long "
+        raise UserError(f"no training utterance in the mel corpus is {span} frames long "
                          f"({span * hifigan.HOP / hifigan.SAMPLE_RATE:.2f} s): give longer clips or fewer frames")
     keep = slice(margin * hifigan.HOP, (margin + frames) * hifigan.HOP)
 

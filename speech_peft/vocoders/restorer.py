@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..adapters import load_adapter, save_adapter
 from ..encoders.whisper import load_whisper_encoder
+from ..errors import UserError
 from ..exports import read_export_info, write_export_info
 from ..fileio import atomic_write
 from .bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel
@@ -69,9 +70,9 @@ class Restorer(nn.Module):
         config = read_export_info(directory, EXPORT_KIND)["config"]
         backend = config.get("backend", "wavefit")
         if backend not in BACKENDS:
-            raise ValueError(f"{directory}: unknown vocoder backend {backend!r} ({', '.join(BACKENDS)})")
+            raise UserError(f"{directory}: unknown vocoder backend {backend!r} ({', '.join(BACKENDS)})")
         if student is not None and backend != "hifigan":
-            raise ValueError(f"{directory}: a {backend} restorer has no HiFi-GAN for a student to replace")
+            raise UserError(f"{directory}: a {backend} restorer has no HiFi-GAN for a student to replace")
         encoder = load_whisper_encoder(config["encoder_name"], tap_layer=config["tap_layer"])
         load_adapter(encoder, directory / "cleaner")
         state = load_file(directory / "vocoder.safetensors")

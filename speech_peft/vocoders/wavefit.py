@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from ..errors import UserError
 
 
 @dataclass
@@ -30,7 +31,7 @@ class WaveFitConfig:
     def __post_init__(self) -> None:
         self.upsample = tuple(self.upsample)
         if math.prod(self.upsample) != self.hop:
-            raise ValueError(f"upsample factors {self.upsample} multiply to {math.prod(self.upsample)}, not hop {self.hop}")
+            raise UserError(f"upsample factors {self.upsample} multiply to {math.prod(self.upsample)}, not hop {self.hop}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "upsample": list(self.upsample)}
