@@ -365,3 +365,26 @@ def test_a_resumed_stage_two_keeps_averaging_from_the_checkpointed_average(whisp
         assert torch.equal(mine, theirs)
     resumed.on_train_batch_end(None, None, 1)  # goes on averaging from the restored average
     assert int(resumed.average.n_averaged) == 2
+
+
+def test_decoding_options_are_defined_once_the_task_config_and_the_flags_follow_them():
+    """``DecodeOptions`` is the one definition: the task config's ``decode:`` block holds exactly its
+    defaults, and ``speech-peft transcribe`` has one flag per option that sets it."""
+    import argparse
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from speech_peft.commands.train import CONF_DIR
+    from speech_peft.decoding import DecodeOptions, add_arguments, given_options
+
+    block = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "task" / "diffusion_asr.yaml").decode)
+    defaults = dataclasses.asdict(DecodeOptions())
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in block.items()} == defaults
+    parser = argparse.ArgumentParser()
+    add_arguments(parser.add_argument_group("diffusion"))
+    assert given_options(parser.parse_args([])) is None
+    args = parser.parse_args(["--candidates", "2", "--schedule", "1.0", "0.5", "--rule", "mbr", "--hold-eos",
+                              "--init", "ctc", "--ctc-threshold", "0.7", "--length", "12"])
+    assert DecodeOptions(**given_options(args)) == DecodeOptions(
+        candidates=2, schedule=(1.0, 0.5), rule="mbr", hold_eos=True, init="ctc", ctc_threshold=0.7, length=12)

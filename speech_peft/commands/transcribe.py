@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from ..decoding import add_arguments as add_decode_arguments
+from ..decoding import given_options as given_decode_options
 from ..errors import UserError
 
-DIFFUSION_OPTIONS = ("candidates", "schedule", "rule", "remask", "init", "hold_eos", "distinct_neighbours", "seed")
 FORMATS = ("tsv", "jsonl", "srt")
 
 
@@ -40,15 +42,7 @@ def add_parser(sub) -> None:
     t.add_argument("--max-seconds", type=float, default=4 * 3600.0, help="longer files are bad inputs")
     t.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
     d = t.add_argument_group("diffusion ASR exports only (defaults: the decoding the export was trained with)")
-    d.add_argument("--candidates", type=int, help="candidates decoded in parallel, K")
-    d.add_argument("--schedule", type=float, nargs="+", help="mask ratio at each refinement step, T = its length")
-    d.add_argument("--rule", choices=["confidence", "mbr", "rover"], help="how one transcript is chosen")
-    d.add_argument("--remask", choices=["random", "low_confidence", "progressive"])
-    d.add_argument("--init", choices=["mask", "ctc"], help="ctc: start from the CTC head's hypothesis (Mask-CTC)")
-    d.add_argument("--hold-eos", action="store_true", default=None, help="progressive: end of text only at the last step")
-    d.add_argument("--distinct-neighbours", action="store_true", default=None,
-                   help="progressive: never commit two equal neighbouring tokens in one step")
-    d.add_argument("--seed", type=int, help="default 0")
+    add_decode_arguments(d)
     t.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable, empty, too-short, NaN or over-long inputs (listed in --rejects) and "
                         "transcribe the rest")
@@ -72,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     if fmt == "srt" and not args.out:
         raise UserError("--format srt writes one file per input: give --out FOLDER")
-    given = {k: getattr(args, k) for k in DIFFUSION_OPTIONS if getattr(args, k) is not None}
-    decode = {k: tuple(v) if k == "schedule" else v for k, v in given.items()} or None
+    decode = given_decode_options(args)
     compute_type = args.compute_type or ("int8" if args.backend == "ctranslate2" else "float32")
     entries = gather_inputs(args.inputs, args.skip_bad, args.rejects, args.max_seconds)
     transcripts = transcribe_files(entries, args.model, args.adapter, args.batch_size, args.beam_size,

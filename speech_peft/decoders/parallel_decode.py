@@ -21,29 +21,14 @@ expected WER against the others), or combined by ROVER-style word voting.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..adapters.cross_attention import adapter_memory
+from ..decoding import DecodeOptions
 from ..errors import UserError
 from .masked_diffusion import MaskedDiffusionDecoder, within
-
-
-@dataclass
-class DecodeOptions:
-    candidates: int = 4                                            # K
-    schedule: tuple[float, ...] = (1.0, 0.9, 0.85, 0.8)             # T = len(schedule)
-    remask: Literal["random", "low_confidence", "progressive"] = "random"
-    rule: Literal["confidence", "mbr", "rover"] = "confidence"
-    length: int | None = None                                       # L; None: the decoder's maximum
-    hold_eos: bool = False                                          # progressive: PAD only at the last step
-    distinct_neighbours: bool = False                               # progressive: no equal neighbours per step
-    init: Literal["mask", "ctc"] = "mask"                           # ctc: a Mask-CTC starting canvas
-    ctc_threshold: float = 0.9                                      # ctc: mask tokens less confident than this
-    mask_unknown_words: bool = False                                # ctc: also mask words not seen in training
-    seed: int = 0
 
 
 @dataclass
