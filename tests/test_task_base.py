@@ -100,3 +100,26 @@ def test_a_task_that_takes_no_adapter_refuses_adapter_options_and_its_folder_doe
     for asked in ("adapter=parallel", "++adapter.r=4"):
         with pytest.raises(ValueError, match=rf"DiffusionASR takes no adapter=.*drop {asked.lstrip('+').split('=')[0]}"):
             compose_config(["task=diffusion_asr", "data=fsdd_long", asked])
+
+
+def test_a_task_given_another_tasks_data_module_is_refused_at_setup_by_either_front_end():
+    """The check runs in the task's ``setup``, which ``speech-peft fit`` and ``speech-peft lightning fit`` both
+    reach: the error names the module the task takes and the one it was given."""
+    from types import SimpleNamespace
+
+    from speech_peft.data.datamodule import ManifestDataModule
+    from speech_peft.errors import UserError
+
+    class Probe(AdapterTask):
+        datamodule = ManifestDataModule
+
+    class OtherData:
+        pass
+
+    probe = Probe()
+    probe._trainer = SimpleNamespace(datamodule=OtherData())
+    with pytest.raises(UserError, match="task Probe takes batches of ManifestDataModule, but the data config builds "
+                                        "OtherData"):
+        probe.setup("fit")
+    probe._trainer = SimpleNamespace(datamodule=ManifestDataModule.__new__(ManifestDataModule))
+    probe.setup("fit")

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..errors import UserError
 from ..fileio import write_json, write_text
 from ..tasks.callbacks import FitReport
+from ..tasks.base import check_data
 from ..tasks.sharding import resolve_strategy
 from . import VERBS
 from .errors import exit_status

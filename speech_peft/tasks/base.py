@@ -21,6 +21,15 @@ from .common import load_trained_state, optimizer_groups, save_trained_state
 from .sharding import shard_module
 
 
+def check_data(task_class: type, data: object) -> None:
+    """A task's batches come from the data module its ``datamodule`` attribute names (a mismatch fails on the
+    first batch with an error about fields, far from the cause)."""
+    wanted = getattr(task_class, "datamodule", None)
+    if wanted is not None and data is not None and not isinstance(data, wanted):
+        raise UserError(f"task {task_class.__name__} takes batches of {wanted.__name__}, but the data config builds "
+                        f"{type(data).__name__}: choose a matching data= option")
+
+
 class AdapterTask(L.LightningModule):
     """A subclass defines ``training_loss`` (the default training and validation steps log it; SNIP scores
     with it) or its own steps."""
@@ -66,6 +75,9 @@ class AdapterTask(L.LightningModule):
             clip_rank_parallel(self, gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def setup(self, stage: str) -> None:  # both front ends: speech-peft fit and speech-peft lightning fit
+        check_data(type(self), self.trainer.datamodule)
 
     def configure_model(self) -> None:  # strategy=fsdp: shard the layers across the processes
         shard_module(self)
