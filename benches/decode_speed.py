@@ -26,7 +26,7 @@ from speech_peft.data.audio import load_audio
 from speech_peft.data.manifest import read_manifest
 from speech_peft.decoders import DecodeOptions
 from speech_peft.encoders.whisper import load_whisper
-from speech_peft.reports.asr import BEST_MASK, DECODINGS, MASK_CTC
+from speech_peft.evaluation.asr import BEST_MASK, DECODINGS, MASK_CTC
 from speech_peft.tasks.asr import WhisperARFineTune
 from speech_peft.tasks.diffusion_asr import DiffusionASR
 

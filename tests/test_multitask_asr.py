@@ -179,7 +179,7 @@ def test_the_shipped_adapter_fusion_transcribes_without_task_ids():
 
 def test_a_system_is_rescored_only_when_its_files_or_the_test_sets_change(tmp_path):
     from speech_peft.data.manifest import Entry
-    from speech_peft.reports.multitask import _identity
+    from speech_peft.evaluation.multitask import _identity
 
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "fusion.safetensors").write_bytes(b"a")

@@ -230,7 +230,8 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
     from speech_peft.jobs.degrade import degrade_to_disk
     from speech_peft.jobs.restore import restore
     from speech_peft.reports.quality import score_quality
-    from speech_peft.reports.restoration import measure_restorer, write_restoration_report
+    from speech_peft.evaluation.restoration import measure_restorer
+    from speech_peft.reports.restoration import write_restoration_report
 
     clean_dir = tmp_path / "eval_clean"
     clean_dir.mkdir()

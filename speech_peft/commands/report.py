@@ -7,10 +7,13 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import write_json
-from ..reports.asr import evaluate_all, write_asr_report
+from ..evaluation.asr import evaluate_all
+from ..evaluation.multitask import evaluate_multitask
+from ..evaluation.restoration import measure_restorer
+from ..reports.asr import write_asr_report
 from ..reports.classification import write_classification_report
-from ..reports.multitask import evaluate_multitask, write_multitask_report
-from ..reports.restoration import measure_restorer, write_restoration_report
+from ..reports.multitask import write_multitask_report
+from ..reports.restoration import write_restoration_report
 
 
 def add_parser(sub) -> None:
@@ -56,7 +59,8 @@ def run_cls(args: argparse.Namespace) -> int:
 
 
 def run_family(args: argparse.Namespace) -> int:
-    from ..reports.adapter_family import measure, write_family_report
+    from ..evaluation.adapter_family import measure
+    from ..reports.adapter_family import write_family_report
 
     result = measure(args.exp, args.methods, bits=tuple(args.bits), merge_fold=args.merge_fold,
                      merge_runs=args.merge_runs)

@@ -84,10 +84,8 @@ def build_task(cfg: DictConfig) -> L.LightningModule:
 
 def build_data(cfg: DictConfig) -> L.LightningDataModule:
     """The data module, checked against the one the task trains on (its ``datamodule`` attribute)."""
-    data, wanted = build(cfg.data), getattr(get_class(cfg.task._target_), "datamodule", None)
-    if wanted is not None and not isinstance(data, wanted):
-        raise UserError(f"task {cfg.task._target_.rsplit('.', 1)[-1]} takes batches of {wanted.__name__}, but the "
-                         f"data config builds {type(data).__name__}: choose a matching data= option")
+    data = build(cfg.data)
+    check_data(get_class(cfg.task._target_), data)  # before the task is built (the same check runs in its setup)
     return data
 
 

@@ -8,48 +8,15 @@ factor of cleaner + vocoder (processing seconds / audio seconds, batch 1, this m
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import torch
 
-from ..adapters import set_active_adapters
-from ..data.audio import load_audio
-from ..data.manifest import read_manifest
-from ..errors import UserError
 from ..fileio import write_text
-from ..vocoders.restorer import Restorer
 from .training import training_table
 
 TRAINING_STAGES = [("cleaner", "1 cleaner (parallel adapters)"),
                    ("bridge_clean", "2 bridge to HiFi-GAN's log-mel, clean features"),
                    ("bridge_cleaned", "3 bridge fine-tuned on cleaned features")]
-
-
-def measure_restorer(restorer_dir: str | Path, degraded_manifest: str | Path) -> dict[str, float]:
-    restorer = Restorer.from_export(restorer_dir)
-    encoder, entries = restorer.encoder, read_manifest(degraded_manifest)
-    missing = [e.id for e in entries if not e.clean_audio]
-    if missing:
-        raise UserError(f"{degraded_manifest}: entries without clean_audio, e.g. {missing[:3]}")
-    before, after, seconds, busy = [], [], 0.0, 0.0
-    with torch.inference_mode():
-        for entry in entries:
-            degraded, clean = load_audio(entry.audio)[None], load_audio(entry.clean_audio)[None]
-            set_active_adapters(encoder, [])
-            target, plain = encoder(clean).hidden, encoder(degraded).hidden
-            set_active_adapters(encoder, ["cleaner"])
-            start = time.perf_counter()
-            cleaned = encoder(degraded).hidden
-            restorer.vocoder.synthesise(cleaned, degraded.shape[-1])
-            busy += time.perf_counter() - start
-            seconds += degraded.shape[-1] / 16000
-            before.append((plain - target).abs().mean().item())
-            after.append((cleaned - target).abs().mean().item())
-    l1_before, l1_after = sum(before) / len(before), sum(after) / len(after)
-    return {"files": len(entries), "audio_s": seconds, "l1_degraded": l1_before, "l1_cleaned": l1_after,
-            "l1_reduction": 1 - l1_after / l1_before, "rtf": busy / seconds, "threads": torch.get_num_threads(),
-            "backend": restorer.backend}
 
 
 def write_restoration_report(exp: str | Path, out: str | Path, command: str) -> Path:

@@ -1,0 +1,1 @@
+"""Running trained systems over a recipe's test sets and storing the rows its report tabulates (``reports/``)."""
