@@ -44,15 +44,22 @@ def _get(root: nn.Module, path: str):
     return obj
 
 
-_WHISPER = BlockLayout(
-    linears={"attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj",
-             "attn.o": "self_attn.out_proj", "ffn.up": "fc1", "ffn.down": "fc2"},
-    sublayers={"attn": Sublayer(write="self_attn.out_proj", read="self_attn_layer_norm"),
-               "ffn": Sublayer(write="fc2", read="final_layer_norm"),
-               "block": Sublayer(write="", read=None)},
-    attention={"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj"},
-    num_heads_attr="self_attn.num_heads",
-)
+def _pre_norm_transformer(attention: str, projections: tuple[str, str, str, str], mlp: tuple[str, str],
+                          norms: tuple[str, str], num_heads_attr: str) -> BlockLayout:
+    """The layout of a pre-norm transformer block: ``attention`` (the module holding the q, k, v, o
+    ``projections``), the two linears of its ``mlp``, and the ``norms`` read before each sublayer."""
+    q, k, v, o = (f"{attention}.{name}" for name in projections)
+    return BlockLayout(
+        linears={"attn.q": q, "attn.k": k, "attn.v": v, "attn.o": o, "ffn.up": mlp[0], "ffn.down": mlp[1]},
+        sublayers={"attn": Sublayer(write=o, read=norms[0]), "ffn": Sublayer(write=mlp[1], read=norms[1]),
+                   "block": Sublayer(write="", read=None)},
+        attention={"q": q, "k": k, "v": v, "o": o},
+        num_heads_attr=num_heads_attr,
+    )
+
+
+_WHISPER = _pre_norm_transformer("self_attn", ("q_proj", "k_proj", "v_proj", "out_proj"), ("fc1", "fc2"),
+                                 ("self_attn_layer_norm", "final_layer_norm"), "self_attn.num_heads")
 
 _WHISPER_DECODER = BlockLayout(
     linears={**_WHISPER.linears, "xattn.q": "encoder_attn.q_proj", "xattn.k": "encoder_attn.k_proj",
@@ -63,15 +70,8 @@ _WHISPER_DECODER = BlockLayout(
     num_heads_attr="self_attn.num_heads",
 )
 
-_AST = BlockLayout(
-    linears={"attn.q": "attention.q_proj", "attn.k": "attention.k_proj", "attn.v": "attention.v_proj",
-             "attn.o": "attention.o_proj", "ffn.up": "mlp.fc1", "ffn.down": "mlp.fc2"},
-    sublayers={"attn": Sublayer(write="attention.o_proj", read="layernorm_before"),
-               "ffn": Sublayer(write="mlp.fc2", read="layernorm_after"),
-               "block": Sublayer(write="", read=None)},
-    attention={"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj", "o": "attention.o_proj"},
-    num_heads_attr="attention.num_attention_heads",
-)
+_AST = _pre_norm_transformer("attention", ("q_proj", "k_proj", "v_proj", "o_proj"), ("mlp.fc1", "mlp.fc2"),
+                             ("layernorm_before", "layernorm_after"), "attention.num_attention_heads")
 
 # torchaudio's ConformerLayer: macaron feed-forwards (ffn1, ffn2), fused-qkv MultiheadAttention, conv module.
 _CONFORMER = BlockLayout(

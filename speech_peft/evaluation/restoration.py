@@ -18,12 +18,8 @@ from ..data.manifest import read_manifest
 from ..errors import UserError
 from ..vocoders.restorer import Restorer
 
-TRAINING_STAGES = [("cleaner", "1 cleaner (parallel adapters)"),
-                   ("bridge_clean", "2 bridge to HiFi-GAN's log-mel, clean features"),
-                   ("bridge_cleaned", "3 bridge fine-tuned on cleaned features")]
-
-
 def measure_restorer(restorer_dir: str | Path, degraded_manifest: str | Path) -> dict[str, float]:
+    """The feature distances before and after the cleaner, and the real-time factor (the module's opening)."""
     restorer = Restorer.from_export(restorer_dir)
     encoder, entries = restorer.encoder, read_manifest(degraded_manifest)
     missing = [e.id for e in entries if not e.clean_audio]

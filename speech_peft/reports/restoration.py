@@ -1,15 +1,9 @@
-"""What a trained restorer achieves on held-out degraded speech, and the table the recipe commits.
-
-``measure_restorer`` computes, over a degraded manifest whose entries name their clean source
-(``clean_audio``, as ``speech-peft degrade`` writes it): the mean L1 distance between the frozen
-encoder's features of degraded and of clean audio, the same after the cleaner, and the real-time
-factor of cleaner + vocoder (processing seconds / audio seconds, batch 1, this machine).
-"""
+"""The restoration recipe's RESULTS.md: the training stages, what ``evaluation/restoration.py`` measured
+(``measure.json``), the audio-quality summary, and the distilled student's section."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
 
 from ..fileio import write_text
 from .training import training_table
