@@ -24,6 +24,7 @@ from ..data.manifest import Entry, read_manifest
 from ..data.rejects import Rejects
 from ..errors import UserError
 from ..fileio import folder_digest, remove_stale_temporaries, write_json
+from ..models import RESTORER_EXPORT, load_model
 from ..vocoders.restorer import Restorer
 from .devices import torch_device
 
@@ -78,7 +79,7 @@ def read_input(entry: Entry, rejects: Rejects, skip_bad: bool) -> torch.Tensor |
 
 
 def load_restorer(checkpoint: str, student: str | None = None, copy_synthesis: bool = False) -> Restorer:
-    restorer = Restorer.from_export(checkpoint, student)
+    restorer = load_model(checkpoint, RESTORER_EXPORT, student=student)
     if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
         set_active_adapters(restorer.encoder, [])
     return restorer.eval()
