@@ -56,6 +56,32 @@ def test_the_bridge_writes_the_mel_frames_the_audio_needs_and_the_backend_return
             assert backend.synthesise(feats, samples).shape == (2, samples)
 
 
+def test_an_untrained_bridge_that_reads_the_inputs_mel_hands_the_vocoder_the_input_as_it_is(generator):
+    """The mel path predicts a correction of the input's own log-mel that starts at none, so before training
+    the restorer does nothing (with or without the encoder features beside it)."""
+    wave = load_audio(DATA / "asr" / "spk1_snt1.wav")[None]
+    samples = wave.shape[-1]
+    with torch.inference_mode():
+        heard = target_mel(wave)
+        for inputs, feats in (("mel", None), ("features+mel", torch.randn(1, samples // 320, 32))):
+            backend = BridgedHiFiGAN(FeatureToMel(BridgeConfig(feature_dim=32, channels=16, blocks=1, inputs=inputs)),
+                                     generator)
+            torch.testing.assert_close(backend.mel(feats, samples, waves=wave), heard)
+            assert backend.synthesise(feats, samples, waves=wave).shape == (1, samples)
+
+
+def test_a_bridge_is_told_what_it_reads_and_refuses_to_run_without_it():
+    from speech_peft.errors import UserError
+
+    with pytest.raises(UserError, match="bridge inputs 'spectrum': choose one of features, mel, features\\+mel"):
+        BridgeConfig(inputs="spectrum")
+    assert BridgeConfig().inputs == "features"  # what exports written before the mel path hold
+    with pytest.raises(UserError, match="give the input's log-mel"):
+        FeatureToMel(BridgeConfig(feature_dim=32, channels=16, blocks=1, inputs="mel"))(None, 10)
+    with pytest.raises(UserError, match="give the encoder features"):
+        FeatureToMel(BridgeConfig(feature_dim=32, channels=16, blocks=1))(None, 10)
+
+
 def test_mel_loss_is_zero_only_on_the_target():
     target = torch.randn(2, 80, 20)
     assert mel_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)

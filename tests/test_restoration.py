@@ -224,6 +224,13 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
     mine = {k: v for k, v in restorer.encoder.state_dict().items() if ".adapters." in k}
     assert len(saved) == len(mine) and all(any(torch.equal(v, w) for w in mine.values()) for v in saved.values())
     assert restorer(load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :8000]).shape == (1, 8000)
+    # The bridge that also reads the input's own log-mel trains through the same stage and exports a restorer.
+    run(_restore_cfg(tiny_whisper_dir, tmp_path, "restore_bridge", "task.stage=cleaned", *bridge,
+                     "task.bridge.inputs=features+mel", f"task.cleaner_dir={cleaner_dir}",
+                     f"exp_dir={tmp_path}/bridge_mel"), "fit")
+    with_mel = Restorer.from_export(tmp_path / "bridge_mel" / "export")
+    assert with_mel.vocoder.bridge.config.inputs == "features+mel"
+    assert with_mel(load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :8000]).shape == (1, 8000)
 
     # The recipe's evaluation path on the trained restorer: restore, copy-synthesis, quality, report.
     from speech_peft.data.degrade import DegradeConfig

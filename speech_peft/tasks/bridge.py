@@ -1,4 +1,5 @@
-"""Restoration with the pretrained vocoder: train the bridge from encoder features to HiFi-GAN's log-mel.
+"""Restoration with the pretrained vocoder: train the bridge to HiFi-GAN's log-mel from the encoder features,
+the input's own log-mel, or both (``bridge.inputs``; ``vocoders/bridge.py``).
 
 Stage "clean": the frozen encoder's features of clean audio (cleaner adapters off) -> the clean audio's
 log-mel; its copy-synthesis through the frozen generator is the restorer's ceiling. Stage "cleaned":
@@ -47,10 +48,14 @@ class BridgeTraining(AdapterTask):
         return self
 
     def _loss(self, batch) -> tuple[Tensor, int]:
-        feats = self.cleaner.stage_features(batch, self.hparams.stage)
+        _, degraded, clean, _ = batch
+        config = self.bridge.config
+        feats = self.cleaner.stage_features(batch, self.hparams.stage) if config.reads_features else None
         with torch.no_grad():
-            target = target_mel(batch[2])  # the clean audio's log-mel
-        return mel_loss(self.bridge(feats, target.shape[-1]), target), len(feats)
+            target = target_mel(clean)  # the clean audio's log-mel
+            heard = clean if self.hparams.stage == "clean" else degraded  # the audio whose mel the bridge reads
+            input_mel = target_mel(heard) if config.reads_mel else None
+        return mel_loss(self.bridge(feats, target.shape[-1], input_mel), target), len(clean)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         loss, n = self._loss(batch)

@@ -1,19 +1,27 @@
-"""A trained bridge in front of the frozen pretrained HiFi-GAN: encoder features -> HiFi-GAN's log-mel.
+"""A trained bridge in front of the frozen pretrained HiFi-GAN: what it reads -> HiFi-GAN's log-mel.
 
-The frozen Whisper encoder gives 50 frames/s of ``feature_dim`` features; HiFi-GAN reads 80-band
-log-mel at 86.13 frames/s (22,050 Hz, hop 256). The bridge maps one onto the other (a convolution in,
-linear interpolation to the mel frame rate, residual convolution blocks, a convolution out); the
-generator stays frozen. ``BridgedHiFiGAN`` is the restorer's ``hifigan`` vocoder backend.
+It reads (``BridgeConfig.inputs``) the cleaned encoder features (Miipher-2's design), the input's own
+log-mel (analysis-synthesis, as VoiceFixer restores), or both. The frozen Whisper encoder gives 50
+frames/s of ``feature_dim`` features; HiFi-GAN reads 80-band log-mel at 86.13 frames/s (22,050 Hz, hop
+256). Features pass a convolution and linear interpolation to the mel frame rate, the input's log-mel a
+convolution; their sum passes residual convolution blocks and a convolution out. With the input's mel
+among the inputs the bridge predicts a correction of it, zero at first: an untrained bridge hands the
+vocoder the input as it is. The generator stays frozen. ``BridgedHiFiGAN`` is the restorer's ``hifigan``
+vocoder backend.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torchaudio.functional as AF
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import UserError
 from . import hifigan
+
+INPUTS = ("features", "mel", "features+mel")
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,19 @@ class BridgeConfig:
     blocks: int = 4
     kernel_size: int = 5
     n_mels: int = hifigan.N_MELS
+    inputs: Literal["features", "mel", "features+mel"] = "features"
+
+    def __post_init__(self) -> None:
+        if self.inputs not in INPUTS:
+            raise UserError(f"bridge inputs {self.inputs!r}: choose one of {', '.join(INPUTS)}")
+
+    @property
+    def reads_features(self) -> bool:
+        return "features" in self.inputs
+
+    @property
+    def reads_mel(self) -> bool:
+        return "mel" in self.inputs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,19 +60,37 @@ class ResidualConv(nn.Module):
 
 
 class FeatureToMel(nn.Module):
-    """(B, T, feature_dim) features -> (B, n_mels, frames) log-mel."""
+    """(B, T, feature_dim) features and/or the input's (B, n_mels, frames) log-mel -> (B, n_mels, frames)
+    log-mel."""
 
     def __init__(self, config: BridgeConfig = BridgeConfig()):
         super().__init__()
         self.config = config
-        self.conv_in = nn.Conv1d(config.feature_dim, config.channels, 3, padding=1)
+        if config.reads_features:
+            self.conv_in = nn.Conv1d(config.feature_dim, config.channels, 3, padding=1)
+        if config.reads_mel:
+            self.mel_in = nn.Conv1d(config.n_mels, config.channels, 3, padding=1)
         self.blocks = nn.Sequential(*(ResidualConv(config.channels, config.kernel_size) for _ in range(config.blocks)))
         self.conv_out = nn.Conv1d(config.channels, config.n_mels, 3, padding=1)
+        if config.reads_mel:  # a correction of the input's mel that starts at none
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, feats: Tensor, frames: int) -> Tensor:
-        x = self.conv_in(feats.transpose(1, 2))
-        x = F.interpolate(x, size=frames, mode="linear", align_corners=False)
-        return self.conv_out(self.blocks(x))
+    def forward(self, feats: Tensor | None, frames: int, input_mel: Tensor | None = None) -> Tensor:
+        """``feats``: (B, T, feature_dim), needed when the bridge reads features; ``input_mel``: the input's
+        log-mel (``target_mel`` of the degraded audio), needed when it reads the mel."""
+        x = 0
+        if self.config.reads_features:
+            if feats is None:
+                raise UserError(f"this bridge reads {self.config.inputs}: give the encoder features")
+            x = F.interpolate(self.conv_in(feats.transpose(1, 2)), size=frames, mode="linear", align_corners=False)
+        if self.config.reads_mel:
+            if input_mel is None:
+                raise UserError(f"this bridge reads {self.config.inputs}: give the input's log-mel")
+            input_mel = F.pad(input_mel, (0, max(0, frames - input_mel.shape[-1])), value=hifigan.LOG_FLOOR)[..., :frames]
+            x = x + self.mel_in(input_mel)
+        out = self.conv_out(self.blocks(x))
+        return out + input_mel if self.config.reads_mel else out
 
 
 def mel_frames(samples: int, sample_rate: int = 16000) -> int:
@@ -73,9 +112,16 @@ class BridgedHiFiGAN(nn.Module):
         self.bridge, self.weights = bridge, weights
         self.generator = generator if generator is not None else hifigan.load_hifigan(weights)
 
-    def synthesise(self, feats: Tensor, samples: int, sample_rate: int = 16000) -> Tensor:
-        """(B, T, D) features of ``samples`` of audio -> (B, samples) waveform at ``sample_rate``."""
-        mel = self.bridge(feats, mel_frames(samples, sample_rate))
+    def mel(self, feats: Tensor | None, samples: int, sample_rate: int = 16000, waves: Tensor | None = None) -> Tensor:
+        """The log-mel the generator is given (the bridge's output) for ``samples`` of audio."""
+        input_mel = target_mel(waves, sample_rate) if self.bridge.config.reads_mel else None
+        return self.bridge(feats, mel_frames(samples, sample_rate), input_mel)
+
+    def synthesise(self, feats: Tensor | None, samples: int, sample_rate: int = 16000,
+                   waves: Tensor | None = None) -> Tensor:
+        """(B, T, D) features of ``samples`` of audio (and the audio ``waves`` itself, for a bridge that reads
+        its mel) -> (B, samples) waveform at ``sample_rate``."""
+        mel = self.mel(feats, samples, sample_rate, waves)
         wave = AF.resample(self.generator(mel), hifigan.SAMPLE_RATE, sample_rate)
         return F.pad(wave, (0, max(0, samples - wave.shape[-1])))[..., :samples]
 

@@ -29,9 +29,9 @@ from torch import Tensor
 from ..errors import UserError
 from ..fileio import atomic_write, write_json
 from . import hifigan
+from .hifigan import LOG_FLOOR
 from .student import StudentConfig, StudentVocoder
 
-LOG_FLOOR = math.log(1e-5)  # HiFi-GAN's clamp
 CODE_STEP = 16.0 / 255  # codes 0..255 cover [LOG_FLOOR, LOG_FLOOR + 16]
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 COMPRESSION = 0.3
@@ -79,7 +79,7 @@ def build_mel_corpus(manifests: list[str], restorer_dir: str | None = None, val_
     prediction of each from the clean features. Speakers in ``val_fraction`` go to validation."""
     from ..data.audio import load_audio
     from ..data.manifest import read_manifest
-    from .bridge import mel_frames, target_mel
+    from .bridge import target_mel
 
     entries = [e for path in manifests for e in read_manifest(path) if e.sample_rate >= 16000]
     speakers = sorted({e.speaker or e.id for e in entries})
@@ -100,7 +100,7 @@ def build_mel_corpus(manifests: list[str], restorer_dir: str | None = None, val_
             validation.append(is_val)
             if restorer is not None:
                 feats = restorer.encoder(wave).hidden
-                mels.append(restorer.vocoder.bridge(feats, mel_frames(wave.shape[-1]))[0].clamp(min=LOG_FLOOR))
+                mels.append(restorer.vocoder.mel(feats, wave.shape[-1], waves=wave)[0].clamp(min=LOG_FLOOR))
                 validation.append(is_val)
     return MelCorpus.from_mels(mels, validation)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +140,10 @@ def _mel_basis(device: str) -> Tensor:
     return torch.from_numpy(basis).float().to(device)
 
 
+MEL_FLOOR = 1e-5  # the magnitude mel's clamp: log(MEL_FLOOR) is the log-mel of silence
+LOG_FLOOR = math.log(MEL_FLOOR)
+
+
 def log_mel(wave: Tensor) -> Tensor:
     """(B, samples) at 22,050 Hz -> (B, 80, samples // 256) natural-log magnitude mel, as in training."""
     pad = (N_FFT - HOP) // 2
@@ -146,4 +151,4 @@ def log_mel(wave: Tensor) -> Tensor:
     spec = torch.stft(padded, N_FFT, HOP, window=torch.hann_window(N_FFT, device=wave.device), center=False,
                       return_complex=True)
     magnitude = (spec.real.pow(2) + spec.imag.pow(2) + 1e-9).sqrt()
-    return torch.log(torch.clamp(_mel_basis(str(wave.device)) @ magnitude, min=1e-5))
+    return torch.log(torch.clamp(_mel_basis(str(wave.device)) @ magnitude, min=MEL_FLOOR))

@@ -48,7 +48,10 @@ class Restorer(nn.Module):
     @torch.inference_mode()
     def forward(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B, samples) degraded 16 kHz audio -> restored 16 kHz audio of (about) the same length."""
-        return self.vocoder.synthesise(self.encoder(waves, lengths).hidden, waves.shape[-1])
+        if self.backend == "wavefit":
+            return self.vocoder.synthesise(self.encoder(waves, lengths).hidden, waves.shape[-1])
+        feats = self.encoder(waves, lengths).hidden if self.vocoder.bridge.config.reads_features else None
+        return self.vocoder.synthesise(feats, waves.shape[-1], waves=waves)
 
     def export(self, directory: str | Path) -> Path:
         directory = Path(directory)
