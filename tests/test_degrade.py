@@ -172,3 +172,22 @@ def test_a_bad_file_stops_degrade_naming_it_or_with_skip_bad_is_listed_and_the_r
     assert "text.wav" in capsys.readouterr().err and not (out / "good.wav").exists()
     assert main(["degrade", str(src), "--out", str(out), "--skip-bad"]) == 0
     assert (out / "good.wav").exists() and "text.wav\tunreadable" in (out / "rejects.tsv").read_text()
+
+
+def test_babble_is_other_people_talking_at_the_drawn_snr_and_is_drawn_only_with_talkers_to_play(speech):
+    from dataclasses import replace
+
+    from speech_peft.data.degrade import babble
+
+    talkers = sorted(str(p) for p in (DATA / "asr").glob("spk2_*.wav"))
+    config = DegradeConfig(effects=("babble",), p_clean=0.0, snr_db=(6.0, 6.0), babble_files=talkers,
+                           babble_talkers=(3, 3))
+    degraded = Degrader(config, SR, seed=3)(speech, 0)
+    added = degraded - speech
+    assert 10 * torch.log10(speech.pow(2).mean() / added.pow(2).mean()).item() == pytest.approx(6.0, abs=0.1)
+    assert torch.equal(Degrader(config, SR, seed=3)(speech, 0), degraded)  # seeded
+    crowd = babble([torch.ones(100), 2 * torch.ones(100)], 50)
+    assert torch.allclose(crowd, torch.full((50,), 2.0))  # each talker at the same power
+    # Without recordings of other talkers the effect is never drawn, and the other chains stay as they were.
+    assert "babble" not in Degrader(DegradeConfig(), SR).effects
+    assert Degrader(replace(config, babble_files=[]), SR).effects == []

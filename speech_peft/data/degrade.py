@@ -41,6 +41,19 @@ def add_noise(clean: torch.Tensor, noise: torch.Tensor, snr_db: float, rng: rand
     return clean + scale * noise
 
 
+def babble(talkers: list[torch.Tensor], length: int, rng: random.Random | None = None) -> torch.Tensor:
+    """Several people talking at once: a random stretch of each recording, each at the same power, summed."""
+    rng = rng or random.Random(0)
+    mixed = torch.zeros(length)
+    for talker in talkers:
+        if talker.shape[-1] < length:
+            talker = talker.repeat(length // talker.shape[-1] + 1)
+        start = rng.randrange(0, talker.shape[-1] - length + 1)
+        piece = talker[start:start + length]
+        mixed += piece / _power(piece).sqrt()
+    return mixed
+
+
 def colored_noise(length: int, color: str = "white", rng: random.Random | None = None) -> torch.Tensor:
     """Noise with power spectrum ~ f^beta: white 0, pink -1, brown -2, blue +1, violet +2."""
     beta = {"white": 0.0, "pink": -1.0, "brown": -2.0, "blue": 1.0, "violet": 2.0}[color]
@@ -147,6 +160,8 @@ class DegradeConfig:
     rt60: tuple[float, float] = (0.2, 0.5)
     noise_files: list[str] = field(default_factory=list)
     rir_files: list[str] = field(default_factory=list)
+    babble_files: list[str] = field(default_factory=list)  # other people's speech: the babble effect's talkers
+    babble_talkers: tuple[int, int] = (3, 6)
     colors: tuple[str, ...] = ("white", "pink", "brown")
     bandwidths_hz: tuple[int, ...] = (2000, 3000, 4000)
     clip_range: tuple[float, float] = (0.05, 0.3)
@@ -155,20 +170,23 @@ class DegradeConfig:
     min_effects: int = 1
     p_clean: float = 0.05
     p_real: float = 0.5             # chance of a real noise / RIR file over coloured noise / a simulated room
-    effects: tuple[str, ...] = ("noise", "reverb", "band_limit", "clip", "codec")
+    effects: tuple[str, ...] = ("noise", "reverb", "band_limit", "clip", "codec", "babble")
 
 
 class Degrader:
-    """``degrader(wave, index)``: a seeded random chain of degradations (the order: reverb, band, clip, codec, noise)."""
+    """``degrader(wave, index)``: a seeded random chain of degradations (the order: reverb, band, clip, codec,
+    babble, noise). Babble needs ``babble_files`` and the codec ffmpeg; without them those effects are not
+    drawn."""
 
-    ORDER = ("reverb", "band_limit", "clip", "codec", "noise")
+    ORDER = ("reverb", "band_limit", "clip", "codec", "babble", "noise")
 
     def __init__(self, config: DegradeConfig, sample_rate: int = 16000, seed: int = 0):
         self.config, self.sample_rate, self.seed = config, sample_rate, seed
         self.noises = [load_audio(p, sample_rate) for p in config.noise_files]
         self.rirs = [load_audio(p, sample_rate) for p in config.rir_files]
-        self.effects = [e for e in config.effects if e != "codec" or has_ffmpeg()]
-        if len(self.effects) < len(config.effects):  # the chains drawn differ from a machine with ffmpeg
+        self.talkers = [load_audio(p, sample_rate) for p in config.babble_files]
+        self.effects = [e for e in config.effects if (e != "codec" or has_ffmpeg()) and (e != "babble" or self.talkers)]
+        if "codec" in config.effects and not has_ffmpeg():  # the chains drawn differ from a machine with ffmpeg
             _warn_without_codec()
 
     def chosen(self, index: int) -> tuple[random.Random, list[str]]:
@@ -195,6 +213,10 @@ class Degrader:
                 wave = clip(wave, float(peak) * rng.uniform(*c.clip_range), soft=rng.random() < 0.5)
             elif effect == "codec":
                 wave = codec(wave, sr, rng.choice(c.codecs), rng.choice(["8k", "12k", "16k"]))
+            elif effect == "babble":
+                count = min(rng.randint(*c.babble_talkers), len(self.talkers))
+                crowd = babble(rng.sample(self.talkers, count), wave.shape[-1], rng)
+                wave = add_noise(wave, crowd, rng.uniform(*c.snr_db), rng)
             elif effect == "noise":
                 use_real = self.noises and rng.random() < c.p_real
                 noise = rng.choice(self.noises) if use_real else colored_noise(wave.shape[-1], rng.choice(c.colors), rng)

@@ -75,7 +75,7 @@ class DecoderCache:
 class WhisperAttention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
-        self.num_heads, self.head_dim = heads, width // heads
+        self.embed_dim, self.num_heads, self.head_dim = width, heads, width // heads
         self.q_proj, self.k_proj = nn.Linear(width, width), nn.Linear(width, width, bias=False)
         self.v_proj, self.out_proj = nn.Linear(width, width), nn.Linear(width, width)
 
