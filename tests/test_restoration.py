@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 from cli_runner import Done, speech_peft
 
-from speech_peft.data.audio import load_audio
+from speech_peft.data.audio import load_audio, save_audio
 from speech_peft.data.pairs import DegradedPairs, collate_pairs
 from speech_peft.tasks.restoration import FeatureCleaner, feature_loss
 from speech_peft.vocoders.restorer import Restorer
@@ -322,3 +322,26 @@ def test_restore_without_a_checkpoint_uses_the_shipped_restorer(tmp_path):
     refs = read_references(str(DATA / "asr" / "transcripts.tsv"))
     # Clean speech through the restorer stays intelligible (the recipe's table has the full numbers).
     assert score([refs[k] for k in hyps], list(hyps.values())).wer <= 0.3
+
+
+def test_spectral_gating_is_a_baseline_restore_runs_without_a_trained_model(tmp_path):
+    """``restore --baseline spectral-gating``: the denoiser a trained restorer is compared with; it lowers the
+    noise added to a real sentence, keeps every sample, and cannot be mixed with a trained restorer's outputs."""
+    from speech_peft.data.degrade import add_noise
+
+    clean = load_audio(DATA / "asr" / "spk1_snt1.wav")
+    noise = load_audio(DATA / "noise" / "noise4.wav")
+    (tmp_path / "in").mkdir()
+    save_audio(tmp_path / "in" / "noisy.wav", add_noise(clean, noise, 0.0), 16000)
+    done = _restore(tmp_path / "in", tmp_path / "out", "--baseline", "spectral-gating")
+    assert done.returncode == 0, done.stderr
+    gated = load_audio(tmp_path / "out" / "noisy.wav")
+    noisy = load_audio(tmp_path / "in" / "noisy.wav")
+    assert gated.shape == noisy.shape
+    from speech_peft.metrics.quality import si_sdr
+
+    assert si_sdr(clean.numpy(), gated.numpy()) > si_sdr(clean.numpy(), noisy.numpy()) + 2.0  # 0 dB -> about 4 dB
+    both = _restore(tmp_path / "in", tmp_path / "other", "--baseline", "spectral-gating", "--checkpoint", "x")
+    assert both.returncode == 2 and "name two restorers" in both.stderr
+    mixed = _restore(tmp_path / "in", tmp_path / "out")  # the shipped restorer into the baseline's folder
+    assert mixed.returncode == 2 and "holds outputs of another restorer" in mixed.stderr

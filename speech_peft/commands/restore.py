@@ -7,6 +7,7 @@ import json
 from ..errors import UserError
 from ..jobs.devices import DEVICES
 from ..jobs.restore import restore, shipped_restorer
+from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.student import SHIPPED as SHIPPED_STUDENT
 
 
@@ -16,6 +17,8 @@ def add_parser(sub) -> None:
     rs.add_argument("out", help="output folder (same relative names; never inside the input)")
     rs.add_argument("--checkpoint", help="a restorer export (the bridge or vocoder training's export/); "
                                          "default: the restorer shipped with the package")
+    rs.add_argument("--baseline", choices=[SPECTRAL_GATING],
+                    help="instead of a trained restorer: spectral gating (noisereduce), the denoiser to beat")
     rs.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
     rs.add_argument("--devices", type=int, default=1, help="processes on this node (DDP when > 1)")
     rs.add_argument("--num-nodes", type=int, default=1)
@@ -31,7 +34,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = args.checkpoint or str(shipped_restorer())
+    if args.baseline and args.checkpoint:
+        raise UserError(f"--baseline {args.baseline} and --checkpoint name two restorers: give one")
+    checkpoint = args.baseline or args.checkpoint or str(shipped_restorer())
     options = {"ledger": args.ledger, "copy_synthesis": args.copy_synthesis, "device": args.device,
                "skip_bad": args.skip_bad, "student": args.student}
     if args.devices < 1 or args.num_nodes < 1:

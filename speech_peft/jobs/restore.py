@@ -26,6 +26,8 @@ from ..errors import UserError
 from ..fileio import folder_digest, remove_stale_temporaries, write_json
 from ..models import RESTORER_EXPORT, load_model
 from ..vocoders.restorer import Restorer
+from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
+from ..vocoders.spectral_gating import SpectralGating
 from .devices import torch_device
 
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
@@ -79,6 +81,11 @@ def read_input(entry: Entry, rejects: Rejects, skip_bad: bool) -> torch.Tensor |
 
 
 def load_restorer(checkpoint: str, student: str | None = None, copy_synthesis: bool = False) -> Restorer:
+    """A restorer export, or ``spectral-gating`` (the untrained baseline)."""
+    if checkpoint == SPECTRAL_GATING:
+        if student is not None or copy_synthesis:
+            raise UserError("spectral gating has no vocoder: --student and --copy-synthesis do not apply")
+        return SpectralGating()
     restorer = load_model(checkpoint, RESTORER_EXPORT, student=student)
     if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
         set_active_adapters(restorer.encoder, [])
@@ -89,7 +96,7 @@ def load_restorer(checkpoint: str, student: str | None = None, copy_synthesis: b
 def restore_one(restorer: Restorer, entry: Entry, wave: torch.Tensor, out: Path, ledger_rank: int | None = None) -> None:
     """Restore and write one input; ``ledger_rank``: note which process wrote it (a check that each input
     is restored once)."""
-    device = next(restorer.parameters()).device
+    device = next(restorer.parameters(), torch.empty(0)).device  # spectral gating has no parameters
     restored = restorer(wave[None].to(device))[0].cpu()
     save_audio(out / f"{entry.id}.wav", restored.clamp(-1, 1), 16000)
     if ledger_rank is not None:
@@ -102,7 +109,7 @@ def prepare(inputs: str, out_dir: str, checkpoint: str, copy_synthesis: bool = F
     """Every entry, those still to restore (finished outputs stay: a resumed run skips them), and the output
     folder, claimed for this restorer by the first process before any other starts."""
     target = Path(out_dir).resolve()
-    for model_dir in filter(None, (checkpoint, student)):
+    for model_dir in filter(lambda d: d and d != SPECTRAL_GATING, (checkpoint, student)):
         root = Path(model_dir).resolve()
         if target == root or root in target.parents:
             raise UserError(f"output folder {target} lies inside the model folder {root}: outputs there would "
@@ -135,6 +142,10 @@ def restore(inputs: str, out_dir: str, checkpoint: str, ledger: bool = False, pr
 def restorer_identity(checkpoint: str | Path, copy_synthesis: bool, student: str | Path | None = None) -> str:
     """A hash of the restorer's files (and the student's), and the mode: outputs of one identity never
     mix with another's."""
+    if checkpoint == SPECTRAL_GATING:
+        from importlib.metadata import version
+
+        return f"{SPECTRAL_GATING}-noisereduce-{version('noisereduce')}"
     return folder_digest([checkpoint, student] if student is not None else [checkpoint], str(copy_synthesis).encode())
 
 
@@ -143,7 +154,8 @@ def _claim(out: Path, checkpoint: str, copy_synthesis: bool, student: str | None
     the outputs of two restorers (kept outputs are skipped, so they would silently stay)."""
     marker = out / MARKER
     identity = {"restorer": restorer_identity(checkpoint, copy_synthesis, student),
-                "checkpoint": str(Path(checkpoint).resolve()), "copy_synthesis": copy_synthesis,
+                "checkpoint": checkpoint if checkpoint == SPECTRAL_GATING else str(Path(checkpoint).resolve()),
+                "copy_synthesis": copy_synthesis,
                 "student": str(Path(student).resolve()) if student else None}
     if marker.exists():
         before = json.loads(marker.read_text())
