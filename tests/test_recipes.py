@@ -109,7 +109,8 @@ def _bare_recipe(recipe: str, *args: str) -> subprocess.CompletedProcess:
     (["--stop_stage", "2x"], "not '2x'"),
     (["--epochs", "0"], "--epochs takes a positive number"),
     (["--stages", "1"], "unknown option --stages"),
-], ids=["stage", "stop-stage", "epochs", "unknown-option"])
+    (["--stop_stage", "1", "--stage", "3"], "--stage 3 comes after --stop_stage 1: no stage would run"),
+], ids=["stage", "stop-stage", "epochs", "unknown-option", "empty-range"])
 def test_a_recipe_refuses_a_bad_option_before_it_looks_for_system_tools(args, error, tmp_path):
     done = _bare_recipe("multitask/asr", "--exp", str(tmp_path / "exp"), *args)
     assert done.returncode == 2 and error in done.stderr, done.stderr

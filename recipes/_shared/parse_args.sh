@@ -4,7 +4,7 @@
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
-    --stop_stage|--stop-stage) stop_stage=$2; shift 2 ;;
+    --stop_stage|--stop-stage) stop_stage=$2; stop_given=true; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --methods) methods=$2; shift 2 ;;
     --folds) folds=$2; shift 2 ;;
@@ -20,6 +20,12 @@ done
 for value in "$stage" "$stop_stage"; do  # a non-number would make every stage test false: nothing would run
   [[ $value =~ ^[0-9]+$ ]] || { echo "--stage and --stop_stage take a stage number, not '$value'" >&2; exit 2; }
 done
+# A stage past the default last one (run on its own, e.g. a GPU or a shared-data stage) runs when asked for
+# alone; an explicit --stop_stage before --stage is an empty range, refused.
+if [ "$stage" -gt "$stop_stage" ]; then
+  [ -z "${stop_given:-}" ] || { echo "--stage $stage comes after --stop_stage $stop_stage: no stage would run" >&2; exit 2; }
+  stop_stage=$stage
+fi
 case ${profile:=cpu} in
   cpu|gpu) ;;
   *) echo "unknown profile $profile (cpu, gpu)" >&2; exit 2 ;;

@@ -23,6 +23,9 @@
 #     of the training voices and the bridge's predictions of them (DISTILL_SECONDS of training, 480 by
 #     default: about 11k steps on an H200), ship it (speech_peft/pretrained/hifigan-student, used by
 #     `speech-peft restore --student`), restore the held-out sets through it, rewrite RESULTS.md
+#   9 (run on its own: --stage 9; needs ../shared/data) held-out real speakers (speechocean762, LibriSpeech)
+#     under clean, noise, babble, room + noise and far room + loud noise + telephone band: the input,
+#     spectral gating and the restorer side by side (RESULTS_real_speakers.md)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
@@ -141,4 +144,20 @@ if run_stage 8; then
     --also ceiling="$exp/student_eval/ceiling" restored_hard="$exp/student_eval/restored_hard" \
     --transcripts "$data/asr/transcripts.tsv" --report "$exp/quality_student" >/dev/null
   speech-peft report restore "$exp" --out "$results" --command "bash recipes/speech_samples/restore/run.sh"
+fi
+
+if run_stage 9; then  # run on its own: --stage 9 (it needs the real-speaker folders of ../shared/data)
+  shared=../shared/data
+  if [ ! -d "$shared/speechocean762" ] || [ ! -d "$shared/librispeech_speakers" ]; then
+    log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
+  else
+    log "stage 9: held-out real speakers under five conditions: the input, spectral gating, the restorer"
+    bash "$here/local/real_heldout_eval.sh" "$shared" "$exp" "$restorer"
+    table=$here/RESULTS_real_speakers.md
+    [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_real_speakers.md
+    { echo "# Held-out real speakers (stage 9)"; echo
+      echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 9\`; speakers no stage trains on"
+      echo "(local/real_heldout.py); the restorer: $restorer."; echo
+      python "$here/local/real_heldout_table.py" "$exp/heldout"; } > "$table"
+  fi
 fi

@@ -1,0 +1,57 @@
+"""Held-out real speakers for the restoration recipe: a fixed, speaker-disjoint share of the real-speaker
+folders of ../shared/data that no stage trains on (every fifth speaker in sorted order), one utterance each.
+
+    python local/real_heldout.py SHARED_DATA OUT [--per-source 24]
+
+Writes OUT/clean/<id>.wav (16 kHz), OUT/transcripts.tsv (id<TAB>text, where the source has text),
+OUT/babble/ (utterances of other held-out speakers, the babble talkers, never the ones scored) and
+OUT/heldout_speakers.txt (source<TAB>speaker: what a training stage must leave out).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from speech_peft.data.audio import load_audio, save_audio
+
+SOURCES = ("speechocean762", "librispeech_speakers")  # 16 kHz, hundreds of speakers each
+
+
+def heldout(speakers: list[str]) -> list[str]:
+    return sorted(speakers)[::5]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shared", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--per-source", type=int, default=24, help="scored speakers per source")
+    args = parser.parse_args()
+    (args.out / "clean").mkdir(parents=True, exist_ok=True)
+    (args.out / "babble").mkdir(parents=True, exist_ok=True)
+    transcripts, kept = [], []
+    for source in SOURCES:
+        with open(args.shared / source / "manifest.tsv", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        by_speaker: dict[str, list[dict]] = {}
+        for row in rows:
+            if 2.0 <= float(row["seconds"]) <= 12.0:
+                by_speaker.setdefault(row["speaker"], []).append(row)
+        speakers = heldout(list(by_speaker))
+        kept += [f"{source}\t{s}" for s in speakers]
+        for n, speaker in enumerate(speakers):
+            row = sorted(by_speaker[speaker], key=lambda r: r["id"])[0]
+            scored = n < args.per_source
+            folder = args.out / ("clean" if scored else "babble")
+            save_audio(folder / f"{row['id']}.wav", load_audio(args.shared / source / row["path"], 16000), 16000)
+            if scored and row["text"].strip():
+                transcripts.append(f"{row['id']}\t{row['text'].strip().lower()}")
+    (args.out / "transcripts.tsv").write_text("".join(f"{t}\n" for t in transcripts))
+    (args.out / "heldout_speakers.txt").write_text("".join(f"{k}\n" for k in kept))
+    print(f"{len(list((args.out / 'clean').glob('*.wav')))} scored, {len(list((args.out / 'babble').glob('*.wav')))} "
+          f"babble talkers, {len(transcripts)} with transcripts")
+
+
+if __name__ == "__main__":
+    main()
