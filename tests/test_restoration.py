@@ -345,3 +345,16 @@ def test_spectral_gating_is_a_baseline_restore_runs_without_a_trained_model(tmp_
     assert both.returncode == 2 and "name two restorers" in both.stderr
     mixed = _restore(tmp_path / "in", tmp_path / "out")  # the shipped restorer into the baseline's folder
     assert mixed.returncode == 2 and "holds outputs of another restorer" in mixed.stderr
+
+
+def test_a_bridge_that_reads_only_the_inputs_mel_trains_the_cleaned_stage_without_a_cleaner(tiny_whisper_dir):
+    from speech_peft.tasks.bridge import BridgeTraining
+
+    task = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, stage="cleaned",
+                          encoder_name=tiny_whisper_dir, tap_layer=1)
+    clean = load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :16000]
+    batch = (["a"], clean + 0.05 * torch.randn_like(clean), clean, torch.tensor([16000]))
+    loss, n = task._loss(batch)
+    assert n == 1 and loss.item() > 0 and not hasattr(task.bridge, "conv_in")
+    with pytest.raises(ValueError, match="cleaner_dir"):  # a bridge that reads features still needs the cleaner
+        BridgeTraining(bridge={"channels": 16, "blocks": 1}, stage="cleaned", encoder_name=tiny_whisper_dir, tap_layer=1)

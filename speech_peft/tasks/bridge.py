@@ -36,7 +36,10 @@ class BridgeTraining(AdapterTask):
                  hifigan_weights: str = "universal", lr: float = 1e-3, weight_decay: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.cleaner = FeatureCleaner.frozen_for(stage, cleaner_dir, encoder_name, tap_layer, bottleneck_dim)
+        reads_features = BridgeConfig(**(bridge or {})).reads_features
+        # A bridge that reads only the input's mel needs no cleaner: the restorer keeps a fresh one, unused.
+        self.cleaner = FeatureCleaner.frozen_for(stage if reads_features else "clean", cleaner_dir, encoder_name,
+                                                 tap_layer, bottleneck_dim)
         config = BridgeConfig(**{"feature_dim": self.cleaner.encoder.dim, **(bridge or {})})
         self.bridge = FeatureToMel(config)
         if init_bridge is not None:
