@@ -29,7 +29,7 @@ def main(heldout: Path) -> None:
             corpus = next((float(r["wer"]) for r in mine if r["id"] == "<corpus>"), float("nan"))
             files = [r for r in mine if r["id"] != "<corpus>"]
             mean = lambda key: statistics.mean(float(r[key]) for r in files if r.get(key))  # noqa: E731
-            print(f"| {condition} | {label} | {100 * corpus:.1f} | {mean('ovrl'):.2f} | {mean('speaker_sim'):.3f} |")
+            print(f"| {condition} | {label} | {100 * corpus:.1f} | {mean('dnsmos_ovrl'):.2f} | {mean('speaker_sim'):.3f} |")
 
 
 if __name__ == "__main__":
