@@ -31,6 +31,11 @@ class DecodeOptions:
     seed: int = _option(0, "seed of the random re-masking and of the candidates' noise")
 
 
+def flags() -> str:
+    """The command line's diffusion flags, for messages that refuse them: "--candidates, --schedule, ..."."""
+    return ", ".join("--" + option.name.replace("_", "-") for option in dataclasses.fields(DecodeOptions))
+
+
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     """One flag per option (``--hold-eos`` for ``hold_eos``), unset by default so that an export decodes as
     it was trained unless told otherwise."""

@@ -24,7 +24,8 @@ from ..data.manifest import Entry, read_manifest
 from ..data.rejects import Rejects
 from ..errors import UserError
 from ..fileio import folder_digest, remove_stale_temporaries, write_json
-from ..models import RESTORER_EXPORT, load_model
+from ..models import load_model
+from ..vocoders.restorer import EXPORT_KIND as RESTORER_EXPORT
 from ..vocoders.restorer import Restorer
 from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.spectral_gating import SpectralGating

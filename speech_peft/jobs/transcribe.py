@@ -23,6 +23,7 @@ from ..asr.vad import VADConfig
 from ..data.audio import AudioError, read_audio
 from ..data.manifest import Entry
 from ..data.rejects import Rejects
+from ..decoding import flags as decode_flags
 from ..errors import UserError
 from ..exports import INFO, read_export_info
 from ..fileio import write_text
@@ -68,11 +69,10 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
     target = torch_device(device)
     tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(target)  # noqa: E731
     if (Path(model) / INFO).is_file():  # a trained model: its kind says which options apply
-        return _export_decoder(model, adapter, row_adapters, tensor, target, beam_size=beam_size, decode=decode,
-                               compute_type=compute_type, language=language, row_languages=row_languages)
+        return _export_decoder(model, adapter, row_adapters, tensor, target, language, row_languages, foreign,
+                               beam_size=beam_size, decode=decode, compute_type=compute_type)
     if decode is not None:
-        raise UserError(f"{model} is a Whisper model: diffusion decoding options (--candidates, --schedule, "
-                         "--rule, --remask) do not apply")
+        raise UserError(f"{model} is a Whisper model: diffusion decoding options ({decode_flags()}) do not apply")
     bundle = load_whisper(model)
     # Per-utterance adapters are loaded under their own names; --adapter, if given, serves the rest.
     named = {path: f"utterance_adapter_{k}" for k, path in enumerate(dict.fromkeys([*row_adapters, adapter]))
@@ -103,13 +103,14 @@ def load_decoder(model: str = "whisper-tiny.en", adapter: str | None = None, bea
 
 _EXPORT_OPTIONS = {  # option: (its default, how the user gave it)
     "beam_size": (1, "--beam-size"), "compute_type": ("float32", "--compute-type"),
-    "decode": (None, "diffusion decoding options (--candidates, --schedule, --rule, --remask, --init)"),
+    "decode": (None, f"diffusion decoding options ({decode_flags()})"),
 }
 
 
 def _export_decoder(model: str, adapter: str | None, row_adapters: list[str], tensor: Callable, target,
-                    language: str | None, row_languages: list[str], **options) -> Decoder:
-    """An export's decoder; options its kind does not take (``transcribe_options``) are refused in one line."""
+                    language: str | None, row_languages: list[str], foreign: list[str], **options) -> Decoder:
+    """An export's decoder; options its kind does not take (``transcribe_options``) are refused in one line.
+    ``foreign``: the languages other than English asked for (``--language`` or utterances)."""
     from ..models import load_model
 
     if adapter is not None or row_adapters:
@@ -117,7 +118,6 @@ def _export_decoder(model: str, adapter: str | None, row_adapters: list[str], te
                          "adapters do not apply")
     net = load_model(model)
     kind = read_export_info(model)["kind"]
-    foreign = sorted({code for code in (language, *row_languages) if code not in (None, "en")})
     if foreign and "language" not in net.transcribe_options:
         raise UserError(f"{model} is a {kind} export trained on English: languages {foreign} (--language or "
                          "the manifest's language field) do not apply")
