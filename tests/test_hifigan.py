@@ -86,3 +86,20 @@ def test_mel_loss_is_zero_only_on_the_target():
     target = torch.randn(2, 80, 20)
     assert mel_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
     assert mel_loss(target + 0.1, target).item() > 0.1
+
+
+def test_mel_loss_stays_finite_and_pulls_down_a_prediction_far_above_any_audio():
+    target = torch.randn(2, 80, 20)
+    predicted = (target + 200.0).requires_grad_()  # exp(200) overflows float32
+    loss = mel_loss(predicted, target)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(predicted.grad).all() and (predicted.grad > 0).all()
+
+
+def test_a_training_loss_that_is_not_finite_stops_the_fit_naming_the_step():
+    from speech_peft.errors import UserError
+    from speech_peft.tasks.base import AdapterTask
+
+    AdapterTask().on_before_backward(torch.tensor(1.5))
+    with pytest.raises(UserError, match="became nan at step 0.*lower task.lr"):
+        AdapterTask().on_before_backward(torch.tensor(float("nan")))

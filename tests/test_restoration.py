@@ -1,6 +1,7 @@
 """Miipher-2-style restoration: frozen encoder, adapters-off targets, the loss, WaveFit, restore I/O."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -358,3 +359,23 @@ def test_a_bridge_that_reads_only_the_inputs_mel_trains_the_cleaned_stage_withou
     assert n == 1 and loss.item() > 0 and not hasattr(task.bridge, "conv_in")
     with pytest.raises(ValueError, match="cleaner_dir"):  # a bridge that reads features still needs the cleaner
         BridgeTraining(bridge={"channels": 16, "blocks": 1}, stage="cleaned", encoder_name=tiny_whisper_dir, tap_layer=1)
+
+
+def test_an_untrained_mel_restorer_with_input_gain_synthesis_hands_back_its_input(tiny_whisper_dir, tmp_path):
+    from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel
+
+    cleaner = FeatureCleaner(tiny_whisper_dir, tap_layer=1, bottleneck_dim=8)
+    bridge = FeatureToMel(BridgeConfig(feature_dim=32, channels=8, blocks=1, inputs="mel"))
+    vocoder = BridgedHiFiGAN(bridge, generator=torch.nn.Identity(), synthesis="input_gain")
+    export = Restorer(cleaner.encoder, vocoder, tiny_whisper_dir, 1).export(tmp_path / "restorer")
+    assert json.loads((export / "export.json").read_text())["config"]["synthesis"] == "input_gain"
+    (tmp_path / "in").mkdir()
+    shutil.copy(DATA / "asr" / "spk1_snt1.wav", tmp_path / "in")
+    assert _restore(tmp_path / "in", tmp_path / "out", "--checkpoint", export).returncode == 0
+    heard, restored = load_audio(tmp_path / "in" / "spk1_snt1.wav"), load_audio(tmp_path / "out" / "spk1_snt1.wav")
+    assert (heard - restored).abs().max().item() < 1e-3  # only the 16-bit file's rounding differs
+    spoken = _restore(tmp_path / "in", tmp_path / "spoken", "--checkpoint", export, "--synthesis", "vocoder",
+                      "--student")  # the shipped student speaks the (unchanged) input mel
+    assert spoken.returncode == 0 and (tmp_path / "spoken" / "spk1_snt1.wav").is_file()
+    refused = _restore(tmp_path / "in", tmp_path / "other", "--checkpoint", export, "--student")
+    assert refused.returncode == 2 and "speaks through no vocoder" in refused.stderr

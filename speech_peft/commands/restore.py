@@ -7,6 +7,7 @@ import json
 from ..errors import UserError
 from ..jobs.devices import DEVICES
 from ..jobs.restore import restore, shipped_restorer
+from ..vocoders.bridge import SYNTHESES
 from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.student import SHIPPED as SHIPPED_STUDENT
 
@@ -30,6 +31,9 @@ def add_parser(sub) -> None:
     rs.add_argument("--student", metavar="DIR", nargs="?", const=str(SHIPPED_STUDENT),
                     help="a distilled student of HiFi-GAN V1 speaks instead (about 20x faster on a CPU, lower "
                          "quality); without DIR, the one shipped with the package")
+    rs.add_argument("--synthesis", choices=SYNTHESES,
+                    help="how the predicted log-mel becomes audio: vocoder (HiFi-GAN speaks it) or input_gain (it "
+                         "lowers bands of the input's own spectrum, nothing resynthesised); default: the export's")
     rs.set_defaults(func=run)
 
 
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--baseline {args.baseline} and --checkpoint name two restorers: give one")
     checkpoint = args.baseline or args.checkpoint or str(shipped_restorer())
     options = {"ledger": args.ledger, "copy_synthesis": args.copy_synthesis, "device": args.device,
-               "skip_bad": args.skip_bad, "student": args.student}
+               "skip_bad": args.skip_bad, "student": args.student, "synthesis": args.synthesis}
     if args.devices < 1 or args.num_nodes < 1:
         raise UserError(f"--devices {args.devices} --num-nodes {args.num_nodes}: both must be at least 1")
     if args.devices * args.num_nodes > 1:

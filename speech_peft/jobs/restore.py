@@ -81,13 +81,15 @@ def read_input(entry: Entry, rejects: Rejects, skip_bad: bool) -> torch.Tensor |
         return None
 
 
-def load_restorer(checkpoint: str, student: str | None = None, copy_synthesis: bool = False) -> Restorer:
-    """A restorer export, or ``spectral-gating`` (the untrained baseline)."""
+def load_restorer(checkpoint: str, student: str | None = None, copy_synthesis: bool = False,
+                  synthesis: str | None = None) -> Restorer:
+    """A restorer export, or ``spectral-gating`` (the untrained baseline); ``synthesis``: ``vocoder`` or
+    ``input_gain`` in place of the export's own."""
     if checkpoint == SPECTRAL_GATING:
-        if student is not None or copy_synthesis:
-            raise UserError("spectral gating has no vocoder: --student and --copy-synthesis do not apply")
+        if student is not None or copy_synthesis or synthesis is not None:
+            raise UserError("spectral gating has no vocoder: --student, --copy-synthesis and --synthesis do not apply")
         return SpectralGating()
-    restorer = load_model(checkpoint, RESTORER_EXPORT, student=student)
+    restorer = load_model(checkpoint, RESTORER_EXPORT, student=student, synthesis=synthesis)
     if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
         set_active_adapters(restorer.encoder, [])
     return restorer.eval()
@@ -106,7 +108,7 @@ def restore_one(restorer: Restorer, entry: Entry, wave: torch.Tensor, out: Path,
 
 
 def prepare(inputs: str, out_dir: str, checkpoint: str, copy_synthesis: bool = False, skip_bad: bool = False,
-            student: str | None = None) -> tuple[list[Entry], list[Entry], Path]:
+            student: str | None = None, synthesis: str | None = None) -> tuple[list[Entry], list[Entry], Path]:
     """Every entry, those still to restore (finished outputs stay: a resumed run skips them), and the output
     folder, claimed for this restorer by the first process before any other starts."""
     target = Path(out_dir).resolve()
@@ -118,19 +120,20 @@ def prepare(inputs: str, out_dir: str, checkpoint: str, copy_synthesis: bool = F
     entries, out = plan(inputs, out_dir, skip_bad)
     out.mkdir(parents=True, exist_ok=True)
     if _first_process():  # before any other process starts: temporaries of a killed run go
-        _claim(out, checkpoint, copy_synthesis, student)
+        _claim(out, checkpoint, copy_synthesis, student, synthesis)
         remove_stale_temporaries(out)
     return entries, [e for e in entries if not (out / f"{e.id}.wav").exists()], out
 
 
 def restore(inputs: str, out_dir: str, checkpoint: str, ledger: bool = False, progress: bool = True,
             copy_synthesis: bool = False, device: str = "cpu", skip_bad: bool = False,
-            student: str | None = None) -> dict[str, int]:
+            student: str | None = None, synthesis: str | None = None) -> dict[str, int]:
     """``device``: cpu, cuda or auto; ``skip_bad``: list unreadable inputs in ``OUT/rejects.tsv`` and restore
-    the rest; ``student``: a distilled student vocoder in place of HiFi-GAN V1."""
+    the rest; ``student``: a distilled student vocoder in place of HiFi-GAN V1; ``synthesis``: how the
+    predicted log-mel becomes audio, in place of the export's own choice."""
     target = torch_device(device)
-    entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student)
-    restorer = load_restorer(checkpoint, student, copy_synthesis).to(target)
+    entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student, synthesis)
+    restorer = load_restorer(checkpoint, student, copy_synthesis, synthesis).to(target)
     rejects, written = Rejects(out / "rejects.tsv"), 0
     for entry in tqdm(todo, desc="restore", unit="file", disable=not progress):
         wave = read_input(entry, rejects, skip_bad)
@@ -140,24 +143,27 @@ def restore(inputs: str, out_dir: str, checkpoint: str, ledger: bool = False, pr
     return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": written}
 
 
-def restorer_identity(checkpoint: str | Path, copy_synthesis: bool, student: str | Path | None = None) -> str:
+def restorer_identity(checkpoint: str | Path, copy_synthesis: bool, student: str | Path | None = None,
+                      synthesis: str | None = None) -> str:
     """A hash of the restorer's files (and the student's), and the mode: outputs of one identity never
     mix with another's."""
     if checkpoint == SPECTRAL_GATING:
         from importlib.metadata import version
 
         return f"{SPECTRAL_GATING}-noisereduce-{version('noisereduce')}"
-    return folder_digest([checkpoint, student] if student is not None else [checkpoint], str(copy_synthesis).encode())
+    mode = f"{copy_synthesis}" if synthesis is None else f"{copy_synthesis}-{synthesis}"
+    return folder_digest([checkpoint, student] if student is not None else [checkpoint], mode.encode())
 
 
-def _claim(out: Path, checkpoint: str, copy_synthesis: bool, student: str | None = None) -> None:
+def _claim(out: Path, checkpoint: str, copy_synthesis: bool, student: str | None = None,
+           synthesis: str | None = None) -> None:
     """Record which restorer writes ``out``; a resumed run must be the same one, so a folder never holds
     the outputs of two restorers (kept outputs are skipped, so they would silently stay)."""
     marker = out / MARKER
-    identity = {"restorer": restorer_identity(checkpoint, copy_synthesis, student),
+    identity = {"restorer": restorer_identity(checkpoint, copy_synthesis, student, synthesis),
                 "checkpoint": checkpoint if checkpoint == SPECTRAL_GATING else str(Path(checkpoint).resolve()),
                 "copy_synthesis": copy_synthesis,
-                "student": str(Path(student).resolve()) if student else None}
+                "student": str(Path(student).resolve()) if student else None, "synthesis": synthesis}
     if marker.exists():
         before = json.loads(marker.read_text())
         if before.get("restorer") != identity["restorer"]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor
 
 from ..adapters import snip_prune
@@ -53,6 +54,12 @@ class AdapterTask(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if batch is not None:
             self.log("val/loss", self.training_loss(batch), prog_bar=True, batch_size=len(batch))
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss):  # every later step would be NaN too, and the run would still "finish"
+            raise UserError(f"the training loss became {loss.item()} at step {self.global_step} (epoch "
+                            f"{self.current_epoch}): lower task.lr or raise trainer.gradient_clip_val; the best "
+                            "checkpoint so far is kept")
 
     def adapter_optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """The trainable parameters as AdamW groups, each adapter at the step and decay its method asks."""

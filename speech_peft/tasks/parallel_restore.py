@@ -30,9 +30,9 @@ class RestorePrediction(L.LightningModule):
     """Lightning ``predict``: restores and writes each input of this process's shard."""
 
     def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False, copy_synthesis: bool = False,
-                 student: str | None = None):
+                 student: str | None = None, synthesis: str | None = None):
         super().__init__()
-        self.restorer = load_restorer(checkpoint, student, copy_synthesis)
+        self.restorer = load_restorer(checkpoint, student, copy_synthesis, synthesis)
         self.out, self.ledger = Path(out_dir), ledger
 
     def predict_step(self, batch, batch_idx: int) -> int:
@@ -46,10 +46,11 @@ class RestorePrediction(L.LightningModule):
 
 def restore_in_processes(inputs: str, out_dir: str, checkpoint: str, devices: int = 2, num_nodes: int = 1,
                          ledger: bool = False, progress: bool = True, copy_synthesis: bool = False,
-                         device: str = "cpu", skip_bad: bool = False, student: str | None = None) -> dict[str, int]:
+                         device: str = "cpu", skip_bad: bool = False, student: str | None = None,
+                         synthesis: str | None = None) -> dict[str, int]:
     """``devices`` processes on each of ``num_nodes``; the other arguments as ``jobs.restore.restore``'s."""
-    entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student)
-    task = RestorePrediction(checkpoint, str(out), ledger, copy_synthesis, student)
+    entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student, synthesis)
+    task = RestorePrediction(checkpoint, str(out), ledger, copy_synthesis, student, synthesis)
     trainer = L.Trainer(accelerator=accelerator_for(device), devices=devices, num_nodes=num_nodes, strategy="ddp",
                         logger=False, enable_progress_bar=progress, use_distributed_sampler=False,
                         enable_checkpointing=False)

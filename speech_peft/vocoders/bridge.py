@@ -7,7 +7,8 @@ frames/s of ``feature_dim`` features; HiFi-GAN reads 80-band log-mel at 86.13 fr
 convolution; their sum passes residual convolution blocks and a convolution out. With the input's mel
 among the inputs the bridge predicts a correction of it, zero at first: an untrained bridge hands the
 vocoder the input as it is. The generator stays frozen. ``BridgedHiFiGAN`` is the restorer's ``hifigan``
-vocoder backend.
+vocoder backend; with ``synthesis="input_gain"`` the prediction lowers bands of the input's own spectrum
+instead of being spoken by the generator (``input_gain.py``).
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from torch.nn import functional as F
 
 from ..errors import UserError
 from . import hifigan
+from .input_gain import apply_mel_gain
 
 INPUTS = ("features", "mel", "features+mel")
+SYNTHESES = ("vocoder", "input_gain")
+LOG_MEL_CEILING = 10.0  # a full-scale sine reaches about 2
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,18 @@ def target_mel(waves: Tensor, sample_rate: int = 16000) -> Tensor:
 
 
 class BridgedHiFiGAN(nn.Module):
-    """The ``hifigan`` vocoder backend: the trained bridge, then the frozen pretrained generator."""
+    """The ``hifigan`` vocoder backend: the trained bridge, then the frozen pretrained generator speaks its
+    log-mel (``synthesis="vocoder"``), or the log-mel lowers the input's own bands (``"input_gain"``)."""
 
-    def __init__(self, bridge: FeatureToMel, generator: nn.Module | None = None, weights: str = "universal"):
+    def __init__(self, bridge: FeatureToMel, generator: nn.Module | None = None, weights: str = "universal",
+                 synthesis: str = "vocoder"):
         super().__init__()
-        self.bridge, self.weights = bridge, weights
-        self.generator = generator if generator is not None else hifigan.load_hifigan(weights)
+        if synthesis not in SYNTHESES:
+            raise UserError(f"synthesis {synthesis!r}: choose one of {', '.join(SYNTHESES)}")
+        self.bridge, self.weights, self.synthesis = bridge, weights, synthesis
+        if generator is None and synthesis == "vocoder":
+            generator = hifigan.load_hifigan(weights)
+        self.generator = generator
 
     def mel(self, feats: Tensor | None, samples: int, sample_rate: int = 16000, waves: Tensor | None = None) -> Tensor:
         """The log-mel the generator is given (the bridge's output) for ``samples`` of audio."""
@@ -120,7 +130,15 @@ class BridgedHiFiGAN(nn.Module):
     def synthesise(self, feats: Tensor | None, samples: int, sample_rate: int = 16000,
                    waves: Tensor | None = None) -> Tensor:
         """(B, T, D) features of ``samples`` of audio (and the audio ``waves`` itself, for a bridge that reads
-        its mel) -> (B, samples) waveform at ``sample_rate``."""
+        its mel or a gain on the input) -> (B, samples) waveform at ``sample_rate``."""
+        if self.synthesis == "input_gain":
+            if waves is None:
+                raise UserError("input_gain synthesis lowers bands of the input: give the input audio")
+            frames = mel_frames(samples, sample_rate)
+            input_mel = target_mel(waves, sample_rate)
+            input_mel = F.pad(input_mel, (0, max(0, frames - input_mel.shape[-1])), value=hifigan.LOG_FLOOR)
+            predicted = self.bridge(feats, frames, input_mel if self.bridge.config.reads_mel else None)
+            return apply_mel_gain(waves, input_mel[..., :frames], predicted, sample_rate)
         mel = self.mel(feats, samples, sample_rate, waves)
         wave = AF.resample(self.generator(mel), hifigan.SAMPLE_RATE, sample_rate)
         return F.pad(wave, (0, max(0, samples - wave.shape[-1])))[..., :samples]
@@ -129,7 +147,8 @@ class BridgedHiFiGAN(nn.Module):
 def mel_loss(predicted: Tensor, target: Tensor) -> Tensor:
     """L1 on log-mel plus spectral convergence of the magnitude mel (||S - S'|| / ||S||, per utterance)."""
     l1 = (predicted - target).abs().mean()
-    magnitude, reference = predicted.exp(), target.exp()
+    # exp of an untrained prediction overflows; above any log-mel audio in [-1, 1] can have, L1 alone pulls down
+    magnitude, reference = predicted.clamp(max=LOG_MEL_CEILING).exp(), target.exp()
     sc = ((reference - magnitude).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1).clamp(min=1e-8)).mean()
     return l1 + sc
 

@@ -63,12 +63,15 @@ class Restorer(nn.Module):
                   "vocoder": part.config.to_dict()}
         if self.backend == "hifigan":
             config["hifigan_weights"] = self.vocoder.weights
+            config["synthesis"] = self.vocoder.synthesis
         write_export_info(directory, EXPORT_KIND, config)
         return directory
 
     @classmethod
-    def from_export(cls, directory: str | Path, student: str | Path | None = None) -> "Restorer":
-        """``student``: a distilled student's export, speaking in place of HiFi-GAN V1 (``hifigan`` only)."""
+    def from_export(cls, directory: str | Path, student: str | Path | None = None,
+                    synthesis: str | None = None) -> "Restorer":
+        """``student``: a distilled student's export, speaking in place of HiFi-GAN V1 (``hifigan`` only);
+        ``synthesis``: ``vocoder`` or ``input_gain`` in place of the export's own (``hifigan`` only)."""
         directory = Path(directory)
         config = read_export_info(directory, EXPORT_KIND)["config"]
         backend = config.get("backend", "wavefit")
@@ -76,6 +79,11 @@ class Restorer(nn.Module):
             raise UserError(f"{directory}: unknown vocoder backend {backend!r} ({', '.join(BACKENDS)})")
         if student is not None and backend != "hifigan":
             raise UserError(f"{directory}: a {backend} restorer has no HiFi-GAN for a student to replace")
+        if synthesis is not None and backend != "hifigan":
+            raise UserError(f"{directory}: a {backend} restorer has no log-mel to apply as a gain")
+        synthesis = synthesis or config.get("synthesis", "vocoder")
+        if student is not None and synthesis == "input_gain":
+            raise UserError(f"{directory}: input_gain synthesis speaks through no vocoder; --student does not apply")
         encoder = load_whisper_encoder(config["encoder_name"], tap_layer=config["tap_layer"])
         load_adapter(encoder, directory / "cleaner")
         state = load_file(directory / "vocoder.safetensors")
@@ -83,7 +91,8 @@ class Restorer(nn.Module):
             bridge = FeatureToMel(BridgeConfig(**config["vocoder"]))
             bridge.load_state_dict(state, strict=True)
             generator = load_student(student) if student is not None else None
-            vocoder = BridgedHiFiGAN(bridge, generator, weights=config.get("hifigan_weights", "universal"))
+            vocoder = BridgedHiFiGAN(bridge, generator, weights=config.get("hifigan_weights", "universal"),
+                                     synthesis=synthesis)
         else:
             vocoder = WaveFit(WaveFitConfig(**config["vocoder"]))
             vocoder.load_state_dict(state, strict=True)

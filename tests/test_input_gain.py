@@ -1,0 +1,60 @@
+"""Input-gain synthesis: the bridge's predicted log-mel lowers bands of the input's own spectrum, so a
+prediction equal to the input returns the input, a lower one removes energy only where it says, and no
+band is ever raised or lowered past the floor."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from speech_peft.data.audio import load_audio
+from speech_peft.errors import UserError
+from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, target_mel
+from speech_peft.vocoders.input_gain import apply_mel_gain
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"
+
+
+@pytest.fixture(scope="module")
+def speech() -> torch.Tensor:
+    return load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :48000]
+
+
+def _band_energy(wave: torch.Tensor, low_hz: float, high_hz: float) -> float:
+    spectrum = torch.fft.rfft(wave[0]).abs().pow(2)
+    freqs = torch.fft.rfftfreq(wave.shape[-1], 1 / 16000)
+    return spectrum[(freqs >= low_hz) & (freqs < high_hz)].sum().item()
+
+
+def test_an_untrained_mel_bridge_in_input_gain_mode_returns_the_input_unchanged(speech):
+    bridge = FeatureToMel(BridgeConfig(inputs="mel", channels=16, blocks=1))
+    out = BridgedHiFiGAN(bridge, synthesis="input_gain").synthesise(None, speech.shape[-1], waves=speech)
+    assert out.shape == speech.shape
+    torch.testing.assert_close(out, speech, atol=1e-5, rtol=0)
+
+
+def test_a_prediction_below_the_input_in_the_upper_bands_removes_energy_there_only(speech):
+    mel = target_mel(speech)
+    predicted = mel.clone()
+    predicted[:, 60:] -= 3.0  # the top 20 of 80 bands (about 4.4-8 kHz) lowered by 3 nepers
+    out = apply_mel_gain(speech, mel, predicted)
+    assert _band_energy(out, 5000, 8000) < 0.05 * _band_energy(speech, 5000, 8000)
+    assert _band_energy(out, 100, 3000) == pytest.approx(_band_energy(speech, 100, 3000), rel=0.05)
+
+
+def test_gains_are_never_above_one_nor_below_the_floor(speech):
+    mel = target_mel(speech)
+    louder = apply_mel_gain(speech, mel, mel + 5.0)
+    torch.testing.assert_close(louder, speech, atol=1e-5, rtol=0)
+    silenced = apply_mel_gain(speech, mel, mel - 50.0, floor_db=-20.0)
+    ratio = silenced.pow(2).sum() / speech.pow(2).sum()
+    assert ratio.item() == pytest.approx(0.01, rel=0.1)  # -20 dB in power, not silence
+
+
+def test_input_gain_needs_the_input_and_an_unknown_synthesis_is_refused():
+    bridge = FeatureToMel(BridgeConfig(inputs="mel", channels=16, blocks=1))
+    with pytest.raises(UserError, match="give the input audio"):
+        BridgedHiFiGAN(bridge, synthesis="input_gain").synthesise(None, 16000)
+    with pytest.raises(UserError, match="choose one of vocoder, input_gain"):
+        BridgedHiFiGAN(bridge, synthesis="griffin_lim")
