@@ -10,7 +10,12 @@ import torch
 
 from speech_peft.data.audio import load_audio
 from speech_peft.errors import UserError
-from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, target_mel
+from speech_peft.vocoders.bridge import (
+    BridgeConfig,
+    BridgedHiFiGAN,
+    FeatureToMel,
+    target_mel,
+)
 from speech_peft.vocoders.input_gain import apply_mel_gain
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"
@@ -58,3 +63,16 @@ def test_input_gain_needs_the_input_and_an_unknown_synthesis_is_refused():
         BridgedHiFiGAN(bridge, synthesis="input_gain").synthesise(None, 16000)
     with pytest.raises(UserError, match="choose one of vocoder, input_gain"):
         BridgedHiFiGAN(bridge, synthesis="griffin_lim")
+
+
+def test_the_training_objective_of_input_gain_scores_what_the_gain_realises():
+    from speech_peft.vocoders.input_gain import realised_mel
+
+    input_mel = torch.zeros(1, 80, 4)
+    predicted = torch.tensor([-100.0, -1.0, 0.0, 2.0]).expand(1, 80, 4)
+    hard = realised_mel(input_mel, predicted, floor_db=-20.0)[0, 0]
+    torch.testing.assert_close(hard, torch.tensor([-2.3026, -1.0, 0.0, 0.0]), atol=1e-4, rtol=0)  # floor, as said, never up
+    just_above = torch.full((1, 80, 4), 0.2, requires_grad=True)
+    soft = realised_mel(input_mel, just_above, floor_db=-20.0, sharpness=5.0)
+    soft.sum().backward()
+    assert (soft < 0).all() and (just_above.grad > 0.1).all()  # training still feels a prediction near the input

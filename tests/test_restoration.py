@@ -348,7 +348,8 @@ def test_spectral_gating_is_a_baseline_restore_runs_without_a_trained_model(tmp_
     assert mixed.returncode == 2 and "holds outputs of another restorer" in mixed.stderr
 
 
-def test_a_bridge_that_reads_only_the_inputs_mel_trains_the_cleaned_stage_without_a_cleaner(tiny_whisper_dir):
+def test_a_bridge_that_reads_only_the_inputs_mel_trains_the_cleaned_stage_without_a_cleaner(tiny_whisper_dir,
+                                                                                           tmp_path):
     from speech_peft.tasks.bridge import BridgeTraining
 
     task = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, stage="cleaned",
@@ -357,6 +358,10 @@ def test_a_bridge_that_reads_only_the_inputs_mel_trains_the_cleaned_stage_withou
     batch = (["a"], clean + 0.05 * torch.randn_like(clean), clean, torch.tensor([16000]))
     loss, n = task._loss(batch)
     assert n == 1 and loss.item() > 0 and not hasattr(task.bridge, "conv_in")
+    gain = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, stage="cleaned",
+                          encoder_name=tiny_whisper_dir, tap_layer=1, synthesis="input_gain")
+    assert gain._loss(batch)[0].item() > 0 and gain.export(tmp_path / "gain").joinpath("export.json").is_file()
+    assert json.loads((tmp_path / "gain" / "export.json").read_text())["config"]["synthesis"] == "input_gain"
     with pytest.raises(ValueError, match="cleaner_dir"):  # a bridge that reads features still needs the cleaner
         BridgeTraining(bridge={"channels": 16, "blocks": 1}, stage="cleaned", encoder_name=tiny_whisper_dir, tap_layer=1)
 

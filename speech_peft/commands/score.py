@@ -5,7 +5,7 @@ import argparse
 
 from ..errors import UserError
 from ..metrics.wer import GROUP_FIELDS, group_table, score_by, score_files
-from ..reports.quality import score_quality
+from ..reports.quality import DEFAULT_ASR, score_quality
 
 
 def add_parser(sub) -> None:
@@ -22,7 +22,10 @@ def add_parser(sub) -> None:
     q.add_argument("--out", help="folder of restored audio (same relative names)")
     q.add_argument("--ref", help="folder of clean references (enables PESQ, STOI, SI-SDR)")
     q.add_argument("--report", required=True, help="folder for per_file.csv, summary.md and spectrogram PNGs")
-    q.add_argument("--transcripts", help="id<TAB>text or a .jsonl manifest: adds Whisper tiny.en WER")
+    q.add_argument("--transcripts", help="id<TAB>text or a .jsonl manifest: adds the WER of each --asr model")
+    q.add_argument("--asr", nargs="+", default=[DEFAULT_ASR], metavar="MODEL",
+                   help="Whisper models for the WER (greedy, English): whisper-tiny.en (column wer), whisper-base "
+                        "(column wer_whisper-base), a model directory")
     q.add_argument("--also", nargs="*", default=[], metavar="NAME=FOLDER",
                    help="more conditions to score beside degraded/restored (e.g. ceiling=copy_synthesis/)")
     q.add_argument("--plots", type=int, default=3, help="files to draw spectrograms for")
@@ -51,5 +54,5 @@ def run_quality(args: argparse.Namespace) -> int:
         extra[name] = folder
     score_quality(args.deg, args.out, args.ref, args.report, args.transcripts, args.plots,
                   speaker=not args.no_speaker, non_intrusive=not args.no_dnsmos, extra=extra,
-                  skip_bad=args.skip_bad)
+                  skip_bad=args.skip_bad, asr_models=tuple(args.asr))
     return 0

@@ -23,6 +23,12 @@ from ..metrics import quality
 from ..metrics.wer import read_references, score
 
 INTRUSIVE = ("pesq_wb", "stoi", "si_sdr")
+DEFAULT_ASR = "whisper-tiny.en"
+
+
+def wer_column(model: str) -> str:
+    """``wer`` for the default model (tiny.en), ``wer_<model>`` for any other."""
+    return "wer" if model == DEFAULT_ASR else f"wer_{Path(model).name}"
 
 
 def _files(folder: str | None, skip_bad: bool, rejects: Rejects) -> dict[str, str]:
@@ -31,8 +37,10 @@ def _files(folder: str | None, skip_bad: bool, rejects: Rejects) -> dict[str, st
 
 def score_quality(degraded: str, restored: str | None, reference: str | None, report_dir: str,
                   transcripts: str | None = None, plots: int = 3, speaker: bool = True,
-                  non_intrusive: bool = True, extra: dict[str, str] | None = None, skip_bad: bool = False) -> Path:
+                  non_intrusive: bool = True, extra: dict[str, str] | None = None, skip_bad: bool = False,
+                  asr_models: tuple[str, ...] = (DEFAULT_ASR,)) -> Path:
     """``extra``: more named folders of outputs (same relative names) scored like the restored ones.
+    ``asr_models``: the Whisper models whose greedy English WER is reported (with ``transcripts``).
     ``skip_bad``: a file that cannot be read, or has no counterpart in another folder, leaves its id out
     of every condition, with the reason in ``report_dir/rejects.tsv``."""
     out = Path(report_dir)
@@ -62,10 +70,10 @@ def score_quality(degraded: str, restored: str | None, reference: str | None, re
             for files in conditions.values():
                 files.pop(uid, None)
     ids = [i for i in ids if i in conditions["degraded"]]
-    if transcripts:
-        _add_wer(rows, conditions, transcripts)
+    for model in asr_models if transcripts else ():
+        _add_wer(rows, conditions, transcripts, model)
     _write_csv(rows, out / "per_file.csv")
-    write_text(out / "summary.md", _summary(rows))
+    write_text(out / "summary.md", _summary(rows, asr_models if transcripts else ()))
     for uid in ids[:plots]:
         _spectrograms(uid, {k: v[uid] for k, v in {"clean": ref, **conditions}.items() if uid in v},
                       out / f"spectrogram_{uid.replace('/', '_')}.png")
@@ -92,16 +100,20 @@ def _score_one(uid: str, conditions: dict[str, dict[str, str]], ref: dict[str, s
     return rows
 
 
-def _add_wer(rows: list[dict], conditions: dict[str, dict[str, str]], transcripts: str) -> None:
-    refs = read_references(transcripts)
+def _add_wer(rows: list[dict], conditions: dict[str, dict[str, str]], transcripts: str, model: str) -> None:
+    refs, column = read_references(transcripts), wer_column(model)
+    corpus_rows = {r["condition"]: r for r in rows if r["id"] == "<corpus>"}
     for condition, files in conditions.items():
         entries = [Entry(uid, path, 0.0, 0) for uid, path in files.items() if uid in refs]
-        hyps = transcribe_entries(entries, progress=False)
+        hyps = transcribe_entries(entries, model=model, progress=False, language="en")
         for row in rows:
             if row["condition"] == condition and row["id"] in hyps:
-                row["wer"] = score([refs[row["id"]]], [hyps[row["id"]]]).wer
+                row[column] = score([refs[row["id"]]], [hyps[row["id"]]]).wer
         corpus = score([refs[u] for u in hyps], list(hyps.values()))
-        rows.append({"id": "<corpus>", "condition": condition, "wer": corpus.wer})
+        if condition not in corpus_rows:
+            corpus_rows[condition] = {"id": "<corpus>", "condition": condition}
+            rows.append(corpus_rows[condition])
+        corpus_rows[condition][column] = corpus.wer
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
@@ -115,21 +127,22 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     atomic_write(path, write)
 
 
-def _summary(rows: list[dict]) -> str:
+def _summary(rows: list[dict], asr_models: tuple[str, ...]) -> str:
     metrics = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("id", "condition")]
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     lines = ["| condition | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for condition in conditions:
         cells = []
         for m in metrics:
-            if m == "wer":
+            if m.startswith("wer"):
                 corpus = [r[m] for r in rows if r["condition"] == condition and r["id"] == "<corpus>"]
                 cells.append(f"{100 * corpus[0]:.1f}%" if corpus else "–")
                 continue
             values = [r[m] for r in rows if r["condition"] == condition and m in r and r["id"] != "<corpus>"]
             cells.append(f"{statistics.mean(values):.3f}" if values else "–")
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nMeans over files; WER is corpus WER of Whisper tiny.en (greedy).\n"
+    wer = "; ".join(f"{wer_column(m)}: corpus WER of {m} (greedy, English)" for m in asr_models)
+    return "\n".join(lines) + "\n\nMeans over files" + (f"; {wer}" if wer else "") + ".\n"
 
 
 def _spectrograms(uid: str, files: dict[str, str], path: Path) -> None:

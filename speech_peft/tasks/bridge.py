@@ -4,7 +4,9 @@ the input's own log-mel, or both (``bridge.inputs``; ``vocoders/bridge.py``).
 Stage "clean": the frozen encoder's features of clean audio (cleaner adapters off) -> the clean audio's
 log-mel; its copy-synthesis through the frozen generator is the restorer's ceiling. Stage "cleaned":
 fine-tuned on the cleaner's output for degraded audio against the clean audio's log-mel, so it learns
-the cleaner's residual errors. Loss: L1 on log-mel plus spectral convergence of the magnitude mel.
+the cleaner's residual errors. Loss: L1 on log-mel plus spectral convergence of the magnitude mel, of
+the log-mel the export's ``synthesis`` realises: the prediction itself for the vocoder, the input lowered
+toward it for ``input_gain`` (``vocoders/input_gain.py``; a smooth minimum while training).
 The frozen HiFi-GAN generator is never run in training; the export is a restorer with the ``hifigan``
 backend (``Restorer.from_export``), which ``speech-peft restore`` reads.
 """
@@ -18,14 +20,19 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..data.pairs import RestorationData
-from ..vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
+from ..vocoders.bridge import SYNTHESES, BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
+from ..vocoders.input_gain import realised_mel
+from ..errors import UserError
 from .base import AdapterTask
 from .restoration import FeatureCleaner
 
 
 class BridgeTraining(AdapterTask):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
-    ``init_bridge``: a restorer export's ``vocoder.safetensors`` to start from (stage "cleaned")."""
+    ``init_bridge``: a restorer export's ``vocoder.safetensors`` to start from (stage "cleaned").
+    ``synthesis``: how the export turns the prediction into audio, and so what the loss scores."""
+
+    GAIN_SHARPNESS: ClassVar[float] = 5.0
 
     predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
     datamodule: ClassVar[type] = RestorationData  # the batches it trains on
@@ -33,9 +40,12 @@ class BridgeTraining(AdapterTask):
     def __init__(self, bridge: dict[str, Any] | None = None, stage: Literal["clean", "cleaned"] = "clean",
                  cleaner_dir: str | None = None, init_bridge: str | None = None,
                  encoder_name: str = "whisper-tiny.en", tap_layer: int = 2, bottleneck_dim: int = 128,
-                 hifigan_weights: str = "universal", lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+                 hifigan_weights: str = "universal", lr: float = 1e-3, weight_decay: float = 0.0,
+                 synthesis: Literal["vocoder", "input_gain"] = "vocoder") -> None:
         super().__init__()
         self.save_hyperparameters()
+        if synthesis not in SYNTHESES:
+            raise UserError(f"task.synthesis {synthesis!r}: choose one of {', '.join(SYNTHESES)}")
         reads_features = BridgeConfig(**(bridge or {})).reads_features
         # A bridge that reads only the input's mel needs no cleaner: the restorer keeps a fresh one, unused.
         self.cleaner = FeatureCleaner.frozen_for(stage if reads_features else "clean", cleaner_dir, encoder_name,
@@ -57,8 +67,12 @@ class BridgeTraining(AdapterTask):
         with torch.no_grad():
             target = target_mel(clean)  # the clean audio's log-mel
             heard = clean if self.hparams.stage == "clean" else degraded  # the audio whose mel the bridge reads
-            input_mel = target_mel(heard) if config.reads_mel else None
-        return mel_loss(self.bridge(feats, target.shape[-1], input_mel), target), len(clean)
+            gain = self.hparams.synthesis == "input_gain"
+            input_mel = target_mel(heard) if config.reads_mel or gain else None
+        predicted = self.bridge(feats, target.shape[-1], input_mel if config.reads_mel else None)
+        if gain:
+            predicted = realised_mel(input_mel, predicted, sharpness=self.GAIN_SHARPNESS)
+        return mel_loss(predicted, target), len(clean)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         loss, n = self._loss(batch)
@@ -74,5 +88,6 @@ class BridgeTraining(AdapterTask):
 
     def export(self, directory: str | Path) -> Path:
         """A restorer: the cleaner it was trained beside, this bridge and the frozen generator."""
-        vocoder = BridgedHiFiGAN(self.bridge, weights=self.hparams.hifigan_weights)
+        vocoder = BridgedHiFiGAN(self.bridge, weights=self.hparams.hifigan_weights,
+                                 synthesis=self.hparams.synthesis)
         return self.cleaner.restorer_with(vocoder).export(directory)

@@ -17,6 +17,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from . import hifigan
 
@@ -48,12 +49,28 @@ def _to_stft_frames(gains: Tensor, frames: int, sample_rate: int) -> Tensor:
     return gains[..., low] * (1 - weight) + gains[..., high] * weight
 
 
+def _log_floor(floor_db: float) -> float:
+    return math.log(10.0 ** (floor_db / 20.0))
+
+
+def realised_mel(input_mel: Tensor, predicted_mel: Tensor, floor_db: float = DEFAULT_FLOOR_DB,
+                 sharpness: float | None = None) -> Tensor:
+    """The log-mel the gain leaves: the input lowered to the prediction, never raised, never past the floor.
+    ``sharpness``: for training, a smooth minimum (softplus) in place of the hard one, so a prediction above
+    the input still feels the loss when the input is too loud there."""
+    correction = predicted_mel - input_mel
+    if sharpness is None:
+        lowered = correction.clamp(max=0.0)
+    else:
+        lowered = -F.softplus(-sharpness * correction) / sharpness
+    return input_mel + lowered.clamp(min=_log_floor(floor_db))
+
+
 def apply_mel_gain(waves: Tensor, input_mel: Tensor, predicted_mel: Tensor, sample_rate: int = 16000,
                    floor_db: float = DEFAULT_FLOOR_DB) -> Tensor:
     """(B, samples) input audio, its (B, n_mels, F) log-mel and the predicted clean log-mel -> (B, samples)
     audio: the input with each band lowered to the prediction (never raised, never below ``floor_db``)."""
-    floor = math.log(10.0 ** (floor_db / 20.0))
-    log_gain = (predicted_mel - input_mel).clamp(min=floor, max=0.0)
+    log_gain = realised_mel(input_mel, predicted_mel, floor_db) - input_mel
     window = torch.hann_window(N_FFT, device=waves.device)
     spec = torch.stft(waves, N_FFT, HOP, window=window, return_complex=True)
     band_gain = _to_stft_frames(log_gain.exp(), spec.shape[-1], sample_rate)
