@@ -179,6 +179,18 @@ def test_restore_with_two_ddp_processes_restores_every_input_exactly_once(restor
     assert len(everything) == len(set(everything)) == 12
 
 
+@pytest.mark.slow
+def test_restore_with_more_processes_than_inputs_restores_the_one_input_and_says_nothing_else(restorer_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    shutil.copy(DATA / "asr" / "spk1_snt1.wav", tmp_path / "in")
+    done = subprocess.run([sys.executable, "-m", "speech_peft.cli", "restore", str(tmp_path / "in"),
+                           str(tmp_path / "out"), "--checkpoint", str(restorer_dir), "--devices", "2"], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["restored_here"] == 1
+    assert [p.name for p in (tmp_path / "out").glob("*.wav")] == ["spk1_snt1.wav"]
+
+
 def _restore_cfg(tiny_whisper_dir, tmp_path, task, *overrides):
     from speech_peft.commands.train import compose_config
     from speech_peft.data.builders import from_folder

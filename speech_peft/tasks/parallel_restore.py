@@ -15,13 +15,18 @@ from ..jobs.restore import load_restorer, prepare, read_input, restore_one
 
 
 class _Shard(Dataset):
+    """One process's inputs; a process left without any (fewer inputs than processes) gets one empty item,
+    as Lightning refuses a rank whose loader is empty."""
+
     def __init__(self, entries: list[Entry], rejects: Rejects, skip_bad: bool):
         self.entries, self.rejects, self.skip_bad = entries, rejects, skip_bad
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return max(1, len(self.entries))
 
     def __getitem__(self, index: int):
+        if not self.entries:
+            return None, None
         entry = self.entries[index]
         return entry, read_input(entry, self.rejects, self.skip_bad)
 

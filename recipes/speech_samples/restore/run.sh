@@ -23,9 +23,14 @@
 #     of the training voices and the bridge's predictions of them (DISTILL_SECONDS of training, 480 by
 #     default: about 11k steps on an H200), ship it (speech_peft/pretrained/hifigan-student, used by
 #     `speech-peft restore --student`), restore the held-out sets through it, rewrite RESULTS.md
-#   9 (run on its own: --stage 9; needs ../shared/data) held-out real speakers (speechocean762, LibriSpeech)
-#     under clean, noise, babble, room + noise and far room + loud noise + telephone band: the input,
-#     spectral gating and the restorer side by side (RESULTS_real_speakers.md)
+#   9 (run on its own: --stage 9 --stop_stage 10; needs ../shared/data) real speakers in training: the
+#     real-speaker pool (speechocean762, LibriSpeech, VCTK; held-out speakers left out) plus the synthetic
+#     voices; a cleaner on them; the three bridge inputs side by side, each for the same steps
+#     (REAL_STEPS, 900 by default): features (Miipher-2) spoken by HiFi-GAN, mel and features+mel as
+#     input gains, mel spoken by HiFi-GAN; and the ablation: mel as input gains on the synthetic voices only
+#  10 held-out real speakers (a speaker-disjoint fifth of speechocean762 and LibriSpeech) under clean,
+#     noise, babble, room + noise and far room + loud noise + telephone band: the input, spectral gating,
+#     the shipped restorer and every stage-9 restorer side by side (RESULTS_real_speakers.md)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
@@ -146,18 +151,51 @@ if run_stage 8; then
   speech-peft report restore "$exp" --out "$results" --command "bash recipes/speech_samples/restore/run.sh"
 fi
 
-if run_stage 9; then  # run on its own: --stage 9 (it needs the real-speaker folders of ../shared/data)
-  shared=../shared/data
-  if [ ! -d "$shared/speechocean762" ] || [ ! -d "$shared/librispeech_speakers" ]; then
-    log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
-  else
-    log "stage 9: held-out real speakers under five conditions: the input, spectral gating, the restorer"
-    bash "$here/local/real_heldout_eval.sh" "$shared" "$exp" "$restorer"
-    table=$here/RESULTS_real_speakers.md
-    [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_real_speakers.md
-    { echo "# Held-out real speakers (stage 9)"; echo
-      echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 9\`; speakers no stage trains on"
-      echo "(local/real_heldout.py); the restorer: $restorer."; echo
-      python "$here/local/real_heldout_table.py" "$exp/heldout"; } > "$table"
-  fi
+shared=../shared/data
+real=$exp/real_speakers
+variants=(  # name bridge-inputs synthesis training-pool
+  "features_vocoder features vocoder real_and_synthetic"
+  "mel_gain mel input_gain real_and_synthetic"
+  "features_mel_gain features+mel input_gain real_and_synthetic"
+  "mel_vocoder mel vocoder real_and_synthetic"
+  "mel_gain_synthetic_only mel input_gain synthetic")
+has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
+if run_stage 9 && ! has_real_speakers; then
+  log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
+elif run_stage 9; then
+  log "stage 9: real speakers in training: cleaner and bridge variants, ${REAL_STEPS:-900} steps each"
+  python "$here/local/real_heldout.py" "$shared" "$real/heldout" >/dev/null
+  python "$here/local/real_train.py" "$shared" "$real/heldout/heldout_speakers.txt" "$real/pool" >/dev/null
+  cat "$real/pool/train.jsonl" "$exp/manifests/wideband_train.jsonl" > "$real/pool/real_and_synthetic.jsonl"
+  cp "$exp/manifests/wideband_train.jsonl" "$real/pool/synthetic.jsonl"
+  babble=$(head -n 40 "$real/pool/babble.txt" | paste -sd,)  # 40 talkers keep the command line short
+  real_fit=("${fit[@]}" data.val="$real/pool/val.jsonl" data.repeats=1 data.degrade.p_clean=0.2
+            "+data.degrade.babble_files=[$babble]" trainer.max_epochs=1000 "+trainer.max_steps=${REAL_STEPS:-900}")
+  [ -f "$real/cleaner/fit_result.json" ] || "${real_fit[@]}" task=restore_cleaner \
+    data.train="$real/pool/real_and_synthetic.jsonl" exp_dir="$real/cleaner" "${extra[@]}"
+  for variant in "${variants[@]}"; do
+    read -r name inputs synthesis pool <<< "$variant"
+    [ -f "$real/$name/fit_result.json" ] || "${real_fit[@]}" task=restore_bridge task.stage=cleaned \
+      task.bridge.inputs="$inputs" task.synthesis="$synthesis" task.cleaner_dir="$real/cleaner/export" \
+      data.train="$real/pool/$pool.jsonl" exp_dir="$real/$name" "${extra[@]}"
+  done
+fi
+
+if run_stage 10 && has_real_speakers; then
+  log "stage 10: held-out real speakers under five conditions: the input, spectral gating, each restorer"
+  systems=(shipped="$(python -c 'from speech_peft.jobs.restore import shipped_restorer; print(shipped_restorer())')")
+  for variant in "${variants[@]}"; do
+    read -r name _ <<< "$variant"
+    [ -f "$real/$name/export/export.json" ] && systems+=("$name=$real/$name/export")
+  done
+  bash "$here/local/real_heldout_eval.sh" "$shared" "$real" "${systems[@]}"
+  table=$here/RESULTS_real_speakers.md
+  [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_real_speakers.md
+  { echo "# Held-out real speakers (stages 9-10)"; echo
+    echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 9 --stop_stage 10\`; speakers no stage"
+    echo "trains on (local/real_heldout.py)."; echo
+    python "$here/local/real_heldout_table.py" "$real/heldout" shipped="the shipped restorer" \
+      features_vocoder="features, HiFi-GAN speaks" mel_gain="mel, input gains" \
+      features_mel_gain="features+mel, input gains" mel_vocoder="mel, HiFi-GAN speaks" \
+      mel_gain_synthetic_only="mel, input gains, synthetic voices only"; } > "$table"
 fi

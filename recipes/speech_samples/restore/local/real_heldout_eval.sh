@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Stage 9 of the restoration recipe: held-out real speakers (../shared/data) under the conditions people
-# have, judged against doing nothing and against spectral gating.
-#   bash local/real_heldout_eval.sh SHARED_DATA EXP RESTORER
+# Stage 10 of the restoration recipe: held-out real speakers under the conditions people have, each
+# restorer judged against doing nothing and against spectral gating.
+#   bash local/real_heldout_eval.sh SHARED_DATA EXP NAME=RESTORER[:SYNTHESIS] ...
 # Conditions: clean; real noise at 6-12 dB; babble of 3-6 other held-out talkers at 6-12 dB; a real room
-# and real noise at 6-12 dB; a far room, loud noise (0-5 dB) and a telephone band. Systems: the input,
-# spectral gating (restore --baseline spectral-gating), the restorer. Scores: speech-peft score quality
-# (DNSMOS, speaker similarity to the clean file, WER of Whisper tiny.en where the source has text).
+# and real noise at 6-12 dB; a far room, loud noise (0-5 dB) and a telephone band. Systems: the input
+# (input), spectral gating (spectral_gating), then each NAME: restore --checkpoint RESTORER [--synthesis
+# SYNTHESIS]. Each system's outputs are scored once, on their own, into conditions/C/quality/NAME
+# (DNSMOS, speaker similarity to the clean file, WER of each $ASR model where the source has text);
+# existing reports are kept, so adding a system scores only it.
+#   ASR: the WER models (default "whisper-tiny.en whisper-base"); SCORE_FLAGS: e.g. --no-dnsmos.
 set -euo pipefail
-shared=$1 exp=$2 restorer=$3
+shared=$1 exp=$2
+shift 2
+read -r -a asr <<< "${ASR:-whisper-tiny.en whisper-base}"
+read -r -a score_flags <<< "${SCORE_FLAGS:-}"
 data=data/speech_samples
-python "$(dirname "$0")/real_heldout.py" "$shared" "$exp/heldout" >/dev/null
+heldout=$exp/heldout
+[ -f "$heldout/transcripts.tsv" ] || python "$(dirname "$0")/real_heldout.py" "$shared" "$heldout" >/dev/null
 noise=("$data/noise/noise4.wav" "$data/noise/noise5.wav") rirs=("$data/rirs/rir3.wav" "$data/rirs/rir4.wav")
-common=(--p-clean 0 --p-real 1 --noise "${noise[@]}" --rir "${rirs[@]}" --babble "$exp/heldout/babble"/*.wav)
+common=(--p-clean 0 --p-real 1 --noise "${noise[@]}" --rir "${rirs[@]}" --babble "$heldout/babble"/*.wav)
 declare -A conditions=(
   [clean]="--p-clean 1 --effects noise"
   [noise]="--effects noise --snr 6 12 --min-effects 1 --max-effects 1"
@@ -19,14 +26,23 @@ declare -A conditions=(
   [room_noise]="--effects reverb noise --snr 6 12 --min-effects 2 --max-effects 2"
   [far_phone]="--effects reverb noise band_limit --snr 0 5 --min-effects 3 --max-effects 3"
 )
-for name in clean noise babble room_noise far_phone; do
-  out=$exp/heldout/conditions/$name
+score() {  # score FOLDER REPORT: one system's outputs on their own ("degraded" in its report)
+  [ -f "$2/per_file.csv" ] || speech-peft score quality --deg "$1" --ref "$heldout/clean" \
+    --transcripts "$heldout/transcripts.tsv" --asr "${asr[@]}" --report "$2" --plots 0 "${score_flags[@]}" >/dev/null
+}
+for condition in clean noise babble room_noise far_phone; do
+  out=$heldout/conditions/$condition
   # shellcheck disable=SC2086
-  [ -d "$out/degraded" ] || speech-peft degrade "$exp/heldout/clean" --out "$out/degraded" "${common[@]}" \
-    ${conditions[$name]} --seed 9 >/dev/null
+  [ -d "$out/degraded" ] || speech-peft degrade "$heldout/clean" --out "$out/degraded" "${common[@]}" \
+    ${conditions[$condition]} --seed 9 >/dev/null
+  score "$out/degraded" "$out/quality/input"
   speech-peft restore "$out/degraded" "$out/spectral_gating" --baseline spectral-gating >/dev/null
-  speech-peft restore "$out/degraded" "$out/restored" --checkpoint "$restorer" >/dev/null
-  speech-peft score quality --ref "$exp/heldout/clean" --deg "$out/degraded" --out "$out/restored" \
-    --also spectral_gating="$out/spectral_gating" --transcripts "$exp/heldout/transcripts.tsv" \
-    --report "$out/quality" --plots 0 >/dev/null
+  score "$out/spectral_gating" "$out/quality/spectral_gating"
+  for system in "$@"; do
+    name=${system%%=*} spec=${system#*=}
+    restorer=${spec%%:*} synthesis=()
+    [ "$spec" = "$restorer" ] || synthesis=(--synthesis "${spec#*:}")
+    speech-peft restore "$out/degraded" "$out/$name" --checkpoint "$restorer" "${synthesis[@]}" >/dev/null
+    score "$out/$name" "$out/quality/$name"
+  done
 done
