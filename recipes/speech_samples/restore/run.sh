@@ -26,8 +26,8 @@
 #   9 (run on its own: --stage 9 --stop_stage 10; needs ../shared/data) real speakers in training: the
 #     real-speaker pool (speechocean762, LibriSpeech, VCTK; held-out speakers left out) plus the synthetic
 #     voices; a cleaner on them; the three bridge inputs side by side, each for the same steps
-#     (REAL_STEPS, 900 by default): features (Miipher-2) spoken by HiFi-GAN, mel and features+mel as
-#     input gains, mel spoken by HiFi-GAN; and the ablation: mel as input gains on the synthetic voices only
+#     (REAL_STEPS, 600 by default): features (Miipher-2) spoken by HiFi-GAN, mel and features+mel as
+#     input gains; and the ablation: mel as input gains on the synthetic voices only
 #  10 held-out real speakers (a speaker-disjoint fifth of speechocean762 and LibriSpeech) under clean,
 #     noise, babble, room + noise and far room + loud noise + telephone band: the input, spectral gating,
 #     the shipped restorer and every stage-9 restorer side by side (RESULTS_real_speakers.md)
@@ -157,20 +157,19 @@ variants=(  # name bridge-inputs synthesis training-pool
   "features_vocoder features vocoder real_and_synthetic"
   "mel_gain mel input_gain real_and_synthetic"
   "features_mel_gain features+mel input_gain real_and_synthetic"
-  "mel_vocoder mel vocoder real_and_synthetic"
   "mel_gain_synthetic_only mel input_gain synthetic")
 has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
 if run_stage 9 && ! has_real_speakers; then
   log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
 elif run_stage 9; then
-  log "stage 9: real speakers in training: cleaner and bridge variants, ${REAL_STEPS:-900} steps each"
+  log "stage 9: real speakers in training: cleaner and bridge variants, ${REAL_STEPS:-600} steps each"
   python "$here/local/real_heldout.py" "$shared" "$real/heldout" >/dev/null
   python "$here/local/real_train.py" "$shared" "$real/heldout/heldout_speakers.txt" "$real/pool" >/dev/null
   cat "$real/pool/train.jsonl" "$exp/manifests/wideband_train.jsonl" > "$real/pool/real_and_synthetic.jsonl"
   cp "$exp/manifests/wideband_train.jsonl" "$real/pool/synthetic.jsonl"
   babble=$(head -n 40 "$real/pool/babble.txt" | paste -sd,)  # 40 talkers keep the command line short
   real_fit=("${fit[@]}" data.val="$real/pool/val.jsonl" data.repeats=1 data.degrade.p_clean=0.2
-            "+data.degrade.babble_files=[$babble]" trainer.max_epochs=1000 "+trainer.max_steps=${REAL_STEPS:-900}")
+            "+data.degrade.babble_files=[$babble]" trainer.max_epochs=1000 "+trainer.max_steps=${REAL_STEPS:-600}")
   [ -f "$real/cleaner/fit_result.json" ] || "${real_fit[@]}" task=restore_cleaner \
     data.train="$real/pool/real_and_synthetic.jsonl" exp_dir="$real/cleaner" "${extra[@]}"
   for variant in "${variants[@]}"; do
@@ -196,6 +195,6 @@ if run_stage 10 && has_real_speakers; then
     echo "trains on (local/real_heldout.py)."; echo
     python "$here/local/real_heldout_table.py" "$real/heldout" shipped="the shipped restorer" \
       features_vocoder="features, HiFi-GAN speaks" mel_gain="mel, input gains" \
-      features_mel_gain="features+mel, input gains" mel_vocoder="mel, HiFi-GAN speaks" \
+      features_mel_gain="features+mel, input gains" \
       mel_gain_synthetic_only="mel, input gains, synthetic voices only"; } > "$table"
 fi
