@@ -4,9 +4,10 @@ the input's own log-mel, or both (``bridge.inputs``; ``vocoders/bridge.py``).
 Stage "clean": the frozen encoder's features of clean audio (cleaner adapters off) -> the clean audio's
 log-mel; its copy-synthesis through the frozen generator is the restorer's ceiling. Stage "cleaned":
 fine-tuned on the cleaner's output for degraded audio against the clean audio's log-mel, so it learns
-the cleaner's residual errors. Loss: L1 on log-mel plus spectral convergence of the magnitude mel, of
-the log-mel the export's ``synthesis`` realises: the prediction itself for the vocoder, the input lowered
-toward it for ``input_gain`` (``vocoders/input_gain.py``; a smooth minimum while training).
+the cleaner's residual errors. Loss: L1 on log-mel plus spectral convergence of the magnitude mel, on the
+prediction itself whatever the export's ``synthesis``: scored on what an input gain realises (the input
+lowered toward the prediction, never raised), the bridge learned to predict above the input everywhere,
+where no gradient reaches it, and restored nothing (held-out noise: every score equal to the input's).
 The frozen HiFi-GAN generator is never run in training; the export is a restorer with the ``hifigan``
 backend (``Restorer.from_export``), which ``speech-peft restore`` reads.
 """
@@ -20,9 +21,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..data.pairs import RestorationData
-from ..vocoders.bridge import SYNTHESES, BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
-from ..vocoders.input_gain import realised_mel
 from ..errors import UserError
+from ..vocoders.bridge import SYNTHESES, BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
 from .base import AdapterTask
 from .restoration import FeatureCleaner
 
@@ -30,9 +30,7 @@ from .restoration import FeatureCleaner
 class BridgeTraining(AdapterTask):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
     ``init_bridge``: a restorer export's ``vocoder.safetensors`` to start from (stage "cleaned").
-    ``synthesis``: how the export turns the prediction into audio, and so what the loss scores."""
-
-    GAIN_SHARPNESS: ClassVar[float] = 5.0
+    ``synthesis``: how the export turns the prediction into audio (``vocoders/bridge.py``)."""
 
     predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
     datamodule: ClassVar[type] = RestorationData  # the batches it trains on
@@ -67,12 +65,8 @@ class BridgeTraining(AdapterTask):
         with torch.no_grad():
             target = target_mel(clean)  # the clean audio's log-mel
             heard = clean if self.hparams.stage == "clean" else degraded  # the audio whose mel the bridge reads
-            gain = self.hparams.synthesis == "input_gain"
-            input_mel = target_mel(heard) if config.reads_mel or gain else None
-        predicted = self.bridge(feats, target.shape[-1], input_mel if config.reads_mel else None)
-        if gain:
-            predicted = realised_mel(input_mel, predicted, sharpness=self.GAIN_SHARPNESS)
-        return mel_loss(predicted, target), len(clean)
+            input_mel = target_mel(heard) if config.reads_mel else None
+        return mel_loss(self.bridge(feats, target.shape[-1], input_mel), target), len(clean)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         loss, n = self._loss(batch)

@@ -17,7 +17,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from . import hifigan
 
@@ -53,17 +52,9 @@ def _log_floor(floor_db: float) -> float:
     return math.log(10.0 ** (floor_db / 20.0))
 
 
-def realised_mel(input_mel: Tensor, predicted_mel: Tensor, floor_db: float = DEFAULT_FLOOR_DB,
-                 sharpness: float | None = None) -> Tensor:
-    """The log-mel the gain leaves: the input lowered to the prediction, never raised, never past the floor.
-    ``sharpness``: for training, a smooth minimum (softplus) in place of the hard one, so a prediction above
-    the input still feels the loss when the input is too loud there."""
-    correction = predicted_mel - input_mel
-    if sharpness is None:
-        lowered = correction.clamp(max=0.0)
-    else:
-        lowered = -F.softplus(-sharpness * correction) / sharpness
-    return input_mel + lowered.clamp(min=_log_floor(floor_db))
+def realised_mel(input_mel: Tensor, predicted_mel: Tensor, floor_db: float = DEFAULT_FLOOR_DB) -> Tensor:
+    """The log-mel the gain leaves: the input lowered to the prediction, never raised, never past the floor."""
+    return input_mel + (predicted_mel - input_mel).clamp(min=_log_floor(floor_db), max=0.0)
 
 
 def apply_mel_gain(waves: Tensor, input_mel: Tensor, predicted_mel: Tensor, sample_rate: int = 16000,

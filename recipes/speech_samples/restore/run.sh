@@ -24,10 +24,9 @@
 #     default: about 11k steps on an H200), ship it (speech_peft/pretrained/hifigan-student, used by
 #     `speech-peft restore --student`), restore the held-out sets through it, rewrite RESULTS.md
 #   9 (run on its own: --stage 9 --stop_stage 10; needs ../shared/data) real speakers in training: the
-#     real-speaker pool (speechocean762, LibriSpeech, VCTK; held-out speakers left out) plus the synthetic
-#     voices; a cleaner on them; the three bridge inputs side by side, each for the same steps
-#     (REAL_STEPS, 600 by default): features (Miipher-2) spoken by HiFi-GAN, mel and features+mel as
-#     input gains; and the ablation: mel as input gains on the synthetic voices only
+#     real-speaker pool (speechocean762, LibriSpeech, VCTK; held-out speakers left out); bridges that read
+#     the input's mel, exported with input-gain synthesis, each for the same steps (REAL_STEPS, 400 by
+#     default): mel, features+mel (stage 1's cleaner); and the ablation: mel on the synthetic voices only
 #  10 held-out real speakers (a speaker-disjoint fifth of speechocean762 and LibriSpeech) under clean,
 #     noise, babble, room + noise and far room + loud noise + telephone band: the input, spectral gating,
 #     the shipped restorer and every stage-9 restorer side by side (RESULTS_real_speakers.md)
@@ -153,29 +152,26 @@ fi
 
 shared=../shared/data
 real=$exp/real_speakers
-variants=(  # name bridge-inputs synthesis training-pool
-  "features_vocoder features vocoder real_and_synthetic"
-  "mel_gain mel input_gain real_and_synthetic"
-  "features_mel_gain features+mel input_gain real_and_synthetic"
+variants=(  # name bridge-inputs synthesis training-pool (the features-only bridge is stage 3's, shipped)
+  "mel_gain mel input_gain real"
+  "features_mel_gain features+mel input_gain real"
   "mel_gain_synthetic_only mel input_gain synthetic")
 has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
 if run_stage 9 && ! has_real_speakers; then
   log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
 elif run_stage 9; then
-  log "stage 9: real speakers in training: cleaner and bridge variants, ${REAL_STEPS:-600} steps each"
+  log "stage 9: real speakers in training: bridge variants, ${REAL_STEPS:-400} steps each"
   python "$here/local/real_heldout.py" "$shared" "$real/heldout" >/dev/null
   python "$here/local/real_train.py" "$shared" "$real/heldout/heldout_speakers.txt" "$real/pool" >/dev/null
-  cat "$real/pool/train.jsonl" "$exp/manifests/wideband_train.jsonl" > "$real/pool/real_and_synthetic.jsonl"
+  cp "$real/pool/train.jsonl" "$real/pool/real.jsonl"
   cp "$exp/manifests/wideband_train.jsonl" "$real/pool/synthetic.jsonl"
   babble=$(head -n 40 "$real/pool/babble.txt" | paste -sd,)  # 40 talkers keep the command line short
-  real_fit=("${fit[@]}" data.val="$real/pool/val.jsonl" data.repeats=1 data.degrade.p_clean=0.2
-            "+data.degrade.babble_files=[$babble]" trainer.max_epochs=1000 "+trainer.max_steps=${REAL_STEPS:-600}")
-  [ -f "$real/cleaner/fit_result.json" ] || "${real_fit[@]}" task=restore_cleaner \
-    data.train="$real/pool/real_and_synthetic.jsonl" exp_dir="$real/cleaner" "${extra[@]}"
+  real_fit=("${fit[@]}" data.val="$real/pool/val.jsonl" data.repeats=1 "+data.degrade.babble_files=[$babble]"
+            trainer.max_epochs=1000 "+trainer.max_steps=${REAL_STEPS:-400}")
   for variant in "${variants[@]}"; do
     read -r name inputs synthesis pool <<< "$variant"
     [ -f "$real/$name/fit_result.json" ] || "${real_fit[@]}" task=restore_bridge task.stage=cleaned \
-      task.bridge.inputs="$inputs" task.synthesis="$synthesis" task.cleaner_dir="$real/cleaner/export" \
+      task.bridge.inputs="$inputs" task.synthesis="$synthesis" task.cleaner_dir="$cleaner" \
       data.train="$real/pool/$pool.jsonl" exp_dir="$real/$name" "${extra[@]}"
   done
 fi
@@ -194,7 +190,7 @@ if run_stage 10 && has_real_speakers; then
     echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 9 --stop_stage 10\`; speakers no stage"
     echo "trains on (local/real_heldout.py)."; echo
     python "$here/local/real_heldout_table.py" "$real/heldout" shipped="the shipped restorer" \
-      features_vocoder="features, HiFi-GAN speaks" mel_gain="mel, input gains" \
+      mel_gain="mel, input gains" \
       features_mel_gain="features+mel, input gains" \
       mel_gain_synthetic_only="mel, input gains, synthetic voices only"; } > "$table"
 fi
