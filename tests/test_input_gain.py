@@ -72,3 +72,12 @@ def test_the_realised_mel_is_the_input_lowered_to_the_prediction_never_raised_ne
     predicted = torch.tensor([-100.0, -1.0, 0.0, 2.0]).expand(1, 80, 4)
     realised = realised_mel(input_mel, predicted, floor_db=-20.0)[0, 0]
     torch.testing.assert_close(realised, torch.tensor([-2.3026, -1.0, 0.0, 0.0]), atol=1e-4, rtol=0)
+
+
+def test_gains_first_computed_in_inference_mode_still_serve_training(speech):
+    mel = target_mel(speech)
+    with torch.inference_mode():
+        apply_mel_gain(speech, mel, mel - 1.0, sample_rate=12000)  # a rate no other test caches
+    predicted = (mel - 1.0).requires_grad_()
+    apply_mel_gain(speech, mel, predicted, sample_rate=12000).sum().backward()
+    assert predicted.grad is not None

@@ -92,16 +92,16 @@ def test_restore_with_a_student_speaks_through_it_and_never_mixes_its_outputs_wi
     from speech_peft.vocoders.restorer import Restorer
 
     StudentVocoder(TINY).export(tmp_path / "student")
-    restorer = Restorer.from_export(SHIPPED_RESTORER, tmp_path / "student")
+    restorer = Restorer.from_export(SHIPPED_RESTORER, tmp_path / "student", synthesis="vocoder")
     assert isinstance(restorer.vocoder.generator, StudentVocoder)
     clean = tmp_path / "clean"
     clean.mkdir()
     shutil.copy(Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr" / "spk1_snt1.wav", clean)
     done = restore(str(clean), str(tmp_path / "out"), str(SHIPPED_RESTORER), progress=False,
-                   student=str(tmp_path / "student"))
+                   student=str(tmp_path / "student"), synthesis="vocoder")
     assert done["restored_here"] == 1 and (tmp_path / "out" / "spk1_snt1.wav").is_file()
     with pytest.raises(ValueError, match="another restorer"):
-        restore(str(clean), str(tmp_path / "out"), str(SHIPPED_RESTORER), progress=False)
+        restore(str(clean), str(tmp_path / "out"), str(SHIPPED_RESTORER), progress=False, synthesis="vocoder")
 
 
 def test_distilling_from_clips_shorter_than_a_crop_is_a_clear_error(tmp_path):

@@ -137,7 +137,8 @@ def _mel_basis(device: str) -> Tensor:
     import librosa  # only the mel features need it; the generator alone runs without it
 
     basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=FMAX)
-    return torch.from_numpy(basis).float().to(device)
+    with torch.inference_mode(False):  # cached: a tensor made in inference mode could not be used in training
+        return torch.from_numpy(basis).float().to(device)
 
 
 MEL_FLOOR = 1e-5  # the magnitude mel's clamp: log(MEL_FLOOR) is the log-mel of silence

@@ -26,7 +26,13 @@ DEFAULT_FLOOR_DB = -20.0
 
 @functools.lru_cache(maxsize=4)
 def _band_weights(sample_rate: int, device: str) -> Tensor:
-    """(n_fft // 2 + 1, n_mels): each STFT bin as a mixture of the mel bands that cover it."""
+    """(n_fft // 2 + 1, n_mels): each STFT bin as a mixture of the mel bands that cover it. Built outside
+    inference mode: the cached tensor is reused by training, which records it for backward."""
+    with torch.inference_mode(False):
+        return _build_band_weights(sample_rate, device)
+
+
+def _build_band_weights(sample_rate: int, device: str) -> Tensor:
     import librosa
 
     basis = torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=hifigan.N_MELS, fmin=0.0,

@@ -83,7 +83,7 @@ class Restorer(nn.Module):
             raise UserError(f"{directory}: a {backend} restorer has no log-mel to apply as a gain")
         synthesis = synthesis or config.get("synthesis", "vocoder")
         if student is not None and synthesis == "input_gain":
-            raise UserError(f"{directory}: input_gain synthesis speaks through no vocoder; --student does not apply")
+            raise UserError(f"{directory}: input_gain synthesis speaks through no vocoder; --student needs --synthesis vocoder")
         encoder = load_whisper_encoder(config["encoder_name"], tap_layer=config["tap_layer"])
         load_adapter(encoder, directory / "cleaner")
         state = load_file(directory / "vocoder.safetensors")

@@ -119,10 +119,19 @@ if run_stage 6; then
 fi
 
 shipped=speech_peft/pretrained/restorer-whisper-tiny.en
-if run_stage 7 && [ "$exp" = exp/speech_samples/restore ]; then  # trial runs never replace the shipped one
-  log "stage 7: ship $restorer as $shipped"
-  mkdir -p "$(dirname "$shipped")" && rm -rf "$shipped.new" && cp -r "$restorer" "$shipped.new"
+real=$exp/real_speakers
+default_variant=features_mel_gain  # the stage-9 bridge that won on held-out real speakers (RESULTS_real_speakers.md)
+ship() {  # ship EXPORT: the restorer `speech-peft restore` uses without --checkpoint
+  mkdir -p "$(dirname "$shipped")" && rm -rf "$shipped.new" && cp -r "$1" "$shipped.new"
   rm -rf "$shipped" && mv "$shipped.new" "$shipped"
+}
+if run_stage 7 && [ "$exp" = exp/speech_samples/restore ]; then  # trial runs never replace the shipped one
+  if [ -f "$real/$default_variant/export/export.json" ]; then
+    log "stage 7: the shipped restorer stays stage 10's real-speaker winner ($default_variant)"
+  else
+    log "stage 7: ship $restorer as $shipped"
+    ship "$restorer"
+  fi
 fi
 
 student=$exp/student
@@ -151,7 +160,6 @@ if run_stage 8; then
 fi
 
 shared=../shared/data
-real=$exp/real_speakers
 variants=(  # name bridge-inputs synthesis training-pool (the features-only bridge is stage 3's, shipped)
   "mel_gain mel input_gain real"
   "features_mel_gain features+mel input_gain real"
@@ -178,7 +186,8 @@ fi
 
 if run_stage 10 && has_real_speakers; then
   log "stage 10: held-out real speakers under five conditions: the input, spectral gating, each restorer"
-  systems=(shipped="$(python -c 'from speech_peft.jobs.restore import shipped_restorer; print(shipped_restorer())')")
+  systems=()  # stage 3's restorer: the features-only bridge (Miipher-2's design), HiFi-GAN speaking
+  [ -f "$restorer/export.json" ] && systems+=("features_vocoder=$restorer")
   for variant in "${variants[@]}"; do
     read -r name _ <<< "$variant"
     [ -f "$real/$name/export/export.json" ] && systems+=("$name=$real/$name/export")
@@ -189,8 +198,12 @@ if run_stage 10 && has_real_speakers; then
   { echo "# Held-out real speakers (stages 9-10)"; echo
     echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 9 --stop_stage 10\`; speakers no stage"
     echo "trains on (local/real_heldout.py)."; echo
-    python "$here/local/real_heldout_table.py" "$real/heldout" shipped="the shipped restorer" \
-      mel_gain="mel, input gains" \
+    python "$here/local/real_heldout_table.py" "$real/heldout" \
+      features_vocoder="features (stage 3, synthetic voices), HiFi-GAN speaks" mel_gain="mel, input gains" \
       features_mel_gain="features+mel, input gains" \
       mel_gain_synthetic_only="mel, input gains, synthetic voices only"; } > "$table"
+  if [ "$exp" = exp/speech_samples/restore ] && [ -f "$real/$default_variant/export/export.json" ]; then
+    log "stage 10: ship $default_variant as $shipped"
+    ship "$real/$default_variant/export"
+  fi
 fi
