@@ -396,3 +396,4 @@ def test_an_untrained_mel_restorer_with_input_gain_synthesis_hands_back_its_inpu
     assert spoken.returncode == 0 and (tmp_path / "spoken" / "spk1_snt1.wav").is_file()
     refused = _restore(tmp_path / "in", tmp_path / "other", "--checkpoint", export, "--student")
     assert refused.returncode == 2 and "speaks through no vocoder" in refused.stderr
+    assert not (tmp_path / "other").exists()  # a refused restorer claims no output folder

@@ -116,5 +116,6 @@ def test_restore_refuses_to_write_inside_the_restorer_or_student_it_runs(tmp_pat
     StudentVocoder(TINY).export(tmp_path / "student")
     for out in (tmp_path / "student" / "eval", SHIPPED_RESTORER / "eval"):
         with pytest.raises(ValueError, match="lies inside the model folder"):
-            restore(str(tmp_path), str(out), str(SHIPPED_RESTORER), progress=False, student=str(tmp_path / "student"))
+            restore(str(tmp_path), str(out), str(SHIPPED_RESTORER), progress=False, student=str(tmp_path / "student"),
+                    synthesis="vocoder")
         assert not out.exists()

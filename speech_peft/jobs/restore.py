@@ -132,8 +132,9 @@ def restore(inputs: str, out_dir: str, checkpoint: str, ledger: bool = False, pr
     the rest; ``student``: a distilled student vocoder in place of HiFi-GAN V1; ``synthesis``: how the
     predicted log-mel becomes audio, in place of the export's own choice."""
     target = torch_device(device)
+    restorer = load_restorer(checkpoint, student, copy_synthesis, synthesis)  # refused options claim no folder
     entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student, synthesis)
-    restorer = load_restorer(checkpoint, student, copy_synthesis, synthesis).to(target)
+    restorer = restorer.to(target)
     rejects, written = Rejects(out / "rejects.tsv"), 0
     for entry in tqdm(todo, desc="restore", unit="file", disable=not progress):
         wave = read_input(entry, rejects, skip_bad)
