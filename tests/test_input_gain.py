@@ -65,13 +65,13 @@ def test_input_gain_needs_the_input_and_an_unknown_synthesis_is_refused():
         BridgedHiFiGAN(bridge, synthesis="griffin_lim")
 
 
-def test_the_realised_mel_is_the_input_lowered_to_the_prediction_never_raised_never_past_the_floor():
-    from speech_peft.vocoders.input_gain import realised_mel
+def test_band_gains_lower_the_input_to_the_prediction_never_raise_it_never_past_the_floor():
+    from speech_peft.vocoders.input_gain import band_log_gains
 
     input_mel = torch.zeros(1, 80, 4)
     predicted = torch.tensor([-100.0, -1.0, 0.0, 2.0]).expand(1, 80, 4)
-    realised = realised_mel(input_mel, predicted, floor_db=-20.0)[0, 0]
-    torch.testing.assert_close(realised, torch.tensor([-2.3026, -1.0, 0.0, 0.0]), atol=1e-4, rtol=0)
+    gains = band_log_gains(input_mel, predicted, floor_db=-20.0)[0, 0]
+    torch.testing.assert_close(gains, torch.tensor([-2.3026, -1.0, 0.0, 0.0]), atol=1e-4, rtol=0)
 
 
 def test_gains_first_computed_in_inference_mode_still_serve_training(speech):
@@ -81,3 +81,10 @@ def test_gains_first_computed_in_inference_mode_still_serve_training(speech):
     predicted = (mel - 1.0).requires_grad_()
     apply_mel_gain(speech, mel, predicted, sample_rate=12000).sum().backward()
     assert predicted.grad is not None
+
+
+def test_training_refuses_an_unknown_synthesis_before_it_builds_anything():
+    from speech_peft.tasks.bridge import BridgeTraining
+
+    with pytest.raises(UserError, match="task.synthesis 'griffin_lim': choose one of vocoder, input_gain"):
+        BridgeTraining(bridge={"inputs": "mel"}, synthesis="griffin_lim", encoder_name="no-such-encoder")

@@ -21,8 +21,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..data.pairs import RestorationData
-from ..errors import UserError
-from ..vocoders.bridge import SYNTHESES, BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss, target_mel
+from ..vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, check_synthesis, mel_loss, target_mel
 from .base import AdapterTask
 from .restoration import FeatureCleaner
 
@@ -42,8 +41,7 @@ class BridgeTraining(AdapterTask):
                  synthesis: Literal["vocoder", "input_gain"] = "vocoder") -> None:
         super().__init__()
         self.save_hyperparameters()
-        if synthesis not in SYNTHESES:
-            raise UserError(f"task.synthesis {synthesis!r}: choose one of {', '.join(SYNTHESES)}")
+        check_synthesis(synthesis, "task.synthesis")  # before training, not at the export
         reads_features = BridgeConfig(**(bridge or {})).reads_features
         # A bridge that reads only the input's mel needs no cleaner: the restorer keeps a fresh one, unused.
         self.cleaner = FeatureCleaner.frozen_for(stage if reads_features else "clean", cleaner_dir, encoder_name,

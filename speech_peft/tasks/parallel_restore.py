@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.manifest import Entry
@@ -34,11 +35,9 @@ class _Shard(Dataset):
 class RestorePrediction(L.LightningModule):
     """Lightning ``predict``: restores and writes each input of this process's shard."""
 
-    def __init__(self, checkpoint: str, out_dir: str, ledger: bool = False, copy_synthesis: bool = False,
-                 student: str | None = None, synthesis: str | None = None):
+    def __init__(self, restorer: nn.Module, out_dir: str, ledger: bool = False):
         super().__init__()
-        self.restorer = load_restorer(checkpoint, student, copy_synthesis, synthesis)
-        self.out, self.ledger = Path(out_dir), ledger
+        self.restorer, self.out, self.ledger = restorer, Path(out_dir), ledger
 
     def predict_step(self, batch, batch_idx: int) -> int:
         written = 0
@@ -54,8 +53,9 @@ def restore_in_processes(inputs: str, out_dir: str, checkpoint: str, devices: in
                          device: str = "cpu", skip_bad: bool = False, student: str | None = None,
                          synthesis: str | None = None) -> dict[str, int]:
     """``devices`` processes on each of ``num_nodes``; the other arguments as ``jobs.restore.restore``'s."""
+    restorer = load_restorer(checkpoint, student, copy_synthesis, synthesis)  # refused options claim no folder
     entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student, synthesis)
-    task = RestorePrediction(checkpoint, str(out), ledger, copy_synthesis, student, synthesis)
+    task = RestorePrediction(restorer, str(out), ledger)
     trainer = L.Trainer(accelerator=accelerator_for(device), devices=devices, num_nodes=num_nodes, strategy="ddp",
                         logger=False, enable_progress_bar=progress, use_distributed_sampler=False,
                         enable_checkpointing=False)

@@ -28,6 +28,13 @@ SYNTHESES = ("vocoder", "input_gain")
 LOG_MEL_CEILING = 10.0  # a full-scale sine reaches about 2
 
 
+def check_synthesis(synthesis: str, option: str = "synthesis") -> str:
+    """``synthesis`` itself, or a one-line error naming the ``option`` and the choices."""
+    if synthesis not in SYNTHESES:
+        raise UserError(f"{option} {synthesis!r}: choose one of {', '.join(SYNTHESES)}")
+    return synthesis
+
+
 @dataclass(frozen=True)
 class BridgeConfig:
     feature_dim: int = 384
@@ -91,10 +98,15 @@ class FeatureToMel(nn.Module):
         if self.config.reads_mel:
             if input_mel is None:
                 raise UserError(f"this bridge reads {self.config.inputs}: give the input's log-mel")
-            input_mel = F.pad(input_mel, (0, max(0, frames - input_mel.shape[-1])), value=hifigan.LOG_FLOOR)[..., :frames]
+            input_mel = fit_frames(input_mel, frames)
             x = x + self.mel_in(input_mel)
         out = self.conv_out(self.blocks(x))
         return out + input_mel if self.config.reads_mel else out
+
+
+def fit_frames(mel: Tensor, frames: int) -> Tensor:
+    """A (B, n_mels, F) log-mel cut or padded with silence to ``frames`` frames."""
+    return F.pad(mel, (0, max(0, frames - mel.shape[-1])), value=hifigan.LOG_FLOOR)[..., :frames]
 
 
 def mel_frames(samples: int, sample_rate: int = 16000) -> int:
@@ -115,9 +127,7 @@ class BridgedHiFiGAN(nn.Module):
     def __init__(self, bridge: FeatureToMel, generator: nn.Module | None = None, weights: str = "universal",
                  synthesis: str = "vocoder"):
         super().__init__()
-        if synthesis not in SYNTHESES:
-            raise UserError(f"synthesis {synthesis!r}: choose one of {', '.join(SYNTHESES)}")
-        self.bridge, self.weights, self.synthesis = bridge, weights, synthesis
+        self.bridge, self.weights, self.synthesis = bridge, weights, check_synthesis(synthesis)
         if generator is None and synthesis == "vocoder":
             generator = hifigan.load_hifigan(weights)
         self.generator = generator
@@ -135,10 +145,9 @@ class BridgedHiFiGAN(nn.Module):
             if waves is None:
                 raise UserError("input_gain synthesis lowers bands of the input: give the input audio")
             frames = mel_frames(samples, sample_rate)
-            input_mel = target_mel(waves, sample_rate)
-            input_mel = F.pad(input_mel, (0, max(0, frames - input_mel.shape[-1])), value=hifigan.LOG_FLOOR)
+            input_mel = fit_frames(target_mel(waves, sample_rate), frames)
             predicted = self.bridge(feats, frames, input_mel if self.bridge.config.reads_mel else None)
-            return apply_mel_gain(waves, input_mel[..., :frames], predicted, sample_rate)
+            return apply_mel_gain(waves, input_mel, predicted, sample_rate)
         mel = self.mel(feats, samples, sample_rate, waves)
         wave = AF.resample(self.generator(mel), hifigan.SAMPLE_RATE, sample_rate)
         return F.pad(wave, (0, max(0, samples - wave.shape[-1])))[..., :samples]

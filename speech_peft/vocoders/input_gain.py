@@ -58,16 +58,17 @@ def _log_floor(floor_db: float) -> float:
     return math.log(10.0 ** (floor_db / 20.0))
 
 
-def realised_mel(input_mel: Tensor, predicted_mel: Tensor, floor_db: float = DEFAULT_FLOOR_DB) -> Tensor:
-    """The log-mel the gain leaves: the input lowered to the prediction, never raised, never past the floor."""
-    return input_mel + (predicted_mel - input_mel).clamp(min=_log_floor(floor_db), max=0.0)
+def band_log_gains(input_mel: Tensor, predicted_mel: Tensor, floor_db: float = DEFAULT_FLOOR_DB) -> Tensor:
+    """Per mel band and frame, the natural-log gain that lowers the input to the prediction: never above 0
+    (nothing raised), never below the floor."""
+    return (predicted_mel - input_mel).clamp(min=_log_floor(floor_db), max=0.0)
 
 
 def apply_mel_gain(waves: Tensor, input_mel: Tensor, predicted_mel: Tensor, sample_rate: int = 16000,
                    floor_db: float = DEFAULT_FLOOR_DB) -> Tensor:
     """(B, samples) input audio, its (B, n_mels, F) log-mel and the predicted clean log-mel -> (B, samples)
     audio: the input with each band lowered to the prediction (never raised, never below ``floor_db``)."""
-    log_gain = realised_mel(input_mel, predicted_mel, floor_db) - input_mel
+    log_gain = band_log_gains(input_mel, predicted_mel, floor_db)
     window = torch.hann_window(N_FFT, device=waves.device)
     spec = torch.stft(waves, N_FFT, HOP, window=window, return_complex=True)
     band_gain = _to_stft_frames(log_gain.exp(), spec.shape[-1], sample_rate)
