@@ -82,6 +82,27 @@ def test_a_bridge_is_told_what_it_reads_and_refuses_to_run_without_it():
         FeatureToMel(BridgeConfig(feature_dim=32, channels=16, blocks=1))(None, 10)
 
 
+def test_a_dilated_bridge_hears_further_and_keeps_the_frame_count():
+    """A noise floor is told from speech over more than a syllable: with dilation growth 2, four blocks of
+    kernel 5 reach 32 mel frames either side (0.37 s), against 10 without."""
+    from speech_peft.errors import UserError
+
+    def reach(growth: int) -> int:
+        torch.manual_seed(0)
+        bridge = FeatureToMel(BridgeConfig(channels=8, blocks=4, inputs="mel", dilation_growth=growth))
+        torch.nn.init.normal_(bridge.conv_out.weight)  # an untrained mel bridge's correction is zero everywhere
+        mel = torch.zeros(1, 80, 101, requires_grad=True)
+        bridge(None, 101, mel)[0, :, 50].sum().backward()
+        heard = (mel.grad[0].abs().sum(0) > 0).nonzero().flatten()
+        return int(heard.max() - 50)
+
+    assert reach(1) == 1 + 2 * 4 + 1
+    assert reach(2) == 1 + 2 * (1 + 2 + 4 + 8) + 1
+    with pytest.raises(UserError, match="dilation_growth 0"):
+        BridgeConfig(dilation_growth=0)
+    assert BridgeConfig().dilation_growth == 1  # what exports written before dilation hold
+
+
 def test_mel_loss_is_zero_only_on_the_target():
     target = torch.randn(2, 80, 20)
     assert mel_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
