@@ -68,6 +68,19 @@ def test_a_recording_up_to_thirty_seconds_is_one_window_and_silence_is_heard_as_
     assert plan_recording(np.zeros(SAMPLE_RATE, dtype=np.float32), vad=None).heard_speech is None
 
 
+def test_a_long_recording_without_voice_activity_is_heard_by_whisper_whole_and_silent_when_it_agrees():
+    """Over 30 s the detector picks the windows; hearing nothing, it still hands Whisper every 30 s, so a
+    minute of noise is ``speech: false`` with a reason (not ``speech: true`` with empty text)."""
+    minute = np.random.default_rng(0).normal(0, 0.003, 65 * SAMPLE_RATE).astype(np.float32)
+    plan = plan_recording(minute)
+    assert plan.heard_speech is False
+    assert plan.windows == [(0, 30 * SAMPLE_RATE), (30 * SAMPLE_RATE, 60 * SAMPLE_RATE),
+                            (60 * SAMPLE_RATE, 65 * SAMPLE_RATE)]
+    hyps = [Hypothesis("", no_speech_prob=0.9, avg_logprob=-1.2)] * 3
+    silent = assemble("n", "n.wav", len(minute), plan, hyps)
+    assert not silent.speech and "no voice activity" in silent.reason and silent.text == ""
+
+
 # --- the speech decision -------------------------------------------------------------------------------
 
 def test_silence_is_empty_when_detector_and_whisper_agree_and_quiet_speech_survives_the_detector():

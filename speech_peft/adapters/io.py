@@ -14,13 +14,12 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
 from ..errors import UnknownNameError, UserError
-from ..fileio import atomic_write, write_json
+from ..fileio import write_json
+from ..tensor_files import load_tensors_and_metadata, save_tensors
 from .injection import AdapterReport, adapter_modules, add_adapter, records
 from .registry import config_from_dict
 from .site import unwrap
@@ -100,8 +99,7 @@ def write_adapter_files(directory: str | os.PathLike, tensors: dict[str, torch.T
     manifest = {**manifest, "speech_peft_version": __version__, "num_tensors": len(tensors),
                 "num_parameters": sum(v.numel() for v in tensors.values()), "storage_bits": bits}
     stored, layout = encode(tensors, bits, group)
-    metadata = {"format": "pt", "storage": json.dumps(layout)}
-    atomic_write(directory / WEIGHTS, lambda p: save_file(stored, p, metadata=metadata))
+    save_tensors(directory / WEIGHTS, stored, {"storage": json.dumps(layout)})
     write_json(directory / CONFIG, config)
     write_json(directory / MANIFEST, manifest)
     return directory
@@ -133,10 +131,10 @@ def check_base(model: nn.Module, manifest: dict, directory: Path) -> None:
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """An adapter file's tensors as the adapter holds them (decoded from sparse or low-bit storage)."""
-    stored = load_file(path)
-    with safe_open(str(path), framework="pt") as handle:
-        layout = (handle.metadata() or {}).get("storage")
+    """An adapter file's tensors as the adapter holds them (decoded from sparse or low-bit storage), checked
+    against the hash saved with them."""
+    stored, metadata = load_tensors_and_metadata(path)
+    layout = metadata.get("storage")
     return decode(stored, json.loads(layout)) if layout else stored
 
 

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import UserError
-from ..fileio import atomic_write, write_json
+from ..fileio import write_json
+from ..tensor_files import load_tensors, save_tensors
 from .injection import AdapterReport, adapter_modules, add_adapter, records
 from .lora import LoRAConfig, LoRALinear
 from .targeting import Target
@@ -51,7 +51,7 @@ def export_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
         "init_lora_weights": True, "modules_to_save": None, "inference_mode": True,
         "base_model_name_or_path": base_model_name_or_path, "rank_pattern": {}, "alpha_pattern": {},
     }
-    atomic_write(directory / "adapter_model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    save_tensors(directory / "adapter_model.safetensors", tensors)
     write_json(directory / "adapter_config.json", peft_config)
     return directory
 
@@ -66,7 +66,7 @@ def import_peft_lora(model: nn.Module, directory: str | os.PathLike, name: str =
             raise UserError(f"{directory}: {unsupported}=true is not supported")
     if peft_config.get("rank_pattern") or peft_config.get("alpha_pattern"):
         raise UserError(f"{directory}: per-module rank_pattern/alpha_pattern are not supported")
-    tensors = load_file(directory / "adapter_model.safetensors")
+    tensors = load_tensors(directory / "adapter_model.safetensors")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         stem = key[len(_PREFIX):] if key.startswith(_PREFIX) else key

@@ -59,7 +59,9 @@ def plan_recording(wave: np.ndarray, vad: VADConfig | None = VADConfig(), window
     regions = regions_from_probabilities(speech_probabilities(wave), samples, vad, window_s)
     if samples <= limit:
         return Plan([(0, samples)], bool(regions))  # one window as Whisper was trained; the detector only judges
-    return Plan(plan_windows(regions, window_s), bool(regions))
+    if not regions:  # the detector alone never silences a recording: Whisper hears all of it, window by window
+        return Plan([(start, min(start + limit, samples)) for start in range(0, samples, limit)], False)
+    return Plan(plan_windows(regions, window_s), True)
 
 
 def assemble(uid: str, audio: str, samples: int, plan: Plan, hypotheses: list[Hypothesis],

@@ -36,12 +36,35 @@ def probe(path: str | Path, max_seconds: float = MAX_SECONDS, min_seconds: float
         raise AudioError(path, f"unreadable or corrupt audio ({err})") from None
     if info.frames <= 0:
         raise AudioError(path, "empty audio (0 samples)")
+    missing = _missing_wav_bytes(path)
+    if missing:  # libsndfile reads what is there without a word: a cut-off copy would pass for the whole
+        raise AudioError(path, f"truncated: the WAV header promises {missing} more bytes of audio than the file "
+                               "holds (a copy or download cut off)")
     if info.frames / info.samplerate < min_seconds:
         raise AudioError(path, f"too short: {info.frames} samples ({info.frames / info.samplerate:.3f} s, "
                                f"minimum {min_seconds} s)")
     if info.frames / info.samplerate > max_seconds:
         raise AudioError(path, f"absurd length {info.frames / info.samplerate:.0f} s (limit {max_seconds:.0f} s)")
     return info.frames, info.samplerate, info.channels
+
+
+def _missing_wav_bytes(path: Path) -> int:
+    """For a RIFF/WAVE file, how many bytes of its ``data`` chunk the header promises beyond the end of the
+    file (0 when whole, or when the size is left open as streaming writers do, or not a RIFF WAV)."""
+    with open(path, "rb") as handle:
+        if handle.read(12)[8:12] != b"WAVE":
+            return 0
+        size = path.stat().st_size
+        while True:
+            header = handle.read(8)
+            if len(header) < 8:
+                return 0
+            declared = int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                if declared in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, declared - (size - handle.tell()))
+            handle.seek(declared + declared % 2, 1)  # chunks are padded to an even length
 
 
 def read_audio(path: str | Path, sample_rate: int | None = 16000, max_seconds: float = MAX_SECONDS,

@@ -37,8 +37,18 @@ def gather_inputs(inputs: list[str], skip_bad: bool = False, rejects_path: str |
             entries.append(Entry(id=path.stem, audio=str(path), duration=round(frames / rate, 4), sample_rate=rate))
         else:
             raise FileNotFoundError(f"{path}: no such file, folder or manifest")
-    ids = [e.id for e in entries]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise UserError(f"the inputs hold the same id more than once: {dup[:5]}")
+    return refuse_shared_ids(entries)
+
+
+def refuse_shared_ids(entries: list[Entry]) -> list[Entry]:
+    """``entries`` itself when every id is its own; otherwise an error naming the files that share one (say
+    ``a.wav`` and ``a.flac``, whose outputs would overwrite each other)."""
+    files: dict[str, list[str]] = {}
+    for entry in entries:
+        files.setdefault(entry.id, []).append(entry.audio)
+    shared = {uid: paths for uid, paths in files.items() if len(paths) > 1}
+    if shared:
+        said = "; ".join(f"{uid!r}: {', '.join(paths)}" for uid, paths in sorted(shared.items())[:5])
+        raise UserError(f"the inputs hold the same id more than once (their outputs would overwrite each other; "
+                        f"rename or give them apart): {said}")
     return entries

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 import torchaudio
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..fileio import atomic_write, write_json
+from ..fileio import write_json
+from ..tensor_files import load_tensors, save_tensors
 from .base import EncoderOutput, FrozenEncoder, frame_mask, lengths_or_full
 
 
@@ -68,7 +68,7 @@ class ConformerEncoderModel(FrozenEncoder):
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / "conformer.safetensors", lambda tmp: save_file(state, tmp))
+        save_tensors(directory / "conformer.safetensors", state)
         write_json(directory / "conformer.json", asdict(self.spec))
         return directory
 
@@ -80,5 +80,5 @@ def load_conformer_encoder(directory: str | Path) -> ConformerEncoderModel:
             raise FileNotFoundError(f"{directory}: not a Conformer checkpoint ({name} missing)")
     model = ConformerEncoderModel(ConformerSpec(**json.loads((directory / "conformer.json").read_text())),
                                   name=str(directory))
-    model.load_state_dict(load_file(directory / "conformer.safetensors"), strict=True)
+    model.load_state_dict(load_tensors(directory / "conformer.safetensors"), strict=True)
     return model.eval()

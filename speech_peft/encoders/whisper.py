@@ -133,13 +133,14 @@ def _load_hugging_face_folder(path: Path) -> tuple[WhisperForConditionalGenerati
     (an encoder-only use needs none)."""
     import json
 
-    from safetensors.torch import load_file
     from tokenizers import Tokenizer
+
+    from ..tensor_files import load_tensors
 
     config = WhisperConfig.from_dict({**json.loads((path / "config.json").read_text()), "name_or_path": str(path)})
     state: dict[str, Tensor] = {}
     for file in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
-        part = load_file(str(file)) if file.suffix == ".safetensors" else torch.load(file, map_location="cpu",
+        part = load_tensors(file) if file.suffix == ".safetensors" else torch.load(file, map_location="cpu",
                                                                                       weights_only=True)
         state.update(part)
     model = build_whisper(config, state)

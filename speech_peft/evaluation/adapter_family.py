@@ -15,21 +15,20 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from ..adapters import save_adapter, set_active_adapters
+from ..adapters.coda import conditional_adapters
 from ..adapters.io import WEIGHTS
 from ..adapters.merging import METHODS as MERGES
 from ..adapters.merging import merge_adapters
-from ..adapters.coda import conditional_adapters
 from ..adapters.site import sites
 from ..data.dataset import AudioDataset, collate
 from ..data.manifest import read_manifest
 from ..exports import read_export_info
 from ..models.classifier import EXPORT_KIND, MODEL_ARGUMENTS, AudioClassifierModel
+from ..tensor_files import load_tensors
 from .classification import classification_rows
-
 
 
 def classifier_with(export: Path, adapter: Path | None = None, head: dict | None = None) -> AudioClassifierModel:
@@ -37,7 +36,7 @@ def classifier_with(export: Path, adapter: Path | None = None, head: dict | None
     config = read_export_info(export, EXPORT_KIND)["config"]
     module = AudioClassifierModel(**{k: v for k, v in config.items() if k in MODEL_ARGUMENTS},
                                   adapter_dir=str(adapter or export / "adapter"))
-    module.head.load_state_dict(head or load_file(export / "head.safetensors"), strict=True)
+    module.head.load_state_dict(head or load_tensors(export / "head.safetensors"), strict=True)
     return module.eval()
 
 
@@ -189,7 +188,7 @@ def merge_table(exp: Path, method: str, fold: str, others: list[Path]) -> dict:
     runs = [exp / method / f"fold_{fold}"] + others
     exports = [r / "export" for r in runs]
     manifest = exp / "manifests" / f"fold_{fold}" / "test.jsonl"
-    heads = [load_file(e / "head.safetensors") for e in exports]
+    heads = [load_tensors(e / "head.safetensors") for e in exports]
     head = {k: torch.stack([h[k] for h in heads]).mean(0) for k in heads[0]}
     classifiers = [classifier_with(e) for e in exports]
     singles = [probabilities(c, manifest) for c in classifiers]

@@ -11,6 +11,8 @@ input; OUT may not be inside the input.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tqdm import tqdm
 from ..adapters import set_active_adapters
 from ..data.audio import AudioError, load_audio, probe, save_audio
 from ..data.builders import from_folder
+from ..data.inputs import refuse_shared_ids
 from ..data.manifest import Entry, read_manifest
 from ..data.rejects import Rejects
 from ..errors import UserError
@@ -31,6 +34,7 @@ from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.spectral_gating import SpectralGating
 from .devices import torch_device
 
+log = logging.getLogger(__name__)
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
 MARKER = "restorer.json"  # in the output folder: which restorer wrote it
 
@@ -50,7 +54,7 @@ def plan(inputs: str, out_dir: str, skip_bad: bool = False) -> tuple[list[Entry]
         entries = read_manifest(src)
     else:
         raise UserError(f"{inputs}: give a folder of audio or a .jsonl manifest")
-    entries = _restorable(entries, skip_bad, rejects)
+    entries = _restorable(refuse_shared_ids(entries), skip_bad, rejects)
     for entry in entries:
         if Path(entry.audio).resolve().parent == out or out in Path(entry.audio).resolve().parents:
             raise UserError(f"input {entry.audio} lies inside the output folder {out}")
@@ -101,6 +105,7 @@ def restore_one(restorer: Restorer, entry: Entry, wave: torch.Tensor, out: Path,
     is restored once)."""
     device = next(restorer.parameters(), torch.empty(0)).device  # spectral gating has no parameters
     restored = restorer(wave[None].to(device))[0].cpu()
+    restored = torch.nn.functional.pad(restored, (0, max(0, len(wave) - len(restored))))[: len(wave)]
     save_audio(out / f"{entry.id}.wav", restored.clamp(-1, 1), 16000)
     if ledger_rank is not None:
         with open(out / f".ledger.{ledger_rank}", "a") as handle:
@@ -122,7 +127,25 @@ def prepare(inputs: str, out_dir: str, checkpoint: str, copy_synthesis: bool = F
     if _first_process():  # before any other process starts: temporaries of a killed run go
         _claim(out, checkpoint, copy_synthesis, student, synthesis)
         remove_stale_temporaries(out)
-    return entries, [e for e in entries if not (out / f"{e.id}.wav").exists()], out
+    return entries, [e for e in entries if not finished(e, out / f"{e.id}.wav")], out
+
+
+def finished(entry: Entry, output: Path) -> bool:
+    """Whether ``output`` is this entry's whole restoration (a resumed run keeps it): readable, not cut off,
+    and as long as the input at 16 kHz. Outputs are written whole, so a short or empty one was damaged or
+    replaced after the run; it is restored again, and said so."""
+    if not output.exists():
+        return False
+    frames, rate, _ = probe(entry.audio)
+    expected = math.ceil(frames * 16000 / rate)
+    try:
+        got, got_rate, _ = probe(output, min_seconds=0)
+        if got_rate != 16000 or got != expected:
+            raise AudioError(output, f"{got} samples at {got_rate} Hz, not the input's {expected} at 16000 Hz")
+    except AudioError as err:
+        log.warning("restore: restoring %s again: its output %s", entry.audio, err)
+        return False
+    return True
 
 
 def restore(inputs: str, out_dir: str, checkpoint: str, ledger: bool = False, progress: bool = True,

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -24,7 +23,7 @@ from ..asr.whisper_ar import WhisperTranscriber
 from ..encoders.whisper import load_whisper
 from ..errors import UserError
 from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write
+from ..tensor_files import load_tensors, save_tensors
 from .registry import register_model
 
 EXPORT_KIND = "whisper_adapter_fusion"
@@ -116,7 +115,7 @@ class AdapterFusionASR(nn.Module):
             save_adapter(self.model, directory / "adapters" / task, name=name, base_model_name=self.model_name)
         state = {f"{path}.{key}": value.detach().contiguous().cpu()
                  for path, combiner in combiners(self.model).items() for key, value in combiner.state_dict().items()}
-        atomic_write(directory / "fusion.safetensors", lambda tmp: save_file(state, tmp))
+        save_tensors(directory / "fusion.safetensors", state)
         write_export_info(directory, EXPORT_KIND, {"model_name": self.model_name, "tasks": self.tasks,
                                                    "fusion": self.fusion_config.to_dict()})
         return directory
@@ -129,7 +128,7 @@ class AdapterFusionASR(nn.Module):
         adapters = {task: str(directory / "adapters" / task) for task in config["tasks"]}
         fusion = {**config["fusion"], **({} if hard is None else {"hard": hard})}
         module = cls(adapters, config["model_name"], fusion)
-        state = load_file(directory / "fusion.safetensors")
+        state = load_tensors(directory / "fusion.safetensors")
         expected = {f"{path}.{key}": value.shape for path, combiner in combiners(module.model).items()
                     for key, value in combiner.state_dict().items()}
         if {key: value.shape for key, value in state.items()} != expected:

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..adapters import FULL_FINETUNE, attach_adapter, finalize_adapter, load_adapter, records, save_adapter
 from ..encoders import build_encoder
 from ..encoders.base import EncoderOutput
 from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write
+from ..tensor_files import load_tensors, save_tensors
 from .registry import register_model
 
 EXPORT_KIND = "classifier"
@@ -86,14 +85,14 @@ class AudioClassifierModel(nn.Module):
         module = cls(**{k: v for k, v in config.items() if k in MODEL_ARGUMENTS},
                      adapter_dir=str(saved) if saved.is_dir() else None)
         if module.full_finetune:
-            module.encoder.load_state_dict(load_file(directory / "encoder.safetensors"), strict=True)
-        module.head.load_state_dict(load_file(directory / "head.safetensors"), strict=True)
+            module.encoder.load_state_dict(load_tensors(directory / "encoder.safetensors"), strict=True)
+        module.head.load_state_dict(load_tensors(directory / "head.safetensors"), strict=True)
         return module.eval()
 
 
 def _save_tensors(state: dict[str, Tensor], path: Path) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    save_tensors(path, tensors)
 
 
 register_model(EXPORT_KIND, AudioClassifierModel.load)

@@ -14,7 +14,6 @@ from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_adapter, sites
@@ -25,7 +24,8 @@ from ..decoders.mask_ctc import candidate_texts, ctc_canvas, ctc_hypotheses
 from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
 from ..errors import UserError
 from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write, write_text
+from ..fileio import write_text
+from ..tensor_files import load_tensors, save_tensors
 from .registry import register_model
 
 EXPORT_KIND = "diffusion_asr"
@@ -64,10 +64,10 @@ class DiffusionASRModel(nn.Module):
                 init_from_whisper_cross_attention(self.decoder, bundle.model)
         else:  # an export: its decoder weights where it has them (stage 2), then its adapters
             if (Path(init_from) / "decoder.safetensors").exists():
-                load_decoder_weights(self.decoder, load_file(Path(init_from) / "decoder.safetensors"))
+                load_decoder_weights(self.decoder, load_tensors(Path(init_from) / "decoder.safetensors"))
             self.report = load_adapter(self.decoder, Path(init_from) / "xattn", name="xattn")
             if self.ctc is not None and (Path(init_from) / "ctc.safetensors").exists():
-                self.ctc.load_state_dict(load_file(Path(init_from) / "ctc.safetensors"), strict=True)
+                self.ctc.load_state_dict(load_tensors(Path(init_from) / "ctc.safetensors"), strict=True)
         # Every word of the training transcripts; exported, so that Mask-CTC can re-decode a CTC word
         # that was never seen in training (most often a misspelling: "seve", "thre").
         self.lexicon: set[str] = set()
@@ -146,10 +146,10 @@ class DiffusionASRModel(nn.Module):
         if self.stage == 2:
             state = {k.replace(".base.", "."): v.detach().contiguous().cpu()
                      for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
-            atomic_write(directory / "decoder.safetensors", lambda tmp: save_file(state, tmp))
+            save_tensors(directory / "decoder.safetensors", state)
         if self.ctc is not None:
             ctc = {k: v.detach().contiguous().cpu() for k, v in self.ctc.state_dict().items()}
-            atomic_write(directory / "ctc.safetensors", lambda tmp: save_file(ctc, tmp))
+            save_tensors(directory / "ctc.safetensors", ctc)
         if self.lexicon:
             write_text(directory / LEXICON, "".join(f"{word}\n" for word in sorted(self.lexicon)))
         write_export_info(directory, EXPORT_KIND, {

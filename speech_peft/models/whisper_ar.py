@@ -11,7 +11,6 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..adapters import FULL_FINETUNE, attach_adapter, finalize_adapter, load_adapter, save_adapter
@@ -20,7 +19,7 @@ from ..asr.whisper_ar import WhisperTranscriber
 from ..encoders.whisper import load_whisper
 from ..errors import UserError
 from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write
+from ..tensor_files import load_tensors, save_tensors
 from .registry import register_model
 
 EXPORT_KIND = "whisper_ar"
@@ -70,7 +69,7 @@ class WhisperAR(nn.Module):
         if self.full_finetune:
             state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
             state.pop("proj_out.weight", None)  # tied to the token embedding
-            atomic_write(directory / FULL_WEIGHTS, lambda tmp: save_file(state, tmp))
+            save_tensors(directory / FULL_WEIGHTS, state)
         else:
             finalize_adapter(self.model, "default")  # e.g. MoSA's sub-adapters become the one they sum to
             save_adapter(self.model, directory / "adapter", base_model_name=self.model_name)
@@ -85,7 +84,7 @@ class WhisperAR(nn.Module):
         if not config.get("full_finetune"):
             return cls(config["model_name"], adapter_dir=str(Path(directory) / "adapter"), language=language).eval()
         module = cls(config["model_name"], adapter={"method": FULL_FINETUNE}, language=language)
-        missing, unexpected = module.model.load_state_dict(load_file(Path(directory) / FULL_WEIGHTS), strict=False)
+        missing, unexpected = module.model.load_state_dict(load_tensors(Path(directory) / FULL_WEIGHTS), strict=False)
         if unexpected or set(missing) - {"proj_out.weight"}:
             raise UserError(f"{directory}: {FULL_WEIGHTS} does not match {config['model_name']} "
                              f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")

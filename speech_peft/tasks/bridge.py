@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from ..data.pairs import RestorationData
+from ..tensor_files import load_tensors
 from ..vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, check_synthesis, mel_loss, target_mel
 from .base import AdapterTask
 from .restoration import FeatureCleaner
@@ -49,7 +49,7 @@ class BridgeTraining(AdapterTask):
         config = BridgeConfig(**{"feature_dim": self.cleaner.encoder.dim, **(bridge or {})})
         self.bridge = FeatureToMel(config)
         if init_bridge is not None:
-            self.bridge.load_state_dict(load_file(init_bridge), strict=True)
+            self.bridge.load_state_dict(load_tensors(init_bridge), strict=True)
 
     def train(self, mode: bool = True):
         super().train(mode)

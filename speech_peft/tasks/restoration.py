@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from ..adapters import ParallelAdapterConfig, add_adapter, load_adapter, save_adapter, set_active_adapters
@@ -29,6 +28,7 @@ from ..data.pairs import RestorationData
 from ..encoders.whisper import load_whisper_encoder
 from ..errors import UserError
 from ..exports import read_export_info, write_export_info
+from ..tensor_files import load_tensors
 from ..vocoders.restorer import Restorer
 from ..vocoders.wavefit import Discriminators, WaveFit, WaveFitConfig, adversarial_losses, wavefit_loss
 from .base import AdapterTask
@@ -158,7 +158,7 @@ class VocoderTraining(AdapterTask):
         self.save_hyperparameters()
         self.vocoder = WaveFit(WaveFitConfig(**(vocoder or {})))
         if init_vocoder is not None:
-            self.vocoder.load_state_dict(load_file(init_vocoder), strict=True)
+            self.vocoder.load_state_dict(load_tensors(init_vocoder), strict=True)
         self.cleaner = FeatureCleaner.frozen_for(stage, cleaner_dir, encoder_name, tap_layer, bottleneck_dim)
         self.discriminators = Discriminators() if adversarial else None
         self.automatic_optimization = not adversarial

@@ -14,14 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..adapters import load_adapter, save_adapter
 from ..encoders.whisper import load_whisper_encoder
 from ..errors import UserError
 from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write
+from ..tensor_files import load_tensors, save_tensors
 from .bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel
 from .student import load_student
 from .wavefit import WaveFit, WaveFitConfig
@@ -58,7 +57,7 @@ class Restorer(nn.Module):
         save_adapter(self.encoder, directory / "cleaner", name="cleaner", base_model_name=self.encoder_name)
         part = trained_part(self.vocoder)
         state = {k: v.detach().contiguous().cpu() for k, v in part.state_dict().items()}
-        atomic_write(directory / "vocoder.safetensors", lambda tmp: save_file(state, tmp))
+        save_tensors(directory / "vocoder.safetensors", state)
         config = {"encoder_name": self.encoder_name, "tap_layer": self.tap_layer, "backend": self.backend,
                   "vocoder": part.config.to_dict()}
         if self.backend == "hifigan":
@@ -86,7 +85,7 @@ class Restorer(nn.Module):
             raise UserError(f"{directory}: input_gain synthesis speaks through no vocoder; --student needs --synthesis vocoder")
         encoder = load_whisper_encoder(config["encoder_name"], tap_layer=config["tap_layer"])
         load_adapter(encoder, directory / "cleaner")
-        state = load_file(directory / "vocoder.safetensors")
+        state = load_tensors(directory / "vocoder.safetensors")
         if backend == "hifigan":
             bridge = FeatureToMel(BridgeConfig(**config["vocoder"]))
             bridge.load_state_dict(state, strict=True)

@@ -15,12 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..exports import read_export_info, write_export_info
-from ..fileio import atomic_write
+from ..tensor_files import load_tensors, save_tensors
 from . import hifigan
 
 EXPORT_KIND = "student_vocoder"
@@ -106,7 +105,7 @@ class StudentVocoder(nn.Module):
         directory = Path(directory)
         # Half precision halves the file (15 MB); loading casts back to float32.
         state = {k: v.detach().half().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+        save_tensors(directory / WEIGHTS_FILE, state)
         write_export_info(directory, EXPORT_KIND, {"student": self.config.to_dict(), **(provenance or {})})
         return directory
 
@@ -119,7 +118,7 @@ def load_student(directory: str | Path = SHIPPED) -> StudentVocoder:
                                 "'python -m speech_peft.vocoders.distill'")
     config = read_export_info(directory, EXPORT_KIND)["config"]
     model = StudentVocoder(StudentConfig(**config["student"]))
-    model.load_state_dict(load_file(directory / WEIGHTS_FILE), strict=True)
+    model.load_state_dict(load_tensors(directory / WEIGHTS_FILE), strict=True)
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()

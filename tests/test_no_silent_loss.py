@@ -1,0 +1,165 @@
+"""Batch jobs lose no output and take no damaged file for a whole one: inputs whose outputs would share a
+name are refused, a WAV cut off after its header is named as truncated, and a resumed restore redoes an
+output that is empty or short instead of counting it as finished."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from cli_runner import speech_peft
+
+from speech_peft.data.audio import AudioError, probe
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"
+
+
+@pytest.fixture
+def sentences(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("spk1_snt1", "spk1_snt2", "spk2_snt1"):
+        shutil.copy(DATA / "asr" / f"{name}.wav", folder)
+    return folder
+
+
+def _cut(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_restore_refuses_inputs_that_differ_only_by_extension_naming_both_and_writes_nothing(sentences, tmp_path):
+    wave, rate = sf.read(sentences / "spk1_snt1.wav")
+    sf.write(sentences / "spk1_snt1.flac", wave, rate)
+    done = speech_peft("restore", sentences, tmp_path / "out", "--baseline", "spectral-gating")
+    assert done.returncode == 2, done.stderr
+    assert "spk1_snt1.wav" in done.stderr and "spk1_snt1.flac" in done.stderr and "overwrite" in done.stderr
+    assert not list((tmp_path / "out").rglob("*.wav"))
+
+
+def test_a_wav_cut_off_after_its_header_is_named_truncated_by_every_reader(sentences, tmp_path):
+    _cut(sentences / "spk1_snt2.wav", 0.5)
+    with pytest.raises(AudioError, match="spk1_snt2.wav: truncated: the WAV header promises"):
+        probe(sentences / "spk1_snt2.wav")
+    refused = speech_peft("restore", sentences, tmp_path / "out", "--baseline", "spectral-gating")
+    assert refused.returncode == 2 and "spk1_snt2.wav: truncated" in refused.stderr
+    skipped = speech_peft("restore", sentences, tmp_path / "out", "--baseline", "spectral-gating", "--skip-bad")
+    assert skipped.returncode == 0, skipped.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.wav")) == ["spk1_snt1.wav", "spk2_snt1.wav"]
+    assert "spk1_snt2.wav\ttruncated" in (tmp_path / "out" / "rejects.tsv").read_text()
+
+
+def test_a_wav_whole_or_with_its_size_left_open_is_not_truncated(tmp_path):
+    path = tmp_path / "open.wav"
+    sf.write(path, np.zeros(1600, dtype=np.float32), 16000, subtype="PCM_16")
+    assert probe(path)[0] == 1600
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = (0xFFFFFFFF).to_bytes(4, "little")  # a streaming writer's placeholder
+    path.write_bytes(bytes(data))
+    probe(path)
+
+
+def test_a_resumed_restore_redoes_an_empty_or_short_output_and_says_so(sentences, tmp_path, caplog):
+    whole = tmp_path / "whole"
+    assert speech_peft("restore", sentences, whole, "--baseline", "spectral-gating").returncode == 0
+    out = tmp_path / "out"
+    shutil.copytree(whole, out)
+    (out / "spk1_snt1.wav").write_bytes(b"")
+    _cut(out / "spk1_snt2.wav", 0.6)
+    truncated_copy = sf.read(out / "spk2_snt1.wav")[0][:-400]
+    sf.write(out / "spk2_snt1.wav", truncated_copy, 16000, subtype="PCM_16")  # whole file, too few samples
+    resumed = speech_peft("restore", sentences, out, "--baseline", "spectral-gating")
+    assert resumed.returncode == 0, resumed.stderr
+    said = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
+    assert len(said) == 3 and "unreadable" in said[0] and "truncated" in said[1] and "31760 samples" in said[2]
+    caplog.clear()
+    for name in ("spk1_snt1.wav", "spk1_snt2.wav", "spk2_snt1.wav"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes()
+    again = speech_peft("restore", sentences, out, "--baseline", "spectral-gating")
+    assert '"skipped_existing": 3' in again.stdout and not caplog.records
+
+
+# --- weights files: a damaged or non-finite adapter is refused naming the file --------------------------
+
+def _saved_lora(directory: Path) -> Path:
+    import copy
+
+    from speech_peft.adapters import LoRAConfig, add_adapter, save_adapter
+    from speech_peft.encoders.whisper import load_whisper
+
+    model = copy.deepcopy(load_whisper("whisper-tiny.en").model)
+    add_adapter(model, LoRAConfig(r=4, target_roles=["attn.q", "attn.v"]), "default")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.02)
+    return save_adapter(model, directory, base_model_name="whisper-tiny.en")
+
+
+@pytest.fixture(scope="module")
+def saved_lora(tmp_path_factory) -> Path:
+    return _saved_lora(tmp_path_factory.mktemp("lora") / "adapter")
+
+
+def _damaged_copy(saved: Path, where: Path, damage) -> Path:
+    shutil.copytree(saved, where)
+    weights = where / "adapter.safetensors"
+    data = bytearray(weights.read_bytes())
+    weights.write_bytes(bytes(damage(data)))
+    return where
+
+
+def _flip_last_byte(data: bytearray) -> bytearray:
+    data[-3] ^= 0x40  # inside the last tensor's values: safetensors itself reads it without a word
+    return data
+
+
+def _header_garbled(data: bytearray) -> bytearray:
+    data[10:20] = b"\xff" * 10
+    return data
+
+
+@pytest.mark.parametrize("damage, said", [(_flip_last_byte, "do not match the hash saved with them"),
+                                          (lambda d: d[: len(d) * 2 // 3], "truncated or damaged"),
+                                          (_header_garbled, "truncated or damaged")],
+                         ids=["byte-flipped", "truncated", "header-corrupt"])
+def test_a_damaged_adapter_is_refused_by_transcribe_in_one_line_naming_the_file(saved_lora, tmp_path, damage, said):
+    broken = _damaged_copy(saved_lora, tmp_path / "broken", damage)
+    done = speech_peft("transcribe", DATA / "asr" / "spk1_snt1.wav", "--adapter", broken)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(broken / "adapter.safetensors") in lines[0] and said in lines[0], lines
+
+
+def test_an_adapter_holding_nan_is_refused_before_it_decodes_anything(saved_lora, tmp_path):
+    from speech_peft.tensor_files import load_tensors_and_metadata, save_tensors
+
+    nan = tmp_path / "nan"
+    shutil.copytree(saved_lora, nan)
+    tensors, metadata = load_tensors_and_metadata(nan / "adapter.safetensors")
+    first = sorted(tensors)[0]
+    tensors[first][0, 0] = float("nan")
+    save_tensors(nan / "adapter.safetensors", tensors, {"storage": metadata["storage"]})
+    done = speech_peft("transcribe", DATA / "asr" / "spk1_snt1.wav", "--adapter", nan)
+    assert done.returncode == 2 and f"tensor {first!r} holds NaN or infinite values" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_adapter_saved_before_hashes_existed_still_loads_and_transcribes_the_same(saved_lora, tmp_path):
+    from safetensors.torch import save_file
+
+    from speech_peft.tensor_files import HASH_KEY, load_tensors_and_metadata
+
+    old = tmp_path / "old"
+    shutil.copytree(saved_lora, old)
+    tensors, metadata = load_tensors_and_metadata(old / "adapter.safetensors")
+    assert HASH_KEY in metadata
+    save_file(tensors, str(old / "adapter.safetensors"), metadata={k: v for k, v in metadata.items() if k != HASH_KEY})
+    wav = DATA / "asr" / "spk1_snt1.wav"
+    assert speech_peft("transcribe", wav, "--adapter", old).stdout == \
+        speech_peft("transcribe", wav, "--adapter", saved_lora).stdout
