@@ -3,6 +3,7 @@ name are refused, a WAV cut off after its header is named as truncated, and a re
 output that is empty or short instead of counting it as finished."""
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -163,3 +164,66 @@ def test_an_adapter_saved_before_hashes_existed_still_loads_and_transcribes_the_
     wav = DATA / "asr" / "spk1_snt1.wav"
     assert speech_peft("transcribe", wav, "--adapter", old).stdout == \
         speech_peft("transcribe", wav, "--adapter", saved_lora).stdout
+
+
+# --- folder scans: a link that leads nowhere is named, never dropped --------------------------------------
+
+@pytest.mark.parametrize("command", ["restore", "transcribe"])
+def test_dangling_and_looping_links_in_a_folder_are_errors_or_rejects_never_dropped(sentences, tmp_path, command):
+    (sentences / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    (sentences / "loop.wav").symlink_to(sentences / "loop.wav")
+    out = tmp_path / "out"
+    options = ["--baseline", "spectral-gating"] if command == "restore" else ["--out", out / "t.tsv"]
+    target = [sentences, out] if command == "restore" else [sentences]
+    refused = speech_peft(command, *target, *options)
+    assert refused.returncode == 2 and "gone.wav: a symbolic link that leads nowhere" in refused.stderr
+    listed = [] if command == "restore" else ["--rejects", tmp_path / "rejects.tsv"]
+    skipped = speech_peft(command, *target, *options, "--skip-bad", *listed)
+    assert skipped.returncode == 0, skipped.stderr
+    rejects = (out / "rejects.tsv" if command == "restore" else tmp_path / "rejects.tsv").read_text()
+    assert "gone.wav" in rejects and "loop.wav" in rejects, rejects
+
+
+# --- fit: settings checked where the config is composed; an unfinished fit is resumed or refused ---------
+
+@pytest.mark.parametrize("override, said", [
+    ("task.lr=-0.01", "task.lr=-0.01: must be a learning rate above 0"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs='abc': must be a whole number of epochs"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: must be a whole number of epochs"),
+    ("data.batch_size=2.5", "data.batch_size=2.5: must be a whole number, 1 or more")])
+def test_a_nonsense_setting_is_one_line_naming_it_before_anything_is_built(override, said, tmp_path):
+    done = speech_peft("fit", override, f"exp_dir={tmp_path}/exp")
+    assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr
+    assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1
+    assert not (tmp_path / "exp" / "checkpoints").exists()
+
+
+def test_a_fit_finding_its_unfinished_run_refuses_resumes_when_told_or_starts_over_keeping_the_old(
+        tiny_whisper_dir, fsdd_folds, tmp_path, caplog):
+    from crash_callback import Killed
+
+    from speech_peft.commands.train import compose_config, run
+    from speech_peft.errors import UserError
+
+    caplog.set_level(logging.INFO)
+    fold = fsdd_folds / "fold_theo"
+    common = [f"encoder.name={tiny_whisper_dir}", "data.labels=[0,1,2]", f"data.train={fold}/train.jsonl",
+              f"data.val={fold}/val.jsonl", "data.batch_size=4", "adapter=lora", "logger=none",
+              "trainer.limit_train_batches=2", "trainer.max_epochs=2", "callbacks.checkpoint.save_last=true",
+              "trainer.enable_progress_bar=false", f"exp_dir={tmp_path}/exp"]
+    kill = ["+callbacks.kill._target_=crash_callback.KillAt", "+callbacks.kill.epoch=1", "+callbacks.kill.batch=1"]
+    with pytest.raises(Killed):
+        run(compose_config([*common, *kill]), "fit")
+    config_before = (tmp_path / "exp" / "config.fit.yaml").read_text()
+    last = tmp_path / "exp" / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=f"holds an unfinished fit .*ckpt_path={last}, or train afresh with start_over"):
+        run(compose_config(common), "fit")
+    assert (tmp_path / "exp" / "config.fit.yaml").read_text() == config_before  # the refused run wrote nothing
+    run(compose_config([*common, f"ckpt_path={last}"]), "fit")
+    assert "resuming the fit from" in caplog.text and "1 epoch(s) done" in caplog.text
+    assert (tmp_path / "exp" / "fit_result.json").is_file()
+
+    (tmp_path / "exp" / "fit_result.json").unlink()  # unfinished again
+    run(compose_config([*common, "start_over=true"]), "fit")
+    assert (tmp_path / "exp" / "checkpoints.abandoned-1" / "last.ckpt").is_file()
+    assert "moved to" in caplog.text and (tmp_path / "exp" / "fit_result.json").is_file()

@@ -368,14 +368,33 @@ def test_a_bridge_that_reads_only_the_inputs_mel_trains_the_cleaned_stage_withou
                           encoder_name=tiny_whisper_dir, tap_layer=1)
     clean = load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :16000]
     batch = (["a"], clean + 0.05 * torch.randn_like(clean), clean, torch.tensor([16000]))
-    loss, n = task._loss(batch)
-    assert n == 1 and loss.item() > 0 and not hasattr(task.bridge, "conv_in")
+    assert task.training_step(batch, 0).item() > 0 and not hasattr(task.bridge, "conv_in")
     gain = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, stage="cleaned",
                           encoder_name=tiny_whisper_dir, tap_layer=1, synthesis="input_gain")
-    assert gain._loss(batch)[0].item() > 0 and gain.export(tmp_path / "gain").joinpath("export.json").is_file()
+    assert gain.training_step(batch, 0).item() > 0 and gain.export(tmp_path / "gain").joinpath("export.json").is_file()
     assert json.loads((tmp_path / "gain" / "export.json").read_text())["config"]["synthesis"] == "input_gain"
     with pytest.raises(ValueError, match="cleaner_dir"):  # a bridge that reads features still needs the cleaner
         BridgeTraining(bridge={"channels": 16, "blocks": 1}, stage="cleaned", encoder_name=tiny_whisper_dir, tap_layer=1)
+
+
+def test_an_input_gain_bridge_is_validated_on_what_its_export_delivers(tiny_whisper_dir):
+    """A prediction above the input everywhere restores nothing (gains never raise): validation scores it as
+    the input itself, whatever its prediction's own loss, so such a checkpoint is never the best."""
+    from speech_peft.tasks.bridge import BridgeTraining
+    from speech_peft.vocoders.bridge import mel_loss, target_mel
+
+    task = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, stage="cleaned",
+                          encoder_name=tiny_whisper_dir, tap_layer=1, synthesis="input_gain")
+    clean = load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :16000]
+    noisy = clean + 0.05 * torch.randn_like(clean)
+    logged = {}
+    task.log = lambda name, value, **_: logged.__setitem__(name, float(value))
+    with torch.no_grad():
+        task.bridge.conv_out.bias.fill_(3.0)  # far above the input in every band
+        task.validation_step((["a"], noisy, clean, torch.tensor([16000])), 0)
+    as_input = mel_loss(target_mel(noisy), target_mel(clean)).item()
+    assert logged["val/loss"] == pytest.approx(as_input, rel=1e-5)
+    assert logged["val/prediction_loss"] > as_input + 1
 
 
 def test_an_untrained_mel_restorer_with_input_gain_synthesis_hands_back_its_input(tiny_whisper_dir, tmp_path):

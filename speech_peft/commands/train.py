@@ -11,6 +11,8 @@ trained, nothing else), ``export/`` (the task's export, which its ``from_export`
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from ..tasks.sharding import resolve_strategy
 from . import VERBS
 from .errors import exit_status
 
+log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data (the checkout's top-level conf/ links here)
 
 
@@ -52,7 +55,38 @@ def compose_config(overrides: list[str] = (), config_dir: str | Path | None = No
     with open_dict(cfg):
         del cfg["hydra"]
     _refuse_an_adapter_the_task_ignores(cfg, overrides)
+    check_values(cfg)
     return cfg
+
+
+# (key, kind, test, what it must be): values Lightning or a task would take without a word (lr=-0.01 trains
+# away from the minimum) or fail on deep inside (max_epochs=abc). Keys a config does not have are not checked.
+_CHECKS = (
+    ("trainer.max_epochs", int, lambda v: v >= 1 or v == -1, "a whole number of epochs, 1 or more (-1: no limit)"),
+    ("trainer.max_steps", int, lambda v: v >= 1 or v == -1, "a whole number of steps, 1 or more (-1: no limit)"),
+    ("trainer.accumulate_grad_batches", int, lambda v: v >= 1, "a whole number, 1 or more"),
+    ("trainer.gradient_clip_val", float, lambda v: v >= 0, "a number, 0 or more"),
+    ("trainer.log_every_n_steps", int, lambda v: v >= 1, "a whole number, 1 or more"),
+    ("task.lr", float, lambda v: v > 0, "a learning rate above 0"),
+    ("task.ctc_lr", float, lambda v: v > 0, "a learning rate above 0"),
+    ("task.weight_decay", float, lambda v: v >= 0, "a number, 0 or more"),
+    ("task.warmup_steps", int, lambda v: v >= 0, "a whole number, 0 or more"),
+    ("data.batch_size", int, lambda v: v >= 1, "a whole number, 1 or more"),
+    ("data.seconds", float, lambda v: v > 0, "seconds above 0"),
+    ("data.repeats", int, lambda v: v >= 1, "a whole number, 1 or more"),
+    ("seed", int, lambda v: True, "a whole number"),
+)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Each training setting of the composed config has the type and range it needs, or one line naming it."""
+    for key, kind, valid, meaning in _CHECKS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        ok_type = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type or not valid(value):
+            raise UserError(f"{key}={value!r}: must be {meaning}")
 
 
 def _refuse_an_adapter_the_task_ignores(cfg: DictConfig, overrides: list[str]) -> None:
@@ -121,8 +155,11 @@ def trained_module(cfg: DictConfig, verb: str) -> tuple[L.LightningModule, str |
 def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
     if verb not in VERBS:
         raise UserError(f"unknown verb {verb!r} ({', '.join(VERBS)})")
+    check_values(cfg)  # a sweep's configs are composed by Hydra, not compose_config
     L.seed_everything(cfg.seed, workers=True)
     exp_dir = Path(cfg.exp_dir)
+    if verb == "fit":  # before anything is written there
+        _resume_or_start_over(cfg)
     write_text(exp_dir / f"config.{verb}.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if verb == "fit":
         module = build_task(cfg)
@@ -151,6 +188,37 @@ def run(cfg: DictConfig, verb: str) -> dict[str, Any]:
     write_json(exp_dir / f"{verb}_result.json", result)
     print(json.dumps(result, indent=2))
     return result
+
+
+def _resume_or_start_over(cfg: DictConfig) -> None:
+    """A fit into an ``exp_dir`` that holds an unfinished fit (checkpoints, no ``fit_result.json``) says which
+    checkpoint and epoch it resumes from (``ckpt_path``), or moves the old checkpoints aside when asked to
+    start over (``start_over=true``), or refuses naming both overrides: never a silent restart beside the old
+    run's checkpoints."""
+    exp_dir = Path(cfg.exp_dir)
+    if cfg.ckpt_path is not None:
+        import torch
+
+        state = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        log.info("resuming the fit from %s: %d epoch(s) done, step %d", cfg.ckpt_path, state.get("epoch", -1) + 1,
+                 state.get("global_step", 0))
+        return
+    old = sorted((exp_dir / "checkpoints").glob("*.ckpt"))
+    if not old or (exp_dir / "fit_result.json").exists() or not _first_process():
+        return
+    if cfg.get("start_over"):
+        aside = next(p for n in range(1, 10_000) if not (p := exp_dir / f"checkpoints.abandoned-{n}").exists())
+        (exp_dir / "checkpoints").rename(aside)
+        log.info("start_over=true: the unfinished fit's checkpoints moved to %s; training from epoch 0", aside)
+        return
+    last = exp_dir / "checkpoints" / "last.ckpt"
+    resume = last if last.exists() else old[-1]
+    raise UserError(f"{exp_dir} holds an unfinished fit ({', '.join(p.name for p in old)}): resume it with "
+                    f"ckpt_path={resume}, or train afresh with start_over=true (its checkpoints are kept aside)")
+
+
+def _first_process() -> bool:  # data-parallel: the other processes start after the first has decided
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def run_verb(verb: str, overrides: list[str]) -> int:

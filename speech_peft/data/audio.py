@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ def probe(path: str | Path, max_seconds: float = MAX_SECONDS, min_seconds: float
     """(frames, sample rate, channels) from the header, or AudioError."""
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink() and not path.exists():
+            raise AudioError(path, f"a symbolic link that leads nowhere (dangling or a loop: {os.readlink(path)})")
         raise AudioError(path, "file not found" if not path.exists() else "not a regular file")
     try:
         info = sf.info(str(path))

@@ -45,7 +45,8 @@ def from_folder(root: str | os.PathLike, skip_bad: bool = False, rejects_path=No
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder {root} not found")
     rejects = _rejects(skip_bad, rejects_path)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+    # A link that leads nowhere (dangling, looping) is an input too: it fails its check, named, or is rejected.
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and (p.is_file() or p.is_symlink())
                    and not p.name.startswith("."))  # hidden: a writer's temporary, never an input
     if not files:
         raise UserError(f"{root}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")

@@ -8,6 +8,7 @@ the cleaner's residual errors. Loss: L1 on log-mel plus spectral convergence of 
 prediction itself whatever the export's ``synthesis``: scored on what an input gain realises (the input
 lowered toward the prediction, never raised), the bridge learned to predict above the input everywhere,
 where no gradient reaches it, and restored nothing (held-out noise: every score equal to the input's).
+Validation scores what the export delivers (``validation_step``), so the best checkpoint is the best restorer.
 The frozen HiFi-GAN generator is never run in training; the export is a restorer with the ``hifigan``
 backend (``Restorer.from_export``), which ``speech-peft restore`` reads.
 """
@@ -21,7 +22,16 @@ from torch import Tensor
 
 from ..data.pairs import RestorationData
 from ..tensor_files import load_tensors
-from ..vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, check_synthesis, mel_loss, target_mel
+from ..vocoders.bridge import (
+    BridgeConfig,
+    BridgedHiFiGAN,
+    FeatureToMel,
+    check_synthesis,
+    fit_frames,
+    mel_loss,
+    target_mel,
+)
+from ..vocoders.input_gain import band_log_gains
 from .base import AdapterTask
 from .restoration import FeatureCleaner
 
@@ -56,24 +66,32 @@ class BridgeTraining(AdapterTask):
         self.cleaner.eval()
         return self
 
-    def _loss(self, batch) -> tuple[Tensor, int]:
+    def _predict(self, batch) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The bridge's log-mel, the input's (when it reads it) and the clean target."""
         _, degraded, clean, _ = batch
         config = self.bridge.config
         feats = self.cleaner.stage_features(batch, self.hparams.stage) if config.reads_features else None
         with torch.no_grad():
             target = target_mel(clean)  # the clean audio's log-mel
             heard = clean if self.hparams.stage == "clean" else degraded  # the audio whose mel the bridge reads
-            input_mel = target_mel(heard) if config.reads_mel else None
-        return mel_loss(self.bridge(feats, target.shape[-1], input_mel), target), len(clean)
+            input_mel = fit_frames(target_mel(heard), target.shape[-1]) if config.reads_mel else None
+        return self.bridge(feats, target.shape[-1], input_mel), input_mel, target
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        loss, n = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        predicted, _, target = self._predict(batch)
+        loss = mel_loss(predicted, target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss, n = self._loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+        """``val/loss`` (what the best checkpoint is chosen on) scores what the export delivers: with input
+        gains, the input lowered toward the prediction, so a better guess of bands it can never raise (a
+        telephone band's missing highs) does not pick the checkpoint."""
+        predicted, input_mel, target = self._predict(batch)
+        self.log("val/prediction_loss", mel_loss(predicted, target), batch_size=len(target))
+        if self.hparams.synthesis == "input_gain" and input_mel is not None:
+            predicted = input_mel + band_log_gains(input_mel, predicted)
+        self.log("val/loss", mel_loss(predicted, target), prog_bar=True, batch_size=len(target))
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.bridge.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
