@@ -56,7 +56,7 @@ def load_tensors_and_metadata(path: str | os.PathLike) -> tuple[dict[str, torch.
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a damaged header or extent
         raise WeightsFileError(f"{path}: not a readable safetensors file, truncated or damaged ({err})") from None
     saved = metadata.get(HASH_KEY)

@@ -143,7 +143,7 @@ def test_an_adapter_holding_nan_is_refused_before_it_decodes_anything(saved_lora
     nan = tmp_path / "nan"
     shutil.copytree(saved_lora, nan)
     tensors, metadata = load_tensors_and_metadata(nan / "adapter.safetensors")
-    first = sorted(tensors)[0]
+    first = min(tensors)
     tensors[first][0, 0] = float("nan")
     save_tensors(nan / "adapter.safetensors", tensors, {"storage": metadata["storage"]})
     done = speech_peft("transcribe", DATA / "asr" / "spk1_snt1.wav", "--adapter", nan)
