@@ -38,7 +38,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        if err.filename == tmp:  # name the file the user asked for, not our temporary
+        # name the file the user asked for, not our temporary; a failed write() (a full disk) names none
+        if err.errno is not None and err.filename in (tmp, None):
             raise type(err)(err.errno, err.strerror, str(path)) from err
         raise
     except BaseException:

@@ -75,7 +75,7 @@ _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 
 @SETTINGS
 @given(st.lists(st.tuples(_text.filter(str.strip), _text, st.floats(0, 1e4), st.integers(0, 192000)),
-                max_size=5, unique_by=lambda row: row[0]))
+                min_size=1, max_size=5, unique_by=lambda row: row[0]))
 def test_manifest_written_and_read_back_is_the_same_for_any_text(rows):
     entries = [Entry(id=uid, audio=f"/data/{i}.wav", duration=duration, sample_rate=rate, text=text or None)
                for i, (uid, text, duration, rate) in enumerate(rows)]

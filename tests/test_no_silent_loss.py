@@ -227,3 +227,61 @@ def test_a_fit_finding_its_unfinished_run_refuses_resumes_when_told_or_starts_ov
     run(compose_config([*common, "start_over=true"]), "fit")
     assert (tmp_path / "exp" / "checkpoints.abandoned-1" / "last.ckpt").is_file()
     assert "moved to" in caplog.text and (tmp_path / "exp" / "fit_result.json").is_file()
+
+
+@pytest.mark.parametrize("command", [["transcribe", "{m}"], ["fit", "data.train={m}", "data.val={m}"]])
+def test_an_empty_manifest_is_one_line_naming_it(command, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    done = speech_peft(*[part.format(m=empty) for part in command], *(["exp_dir=" + str(tmp_path / "exp")]
+                                                                     if command[0] == "fit" else []))
+    assert done.returncode == 2 and f"manifest {empty} is empty: it holds no entries" in done.stderr
+
+
+# --- messages that say what to do -------------------------------------------------------------------------
+
+def test_a_full_disk_while_transcribe_writes_its_output_names_the_file(tmp_path, monkeypatch):
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name.startswith(".t."):
+            raise OSError(28, "No space left on device")  # what write() raises: no file name
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    done = speech_peft("transcribe", DATA / "asr" / "spk1_snt1.wav", "--out", tmp_path / "t.tsv")
+    assert done.returncode == 1 and f"No space left on device: {tmp_path / 't.tsv'}" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_score_wer_names_the_file_and_line_of_text_that_is_not_utf8_or_has_no_tab(tmp_path):
+    refs = tmp_path / "refs.tsv"
+    refs.write_text("a\tone two\nb\tthree\n")
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes("a\tone two\nb\tthr\u00e9e\n".encode("latin-1"))
+    done = speech_peft("score", "wer", "--ref", refs, "--hyp", latin)
+    assert done.returncode == 2 and f"{latin}:2: not UTF-8 text" in done.stderr
+    untabbed = tmp_path / "untabbed.tsv"
+    untabbed.write_text("a\tone two\nb three\n")
+    done = speech_peft("score", "wer", "--ref", refs, "--hyp", untabbed)
+    assert done.returncode == 2 and f"{untabbed}:2: no tab" in done.stderr
+
+
+def test_a_classifier_adapter_given_to_transcribe_is_named_as_one(tmp_path):
+    from speech_peft.models.classifier import AudioClassifierModel
+
+    export = AudioClassifierModel(labels=["a", "b"], adapter={"method": "lora", "r": 2, "target_roles": ["attn.q"]}
+                                  ).save(tmp_path / "classifier")
+    wav = DATA / "asr" / "spk1_snt1.wav"
+    inner = speech_peft("transcribe", wav, "--adapter", export / "adapter")
+    assert inner.returncode == 2 and "on WhisperEncoderModel, as a classifier's adapter is" in inner.stderr
+    whole = speech_peft("transcribe", wav, "--adapter", export)
+    assert whole.returncode == 2 and f"{export} is a classifier export, not a saved adapter" in whole.stderr
+
+
+def test_a_resumed_restore_lists_a_bad_input_once_in_its_rejects(sentences, tmp_path):
+    (sentences / "broken.wav").write_bytes(b"not audio")
+    for _ in range(2):
+        done = speech_peft("restore", sentences, tmp_path / "out", "--baseline", "spectral-gating", "--skip-bad")
+        assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "out" / "rejects.tsv").read_text().splitlines()) == 1

@@ -87,6 +87,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
         "base_model": base_model_name or getattr(getattr(model, "config", None), "name_or_path", None)
         or type(model).__name__,
         "base_fingerprint": base_fingerprint(model, record.targets),
+        "model_class": type(model).__name__,  # what it was placed on: a whole Whisper, an encoder alone, ...
     }
     return write_adapter_files(directory, tensors, record.config.to_dict(), manifest, bits, group)
 
@@ -107,6 +108,9 @@ def write_adapter_files(directory: str | os.PathLike, tensors: dict[str, torch.T
 
 def read_manifest(directory: str | os.PathLike) -> dict:
     directory = Path(directory)
+    if (directory / "export.json").is_file() and not (directory / WEIGHTS).is_file():
+        kind = json.loads((directory / "export.json").read_text()).get("kind", "model")
+        raise UserError(f"{directory} is a {kind} export, not a saved adapter")
     for file in (WEIGHTS, CONFIG, MANIFEST):
         if not (directory / file).is_file():
             raise FileNotFoundError(f"{directory} is not a saved adapter: {file} is missing")
@@ -119,8 +123,9 @@ def check_base(model: nn.Module, manifest: dict, directory: Path) -> None:
         try:
             module = model.get_submodule(path) if path else model
         except AttributeError:
-            raise AdapterMismatchError(f"adapter {directory} (saved for {saved_for!r}) targets module "
-                                       f"{path!r}, which this model does not have") from None
+            raise AdapterMismatchError(f"adapter {directory} (saved for {saved_for!r}{_placed_on(manifest)}) "
+                                       f"targets module {path!r}, which this {type(model).__name__} does not "
+                                       "have") from None
         here = module_fingerprint(module)
         if here["shapes"] != saved["shapes"]:
             raise AdapterMismatchError(f"adapter {directory} was saved for {saved_for!r}: module {path!r} "
@@ -128,6 +133,17 @@ def check_base(model: nn.Module, manifest: dict, directory: Path) -> None:
         if here["values"] != saved["values"]:
             raise AdapterMismatchError(f"adapter {directory} was saved for {saved_for!r}: the weights of "
                                        f"module {path!r} differ from the ones it was trained on")
+
+
+def _placed_on(manifest: dict) -> str:
+    """What the adapter was trained on, when that tells why its modules are missing here."""
+    placed = manifest.get("model_class")
+    if placed is None and all(t.get("write", "").startswith("encoder.") for t in manifest.get("targets", [])):
+        placed = "an encoder alone"
+    if placed is None:
+        return ""
+    alone = placed.endswith("EncoderModel") or placed == "an encoder alone"
+    return f" on {placed}" + (", as a classifier's adapter is" if alone else "")
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:

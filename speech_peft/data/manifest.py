@@ -39,7 +39,7 @@ PATH_FIELDS = ("audio", "clean_audio", "adapter")
 
 def read_manifest(path: str | os.PathLike) -> list[Entry]:
     """Entries with absolute paths; a malformed line (not UTF-8, not a JSON object, a field missing, unknown
-    or of the wrong type) is an error naming the file and line."""
+    or of the wrong type) is an error naming the file and line, a manifest with no entries one naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found")
@@ -75,6 +75,8 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
         data["duration"] = float(data.get("duration", 0.0))
         data.setdefault("sample_rate", 0)
         entries.append(Entry(**data))
+    if not entries:  # a split that lost its rows (a failed grep, a filter) would train or score nothing
+        raise UserError(f"manifest {path} is empty: it holds no entries")
     return entries
 
 

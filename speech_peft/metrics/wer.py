@@ -85,21 +85,31 @@ def word_errors(reference: str, hypothesis: str) -> int:
     return out.substitutions + out.deletions + out.insertions
 
 
+def _lines(path: str):
+    """(number, text) of each line of a UTF-8 file; a line that is not UTF-8 is an error naming the file and line."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path}:{number}: not UTF-8 text ({err.reason} at byte {err.start} of the line); "
+                                "save the file as UTF-8") from None
+
+
 def read_tsv(path: str) -> dict[str, str]:
-    """``id<TAB>text`` lines; an id given twice or a line without a tab is an error naming the line."""
+    """``id<TAB>text`` lines (an empty text keeps its tab); an id given twice or a line without a tab is an
+    error naming the line."""
     entries: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                uid, text = line.strip(), ""
-            else:
-                uid, text = line.split("\t", 1)
-            if uid in entries:
-                raise UserError(f"{path}:{number}: id {uid!r} appears twice")
-            entries[uid] = text
+    for number, line in _lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise UserError(f"{path}:{number}: no tab: each line is id<TAB>text (an empty text keeps its tab)")
+        uid, text = line.split("\t", 1)
+        if uid in entries:
+            raise UserError(f"{path}:{number}: id {uid!r} appears twice")
+        entries[uid] = text
     return entries
 
 
@@ -119,18 +129,17 @@ def read_hypotheses(path: str) -> dict[str, str]:
     if not path.endswith(".jsonl"):
         return read_tsv(path)
     hyps: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                uid, text = row["id"], row.get("text") or ""
-            except (ValueError, KeyError, TypeError) as err:
-                raise UserError(f"{path}:{number}: not a transcript object with id and text ({err})") from None
-            if uid in hyps:
-                raise UserError(f"{path}:{number}: id {uid!r} appears twice")
-            hyps[uid] = text
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            uid, text = row["id"], row.get("text") or ""
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{path}:{number}: not a transcript object with id and text ({err})") from None
+        if uid in hyps:
+            raise UserError(f"{path}:{number}: id {uid!r} appears twice")
+        hyps[uid] = text
     return hyps
 
 
