@@ -231,7 +231,7 @@ def _folder_of_every_kind(root: Path) -> Path:
     return root
 
 
-BAD = {"empty": "empty audio", "text": "unreadable", "tiny": "too short", "truncated": "too short", "nan": "NaN"}
+BAD = {"empty": "empty audio", "text": "unreadable", "tiny": "too short", "truncated": "truncated", "nan": "NaN"}
 
 
 def test_with_skip_bad_every_bad_file_is_listed_with_its_reason_and_the_rest_are_transcribed(tmp_path):
