@@ -368,3 +368,15 @@ def test_every_input_ends_in_the_output_or_the_rejects_with_a_reason_and_none_sh
             _check_every_input_accounted(command, rows, Path(tmp))
 
     check()
+
+
+def test_a_damaged_restorer_export_is_refused_by_restore_naming_its_weights(sentences, tmp_path):
+    from speech_peft.jobs.restore import SHIPPED_RESTORER
+    from speech_peft.vocoders.restorer import Restorer
+
+    export = Restorer.from_export(SHIPPED_RESTORER).export(tmp_path / "restorer")  # written with the hash
+    weights = export / "vocoder.safetensors"
+    weights.write_bytes(bytes(_flip_last_byte(bytearray(weights.read_bytes()))))
+    done = speech_peft("restore", sentences, tmp_path / "out", "--checkpoint", export)
+    assert done.returncode == 2 and f"{weights}: its tensors do not match" in done.stderr
+    assert not (tmp_path / "out").exists()
