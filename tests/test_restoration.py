@@ -397,6 +397,38 @@ def test_an_input_gain_bridge_is_validated_on_what_its_export_delivers(tiny_whis
     assert logged["val/prediction_loss"] > as_input + 1
 
 
+def test_the_compressed_gain_objective_charges_more_for_cutting_loud_speech_than_for_cutting_a_quiet_band():
+    from speech_peft.tasks.bridge import compressed_loss
+
+    target = torch.full((1, 80, 10), -8.0)
+    target[:, :40] = 1.0  # loud speech bands, the rest near silence
+    cut_loud, cut_quiet = target.clone(), target.clone()
+    cut_loud[:, :40] -= 0.7   # about 6 dB
+    cut_quiet[:, 40:] -= 0.7
+    assert compressed_loss(target, target) == 0
+    assert compressed_loss(cut_loud, target) > 10 * compressed_loss(cut_quiet, target)
+    assert (cut_loud - target).abs().mean() == (cut_quiet - target).abs().mean()  # to L1 on log-mel, the same
+
+
+def test_the_compressed_gain_objective_needs_input_gains_and_keeps_a_gradient_above_the_input(tiny_whisper_dir):
+    from speech_peft.errors import UserError
+    from speech_peft.tasks.bridge import BridgeTraining
+
+    task = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, stage="cleaned",
+                          encoder_name=tiny_whisper_dir, tap_layer=1, synthesis="input_gain",
+                          objective="compressed_gain")
+    task.log = lambda *args, **kwargs: None
+    clean = load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :16000]
+    with torch.no_grad():
+        task.bridge.conv_out.bias.fill_(1.0)  # above the input everywhere: gains of 0 dB
+    task.training_step((["a"], clean, clean, torch.tensor([16000])), 0).backward()
+    assert float(task.bridge.conv_out.bias.grad.sum()) > 0  # still pulled down, by the prediction's share
+    with pytest.raises(UserError, match="needs task.synthesis=input_gain"):
+        BridgeTraining(bridge={"inputs": "mel"}, encoder_name=tiny_whisper_dir, objective="compressed_gain")
+    with pytest.raises(UserError, match="task.objective='l2'"):
+        BridgeTraining(bridge={"inputs": "mel"}, encoder_name=tiny_whisper_dir, objective="l2")
+
+
 def test_an_untrained_mel_restorer_with_input_gain_synthesis_hands_back_its_input(tiny_whisper_dir, tmp_path):
     from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel
 

@@ -9,6 +9,9 @@ prediction itself whatever the export's ``synthesis``: scored on what an input g
 lowered toward the prediction, never raised), the bridge learned to predict above the input everywhere,
 where no gradient reaches it, and restored nothing (held-out noise: every score equal to the input's).
 Validation scores what the export delivers (``validation_step``), so the best checkpoint is the best restorer.
+``objective="compressed_gain"`` (input gains only) trains on what the export delivers after all, scored on
+power-law compressed mel magnitudes, where cutting into loud speech costs more than leaving a quiet band,
+with a tenth of the log-mel loss on the prediction itself, which keeps a gradient above the input.
 The frozen HiFi-GAN generator is never run in training; the export is a restorer with the ``hifigan``
 backend (``Restorer.from_export``), which ``speech-peft restore`` reads.
 """
@@ -21,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..data.pairs import RestorationData
+from ..errors import UserError
 from ..tensor_files import load_tensors
 from ..vocoders.bridge import (
     BridgeConfig,
@@ -35,6 +39,18 @@ from ..vocoders.input_gain import band_log_gains
 from .base import AdapterTask
 from .restoration import FeatureCleaner
 
+OBJECTIVES = ("log_mel", "compressed_gain")
+PREDICTION_SHARE = 0.1
+COMPRESSION = 0.3
+
+
+def compressed_loss(realised: Tensor, target: Tensor) -> Tensor:
+    """L1 between power-law compressed mel magnitudes (``mel ** 0.3``), per utterance relative to the
+    target's: loud bands, where the speech is, weigh more than in L1 on log-mel, so a gain is not paid
+    for cutting into speech to win back a quiet band."""
+    got, want = (COMPRESSION * realised).exp(), (COMPRESSION * target).exp()
+    return ((got - want).abs().flatten(1).sum(1) / want.flatten(1).sum(1)).mean()
+
 
 class BridgeTraining(AdapterTask):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
@@ -48,10 +64,17 @@ class BridgeTraining(AdapterTask):
                  cleaner_dir: str | None = None, init_bridge: str | None = None,
                  encoder_name: str = "whisper-tiny.en", tap_layer: int = 2, bottleneck_dim: int = 128,
                  hifigan_weights: str = "universal", lr: float = 1e-3, weight_decay: float = 0.0,
-                 synthesis: Literal["vocoder", "input_gain"] = "vocoder") -> None:
+                 synthesis: Literal["vocoder", "input_gain"] = "vocoder",
+                 objective: Literal["log_mel", "compressed_gain"] = "log_mel") -> None:
         super().__init__()
         self.save_hyperparameters()
         check_synthesis(synthesis, "task.synthesis")  # before training, not at the export
+        if objective not in OBJECTIVES:
+            raise UserError(f"task.objective={objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if objective == "compressed_gain" and not (synthesis == "input_gain" and
+                                                   BridgeConfig(**(bridge or {})).reads_mel):
+            raise UserError("task.objective=compressed_gain scores the input lowered toward the prediction: it "
+                            "needs task.synthesis=input_gain and a bridge that reads the input's mel")
         reads_features = BridgeConfig(**(bridge or {})).reads_features
         # A bridge that reads only the input's mel needs no cleaner: the restorer keeps a fresh one, unused.
         self.cleaner = FeatureCleaner.frozen_for(stage if reads_features else "clean", cleaner_dir, encoder_name,
@@ -77,9 +100,16 @@ class BridgeTraining(AdapterTask):
             input_mel = fit_frames(target_mel(heard), target.shape[-1]) if config.reads_mel else None
         return self.bridge(feats, target.shape[-1], input_mel), input_mel, target
 
+    def _objective(self, predicted: Tensor, input_mel: Tensor | None, target: Tensor) -> Tensor:
+        if self.hparams.objective == "log_mel":
+            return mel_loss(predicted, target)
+        realised = input_mel + band_log_gains(input_mel, predicted)
+        # the prediction's own share keeps a gradient where it lies above the input (gains of 0 dB)
+        return compressed_loss(realised, target) + PREDICTION_SHARE * mel_loss(predicted, target)
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        predicted, _, target = self._predict(batch)
-        loss = mel_loss(predicted, target)
+        predicted, input_mel, target = self._predict(batch)
+        loss = self._objective(predicted, input_mel, target)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         return loss
 
@@ -90,8 +120,12 @@ class BridgeTraining(AdapterTask):
         predicted, input_mel, target = self._predict(batch)
         self.log("val/prediction_loss", mel_loss(predicted, target), batch_size=len(target))
         if self.hparams.synthesis == "input_gain" and input_mel is not None:
-            predicted = input_mel + band_log_gains(input_mel, predicted)
-        self.log("val/loss", mel_loss(predicted, target), prog_bar=True, batch_size=len(target))
+            realised = input_mel + band_log_gains(input_mel, predicted)
+            loss = compressed_loss(realised, target) if self.hparams.objective == "compressed_gain" else \
+                mel_loss(realised, target)
+        else:
+            loss = mel_loss(predicted, target)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(target))
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.bridge.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
