@@ -26,7 +26,9 @@
 #   9 (run on its own: --stage 9 --stop_stage 10; needs ../shared/data) real speakers in training: the
 #     real-speaker pool (speechocean762, LibriSpeech, VCTK; held-out speakers left out); bridges that read
 #     the input's mel, exported with input-gain synthesis, each for the same steps (REAL_STEPS, 400 by
-#     default): mel, features+mel (stage 1's cleaner); and the ablation: mel on the synthetic voices only
+#     default): mel, features+mel (stage 1's cleaner); and the ablation: mel on the synthetic voices only;
+#     then two dilated features+mel bridges on real + synthetic voices with wider noises: the log-mel
+#     objective (3,000 steps) and the compressed-gain objective (1,500 steps)
 #  10 held-out real speakers (a speaker-disjoint fifth of speechocean762 and LibriSpeech) under clean,
 #     noise, babble, room + noise and far room + loud noise + telephone band: the input, spectral gating,
 #     the shipped restorer and every stage-9 restorer side by side (RESULTS_real_speakers.md)
@@ -160,10 +162,16 @@ if run_stage 8; then
 fi
 
 shared=../shared/data
-variants=(  # name bridge-inputs synthesis training-pool (the features-only bridge is stage 3's, shipped)
+# Wider training: the ESC-50 clips join noise1-3 (noise4-5 and rir3-4 stay held out), 10% clean inputs, a dilated
+# bridge (0.75 s of context); each variant's own steps and objective follow its pool.
+wide="data.degrade.noise_files=[$(printf '%s\n' "$data"/noise/noise{1,2,3}.wav "$shared"/speech_samples/esc50/*.wav \
+  | paste -sd,)] data.degrade.p_clean=0.1 task.bridge.dilation_growth=2"
+variants=(  # name bridge-inputs synthesis training-pool [overrides] (the features-only bridge is stage 3's)
   "mel_gain mel input_gain real"
   "features_mel_gain features+mel input_gain real"
-  "mel_gain_synthetic_only mel input_gain synthetic")
+  "mel_gain_synthetic_only mel input_gain synthetic"
+  "features_mel_dilated features+mel input_gain real+synthetic $wide +trainer.max_steps=3000"
+  "features_mel_compressed features+mel input_gain real+synthetic $wide task.objective=compressed_gain +trainer.max_steps=1500")
 has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
 if run_stage 9 && ! has_real_speakers; then
   log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
@@ -173,14 +181,16 @@ elif run_stage 9; then
   python "$here/local/real_train.py" "$shared" "$real/heldout/heldout_speakers.txt" "$real/pool" >/dev/null
   cp "$real/pool/train.jsonl" "$real/pool/real.jsonl"
   cp "$exp/manifests/wideband_train.jsonl" "$real/pool/synthetic.jsonl"
+  cat "$real/pool/real.jsonl" "$real/pool/synthetic.jsonl" > "$real/pool/real+synthetic.jsonl"
   babble=$(head -n 40 "$real/pool/babble.txt" | paste -sd,)  # 40 talkers keep the command line short
   real_fit=("${fit[@]}" data.val="$real/pool/val.jsonl" data.repeats=1 "+data.degrade.babble_files=[$babble]"
-            trainer.max_epochs=1000 "+trainer.max_steps=${REAL_STEPS:-400}")
+            trainer.max_epochs=1000)
   for variant in "${variants[@]}"; do
-    read -r name inputs synthesis pool <<< "$variant"
+    read -r name inputs synthesis pool overrides <<< "$variant"
+    read -r -a overrides <<< "${overrides:-+trainer.max_steps=${REAL_STEPS:-400}}"
     [ -f "$real/$name/fit_result.json" ] || "${real_fit[@]}" task=restore_bridge task.stage=cleaned \
       task.bridge.inputs="$inputs" task.synthesis="$synthesis" task.cleaner_dir="$cleaner" \
-      data.train="$real/pool/$pool.jsonl" exp_dir="$real/$name" "${extra[@]}"
+      data.train="$real/pool/$pool.jsonl" exp_dir="$real/$name" "${overrides[@]}" "${extra[@]}"
   done
 fi
 
@@ -201,7 +211,10 @@ if run_stage 10 && has_real_speakers; then
     python "$here/local/real_heldout_table.py" "$real/heldout" \
       features_vocoder="features (stage 3, synthetic voices), HiFi-GAN speaks" mel_gain="mel, input gains" \
       features_mel_gain="features+mel, input gains" \
-      mel_gain_synthetic_only="mel, input gains, synthetic voices only"; } > "$table"
+      mel_gain_synthetic_only="mel, input gains, synthetic voices only" \
+      features_mel_dilated="features+mel, dilated, real + synthetic, log-mel objective, 3,000 steps" \
+      features_mel_compressed="features+mel, dilated, real + synthetic, compressed-gain objective, 1,500 steps"
+  } > "$table"
   if [ "$exp" = exp/speech_samples/restore ] && [ -f "$real/$default_variant/export/export.json" ]; then
     log "stage 10: ship $default_variant as $shipped"
     ship "$real/$default_variant/export"
