@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import UserError
 from ..fileio import write_json, write_text
+from ..jobs.devices import first_process
 from ..tasks.callbacks import FitReport
 from ..tasks.base import check_data
 from ..tasks.sharding import resolve_strategy
@@ -204,7 +204,7 @@ def _resume_or_start_over(cfg: DictConfig) -> None:
                  state.get("global_step", 0))
         return
     old = sorted((exp_dir / "checkpoints").glob("*.ckpt"))
-    if not old or (exp_dir / "fit_result.json").exists() or not _first_process():
+    if not old or (exp_dir / "fit_result.json").exists() or not first_process():  # the others start once it decided
         return
     if cfg.get("start_over"):
         aside = next(p for n in range(1, 10_000) if not (p := exp_dir / f"checkpoints.abandoned-{n}").exists())
@@ -215,10 +215,6 @@ def _resume_or_start_over(cfg: DictConfig) -> None:
     resume = last if last.exists() else old[-1]
     raise UserError(f"{exp_dir} holds an unfinished fit ({', '.join(p.name for p in old)}): resume it with "
                     f"ckpt_path={resume}, or train afresh with start_over=true (its checkpoints are kept aside)")
-
-
-def _first_process() -> bool:  # data-parallel: the other processes start after the first has decided
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def run_verb(verb: str, overrides: list[str]) -> int:

@@ -67,8 +67,7 @@ class ConformerEncoderModel(FrozenEncoder):
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_tensors(directory / "conformer.safetensors", state)
+        save_tensors(directory / "conformer.safetensors", self.state_dict())
         write_json(directory / "conformer.json", asdict(self.spec))
         return directory
 

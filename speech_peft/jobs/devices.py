@@ -1,5 +1,8 @@
-"""``--device cpu|cuda|auto`` of the batch jobs, checked once."""
+"""``--device cpu|cuda|auto`` of the batch jobs, checked once; which process of a data-parallel run decides."""
 from __future__ import annotations
+
+import os
+
 from ..errors import UserError
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -16,6 +19,12 @@ def torch_device(name: str):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def first_process() -> bool:
+    """Whether this is the first process of a data-parallel run (or the only one): the one that claims folders
+    and decides before the others start."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def accelerator_for(name: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ from ..vocoders.restorer import EXPORT_KIND as RESTORER_EXPORT
 from ..vocoders.restorer import Restorer
 from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.spectral_gating import SpectralGating
-from .devices import torch_device
+from .devices import first_process, torch_device
 
 log = logging.getLogger(__name__)
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
@@ -46,7 +45,7 @@ def plan(inputs: str, out_dir: str, skip_bad: bool = False) -> tuple[list[Entry]
     if out == guard or guard in out.parents:
         raise UserError(f"output folder {out} lies inside the input {guard}: restore never writes into its input")
     # Every DDP process plans the same list; only the first lists unreadable inputs in the rejects file.
-    rejects = out / "rejects.tsv" if _first_process() else None
+    rejects = out / "rejects.tsv" if first_process() else None
     if src.is_dir():
         out.mkdir(parents=True, exist_ok=True)
         entries = from_folder(src, skip_bad=skip_bad, rejects_path=rejects)  # ids: relative paths, no suffix
@@ -124,7 +123,7 @@ def prepare(inputs: str, out_dir: str, checkpoint: str, copy_synthesis: bool = F
                              "change the files that identify the model; choose another place")
     entries, out = plan(inputs, out_dir, skip_bad)
     out.mkdir(parents=True, exist_ok=True)
-    if _first_process():  # before any other process starts: temporaries of a killed run go
+    if first_process():  # before any other process starts: temporaries of a killed run go
         _claim(out, checkpoint, copy_synthesis, student, synthesis)
         remove_stale_temporaries(out)
     return entries, [e for e in entries if not finished(e, out / f"{e.id}.wav")], out
@@ -203,7 +202,3 @@ def shipped_restorer() -> Path:
     if not (SHIPPED_RESTORER / "export.json").is_file():
         raise FileNotFoundError(f"no shipped restorer at {SHIPPED_RESTORER}: give --checkpoint RESTORER_EXPORT")
     return SHIPPED_RESTORER
-
-
-def _first_process() -> bool:
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"

@@ -113,7 +113,7 @@ class AdapterFusionASR(nn.Module):
         directory = Path(directory)
         for task, name in zip(self.tasks, self.fused):
             save_adapter(self.model, directory / "adapters" / task, name=name, base_model_name=self.model_name)
-        state = {f"{path}.{key}": value.detach().contiguous().cpu()
+        state = {f"{path}.{key}": value
                  for path, combiner in combiners(self.model).items() for key, value in combiner.state_dict().items()}
         save_tensors(directory / "fusion.safetensors", state)
         write_export_info(directory, EXPORT_KIND, {"model_name": self.model_name, "tasks": self.tasks,

@@ -70,9 +70,9 @@ class AudioClassifierModel(nn.Module):
             if "default" in records(self.encoder):
                 finalize_adapter(self.encoder, "default")  # e.g. MoSA's sub-adapters become the one they sum to
             save_adapter(self.encoder, directory / "adapter", base_model_name=self.encoder_name)
-        _save_tensors(self.head.state_dict(), directory / "head.safetensors")
+        save_tensors(directory / "head.safetensors", self.head.state_dict())
         if self.full_finetune:
-            _save_tensors(self.encoder.state_dict(), directory / "encoder.safetensors")
+            save_tensors(directory / "encoder.safetensors", self.encoder.state_dict())
         write_export_info(directory, EXPORT_KIND, self.arguments)
         return directory
 
@@ -88,11 +88,6 @@ class AudioClassifierModel(nn.Module):
             module.encoder.load_state_dict(load_tensors(directory / "encoder.safetensors"), strict=True)
         module.head.load_state_dict(load_tensors(directory / "head.safetensors"), strict=True)
         return module.eval()
-
-
-def _save_tensors(state: dict[str, Tensor], path: Path) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    save_tensors(path, tensors)
 
 
 register_model(EXPORT_KIND, AudioClassifierModel.load)

@@ -144,12 +144,11 @@ class DiffusionASRModel(nn.Module):
         directory = Path(directory)
         save_adapter(self.decoder, directory / "xattn", name="xattn", base_model_name=self.encoder_name)
         if self.stage == 2:
-            state = {k.replace(".base.", "."): v.detach().contiguous().cpu()
+            state = {k.replace(".base.", "."): v
                      for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
             save_tensors(directory / "decoder.safetensors", state)
         if self.ctc is not None:
-            ctc = {k: v.detach().contiguous().cpu() for k, v in self.ctc.state_dict().items()}
-            save_tensors(directory / "ctc.safetensors", ctc)
+            save_tensors(directory / "ctc.safetensors", self.ctc.state_dict())
         if self.lexicon:
             write_text(directory / LEXICON, "".join(f"{word}\n" for word in sorted(self.lexicon)))
         write_export_info(directory, EXPORT_KIND, {

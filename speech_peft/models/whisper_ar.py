@@ -67,7 +67,7 @@ class WhisperAR(nn.Module):
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         if self.full_finetune:
-            state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            state = dict(self.model.state_dict())
             state.pop("proj_out.weight", None)  # tied to the token embedding
             save_tensors(directory / FULL_WEIGHTS, state)
         else:

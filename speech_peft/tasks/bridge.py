@@ -69,13 +69,13 @@ class BridgeTraining(AdapterTask):
         super().__init__()
         self.save_hyperparameters()
         check_synthesis(synthesis, "task.synthesis")  # before training, not at the export
+        given = BridgeConfig(**(bridge or {}))
         if objective not in OBJECTIVES:
             raise UserError(f"task.objective={objective!r}: choose one of {', '.join(OBJECTIVES)}")
-        if objective == "compressed_gain" and not (synthesis == "input_gain" and
-                                                   BridgeConfig(**(bridge or {})).reads_mel):
+        if objective == "compressed_gain" and not (synthesis == "input_gain" and given.reads_mel):
             raise UserError("task.objective=compressed_gain scores the input lowered toward the prediction: it "
                             "needs task.synthesis=input_gain and a bridge that reads the input's mel")
-        reads_features = BridgeConfig(**(bridge or {})).reads_features
+        reads_features = given.reads_features
         # A bridge that reads only the input's mel needs no cleaner: the restorer keeps a fresh one, unused.
         self.cleaner = FeatureCleaner.frozen_for(stage if reads_features else "clean", cleaner_dir, encoder_name,
                                                  tap_layer, bottleneck_dim)
@@ -100,16 +100,23 @@ class BridgeTraining(AdapterTask):
             input_mel = fit_frames(target_mel(heard), target.shape[-1]) if config.reads_mel else None
         return self.bridge(feats, target.shape[-1], input_mel), input_mel, target
 
-    def _objective(self, predicted: Tensor, input_mel: Tensor | None, target: Tensor) -> Tensor:
-        if self.hparams.objective == "log_mel":
-            return mel_loss(predicted, target)
-        realised = input_mel + band_log_gains(input_mel, predicted)
-        # the prediction's own share keeps a gradient where it lies above the input (gains of 0 dB)
-        return compressed_loss(realised, target) + PREDICTION_SHARE * mel_loss(predicted, target)
+    def _delivered(self, predicted: Tensor, input_mel: Tensor | None) -> Tensor:
+        """The log-mel the export hands on: with input gains, the input lowered toward the prediction."""
+        if self.hparams.synthesis == "input_gain" and input_mel is not None:
+            return input_mel + band_log_gains(input_mel, predicted)
+        return predicted
+
+    def _score(self, delivered: Tensor, target: Tensor) -> Tensor:
+        return compressed_loss(delivered, target) if self.hparams.objective == "compressed_gain" else \
+            mel_loss(delivered, target)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         predicted, input_mel, target = self._predict(batch)
-        loss = self._objective(predicted, input_mel, target)
+        if self.hparams.objective == "log_mel":
+            loss = mel_loss(predicted, target)
+        else:  # the prediction's own share keeps a gradient where it lies above the input (gains of 0 dB)
+            loss = self._score(self._delivered(predicted, input_mel), target) + \
+                PREDICTION_SHARE * mel_loss(predicted, target)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         return loss
 
@@ -119,13 +126,8 @@ class BridgeTraining(AdapterTask):
         telephone band's missing highs) does not pick the checkpoint."""
         predicted, input_mel, target = self._predict(batch)
         self.log("val/prediction_loss", mel_loss(predicted, target), batch_size=len(target))
-        if self.hparams.synthesis == "input_gain" and input_mel is not None:
-            realised = input_mel + band_log_gains(input_mel, predicted)
-            loss = compressed_loss(realised, target) if self.hparams.objective == "compressed_gain" else \
-                mel_loss(realised, target)
-        else:
-            loss = mel_loss(predicted, target)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(target))
+        self.log("val/loss", self._score(self._delivered(predicted, input_mel), target), prog_bar=True,
+                 batch_size=len(target))
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.bridge.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

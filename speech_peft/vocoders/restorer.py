@@ -56,8 +56,7 @@ class Restorer(nn.Module):
         directory = Path(directory)
         save_adapter(self.encoder, directory / "cleaner", name="cleaner", base_model_name=self.encoder_name)
         part = trained_part(self.vocoder)
-        state = {k: v.detach().contiguous().cpu() for k, v in part.state_dict().items()}
-        save_tensors(directory / "vocoder.safetensors", state)
+        save_tensors(directory / "vocoder.safetensors", part.state_dict())
         config = {"encoder_name": self.encoder_name, "tap_layer": self.tap_layer, "backend": self.backend,
                   "vocoder": part.config.to_dict()}
         if self.backend == "hifigan":
