@@ -1,6 +1,6 @@
 """Input-gain synthesis: the bridge's predicted log-mel lowers bands of the input's own spectrum, so a
 prediction equal to the input returns the input, a lower one removes energy only where it says, and no
-band is ever raised or lowered past the floor."""
+band is ever raised or lowered past the attenuation limit."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,13 +48,41 @@ def test_a_prediction_below_the_input_in_the_upper_bands_removes_energy_there_on
     assert _band_energy(out, 100, 3000) == pytest.approx(_band_energy(speech, 100, 3000), rel=0.05)
 
 
-def test_gains_are_never_above_one_nor_below_the_floor(speech):
+def test_gains_are_never_above_one_nor_past_the_attenuation_limit(speech):
     mel = target_mel(speech)
     louder = apply_mel_gain(speech, mel, mel + 5.0)
     torch.testing.assert_close(louder, speech, atol=1e-5, rtol=0)
-    silenced = apply_mel_gain(speech, mel, mel - 50.0, floor_db=-20.0)
-    ratio = silenced.pow(2).sum() / speech.pow(2).sum()
-    assert ratio.item() == pytest.approx(0.01, rel=0.1)  # -20 dB in power, not silence
+    for limit_db in (20.0, 6.0):
+        silenced = apply_mel_gain(speech, mel, mel - 50.0, limit_db=limit_db)
+        ratio = silenced.pow(2).sum() / speech.pow(2).sum()
+        assert ratio.item() == pytest.approx(10 ** (-limit_db / 10), rel=0.1)  # that many dB down, not silence
+
+
+def test_the_attenuation_limit_travels_with_the_export_and_restore_can_override_it(tmp_path):
+    from speech_peft.jobs.restore import SHIPPED_RESTORER, RestorerChoice
+    from speech_peft.vocoders.restorer import Restorer
+
+    shipped = Restorer.from_export(SHIPPED_RESTORER)
+    assert shipped.vocoder.attenuation_limit_db == 20.0  # an export that names none: the limit it was trained with
+    shipped.vocoder.attenuation_limit_db = 8.0
+    shipped.export(tmp_path / "limited")
+    assert Restorer.from_export(tmp_path / "limited").vocoder.attenuation_limit_db == 8.0
+    assert RestorerChoice(str(tmp_path / "limited"), attenuation_limit_db=3.0).load().vocoder.attenuation_limit_db == 3.0
+    assert RestorerChoice(str(SHIPPED_RESTORER), attenuation_limit_db=6.0).identity() != \
+        RestorerChoice(str(SHIPPED_RESTORER)).identity()  # one output folder never mixes two limits
+
+
+@pytest.mark.parametrize("choice, message", [
+    ({"attenuation_limit_db": 0.0}, "attenuation limit 0.0: give a positive number of dB"),
+    ({"attenuation_limit_db": float("nan")}, "attenuation limit nan"),
+    ({"attenuation_limit_db": 6.0, "synthesis": "vocoder"}, "applies to input_gain synthesis, not to vocoder"),
+    ({"attenuation_limit_db": 6.0, "checkpoint": "spectral-gating"}, "--attenuation-limit-db do not apply"),
+])
+def test_an_attenuation_limit_that_cannot_apply_is_refused_in_one_line(choice, message):
+    from speech_peft.jobs.restore import SHIPPED_RESTORER, RestorerChoice
+
+    with pytest.raises(UserError, match=message):
+        RestorerChoice(**{"checkpoint": str(SHIPPED_RESTORER), **choice}).load()
 
 
 def test_input_gain_needs_the_input_and_an_unknown_synthesis_is_refused():
@@ -70,7 +98,7 @@ def test_band_gains_lower_the_input_to_the_prediction_never_raise_it_never_past_
 
     input_mel = torch.zeros(1, 80, 4)
     predicted = torch.tensor([-100.0, -1.0, 0.0, 2.0]).expand(1, 80, 4)
-    gains = band_log_gains(input_mel, predicted, floor_db=-20.0)[0, 0]
+    gains = band_log_gains(input_mel, predicted, limit_db=20.0)[0, 0]
     torch.testing.assert_close(gains, torch.tensor([-2.3026, -1.0, 0.0, 0.0]), atol=1e-4, rtol=0)
 
 

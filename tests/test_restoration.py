@@ -248,7 +248,7 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
     # The recipe's evaluation path on the trained restorer: restore, copy-synthesis, quality, report.
     from speech_peft.data.degrade import DegradeConfig
     from speech_peft.jobs.degrade import degrade_to_disk
-    from speech_peft.jobs.restore import restore
+    from speech_peft.jobs.restore import RestorerChoice, restore
     from speech_peft.reports.quality import score_quality
     from speech_peft.evaluation.restoration import measure_restorer
     from speech_peft.reports.restoration import write_restoration_report
@@ -260,8 +260,9 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
     exp, restorer_dir = tmp_path, tmp_path / "bridge_cleaned" / "export"  # the recipe's layout
     manifest = degrade_to_disk([str(clean_dir)], str(tmp_path / "degraded"), DegradeConfig(
         effects=("noise",), p_clean=0.0, noise_files=[str(DATA / "noise" / "noise3.wav")]))
-    restore(str(tmp_path / "degraded"), str(tmp_path / "restored"), str(restorer_dir), progress=False)
-    restore(str(clean_dir), str(tmp_path / "ceiling"), str(restorer_dir), progress=False, copy_synthesis=True)
+    restore(str(tmp_path / "degraded"), str(tmp_path / "restored"), RestorerChoice(str(restorer_dir)), progress=False)
+    restore(str(clean_dir), str(tmp_path / "ceiling"), RestorerChoice(str(restorer_dir), copy_synthesis=True),
+            progress=False)
     wave = load_audio(clean_dir / "spk1_snt1.wav")[None]
     bare = load_restorer_encoder(tiny_whisper_dir)
     with torch.no_grad():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speech_peft.jobs.restore import SHIPPED_RESTORER, restore
+from speech_peft.jobs.restore import SHIPPED_RESTORER, RestorerChoice, restore
 from speech_peft.jobs.transcribe import transcribe_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_transcribing_the_real_sentences_gives_the_recorded_texts_and_scores(mod
 def test_the_shipped_restorer_restores_a_real_sentence_to_the_recorded_waveform(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "spk1_snt1.wav").write_bytes((SENTENCES / "spk1_snt1.wav").read_bytes())
-    restore(str(tmp_path / "in"), str(tmp_path / "out"), str(SHIPPED_RESTORER), progress=False)
+    restore(str(tmp_path / "in"), str(tmp_path / "out"), RestorerChoice(str(SHIPPED_RESTORER)), progress=False)
     got = sf.read(tmp_path / "out" / "spk1_snt1.wav", dtype="float32")[0]
     expected = sf.read(EXPECTED / "shipped_restorer_spk1_snt1.wav", dtype="float32")[0]
     assert got.shape == expected.shape

@@ -88,7 +88,7 @@ def test_a_short_distillation_from_the_real_teacher_lowers_the_loss_and_exports_
 def test_restore_with_a_student_speaks_through_it_and_never_mixes_its_outputs_with_hifigans(tmp_path):
     import shutil
 
-    from speech_peft.jobs.restore import SHIPPED_RESTORER, restore
+    from speech_peft.jobs.restore import SHIPPED_RESTORER, RestorerChoice, restore
     from speech_peft.vocoders.restorer import Restorer
 
     StudentVocoder(TINY).export(tmp_path / "student")
@@ -97,11 +97,13 @@ def test_restore_with_a_student_speaks_through_it_and_never_mixes_its_outputs_wi
     clean = tmp_path / "clean"
     clean.mkdir()
     shutil.copy(Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr" / "spk1_snt1.wav", clean)
-    done = restore(str(clean), str(tmp_path / "out"), str(SHIPPED_RESTORER), progress=False,
-                   student=str(tmp_path / "student"), synthesis="vocoder")
+    done = restore(str(clean), str(tmp_path / "out"),
+                   RestorerChoice(str(SHIPPED_RESTORER), student=str(tmp_path / "student"), synthesis="vocoder"),
+                   progress=False)
     assert done["restored_here"] == 1 and (tmp_path / "out" / "spk1_snt1.wav").is_file()
     with pytest.raises(ValueError, match="another restorer"):
-        restore(str(clean), str(tmp_path / "out"), str(SHIPPED_RESTORER), progress=False, synthesis="vocoder")
+        restore(str(clean), str(tmp_path / "out"), RestorerChoice(str(SHIPPED_RESTORER), synthesis="vocoder"),
+                progress=False)
 
 
 def test_distilling_from_clips_shorter_than_a_crop_is_a_clear_error(tmp_path):
@@ -111,11 +113,11 @@ def test_distilling_from_clips_shorter_than_a_crop_is_a_clear_error(tmp_path):
 
 
 def test_restore_refuses_to_write_inside_the_restorer_or_student_it_runs(tmp_path):
-    from speech_peft.jobs.restore import SHIPPED_RESTORER, restore
+    from speech_peft.jobs.restore import SHIPPED_RESTORER, RestorerChoice, restore
 
     StudentVocoder(TINY).export(tmp_path / "student")
     for out in (tmp_path / "student" / "eval", SHIPPED_RESTORER / "eval"):
         with pytest.raises(ValueError, match="lies inside the model folder"):
-            restore(str(tmp_path), str(out), str(SHIPPED_RESTORER), progress=False, student=str(tmp_path / "student"),
-                    synthesis="vocoder")
+            restore(str(tmp_path), str(out), RestorerChoice(str(SHIPPED_RESTORER), student=str(tmp_path / "student"),
+                                                            synthesis="vocoder"), progress=False)
         assert not out.exists()

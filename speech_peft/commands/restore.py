@@ -6,7 +6,7 @@ import json
 
 from ..errors import UserError
 from ..jobs.devices import DEVICES
-from ..jobs.restore import restore, shipped_restorer
+from ..jobs.restore import RestorerChoice, restore, shipped_restorer
 from ..vocoders.bridge import SYNTHESES
 from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.student import SHIPPED as SHIPPED_STUDENT
@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     rs.add_argument("--synthesis", choices=SYNTHESES,
                     help="how the predicted log-mel becomes audio: vocoder (HiFi-GAN speaks it) or input_gain (it "
                          "lowers bands of the input's own spectrum, nothing resynthesised); default: the export's")
+    rs.add_argument("--attenuation-limit-db", type=float, metavar="DB",
+                    help="input_gain synthesis: the most any band is lowered (smaller: more noise left in, less "
+                         "speech taken out); default: the export's")
     rs.set_defaults(func=run)
 
 
@@ -41,15 +44,15 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline and args.checkpoint:
         raise UserError(f"--baseline {args.baseline} and --checkpoint name two restorers: give one")
     checkpoint = args.baseline or args.checkpoint or str(shipped_restorer())
-    options = {"ledger": args.ledger, "copy_synthesis": args.copy_synthesis, "device": args.device,
-               "skip_bad": args.skip_bad, "student": args.student, "synthesis": args.synthesis}
+    choice = RestorerChoice(checkpoint, args.student, args.copy_synthesis, args.synthesis, args.attenuation_limit_db)
+    options = {"ledger": args.ledger, "device": args.device, "skip_bad": args.skip_bad}
     if args.devices < 1 or args.num_nodes < 1:
         raise UserError(f"--devices {args.devices} --num-nodes {args.num_nodes}: both must be at least 1")
     if args.devices * args.num_nodes > 1:
         from ..tasks.parallel_restore import restore_in_processes  # Lightning starts and joins the processes
 
-        done = restore_in_processes(args.inputs, args.out, checkpoint, args.devices, args.num_nodes, **options)
+        done = restore_in_processes(args.inputs, args.out, choice, args.devices, args.num_nodes, **options)
     else:
-        done = restore(args.inputs, args.out, checkpoint, **options)
+        done = restore(args.inputs, args.out, choice, **options)
     print(json.dumps(done))
     return 0

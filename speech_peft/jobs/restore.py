@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -84,18 +85,48 @@ def read_input(entry: Entry, rejects: Rejects, skip_bad: bool) -> torch.Tensor |
         return None
 
 
-def load_restorer(checkpoint: str, student: str | None = None, copy_synthesis: bool = False,
-                  synthesis: str | None = None) -> Restorer:
-    """A restorer export, or ``spectral-gating`` (the untrained baseline); ``synthesis``: ``vocoder`` or
-    ``input_gain`` in place of the export's own."""
-    if checkpoint == SPECTRAL_GATING:
-        if student is not None or copy_synthesis or synthesis is not None:
-            raise UserError("spectral gating has no vocoder: --student, --copy-synthesis and --synthesis do not apply")
-        return SpectralGating()
-    restorer = load_model(checkpoint, RESTORER_EXPORT, student=student, synthesis=synthesis)
-    if copy_synthesis:  # the encoder's own features, uncleaned: the vocoder's ceiling on clean input
-        set_active_adapters(restorer.encoder, [])
-    return restorer.eval()
+@dataclass(frozen=True)
+class RestorerChoice:
+    """Which restorer writes an output folder, and how: a restorer export or ``spectral-gating`` (the
+    untrained baseline); ``student``: a distilled student speaking in place of HiFi-GAN V1;
+    ``copy_synthesis``: cleaner off (the vocoder's ceiling on clean input); ``synthesis`` (``vocoder`` or
+    ``input_gain``) and ``attenuation_limit_db``: in place of the export's own."""
+
+    checkpoint: str
+    student: str | None = None
+    copy_synthesis: bool = False
+    synthesis: str | None = None
+    attenuation_limit_db: float | None = None
+
+    def load(self) -> Restorer:
+        if self.checkpoint == SPECTRAL_GATING:
+            given = [flag for flag, value in (("--student", self.student), ("--copy-synthesis", self.copy_synthesis),
+                                              ("--synthesis", self.synthesis),
+                                              ("--attenuation-limit-db", self.attenuation_limit_db)) if value]
+            if given:
+                raise UserError(f"spectral gating has no vocoder: {', '.join(given)} do not apply")
+            return SpectralGating()
+        restorer = load_model(self.checkpoint, RESTORER_EXPORT, student=self.student, synthesis=self.synthesis,
+                              attenuation_limit_db=self.attenuation_limit_db)
+        if self.copy_synthesis:  # the encoder's own features, uncleaned
+            set_active_adapters(restorer.encoder, [])
+        return restorer.eval()
+
+    def identity(self) -> str:
+        """A hash of the restorer's files (and the student's) and of the options: outputs of one identity
+        never mix with another's."""
+        if self.checkpoint == SPECTRAL_GATING:
+            from importlib.metadata import version
+
+            return f"{SPECTRAL_GATING}-noisereduce-{version('noisereduce')}"
+        mode = f"{self.copy_synthesis}" if self.synthesis is None else f"{self.copy_synthesis}-{self.synthesis}"
+        if self.attenuation_limit_db is not None:
+            mode += f"-limit{self.attenuation_limit_db:g}"
+        files = [self.checkpoint] if self.student is None else [self.checkpoint, self.student]
+        return folder_digest(files, mode.encode())
+
+    def model_dirs(self) -> list[Path]:
+        return [Path(d).resolve() for d in (self.checkpoint, self.student) if d and d != SPECTRAL_GATING]
 
 
 @torch.no_grad()
@@ -111,20 +142,19 @@ def restore_one(restorer: Restorer, entry: Entry, wave: torch.Tensor, out: Path,
             handle.write(f"{entry.id}\n")
 
 
-def prepare(inputs: str, out_dir: str, checkpoint: str, copy_synthesis: bool = False, skip_bad: bool = False,
-            student: str | None = None, synthesis: str | None = None) -> tuple[list[Entry], list[Entry], Path]:
+def prepare(inputs: str, out_dir: str, choice: RestorerChoice,
+            skip_bad: bool = False) -> tuple[list[Entry], list[Entry], Path]:
     """Every entry, those still to restore (finished outputs stay: a resumed run skips them), and the output
     folder, claimed for this restorer by the first process before any other starts."""
     target = Path(out_dir).resolve()
-    for model_dir in filter(lambda d: d and d != SPECTRAL_GATING, (checkpoint, student)):
-        root = Path(model_dir).resolve()
+    for root in choice.model_dirs():
         if target == root or root in target.parents:
             raise UserError(f"output folder {target} lies inside the model folder {root}: outputs there would "
                              "change the files that identify the model; choose another place")
     entries, out = plan(inputs, out_dir, skip_bad)
     out.mkdir(parents=True, exist_ok=True)
     if first_process():  # before any other process starts: temporaries of a killed run go
-        _claim(out, checkpoint, copy_synthesis, student, synthesis)
+        _claim(out, choice)
         remove_stale_temporaries(out)
     return entries, [e for e in entries if not finished(e, out / f"{e.id}.wav")], out
 
@@ -147,15 +177,13 @@ def finished(entry: Entry, output: Path) -> bool:
     return True
 
 
-def restore(inputs: str, out_dir: str, checkpoint: str, ledger: bool = False, progress: bool = True,
-            copy_synthesis: bool = False, device: str = "cpu", skip_bad: bool = False,
-            student: str | None = None, synthesis: str | None = None) -> dict[str, int]:
+def restore(inputs: str, out_dir: str, choice: RestorerChoice, ledger: bool = False, progress: bool = True,
+            device: str = "cpu", skip_bad: bool = False) -> dict[str, int]:
     """``device``: cpu, cuda or auto; ``skip_bad``: list unreadable inputs in ``OUT/rejects.tsv`` and restore
-    the rest; ``student``: a distilled student vocoder in place of HiFi-GAN V1; ``synthesis``: how the
-    predicted log-mel becomes audio, in place of the export's own choice."""
+    the rest."""
     target = torch_device(device)
-    restorer = load_restorer(checkpoint, student, copy_synthesis, synthesis)  # refused options claim no folder
-    entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student, synthesis)
+    restorer = choice.load()  # refused options claim no folder
+    entries, todo, out = prepare(inputs, out_dir, choice, skip_bad)
     restorer = restorer.to(target)
     rejects, written = Rejects(out / "rejects.tsv"), 0
     for entry in tqdm(todo, desc="restore", unit="file", disable=not progress):
@@ -166,27 +194,16 @@ def restore(inputs: str, out_dir: str, checkpoint: str, ledger: bool = False, pr
     return {"inputs": len(entries), "skipped_existing": len(entries) - len(todo), "restored_here": written}
 
 
-def restorer_identity(checkpoint: str | Path, copy_synthesis: bool, student: str | Path | None = None,
-                      synthesis: str | None = None) -> str:
-    """A hash of the restorer's files (and the student's), and the mode: outputs of one identity never
-    mix with another's."""
-    if checkpoint == SPECTRAL_GATING:
-        from importlib.metadata import version
-
-        return f"{SPECTRAL_GATING}-noisereduce-{version('noisereduce')}"
-    mode = f"{copy_synthesis}" if synthesis is None else f"{copy_synthesis}-{synthesis}"
-    return folder_digest([checkpoint, student] if student is not None else [checkpoint], mode.encode())
-
-
-def _claim(out: Path, checkpoint: str, copy_synthesis: bool, student: str | None = None,
-           synthesis: str | None = None) -> None:
+def _claim(out: Path, choice: RestorerChoice) -> None:
     """Record which restorer writes ``out``; a resumed run must be the same one, so a folder never holds
     the outputs of two restorers (kept outputs are skipped, so they would silently stay)."""
     marker = out / MARKER
-    identity = {"restorer": restorer_identity(checkpoint, copy_synthesis, student, synthesis),
-                "checkpoint": checkpoint if checkpoint == SPECTRAL_GATING else str(Path(checkpoint).resolve()),
-                "copy_synthesis": copy_synthesis,
-                "student": str(Path(student).resolve()) if student else None, "synthesis": synthesis}
+    identity = {"restorer": choice.identity(),
+                "checkpoint": choice.checkpoint if choice.checkpoint == SPECTRAL_GATING else
+                str(Path(choice.checkpoint).resolve()),
+                "copy_synthesis": choice.copy_synthesis,
+                "student": str(Path(choice.student).resolve()) if choice.student else None,
+                "synthesis": choice.synthesis, "attenuation_limit_db": choice.attenuation_limit_db}
     if marker.exists():
         before = json.loads(marker.read_text())
         if before.get("restorer") != identity["restorer"]:

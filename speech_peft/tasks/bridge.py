@@ -30,12 +30,13 @@ from ..vocoders.bridge import (
     BridgeConfig,
     BridgedHiFiGAN,
     FeatureToMel,
+    check_attenuation_limit,
     check_synthesis,
     fit_frames,
     mel_loss,
     target_mel,
 )
-from ..vocoders.input_gain import band_log_gains
+from ..vocoders.input_gain import DEFAULT_LIMIT_DB, band_log_gains
 from .base import AdapterTask
 from .restoration import FeatureCleaner
 
@@ -55,7 +56,8 @@ def compressed_loss(realised: Tensor, target: Tensor) -> Tensor:
 class BridgeTraining(AdapterTask):
     """``cleaner_dir``: the cleaner's export (needed by stage "cleaned"; stored in the restorer either way).
     ``init_bridge``: a restorer export's ``vocoder.safetensors`` to start from (stage "cleaned").
-    ``synthesis``: how the export turns the prediction into audio (``vocoders/bridge.py``)."""
+    ``synthesis``: how the export turns the prediction into audio (``vocoders/bridge.py``);
+    ``attenuation_limit_db``: with input gains, the most a band is lowered, in training and in the export."""
 
     predict_instead: ClassVar[str] = "speech-peft restore IN OUT --checkpoint RESTORER_EXPORT"
     datamodule: ClassVar[type] = RestorationData  # the batches it trains on
@@ -65,10 +67,12 @@ class BridgeTraining(AdapterTask):
                  encoder_name: str = "whisper-tiny.en", tap_layer: int = 2, bottleneck_dim: int = 128,
                  hifigan_weights: str = "universal", lr: float = 1e-3, weight_decay: float = 0.0,
                  synthesis: Literal["vocoder", "input_gain"] = "vocoder",
-                 objective: Literal["log_mel", "compressed_gain"] = "log_mel") -> None:
+                 objective: Literal["log_mel", "compressed_gain"] = "log_mel",
+                 attenuation_limit_db: float = DEFAULT_LIMIT_DB) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_synthesis(synthesis, "task.synthesis")  # before training, not at the export
+        check_attenuation_limit(attenuation_limit_db, "task.attenuation_limit_db")
         given = BridgeConfig(**(bridge or {}))
         if objective not in OBJECTIVES:
             raise UserError(f"task.objective={objective!r}: choose one of {', '.join(OBJECTIVES)}")
@@ -103,7 +107,7 @@ class BridgeTraining(AdapterTask):
     def _delivered(self, predicted: Tensor, input_mel: Tensor | None) -> Tensor:
         """The log-mel the export hands on: with input gains, the input lowered toward the prediction."""
         if self.hparams.synthesis == "input_gain" and input_mel is not None:
-            return input_mel + band_log_gains(input_mel, predicted)
+            return input_mel + band_log_gains(input_mel, predicted, self.hparams.attenuation_limit_db)
         return predicted
 
     def _score(self, delivered: Tensor, target: Tensor) -> Tensor:
@@ -135,5 +139,6 @@ class BridgeTraining(AdapterTask):
     def export(self, directory: str | Path) -> Path:
         """A restorer: the cleaner it was trained beside, this bridge and the frozen generator."""
         vocoder = BridgedHiFiGAN(self.bridge, weights=self.hparams.hifigan_weights,
-                                 synthesis=self.hparams.synthesis)
+                                 synthesis=self.hparams.synthesis,
+                                 attenuation_limit_db=self.hparams.attenuation_limit_db)
         return self.cleaner.restorer_with(vocoder).export(directory)

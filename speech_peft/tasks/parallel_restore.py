@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.manifest import Entry
 from ..data.rejects import Rejects
 from ..jobs.devices import accelerator_for
-from ..jobs.restore import load_restorer, prepare, read_input, restore_one
+from ..jobs.restore import RestorerChoice, prepare, read_input, restore_one
 
 
 class _Shard(Dataset):
@@ -48,13 +48,12 @@ class RestorePrediction(L.LightningModule):
         return written
 
 
-def restore_in_processes(inputs: str, out_dir: str, checkpoint: str, devices: int = 2, num_nodes: int = 1,
-                         ledger: bool = False, progress: bool = True, copy_synthesis: bool = False,
-                         device: str = "cpu", skip_bad: bool = False, student: str | None = None,
-                         synthesis: str | None = None) -> dict[str, int]:
+def restore_in_processes(inputs: str, out_dir: str, choice: RestorerChoice, devices: int = 2, num_nodes: int = 1,
+                         ledger: bool = False, progress: bool = True, device: str = "cpu",
+                         skip_bad: bool = False) -> dict[str, int]:
     """``devices`` processes on each of ``num_nodes``; the other arguments as ``jobs.restore.restore``'s."""
-    restorer = load_restorer(checkpoint, student, copy_synthesis, synthesis)  # refused options claim no folder
-    entries, todo, out = prepare(inputs, out_dir, checkpoint, copy_synthesis, skip_bad, student, synthesis)
+    restorer = choice.load()  # refused options claim no folder
+    entries, todo, out = prepare(inputs, out_dir, choice, skip_bad)
     task = RestorePrediction(restorer, str(out), ledger)
     trainer = L.Trainer(accelerator=accelerator_for(device), devices=devices, num_nodes=num_nodes, strategy="ddp",
                         logger=False, enable_progress_bar=progress, use_distributed_sampler=False,

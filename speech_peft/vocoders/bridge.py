@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..errors import UserError
 from . import hifigan
-from .input_gain import apply_mel_gain
+from .input_gain import DEFAULT_LIMIT_DB, apply_mel_gain
 
 INPUTS = ("features", "mel", "features+mel")
 SYNTHESES = ("vocoder", "input_gain")
@@ -33,6 +33,13 @@ def check_synthesis(synthesis: str, option: str = "synthesis") -> str:
     if synthesis not in SYNTHESES:
         raise UserError(f"{option} {synthesis!r}: choose one of {', '.join(SYNTHESES)}")
     return synthesis
+
+
+def check_attenuation_limit(limit_db: float, option: str = "attenuation limit") -> float:
+    """``limit_db`` itself (the most input_gain synthesis lowers a band, in dB), or a one-line error."""
+    if not (isinstance(limit_db, (int, float)) and 0 < limit_db < float("inf")):
+        raise UserError(f"{option} {limit_db!r}: give a positive number of dB (the most a band is lowered)")
+    return float(limit_db)
 
 
 @dataclass(frozen=True)
@@ -128,12 +135,14 @@ def target_mel(waves: Tensor, sample_rate: int = 16000) -> Tensor:
 
 class BridgedHiFiGAN(nn.Module):
     """The ``hifigan`` vocoder backend: the trained bridge, then the frozen pretrained generator speaks its
-    log-mel (``synthesis="vocoder"``), or the log-mel lowers the input's own bands (``"input_gain"``)."""
+    log-mel (``synthesis="vocoder"``), or the log-mel lowers the input's own bands (``"input_gain"``), each
+    by at most ``attenuation_limit_db``."""
 
     def __init__(self, bridge: FeatureToMel, generator: nn.Module | None = None, weights: str = "universal",
-                 synthesis: str = "vocoder"):
+                 synthesis: str = "vocoder", attenuation_limit_db: float = DEFAULT_LIMIT_DB):
         super().__init__()
         self.bridge, self.weights, self.synthesis = bridge, weights, check_synthesis(synthesis)
+        self.attenuation_limit_db = check_attenuation_limit(attenuation_limit_db)
         if generator is None and synthesis == "vocoder":
             generator = hifigan.load_hifigan(weights)
         self.generator = generator
@@ -153,7 +162,7 @@ class BridgedHiFiGAN(nn.Module):
             frames = mel_frames(samples, sample_rate)
             input_mel = fit_frames(target_mel(waves, sample_rate), frames)
             predicted = self.bridge(feats, frames, input_mel if self.bridge.config.reads_mel else None)
-            return apply_mel_gain(waves, input_mel, predicted, sample_rate)
+            return apply_mel_gain(waves, input_mel, predicted, sample_rate, self.attenuation_limit_db)
         mel = self.mel(feats, samples, sample_rate, waves)
         wave = AF.resample(self.generator(mel), hifigan.SAMPLE_RATE, sample_rate)
         return F.pad(wave, (0, max(0, samples - wave.shape[-1])))[..., :samples]

@@ -1,7 +1,8 @@
 """The bridge's predicted clean log-mel applied to the input itself instead of spoken by a vocoder.
 
 Where the prediction lies below the input's own log-mel, the difference is a gain on those mel bands of
-the input's spectrum (its phase kept), between ``floor`` and 1. Nothing is resynthesised, so what a vocoder
+the input's spectrum (its phase kept), between 1 and the attenuation limit (at most ``limit_db`` lower: a
+smaller limit trades noise left in for less speech taken out, as a denoiser's attenuation limit does). Nothing is resynthesised, so what a vocoder
 loses on real voices (HiFi-GAN V1's copy synthesis of held-out real speakers costs several WER points on
 clean input) is never lost, and a prediction equal to the input returns the input unchanged. It cannot
 add what the input lacks (a telephone band's missing highs); only the vocoder can.
@@ -21,7 +22,7 @@ from torch import Tensor
 from . import hifigan
 
 N_FFT, HOP = 512, 160
-DEFAULT_FLOOR_DB = -20.0
+DEFAULT_LIMIT_DB = 20.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -54,21 +55,21 @@ def _to_stft_frames(gains: Tensor, frames: int, sample_rate: int) -> Tensor:
     return gains[..., low] * (1 - weight) + gains[..., high] * weight
 
 
-def _log_floor(floor_db: float) -> float:
-    return math.log(10.0 ** (floor_db / 20.0))
+def _log_floor(limit_db: float) -> float:
+    return math.log(10.0 ** (-limit_db / 20.0))
 
 
-def band_log_gains(input_mel: Tensor, predicted_mel: Tensor, floor_db: float = DEFAULT_FLOOR_DB) -> Tensor:
+def band_log_gains(input_mel: Tensor, predicted_mel: Tensor, limit_db: float = DEFAULT_LIMIT_DB) -> Tensor:
     """Per mel band and frame, the natural-log gain that lowers the input to the prediction: never above 0
-    (nothing raised), never below the floor."""
-    return (predicted_mel - input_mel).clamp(min=_log_floor(floor_db), max=0.0)
+    (nothing raised), never more than ``limit_db`` down."""
+    return (predicted_mel - input_mel).clamp(min=_log_floor(limit_db), max=0.0)
 
 
 def apply_mel_gain(waves: Tensor, input_mel: Tensor, predicted_mel: Tensor, sample_rate: int = 16000,
-                   floor_db: float = DEFAULT_FLOOR_DB) -> Tensor:
+                   limit_db: float = DEFAULT_LIMIT_DB) -> Tensor:
     """(B, samples) input audio, its (B, n_mels, F) log-mel and the predicted clean log-mel -> (B, samples)
-    audio: the input with each band lowered to the prediction (never raised, never below ``floor_db``)."""
-    log_gain = band_log_gains(input_mel, predicted_mel, floor_db)
+    audio: the input with each band lowered to the prediction (never raised, never more than ``limit_db``)."""
+    log_gain = band_log_gains(input_mel, predicted_mel, limit_db)
     window = torch.hann_window(N_FFT, device=waves.device)
     spec = torch.stft(waves, N_FFT, HOP, window=window, return_complex=True)
     band_gain = _to_stft_frames(log_gain.exp(), spec.shape[-1], sample_rate)

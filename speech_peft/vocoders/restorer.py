@@ -21,7 +21,8 @@ from ..encoders.whisper import load_whisper_encoder
 from ..errors import UserError
 from ..exports import read_export_info, write_export_info
 from ..tensor_files import load_tensors, save_tensors
-from .bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel
+from .bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, check_attenuation_limit
+from .input_gain import DEFAULT_LIMIT_DB
 from .student import load_student
 from .wavefit import WaveFit, WaveFitConfig
 
@@ -62,14 +63,18 @@ class Restorer(nn.Module):
         if self.backend == "hifigan":
             config["hifigan_weights"] = self.vocoder.weights
             config["synthesis"] = self.vocoder.synthesis
+            if self.vocoder.synthesis == "input_gain":
+                config["attenuation_limit_db"] = self.vocoder.attenuation_limit_db
         write_export_info(directory, EXPORT_KIND, config)
         return directory
 
     @classmethod
     def from_export(cls, directory: str | Path, student: str | Path | None = None,
-                    synthesis: str | None = None) -> "Restorer":
+                    synthesis: str | None = None, attenuation_limit_db: float | None = None) -> Restorer:
         """``student``: a distilled student's export, speaking in place of HiFi-GAN V1 (``hifigan`` only);
-        ``synthesis``: ``vocoder`` or ``input_gain`` in place of the export's own (``hifigan`` only)."""
+        ``synthesis``: ``vocoder`` or ``input_gain`` in place of the export's own (``hifigan`` only);
+        ``attenuation_limit_db``: the most input_gain synthesis lowers a band, in place of the export's own
+        (exports that name none: 20 dB)."""
         directory = Path(directory)
         config = read_export_info(directory, EXPORT_KIND)["config"]
         backend = config.get("backend", "wavefit")
@@ -82,6 +87,11 @@ class Restorer(nn.Module):
         synthesis = synthesis or config.get("synthesis", "vocoder")
         if student is not None and synthesis == "input_gain":
             raise UserError(f"{directory}: input_gain synthesis speaks through no vocoder; --student needs --synthesis vocoder")
+        if attenuation_limit_db is not None and synthesis != "input_gain":
+            raise UserError(f"{directory}: an attenuation limit applies to input_gain synthesis, not to {synthesis}")
+        limit_db = check_attenuation_limit(
+            config.get("attenuation_limit_db", DEFAULT_LIMIT_DB) if attenuation_limit_db is None else attenuation_limit_db,
+            "attenuation limit")
         encoder = load_whisper_encoder(config["encoder_name"], tap_layer=config["tap_layer"])
         load_adapter(encoder, directory / "cleaner")
         state = load_tensors(directory / "vocoder.safetensors")
@@ -90,7 +100,7 @@ class Restorer(nn.Module):
             bridge.load_state_dict(state, strict=True)
             generator = load_student(student) if student is not None else None
             vocoder = BridgedHiFiGAN(bridge, generator, weights=config.get("hifigan_weights", "universal"),
-                                     synthesis=synthesis)
+                                     synthesis=synthesis, attenuation_limit_db=limit_db)
         else:
             vocoder = WaveFit(WaveFitConfig(**config["vocoder"]))
             vocoder.load_state_dict(state, strict=True)
