@@ -86,3 +86,23 @@ def test_transcribe_jsonl_output_scores_as_hypotheses_grouped_by_language(tmp_pa
     (tmp_path / "bad.jsonl").write_text('{"text": "no id"}\n')
     assert main(["score", "wer", "--ref", str(tmp_path / "m.jsonl"), "--hyp", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl:1" in capsys.readouterr().err
+
+
+def test_a_wer_change_interval_lies_below_zero_only_when_most_speakers_gained():
+    from speech_peft.metrics.wer import wer_change_interval
+
+    speakers = [f"s{i}" for i in range(20) for _ in range(3)]
+    words = [10] * 60
+    before = [3] * 60
+    assert wer_change_interval(words, before, before, speakers) == (0.0, 0.0)
+    every_speaker_gains = [2] * 60  # one error fewer in every utterance: -10 points
+    low, high = wer_change_interval(words, before, every_speaker_gains, speakers)
+    assert low == pytest.approx(-10.0) and high == pytest.approx(-10.0)
+    one_speaker_carries_it = [0 if s == "s0" else 3 for s in speakers]  # -9 points on one speaker of 20
+    low, high = wer_change_interval(words, before, one_speaker_carries_it, speakers)
+    assert low < 0 and high >= 0  # the mean falls, but one speaker is no evidence that speakers gain
+    mixed = [1 if i % 2 else 4 for i in range(60)]  # -2 or +1 per utterance: half the speakers -3, half 0
+    low, high = wer_change_interval(words, before, mixed, speakers)
+    assert low < -5 < high < 0  # -5 points on average, and below 0 however the speakers are resampled
+    with pytest.raises(ValueError, match="one count of each kind per utterance"):
+        wer_change_interval(words, before, before[:-1], speakers)

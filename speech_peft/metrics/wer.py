@@ -85,6 +85,29 @@ def word_errors(reference: str, hypothesis: str) -> int:
     return out.substitutions + out.deletions + out.insertions
 
 
+def wer_change_interval(words: list[int], errors_before: list[int], errors_after: list[int], groups: list[str],
+                        level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The ``level`` interval, in WER points, of the corpus WER change from ``errors_before`` to
+    ``errors_after`` (per utterance, over ``words`` reference words each), by a paired bootstrap that
+    resamples whole ``groups`` (speakers): utterances of one speaker are not independent evidence.
+    An interval below 0 says the change lowered WER beyond what speaker sampling explains."""
+    import numpy as np
+
+    if not (len(words) == len(errors_before) == len(errors_after) == len(groups)) or not words:
+        raise ValueError("wer_change_interval: give one count of each kind per utterance, for at least one")
+    names = sorted(set(groups))
+    index = {name: i for i, name in enumerate(names)}
+    per_group = np.zeros((len(names), 2))  # reference words, error change
+    for n, before, after, group in zip(words, errors_before, errors_after, groups):
+        per_group[index[group]] += (n, after - before)
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    totals = per_group[draws].sum(axis=1)
+    change = 100 * totals[:, 1] / np.maximum(totals[:, 0], 1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(change, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def _lines(path: str):
     """(number, text) of each line of a UTF-8 file; a line that is not UTF-8 is an error naming the file and line."""
     with open(path, "rb") as handle:

@@ -8,7 +8,7 @@ holds hundreds of words and one word moves it by about 0.1 point instead of 0.7;
 (DNSMOS and speaker similarity need no more).
 
 Writes OUT/clean/<id>.wav (16 kHz), OUT/transcripts.tsv (id<TAB>text, where the source has text),
-OUT/babble/ (utterances of other held-out speakers, the babble talkers, never the ones scored) and
+OUT/speakers.tsv (id<TAB>source/speaker: the table resamples speakers for its intervals), OUT/babble/ (utterances of other held-out speakers, the babble talkers, never the ones scored) and
 OUT/heldout_speakers.txt (source<TAB>speaker: what a training stage must leave out).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     (args.out / "clean").mkdir(parents=True, exist_ok=True)
     (args.out / "babble").mkdir(parents=True, exist_ok=True)
-    transcripts, kept = [], []
+    transcripts, kept, speaker_of = [], [], []
     for source in SOURCES:
         with open(args.shared / source / "manifest.tsv", newline="") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -53,9 +53,12 @@ def main() -> None:
             folder = args.out / ("clean" if scored else "babble")
             for row in utterances[:args.per_speaker if scored and has_text else 1]:
                 save_audio(folder / f"{row['id']}.wav", load_audio(args.shared / source / row["path"], 16000), 16000)
+                if scored:
+                    speaker_of.append(f"{row['id']}\t{source}/{speaker}")
                 if scored and row["text"].strip():
                     transcripts.append(f"{row['id']}\t{row['text'].strip().lower()}")
     (args.out / "transcripts.tsv").write_text("".join(f"{t}\n" for t in transcripts))
+    (args.out / "speakers.tsv").write_text("".join(f"{s}\n" for s in speaker_of))
     (args.out / "heldout_speakers.txt").write_text("".join(f"{k}\n" for k in kept))
     print(f"{len(list((args.out / 'clean').glob('*.wav')))} scored, {len(list((args.out / 'babble').glob('*.wav')))} "
           f"babble talkers, {len(transcripts)} with transcripts")
