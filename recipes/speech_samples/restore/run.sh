@@ -32,6 +32,9 @@
 #  10 held-out real speakers (a speaker-disjoint fifth of speechocean762 and LibriSpeech) under clean,
 #     noise, babble, room + noise and far room + loud noise + telephone band: the input, spectral gating,
 #     the shipped restorer and every stage-9 restorer side by side (RESULTS_real_speakers.md)
+#  11 (run on its own: --stage 11 --stop_stage 11, after stage 9) the shipped restorer's attenuation limit
+#     (20, 10, 6 dB) on the pool's validation speakers and the training noises, never the held-out ones
+#     (RESULTS_attenuation_limit.md)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
@@ -219,4 +222,26 @@ if run_stage 10 && has_real_speakers; then
     log "stage 10: ship $default_variant as $shipped"
     ship "$real/$default_variant/export"
   fi
+fi
+
+if run_stage 11 && has_real_speakers; then
+  log "stage 11: the shipped restorer's attenuation limit, chosen on the validation speakers (training noises)"
+  dev=$real/dev  # never the held-out speakers, nor their noises and rooms
+  [ -f "$real/heldout/heldout_speakers.txt" ] || python "$here/local/real_heldout.py" "$shared" "$real/heldout" >/dev/null
+  [ -f "$real/pool/val.jsonl" ] || python "$here/local/real_train.py" "$shared" "$real/heldout/heldout_speakers.txt" \
+    "$real/pool" >/dev/null
+  [ -f "$dev/heldout/transcripts.tsv" ] || python "$here/local/real_dev.py" "$real/pool" "$dev/heldout" >/dev/null
+  limits=(20 10 6) systems=()
+  for limit in "${limits[@]}"; do systems+=("limit_$limit=$shipped:input_gain:$limit"); done
+  ASR=whisper-tiny.en NOISES="$(echo "$data"/noise/noise{1,2,3}.wav)" RIRS="$(echo "$data"/rirs/rir{1,2}.wav)" \
+    bash "$here/local/real_heldout_eval.sh" "$shared" "$dev" "${systems[@]}"
+  table=$here/RESULTS_attenuation_limit.md
+  [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_attenuation_limit.md
+  { echo "# The attenuation limit on the validation speakers (stage 11)"; echo
+    echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 11 --stop_stage 11\`: the shipped restorer"
+    echo "with \`--attenuation-limit-db\` 20 (its own), 10 and 6 on the real-speaker pool's validation speakers"
+    echo "(local/real_dev.py), degraded with the training noises and rooms (noise1-3, rir1-2)."; echo
+    python "$here/local/real_heldout_table.py" "$dev/heldout" \
+      limit_20="input gains, limit 20 dB (shipped)" limit_10="input gains, limit 10 dB" limit_6="input gains, limit 6 dB"
+  } > "$table"
 fi

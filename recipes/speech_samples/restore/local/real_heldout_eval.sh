@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Stage 10 of the restoration recipe: held-out real speakers under the conditions people have, each
 # restorer judged against doing nothing and against spectral gating.
-#   bash local/real_heldout_eval.sh SHARED_DATA EXP NAME=RESTORER[:SYNTHESIS] ...
+#   bash local/real_heldout_eval.sh SHARED_DATA EXP NAME=RESTORER[:SYNTHESIS[:ATTENUATION_LIMIT_DB]] ...
 # Conditions: clean; real noise at 6-12 dB; babble of 3-6 other held-out talkers at 6-12 dB; a real room
 # and real noise at 6-12 dB; a far room, loud noise (0-5 dB) and a telephone band. Systems: the input
 # (input), spectral gating (spectral_gating), then each NAME: restore --checkpoint RESTORER [--synthesis
-# SYNTHESIS]. Each system's outputs are scored once, on their own, into conditions/C/quality/NAME
+# SYNTHESIS] [--attenuation-limit-db DB]. Each system's outputs are scored once, on their own, into conditions/C/quality/NAME
 # (DNSMOS, speaker similarity to the clean file, WER of each $ASR model where the source has text);
 # existing reports are kept, so adding a system scores only it.
-#   ASR: the WER models (default "whisper-tiny.en whisper-base"); SCORE_FLAGS: e.g. --no-dnsmos.
+#   ASR: the WER models (default "whisper-tiny.en whisper-base"); SCORE_FLAGS: e.g. --no-dnsmos;
+#   NOISES, RIRS: other noises and rooms (default: the recipe's held-out noise4-5 and rir3-4); EXP/heldout
+#   may be made beforehand (local/real_dev.py: the validation speakers, for choosing a setting).
 set -euo pipefail
 shared=$1 exp=$2
 shift 2
@@ -17,7 +19,8 @@ read -r -a score_flags <<< "${SCORE_FLAGS:-}"
 data=data/speech_samples
 heldout=$exp/heldout
 [ -f "$heldout/transcripts.tsv" ] || python "$(dirname "$0")/real_heldout.py" "$shared" "$heldout" >/dev/null
-noise=("$data/noise/noise4.wav" "$data/noise/noise5.wav") rirs=("$data/rirs/rir3.wav" "$data/rirs/rir4.wav")
+read -r -a noise <<< "${NOISES:-$data/noise/noise4.wav $data/noise/noise5.wav}"
+read -r -a rirs <<< "${RIRS:-$data/rirs/rir3.wav $data/rirs/rir4.wav}"
 common=(--p-clean 0 --p-real 1 --noise "${noise[@]}" --rir "${rirs[@]}" --babble "$heldout/babble"/*.wav)
 declare -A conditions=(
   [clean]="--p-clean 1 --effects noise"
@@ -40,9 +43,11 @@ for condition in clean noise babble room_noise far_phone; do
   score "$out/spectral_gating" "$out/quality/spectral_gating"
   for system in "$@"; do
     name=${system%%=*} spec=${system#*=}
-    restorer=${spec%%:*} synthesis=()
-    [ "$spec" = "$restorer" ] || synthesis=(--synthesis "${spec#*:}")
-    speech-peft restore "$out/degraded" "$out/$name" --checkpoint "$restorer" "${synthesis[@]}" >/dev/null
+    IFS=: read -r restorer synthesis limit <<< "$spec"
+    flags=()
+    [ -z "$synthesis" ] || flags+=(--synthesis "$synthesis")
+    [ -z "$limit" ] || flags+=(--attenuation-limit-db "$limit")
+    speech-peft restore "$out/degraded" "$out/$name" --checkpoint "$restorer" "${flags[@]}" >/dev/null
     score "$out/$name" "$out/quality/$name"
   done
 done
