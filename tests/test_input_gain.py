@@ -77,6 +77,7 @@ def test_the_attenuation_limit_travels_with_the_export_and_restore_can_override_
     ({"attenuation_limit_db": float("nan")}, "attenuation limit nan"),
     ({"attenuation_limit_db": 6.0, "synthesis": "vocoder"}, "applies to input_gain synthesis, not to vocoder"),
     ({"attenuation_limit_db": 6.0, "checkpoint": "spectral-gating"}, "--attenuation-limit-db do not apply"),
+    ({"attenuation_limit_db": 0.0, "checkpoint": "spectral-gating"}, "--attenuation-limit-db do not apply"),
 ])
 def test_an_attenuation_limit_that_cannot_apply_is_refused_in_one_line(choice, message):
     from speech_peft.jobs.restore import SHIPPED_RESTORER, RestorerChoice

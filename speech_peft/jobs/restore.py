@@ -102,7 +102,8 @@ class RestorerChoice:
         if self.checkpoint == SPECTRAL_GATING:
             given = [flag for flag, value in (("--student", self.student), ("--copy-synthesis", self.copy_synthesis),
                                               ("--synthesis", self.synthesis),
-                                              ("--attenuation-limit-db", self.attenuation_limit_db)) if value]
+                                              ("--attenuation-limit-db", self.attenuation_limit_db))
+                     if value is not None and value is not False]
             if given:
                 raise UserError(f"spectral gating has no vocoder: {', '.join(given)} do not apply")
             return SpectralGating()

@@ -89,9 +89,9 @@ class Restorer(nn.Module):
             raise UserError(f"{directory}: input_gain synthesis speaks through no vocoder; --student needs --synthesis vocoder")
         if attenuation_limit_db is not None and synthesis != "input_gain":
             raise UserError(f"{directory}: an attenuation limit applies to input_gain synthesis, not to {synthesis}")
-        limit_db = check_attenuation_limit(
-            config.get("attenuation_limit_db", DEFAULT_LIMIT_DB) if attenuation_limit_db is None else attenuation_limit_db,
-            "attenuation limit")
+        if attenuation_limit_db is None:
+            attenuation_limit_db = config.get("attenuation_limit_db", DEFAULT_LIMIT_DB)
+        check_attenuation_limit(attenuation_limit_db)  # before the encoder loads
         encoder = load_whisper_encoder(config["encoder_name"], tap_layer=config["tap_layer"])
         load_adapter(encoder, directory / "cleaner")
         state = load_tensors(directory / "vocoder.safetensors")
@@ -100,7 +100,7 @@ class Restorer(nn.Module):
             bridge.load_state_dict(state, strict=True)
             generator = load_student(student) if student is not None else None
             vocoder = BridgedHiFiGAN(bridge, generator, weights=config.get("hifigan_weights", "universal"),
-                                     synthesis=synthesis, attenuation_limit_db=limit_db)
+                                     synthesis=synthesis, attenuation_limit_db=attenuation_limit_db)
         else:
             vocoder = WaveFit(WaveFitConfig(**config["vocoder"]))
             vocoder.load_state_dict(state, strict=True)

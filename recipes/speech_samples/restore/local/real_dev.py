@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from real_heldout import write_lists  # this folder: the held-out set's layout
+
 from speech_peft.data.audio import load_audio, save_audio
 from speech_peft.data.manifest import read_manifest
 
@@ -34,10 +36,7 @@ def main() -> None:
     talkers = [line for line in (args.pool / "babble.txt").read_text().splitlines() if line]
     for n, path in enumerate(talkers[::max(1, len(talkers) // args.babble)][:args.babble]):
         save_audio(args.out / "babble" / f"talker{n}.wav", load_audio(path, 16000), 16000)
-    (args.out / "transcripts.tsv").write_text("".join(f"{t}\n" for t in transcripts))
-    (args.out / "speakers.tsv").write_text("".join(f"{s}\n" for s in speakers))
-    print(f"{len(speakers)} scored, {len(transcripts)} with transcripts, "
-          f"{len(list((args.out / 'babble').glob('*.wav')))} babble talkers")
+    write_lists(args.out, transcripts, speakers)
 
 
 if __name__ == "__main__":

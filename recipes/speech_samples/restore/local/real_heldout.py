@@ -8,7 +8,8 @@ holds hundreds of words and one word moves it by about 0.1 point instead of 0.7;
 (DNSMOS and speaker similarity need no more).
 
 Writes OUT/clean/<id>.wav (16 kHz), OUT/transcripts.tsv (id<TAB>text, where the source has text),
-OUT/speakers.tsv (id<TAB>source/speaker: the table resamples speakers for its intervals), OUT/babble/ (utterances of other held-out speakers, the babble talkers, never the ones scored) and
+OUT/speakers.tsv (id<TAB>source/speaker: the table resamples speakers for its intervals), OUT/babble/
+(utterances of other held-out speakers, the babble talkers, never the ones scored) and
 OUT/heldout_speakers.txt (source<TAB>speaker: what a training stage must leave out).
 """
 from __future__ import annotations
@@ -24,6 +25,14 @@ SOURCES = ("speechocean762", "librispeech_speakers")  # 16 kHz, hundreds of spea
 
 def heldout(speakers: list[str]) -> list[str]:
     return sorted(speakers)[::5]
+
+
+def write_lists(out: Path, transcripts: list[str], speakers: list[str]) -> None:
+    """OUT/transcripts.tsv and OUT/speakers.tsv of an evaluation folder (``id<TAB>...`` lines), and a summary."""
+    (out / "transcripts.tsv").write_text("".join(f"{t}\n" for t in transcripts))
+    (out / "speakers.tsv").write_text("".join(f"{s}\n" for s in speakers))
+    print(f"{len(speakers)} scored, {len(list((out / 'babble').glob('*.wav')))} babble talkers, "
+          f"{len(transcripts)} with transcripts")
 
 
 def main() -> None:
@@ -57,11 +66,8 @@ def main() -> None:
                     speaker_of.append(f"{row['id']}\t{source}/{speaker}")
                 if scored and row["text"].strip():
                     transcripts.append(f"{row['id']}\t{row['text'].strip().lower()}")
-    (args.out / "transcripts.tsv").write_text("".join(f"{t}\n" for t in transcripts))
-    (args.out / "speakers.tsv").write_text("".join(f"{s}\n" for s in speaker_of))
     (args.out / "heldout_speakers.txt").write_text("".join(f"{k}\n" for k in kept))
-    print(f"{len(list((args.out / 'clean').glob('*.wav')))} scored, {len(list((args.out / 'babble').glob('*.wav')))} "
-          f"babble talkers, {len(transcripts)} with transcripts")
+    write_lists(args.out, transcripts, speaker_of)
 
 
 if __name__ == "__main__":

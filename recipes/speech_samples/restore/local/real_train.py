@@ -24,8 +24,8 @@ def main(shared: Path, heldout_list: Path, out: Path) -> None:
                 if (source, row["speaker"]) in held or int(row["sample_rate"]) < 16000 or float(row["seconds"]) < 2.0:
                     continue
                 entries.append(Entry(f"{source}/{row['id']}", str((shared / source / row["path"]).resolve()),
-                                     float(row["seconds"]), int(row["sample_rate"]), text=row.get("text", "").strip() or None,
-                                     speaker=f"{source}/{row['speaker']}"))
+                                     float(row["seconds"]), int(row["sample_rate"]),
+                                     text=row.get("text", "").strip() or None, speaker=f"{source}/{row['speaker']}"))
     out.mkdir(parents=True, exist_ok=True)
     speakers = sorted({e.speaker for e in entries})
     val_speakers = set(speakers[1::20])  # a few speakers for the validation loss, never for training
