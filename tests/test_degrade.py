@@ -10,7 +10,7 @@ import torch
 
 from speech_peft.data.audio import load_audio
 from speech_peft.data.degrade import (DegradeConfig, Degrader, add_noise, band_limit, clip, codec, colored_noise,
-                                      has_ffmpeg, low_pass, reverberate, simulate_rir)
+                                      equalise, has_ffmpeg, low_pass, reverberate, simulate_rir, texture_noise)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"
 SR = 16000
@@ -43,6 +43,45 @@ def test_colored_noise_has_the_claimed_spectral_slope():
     band = (freqs > 0.01) & (freqs < 0.4)
     slope = np.polyfit(np.log(freqs[band]), np.log(spec[band]), 1)[0]
     assert -1.2 < slope < -0.8
+
+
+def _octave_levels_db(x: torch.Tensor) -> np.ndarray:
+    power = np.abs(np.fft.rfft(x.numpy())) ** 2
+    freqs = np.fft.rfftfreq(x.shape[-1], 1 / SR)
+    edges = [62.5, 125, 250, 500, 1000, 2000, 4000, 8000]
+    return np.array([10 * np.log10(power[(freqs >= a) & (freqs < b)].mean()) for a, b in zip(edges, edges[1:])])
+
+
+def test_texture_noises_differ_from_draw_to_draw_in_spectrum_yet_repeat_under_the_same_seed():
+    draws = [texture_noise(4 * SR, SR, random.Random(seed)) for seed in range(6)]
+    assert torch.equal(draws[0], texture_noise(4 * SR, SR, random.Random(0)))
+    assert all(d.shape == (4 * SR,) and torch.isfinite(d).all() and abs(float(d.std()) - 1) < 1e-3 for d in draws)
+    shapes = [_octave_levels_db(d) - _octave_levels_db(d).max() for d in draws]
+    # Coloured noises are one of three fixed slopes; textures spread their octave levels by many decibels.
+    spreads = [np.abs(a - b).max() for i, a in enumerate(shapes) for b in shapes[i + 1:]]
+    assert min(spreads) > 6.0
+
+
+def test_the_random_equaliser_only_lowers_bands_so_a_recording_keeps_its_character():
+    noise = load_audio(DATA / "noise" / "noise1.wav", SR)[: 2 * SR]
+    shaped = equalise(noise, SR, 20.0, random.Random(4))
+    before, after = np.abs(np.fft.rfft(noise.numpy())), np.abs(np.fft.rfft(shaped.numpy()))
+    assert (after <= before * 1.0001 + 1e-6).all()
+    assert (after >= before * 10 ** (-20 / 20) * 0.999 - 1e-6).all()
+    assert not torch.allclose(shaped, noise)
+
+
+def test_textures_and_the_equaliser_widen_the_noise_effect_and_still_mix_at_the_drawn_snr(speech):
+    from dataclasses import replace
+
+    base = DegradeConfig(noise_files=[str(DATA / "noise" / "noise1.wav")], effects=("noise",), p_clean=0.0,
+                         snr_db=(9.0, 9.0))
+    for wider in (replace(base, p_real=0.0, p_texture=1.0), replace(base, p_real=1.0, noise_eq_db=20.0)):
+        plain = Degrader(replace(wider, p_texture=0.0, noise_eq_db=0.0), SR, seed=2)(speech, 0)
+        widened = Degrader(wider, SR, seed=2)(speech, 0)
+        assert not torch.allclose(widened, plain)
+        assert _snr(speech, widened) == pytest.approx(9.0, abs=0.1)
+        assert torch.equal(Degrader(wider, SR, seed=2)(speech, 0), widened)
 
 
 def _rt60(rir: torch.Tensor) -> float:

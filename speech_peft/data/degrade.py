@@ -65,6 +65,55 @@ def colored_noise(length: int, color: str = "white", rng: random.Random | None =
     return torch.from_numpy(shaped / (shaped.std() + 1e-12)).float()
 
 
+def _log_frequency_envelope(freqs: np.ndarray, depth_db: float, gen: np.random.Generator,
+                            points: int = 8) -> np.ndarray:
+    """An amplitude curve over ``freqs``: random levels in [-depth_db, 0] dB at points spread evenly on a log
+    frequency axis, joined by straight lines there (a smooth equaliser no recording was made through)."""
+    top = max(float(freqs[-1]), 100.0)
+    anchors = np.geomspace(40.0, top, points)
+    levels = gen.uniform(-depth_db, 0.0, points)
+    db = np.interp(np.log(np.clip(freqs, 40.0, top)), np.log(anchors), levels)
+    return 10 ** (db / 20)
+
+
+def equalise(wave: torch.Tensor, sample_rate: int, depth_db: float, rng: random.Random | None = None) -> torch.Tensor:
+    """``wave`` through a random smooth equaliser up to ``depth_db`` deep: one recorded noise becomes many."""
+    gen = np.random.default_rng((rng or random.Random(0)).getrandbits(32))
+    x = wave.numpy().astype(np.float64)
+    freqs = np.fft.rfftfreq(x.shape[-1], 1 / sample_rate)
+    shaped = np.fft.irfft(np.fft.rfft(x) * _log_frequency_envelope(freqs, depth_db, gen), n=x.shape[-1])
+    return torch.from_numpy(shaped).float()
+
+
+def texture_noise(length: int, sample_rate: int = 16000, rng: random.Random | None = None) -> torch.Tensor:
+    """A noise unlike any recording on hand: Gaussian noise under a random spectral envelope (up to 40 dB
+    deep), its level swinging slowly (up to 12 dB at 0.2-6 Hz) or switching on and off, and sometimes a hum
+    (harmonics of 50-300 Hz), the kinds of noise (fans, engines, traffic, rain, machines) a few recordings
+    cannot cover. Unit variance."""
+    rng = rng or random.Random(0)
+    gen = np.random.default_rng(rng.getrandbits(32))
+    freqs = np.fft.rfftfreq(length, 1 / sample_rate)
+    noise = np.fft.irfft(np.fft.rfft(gen.standard_normal(length)) * _log_frequency_envelope(freqs, 40.0, gen), n=length)
+    noise /= noise.std() + 1e-12
+    t = np.arange(length) / sample_rate
+    if rng.random() < 0.4:
+        f0 = rng.uniform(50.0, 300.0)
+        harmonics = [k for k in range(1, rng.randint(3, 12) + 1) if k * f0 < sample_rate / 2]
+        hum = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k ** rng.uniform(0.5, 1.5)
+                  for k in harmonics)
+        noise = noise + hum / (hum.std() + 1e-12) * 10 ** (rng.uniform(-10.0, 6.0) / 20)
+    if rng.random() < 0.25:  # intermittent: on and off in stretches of 0.2-2 s
+        gate, start, on = np.empty(length), 0, rng.random() < 0.5
+        while start < length:
+            stop = start + int(rng.uniform(0.2, 2.0) * sample_rate)
+            gate[start:stop], start, on = (1.0 if on else 10 ** (-rng.uniform(10, 30) / 20)), stop, not on
+        noise = noise * np.convolve(gate, np.hanning(801) / np.hanning(801).sum(), mode="same")
+    else:
+        swing = sum(np.sin(2 * np.pi * rng.uniform(0.2, 6.0) * t + rng.uniform(0, 2 * np.pi)) for _ in range(3)) / 3
+        noise = noise * 10 ** (rng.uniform(0.0, 12.0) * swing / 20)
+    return torch.from_numpy(noise / (noise.std() + 1e-12)).float()
+
+
 def reverberate(wave: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
     """Convolve with a room impulse response aligned at its direct path, so speech does not shift in time."""
     rir = rir / rir.abs().max().clamp(min=1e-12)
@@ -170,6 +219,8 @@ class DegradeConfig:
     min_effects: int = 1
     p_clean: float = 0.05
     p_real: float = 0.5             # chance of a real noise / RIR file over coloured noise / a simulated room
+    p_texture: float = 0.0          # chance that a noise not drawn from the files is a texture_noise, not coloured
+    noise_eq_db: float = 0.0        # depth of a random equaliser on each real noise drawn (0: played as recorded)
     effects: tuple[str, ...] = ("noise", "reverb", "band_limit", "clip", "codec", "babble")
 
 
@@ -218,11 +269,18 @@ class Degrader:
                 crowd = babble(rng.sample(self.talkers, count), wave.shape[-1], rng)
                 wave = add_noise(wave, crowd, rng.uniform(*c.snr_db), rng)
             elif effect == "noise":
-                use_real = self.noises and rng.random() < c.p_real
-                noise = rng.choice(self.noises) if use_real else colored_noise(wave.shape[-1], rng.choice(c.colors), rng)
-                wave = add_noise(wave, noise, rng.uniform(*c.snr_db), rng)
+                wave = add_noise(wave, self._noise(wave.shape[-1], rng), rng.uniform(*c.snr_db), rng)
         peak = wave.abs().max()
         return wave / peak * 0.99 if peak > 0.99 else wave
+
+    def _noise(self, length: int, rng: random.Random) -> torch.Tensor:
+        c = self.config  # the draws of p_texture and noise_eq_db happen only when they are on: old seeds keep their audio
+        if self.noises and rng.random() < c.p_real:
+            noise = rng.choice(self.noises)
+            return equalise(noise, self.sample_rate, c.noise_eq_db, rng) if c.noise_eq_db > 0 else noise
+        if c.p_texture > 0 and rng.random() < c.p_texture:
+            return texture_noise(length, self.sample_rate, rng)
+        return colored_noise(length, rng.choice(c.colors), rng)
 
 
 @dataclass

@@ -35,6 +35,9 @@
 #  11 (run on its own: --stage 11 --stop_stage 11, after stage 9) the shipped restorer's attenuation limit
 #     (20, 10, 6 dB) on the pool's validation speakers and the training noises, never the held-out ones
 #     (RESULTS_attenuation_limit.md)
+#  12 (run on its own: --stage 12 --stop_stage 12, after stage 9) noises no restorer here trained on: the shipped
+#     restorer and the textures bridge on the validation speakers with the ESC-50 clips as noise
+#     (RESULTS_unseen_noise.md), to choose between them before the held-out speakers see either
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
@@ -169,12 +172,19 @@ shared=../shared/data
 # bridge (0.75 s of context); each variant's own steps and objective follow its pool.
 wide="data.degrade.noise_files=[$(printf '%s\n' "$data"/noise/noise{1,2,3}.wav "$shared"/speech_samples/esc50/*.wav \
   | paste -sd,)] data.degrade.p_clean=0.1 task.bridge.dilation_growth=2"
+# Noises no recording holds: textures (random spectral envelopes, level swings, hum) and the training recordings
+# through random equalisers, louder (0-25 dB SNR), babble of every pool talker; the ESC-50 clips stay out, to
+# judge on (stage 12). Fine-tunes features_mel_gain.
+textures="task.init_bridge=$real/features_mel_gain/export/vocoder.safetensors task.lr=3e-4 data.degrade.p_clean=0.1"
+textures+=" data.degrade.snr_db=[0.0,25.0] data.degrade.p_texture=0.6 data.degrade.noise_eq_db=20.0"
+textures+=" data.degrade.babble_files=[@every_talker@] +trainer.max_steps=1500"
 variants=(  # name bridge-inputs synthesis training-pool [overrides] (the features-only bridge is stage 3's)
   "mel_gain mel input_gain real"
   "features_mel_gain features+mel input_gain real"
   "mel_gain_synthetic_only mel input_gain synthetic"
   "features_mel_dilated features+mel input_gain real+synthetic $wide +trainer.max_steps=3000"
-  "features_mel_compressed features+mel input_gain real+synthetic $wide task.objective=compressed_gain +trainer.max_steps=1500")
+  "features_mel_compressed features+mel input_gain real+synthetic $wide task.objective=compressed_gain +trainer.max_steps=1500"
+  "features_mel_textures features+mel input_gain real+synthetic $textures")
 has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
 if run_stage 9 && ! has_real_speakers; then
   log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
@@ -185,11 +195,12 @@ elif run_stage 9; then
   cp "$real/pool/train.jsonl" "$real/pool/real.jsonl"
   cp "$exp/manifests/wideband_train.jsonl" "$real/pool/synthetic.jsonl"
   cat "$real/pool/real.jsonl" "$real/pool/synthetic.jsonl" > "$real/pool/real+synthetic.jsonl"
-  babble=$(head -n 40 "$real/pool/babble.txt" | paste -sd,)  # 40 talkers keep the command line short
+  babble=$(head -n 40 "$real/pool/babble.txt" | paste -sd,)  # 40 talkers (features_mel_textures: every one)
   real_fit=("${fit[@]}" data.val="$real/pool/val.jsonl" data.repeats=1 "+data.degrade.babble_files=[$babble]"
             trainer.max_epochs=1000)
   for variant in "${variants[@]}"; do
     read -r name inputs synthesis pool overrides <<< "$variant"
+    overrides=${overrides//@every_talker@/$(paste -sd, "$real/pool/babble.txt")}
     read -r -a overrides <<< "${overrides:-+trainer.max_steps=${REAL_STEPS:-400}}"
     [ -f "$real/$name/fit_result.json" ] || "${real_fit[@]}" task=restore_bridge task.stage=cleaned \
       task.bridge.inputs="$inputs" task.synthesis="$synthesis" task.cleaner_dir="$cleaner" \
@@ -243,5 +254,25 @@ if run_stage 11 && has_real_speakers; then
     echo "(local/real_dev.py), degraded with the training noises and rooms (noise1-3, rir1-2)."; echo
     python "$here/local/real_heldout_table.py" "$dev/heldout" \
       limit_20="input gains, limit 20 dB (shipped)" limit_10="input gains, limit 10 dB" limit_6="input gains, limit 6 dB"
+  } > "$table"
+fi
+
+if run_stage 12 && has_real_speakers; then
+  log "stage 12: the shipped restorer and the textures bridge on the validation speakers, under unseen noises"
+  unseen=$real/unseen_noise  # validation speakers; the ESC-50 clips, which neither restorer trained on
+  [ -f "$real/pool/val.jsonl" ] || { log "stage 12 needs stage 9's pool and bridges"; exit 1; }
+  [ -f "$unseen/heldout/transcripts.tsv" ] || python "$here/local/real_dev.py" "$real/pool" "$unseen/heldout" >/dev/null
+  systems=("shipped=$shipped")
+  [ -f "$real/features_mel_textures/export/export.json" ] && systems+=("textures=$real/features_mel_textures/export")
+  ASR=whisper-tiny.en NOISES="$(echo "$shared"/speech_samples/esc50/*.wav)" RIRS="$(echo "$data"/rirs/rir{1,2}.wav)" \
+    bash "$here/local/real_heldout_eval.sh" "$shared" "$unseen" "${systems[@]}"
+  table=$here/RESULTS_unseen_noise.md
+  [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_unseen_noise.md
+  { echo "# Noises no restorer trained on, on the validation speakers (stage 12)"; echo
+    echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 12 --stop_stage 12\`: the real-speaker pool's"
+    echo "validation speakers (local/real_dev.py) degraded with the five ESC-50 clips as noise (neither restorer"
+    echo "trained on them) and the training rooms (rir1-2)."; echo
+    python "$here/local/real_heldout_table.py" "$unseen/heldout" shipped="features+mel, input gains (shipped)" \
+      textures="features+mel, input gains, trained on noise textures"
   } > "$table"
 fi
