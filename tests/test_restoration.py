@@ -449,3 +449,40 @@ def test_an_untrained_mel_restorer_with_input_gain_synthesis_hands_back_its_inpu
     refused = _restore(tmp_path / "in", tmp_path / "other", "--checkpoint", export, "--student")
     assert refused.returncode == 2 and "speaks through no vocoder" in refused.stderr
     assert not (tmp_path / "other").exists()  # a refused restorer claims no output folder
+
+
+def test_the_noise_floor_is_each_bands_quiet_level_and_speech_bursts_above_it_do_not_move_it():
+    from speech_peft.vocoders.bridge import noise_floor
+
+    steady = torch.full((1, 80, 200), -6.0)
+    bursty = steady.clone()
+    bursty[:, :, 50:120] += 5.0  # speech over the noise in most of the frames but not the quietest
+    assert torch.allclose(noise_floor(bursty), torch.full((1, 80, 1), -6.0))
+    assert torch.allclose(noise_floor(steady - 3.0), torch.full((1, 80, 1), -9.0))
+
+
+def test_a_noise_aware_bridge_started_from_a_trained_one_predicts_what_it_did_then_learns_the_floor(
+        tiny_whisper_dir, tmp_path):
+    """The floor's input starts at zero: fine-tuning begins exactly at the bridge it started from."""
+    from speech_peft.tasks.bridge import BridgeTraining
+    from speech_peft.tensor_files import save_tensors
+    from speech_peft.vocoders.bridge import BridgeConfig, FeatureToMel
+
+    plain = FeatureToMel(BridgeConfig(inputs="mel", channels=16, blocks=1))
+    torch.nn.init.normal_(plain.conv_out.weight, std=0.05)
+    save_tensors(tmp_path / "plain.safetensors", plain.state_dict())
+    task = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1, "noise_floor": True}, stage="cleaned",
+                          encoder_name=tiny_whisper_dir, tap_layer=1, synthesis="input_gain",
+                          init_bridge=str(tmp_path / "plain.safetensors"))
+    mel = torch.randn(2, 80, 60)
+    assert torch.equal(task.bridge(None, 60, mel), plain(None, 60, mel))
+    clean = load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :16000]
+    task.training_step((["a"], clean + 0.05 * torch.randn_like(clean), clean, torch.tensor([16000])), 0).backward()
+    assert task.bridge.floor_in.weight.grad.abs().sum() > 0
+    other = FeatureToMel(BridgeConfig(inputs="mel", channels=8, blocks=1))
+    save_tensors(tmp_path / "other.safetensors", other.state_dict())
+    with pytest.raises(ValueError, match="not a bridge of this shape"):
+        BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1, "noise_floor": True}, stage="cleaned",
+                       encoder_name=tiny_whisper_dir, tap_layer=1, init_bridge=str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="noise_floor"):
+        BridgeConfig(inputs="features", noise_floor=True)

@@ -86,7 +86,19 @@ class BridgeTraining(AdapterTask):
         config = BridgeConfig(**{"feature_dim": self.cleaner.encoder.dim, **(bridge or {})})
         self.bridge = FeatureToMel(config)
         if init_bridge is not None:
-            self.bridge.load_state_dict(load_tensors(init_bridge), strict=True)
+            self._start_from(init_bridge)
+
+    def _start_from(self, path: str) -> None:
+        """Load a trained bridge; one trained without the noise floor starts a noise-aware bridge exactly
+        where it was (the floor's input begins at zero)."""
+        refusal = f"task.init_bridge={path}: not a bridge of this shape ({{}}); give a restorer export's " \
+                  "vocoder.safetensors trained with the same task.bridge settings"
+        try:
+            missing, unexpected = self.bridge.load_state_dict(load_tensors(path), strict=False)
+        except RuntimeError as error:  # a tensor of another size
+            raise UserError(refusal.format(str(error).splitlines()[-1].strip())) from None
+        if unexpected or any(not key.startswith("floor_in.") for key in missing):
+            raise UserError(refusal.format(f"missing {missing[:3]}, unexpected {unexpected[:3]}"))
 
     def train(self, mode: bool = True):
         super().train(mode)

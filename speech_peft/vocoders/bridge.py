@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -53,12 +54,18 @@ class BridgeConfig:
     # block i dilates by dilation_growth ** i: with 2, four blocks of kernel 5 hear 0.7 s instead of 0.2 s,
     # enough to tell a steady noise floor from speech
     dilation_growth: int = 1
+    # noise-aware: the bridge also reads each band's noise floor (a low quantile of the input's log-mel over
+    # time), so a noise it never heard is still told apart from the speech above it
+    noise_floor: bool = False
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:
             raise UserError(f"bridge inputs {self.inputs!r}: choose one of {', '.join(INPUTS)}")
         if self.dilation_growth < 1:
             raise UserError(f"bridge dilation_growth {self.dilation_growth}: give 1 (no dilation) or more")
+        if self.noise_floor and not self.reads_mel:
+            raise UserError(f"bridge noise_floor is estimated from the input's mel: inputs {self.inputs!r} "
+                            "does not read it (choose mel or features+mel)")
 
     @property
     def reads_features(self) -> bool:
@@ -95,6 +102,10 @@ class FeatureToMel(nn.Module):
             self.mel_in = nn.Conv1d(config.n_mels, config.channels, 3, padding=1)
         self.blocks = nn.Sequential(*(ResidualConv(config.channels, config.kernel_size, config.dilation_growth ** i)
                                       for i in range(config.blocks)))
+        if config.noise_floor:  # starts unheard: a bridge trained without it carries on unchanged
+            self.floor_in = nn.Conv1d(config.n_mels, config.channels, 1)
+            nn.init.zeros_(self.floor_in.weight)
+            nn.init.zeros_(self.floor_in.bias)
         self.conv_out = nn.Conv1d(config.channels, config.n_mels, 3, padding=1)
         if config.reads_mel:  # a correction of the input's mel that starts at none
             nn.init.zeros_(self.conv_out.weight)
@@ -113,8 +124,16 @@ class FeatureToMel(nn.Module):
                 raise UserError(f"this bridge reads {self.config.inputs}: give the input's log-mel")
             input_mel = fit_frames(input_mel, frames)
             x = x + self.mel_in(input_mel)
+            if self.config.noise_floor:
+                x = x + self.floor_in(noise_floor(input_mel))
         out = self.conv_out(self.blocks(x))
         return out + input_mel if self.config.reads_mel else out
+
+
+def noise_floor(mel: Tensor, quantile: float = 0.1) -> Tensor:
+    """Each band's noise floor in a (B, n_mels, F) log-mel: its ``quantile`` over time, as (B, n_mels, 1).
+    Speech comes and goes; a noise that stays is what is left in a band's quietest frames."""
+    return torch.quantile(mel.float(), quantile, dim=-1, keepdim=True).to(mel.dtype)
 
 
 def fit_frames(mel: Tensor, frames: int) -> Tensor:
