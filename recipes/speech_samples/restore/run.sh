@@ -28,7 +28,9 @@
 #     the input's mel, exported with input-gain synthesis, each for the same steps (REAL_STEPS, 400 by
 #     default): mel, features+mel (stage 1's cleaner); and the ablation: mel on the synthetic voices only;
 #     then two dilated features+mel bridges on real + synthetic voices with wider noises: the log-mel
-#     objective (3,000 steps) and the compressed-gain objective (1,500 steps)
+#     objective (3,000 steps) and the compressed-gain objective (1,500 steps); then features+mel fine-tuned
+#     1,500 steps on noise textures (random spectral envelopes, level swings, hum; equalised recordings),
+#     without and with the noise floor as an input (noise-aware)
 #  10 held-out real speakers (a speaker-disjoint fifth of speechocean762 and LibriSpeech) under clean,
 #     noise, babble, room + noise and far room + loud noise + telephone band: the input, spectral gating,
 #     the shipped restorer and every stage-9 restorer side by side (RESULTS_real_speakers.md)
@@ -36,7 +38,7 @@
 #     (20, 10, 6 dB) on the pool's validation speakers and the training noises, never the held-out ones
 #     (RESULTS_attenuation_limit.md)
 #  12 (run on its own: --stage 12 --stop_stage 12, after stage 9) noises no restorer here trained on: the shipped
-#     restorer and the textures bridge on the validation speakers with the ESC-50 clips as noise
+#     restorer and the textures bridges on the validation speakers with the ESC-50 clips as noise
 #     (RESULTS_unseen_noise.md), to choose between them before the held-out speakers see either
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -174,7 +176,7 @@ wide="data.degrade.noise_files=[$(printf '%s\n' "$data"/noise/noise{1,2,3}.wav "
   | paste -sd,)] data.degrade.p_clean=0.1 task.bridge.dilation_growth=2"
 # Noises no recording holds: textures (random spectral envelopes, level swings, hum) and the training recordings
 # through random equalisers, louder (0-25 dB SNR), babble of every pool talker; the ESC-50 clips stay out, to
-# judge on (stage 12). Fine-tunes features_mel_gain.
+# judge on (stage 12). Fine-tunes features_mel_gain; features_mel_floor also reads each band's noise floor.
 textures="task.init_bridge=$real/features_mel_gain/export/vocoder.safetensors task.lr=3e-4 data.degrade.p_clean=0.1"
 textures+=" data.degrade.snr_db=[0.0,25.0] data.degrade.p_texture=0.6 data.degrade.noise_eq_db=20.0"
 textures+=" data.degrade.babble_files=[@every_talker@] +trainer.max_steps=1500"
@@ -184,7 +186,8 @@ variants=(  # name bridge-inputs synthesis training-pool [overrides] (the featur
   "mel_gain_synthetic_only mel input_gain synthetic"
   "features_mel_dilated features+mel input_gain real+synthetic $wide +trainer.max_steps=3000"
   "features_mel_compressed features+mel input_gain real+synthetic $wide task.objective=compressed_gain +trainer.max_steps=1500"
-  "features_mel_textures features+mel input_gain real+synthetic $textures")
+  "features_mel_textures features+mel input_gain real+synthetic $textures"
+  "features_mel_floor features+mel input_gain real+synthetic $textures task.bridge.noise_floor=true")
 has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
 if run_stage 9 && ! has_real_speakers; then
   log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
@@ -263,7 +266,9 @@ if run_stage 12 && has_real_speakers; then
   [ -f "$real/pool/val.jsonl" ] || { log "stage 12 needs stage 9's pool and bridges"; exit 1; }
   [ -f "$unseen/heldout/transcripts.tsv" ] || python "$here/local/real_dev.py" "$real/pool" "$unseen/heldout" >/dev/null
   systems=("shipped=$shipped")
-  [ -f "$real/features_mel_textures/export/export.json" ] && systems+=("textures=$real/features_mel_textures/export")
+  for name in textures floor; do
+    [ -f "$real/features_mel_$name/export/export.json" ] && systems+=("$name=$real/features_mel_$name/export")
+  done
   ASR=whisper-tiny.en NOISES="$(echo "$shared"/speech_samples/esc50/*.wav)" RIRS="$(echo "$data"/rirs/rir{1,2}.wav)" \
     bash "$here/local/real_heldout_eval.sh" "$shared" "$unseen" "${systems[@]}"
   table=$here/RESULTS_unseen_noise.md
@@ -273,6 +278,7 @@ if run_stage 12 && has_real_speakers; then
     echo "validation speakers (local/real_dev.py) degraded with the five ESC-50 clips as noise (neither restorer"
     echo "trained on them) and the training rooms (rir1-2)."; echo
     python "$here/local/real_heldout_table.py" "$unseen/heldout" shipped="features+mel, input gains (shipped)" \
-      textures="features+mel, input gains, trained on noise textures"
+      textures="features+mel, input gains, trained on noise textures" \
+      floor="features+mel, input gains, noise textures, noise-aware (reads the noise floor)"
   } > "$table"
 fi
