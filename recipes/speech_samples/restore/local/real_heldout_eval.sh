@@ -10,7 +10,8 @@
 # (DNSMOS, speaker similarity to the clean file, WER of each $ASR model where the source has text);
 # existing reports are kept, so adding a system scores only it.
 #   ASR: the WER models (default "whisper-tiny.en whisper-base"); SCORE_FLAGS: e.g. --no-dnsmos;
-#   NOISES, RIRS: other noises and rooms (default: the recipe's held-out noise4-5 and rir3-4); EXP/heldout
+#   CONDITIONS: a subset of the five (default: all); NOISES, RIRS: other noises and rooms (default: the
+#   recipe's held-out noise4-5 and rir3-4); EXP/heldout
 #   may be made beforehand (local/real_dev.py: the validation speakers, for choosing a setting).
 set -euo pipefail
 shared=$1 exp=$2
@@ -34,7 +35,9 @@ score() {  # score FOLDER REPORT: one system's outputs on their own ("degraded" 
   [ -f "$2/per_file.csv" ] || speech-peft score quality --deg "$1" --ref "$heldout/clean" \
     --transcripts "$heldout/transcripts.tsv" --asr "${asr[@]}" --report "$2" --plots 0 "${score_flags[@]}" >/dev/null
 }
-for condition in clean noise babble room_noise far_phone; do
+read -r -a chosen <<< "${CONDITIONS:-clean noise babble room_noise far_phone}"
+for condition in "${chosen[@]}"; do
+  [ -n "${conditions[$condition]:-}" ] || { echo "CONDITIONS: no condition $condition (${!conditions[*]})" >&2; exit 2; }
   out=$heldout/conditions/$condition
   # shellcheck disable=SC2086
   [ -d "$out/degraded" ] || speech-peft degrade "$heldout/clean" --out "$out/degraded" "${common[@]}" \
