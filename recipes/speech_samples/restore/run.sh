@@ -39,7 +39,8 @@
 #     (RESULTS_attenuation_limit.md)
 #  12 (run on its own: --stage 12 --stop_stage 12, after stage 9) noises no restorer here trained on: the shipped
 #     restorer and the textures bridges on the validation speakers with the ESC-50 clips as noise
-#     (RESULTS_unseen_noise.md), to choose between them before the held-out speakers see either
+#     (RESULTS_unseen_noise.md), to choose between them before the held-out speakers see either; beside
+#     them the input-gain ceiling (local/input_gain_ceiling.py), the most any bridge could reach
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../../.."
@@ -269,8 +270,8 @@ if run_stage 12 && has_real_speakers; then
   for name in textures floor; do
     [ -f "$real/features_mel_$name/export/export.json" ] && systems+=("$name=$real/features_mel_$name/export")
   done
-  ASR=whisper-tiny.en NOISES="$(echo "$shared"/speech_samples/esc50/*.wav)" RIRS="$(echo "$data"/rirs/rir{1,2}.wav)" \
-    bash "$here/local/real_heldout_eval.sh" "$shared" "$unseen" "${systems[@]}"
+  CEILING=1 ASR=whisper-tiny.en NOISES="$(echo "$shared"/speech_samples/esc50/*.wav)" \
+    RIRS="$(echo "$data"/rirs/rir{1,2}.wav)" bash "$here/local/real_heldout_eval.sh" "$shared" "$unseen" "${systems[@]}"
   table=$here/RESULTS_unseen_noise.md
   [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_unseen_noise.md
   { echo "# Noises no restorer trained on, on the validation speakers (stage 12)"; echo
@@ -278,6 +279,7 @@ if run_stage 12 && has_real_speakers; then
     echo "validation speakers (local/real_dev.py) degraded with the five ESC-50 clips as noise (neither restorer"
     echo "trained on them) and the training rooms (rir1-2)."; echo
     python "$here/local/real_heldout_table.py" "$unseen/heldout" shipped="features+mel, input gains (shipped)" \
+      input_gain_ceiling="ceiling: input gains toward the clean file's own mel (no bridge can do better)" \
       textures="features+mel, input gains, trained on noise textures" \
       floor="features+mel, input gains, noise textures, noise-aware (reads the noise floor)"
   } > "$table"

@@ -10,9 +10,10 @@
 # (DNSMOS, speaker similarity to the clean file, WER of each $ASR model where the source has text);
 # existing reports are kept, so adding a system scores only it.
 #   ASR: the WER models (default "whisper-tiny.en whisper-base"); SCORE_FLAGS: e.g. --no-dnsmos;
-#   CONDITIONS: a subset of the five (default: all); NOISES, RIRS: other noises and rooms (default: the
-#   recipe's held-out noise4-5 and rir3-4); EXP/heldout
-#   may be made beforehand (local/real_dev.py: the validation speakers, for choosing a setting).
+#   CEILING=1: also input_gain_ceiling (local/input_gain_ceiling.py: the input lowered toward the clean
+#   file's own mel, the most an input-gain restorer can reach); CONDITIONS: a subset of the five (default:
+#   all); NOISES, RIRS: other noises and rooms (default: the recipe's held-out noise4-5 and rir3-4);
+#   EXP/heldout may be made beforehand (local/real_dev.py: the validation speakers, for choosing a setting).
 set -euo pipefail
 shared=$1 exp=$2
 shift 2
@@ -45,6 +46,11 @@ for condition in "${chosen[@]}"; do
   score "$out/degraded" "$out/quality/input"
   speech-peft restore "$out/degraded" "$out/spectral_gating" --baseline spectral-gating >/dev/null
   score "$out/spectral_gating" "$out/quality/spectral_gating"
+  if [ "${CEILING:-0}" = 1 ]; then
+    [ -f "$out/quality/input_gain_ceiling/per_file.csv" ] || python "$(dirname "$0")/input_gain_ceiling.py" \
+      "$out/degraded" "$heldout/clean" "$out/input_gain_ceiling"
+    score "$out/input_gain_ceiling" "$out/quality/input_gain_ceiling"
+  fi
   for system in "$@"; do
     name=${system%%=*} spec=${system#*=}
     IFS=: read -r restorer synthesis limit <<< "$spec"
