@@ -78,6 +78,8 @@ def test_the_attenuation_limit_travels_with_the_export_and_restore_can_override_
     ({"attenuation_limit_db": 6.0, "synthesis": "vocoder"}, "applies to input_gain synthesis, not to vocoder"),
     ({"attenuation_limit_db": 6.0, "checkpoint": "spectral-gating"}, "--attenuation-limit-db do not apply"),
     ({"attenuation_limit_db": 0.0, "checkpoint": "spectral-gating"}, "--attenuation-limit-db do not apply"),
+    ({"attenuation_limit_db": 0.0, "checkpoint": "rnnoise"}, "--attenuation-limit-db 0.0: give a positive number"),
+    ({"attenuation_limit_db": 6.0, "checkpoint": "rnnoise", "synthesis": "vocoder"}, "--synthesis do not apply"),
 ])
 def test_an_attenuation_limit_that_cannot_apply_is_refused_in_one_line(choice, message):
     from speech_peft.jobs.restore import SHIPPED_RESTORER, RestorerChoice
@@ -117,3 +119,24 @@ def test_training_refuses_an_unknown_synthesis_before_it_builds_anything():
 
     with pytest.raises(UserError, match="task.synthesis 'griffin_lim': choose one of vocoder, input_gain"):
         BridgeTraining(bridge={"inputs": "mel"}, synthesis="griffin_lim", encoder_name="no-such-encoder")
+
+
+def _snr_db(clean: torch.Tensor, other: torch.Tensor) -> float:
+    return 10 * torch.log10(clean.pow(2).sum() / (other - clean).pow(2).sum()).item()
+
+
+def test_rnnoise_removes_a_steady_noise_and_with_a_limit_only_lowers_the_input_that_far(speech):
+    """The pretrained suppressor raises the SNR of speech in white noise; limited to 10 dB it lowers bands of
+    the input's own spectrum, never raises them and never by much more than 10 dB."""
+    from speech_peft.vocoders.rnnoise import RNNoise
+
+    clean = speech[:, :32000]
+    noisy = clean + 0.3 * clean.std() * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    suppressed = RNNoise()(noisy)
+    assert suppressed.shape == noisy.shape
+    assert _snr_db(clean, suppressed) > _snr_db(clean, noisy) + 3
+    limited = RNNoise(attenuation_limit_db=10.0)(noisy)
+    for low, high in ((100, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 7500)):
+        ratio = _band_energy(limited, low, high) / _band_energy(noisy, low, high)
+        assert 10 ** (-10.5 / 10) < ratio < 1.02
+    assert _snr_db(clean, limited) > _snr_db(clean, noisy)

@@ -6,9 +6,8 @@ import json
 
 from ..errors import UserError
 from ..jobs.devices import DEVICES
-from ..jobs.restore import RestorerChoice, restore, shipped_restorer
+from ..jobs.restore import BASELINES, RestorerChoice, restore, shipped_restorer
 from ..vocoders.bridge import SYNTHESES
-from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.student import SHIPPED as SHIPPED_STUDENT
 
 
@@ -18,8 +17,9 @@ def add_parser(sub) -> None:
     rs.add_argument("out", help="output folder (same relative names; never inside the input)")
     rs.add_argument("--checkpoint", help="a restorer export (the bridge or vocoder training's export/); "
                                          "default: the restorer shipped with the package")
-    rs.add_argument("--baseline", choices=[SPECTRAL_GATING],
-                    help="instead of a trained restorer: spectral gating (noisereduce), the denoiser to beat")
+    rs.add_argument("--baseline", choices=BASELINES,
+                    help="instead of a trained restorer, a denoiser to beat: spectral gating (noisereduce) or RNNoise "
+                         "(pretrained; with --attenuation-limit-db it only lowers the input by that much)")
     rs.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")
     rs.add_argument("--devices", type=int, default=1, help="processes on this node (DDP when > 1)")
     rs.add_argument("--num-nodes", type=int, default=1)
@@ -35,8 +35,8 @@ def add_parser(sub) -> None:
                     help="how the predicted log-mel becomes audio: vocoder (HiFi-GAN speaks it) or input_gain (it "
                          "lowers bands of the input's own spectrum, nothing resynthesised); default: the export's")
     rs.add_argument("--attenuation-limit-db", type=float, metavar="DB",
-                    help="input_gain synthesis: the most any band is lowered (smaller: more noise left in, less "
-                         "speech taken out); default: the export's")
+                    help="input_gain synthesis (or --baseline rnnoise): the most any band is lowered (smaller: more "
+                         "noise left in, less speech taken out); default: the export's")
     rs.set_defaults(func=run)
 
 

@@ -30,8 +30,12 @@ from ..fileio import folder_digest, remove_stale_temporaries, write_json
 from ..models import load_model
 from ..vocoders.restorer import EXPORT_KIND as RESTORER_EXPORT
 from ..vocoders.restorer import Restorer
+from ..vocoders.rnnoise import NAME as RNNOISE
+from ..vocoders.rnnoise import RNNoise
 from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.spectral_gating import SpectralGating
+
+BASELINES = (SPECTRAL_GATING, RNNOISE)  # restorers that learn nothing here: the bar to clear beside doing nothing
 from .devices import first_process, torch_device
 
 log = logging.getLogger(__name__)
@@ -87,8 +91,8 @@ def read_input(entry: Entry, rejects: Rejects, skip_bad: bool) -> torch.Tensor |
 
 @dataclass(frozen=True)
 class RestorerChoice:
-    """Which restorer writes an output folder, and how: a restorer export or ``spectral-gating`` (the
-    untrained baseline); ``student``: a distilled student speaking in place of HiFi-GAN V1;
+    """Which restorer writes an output folder, and how: a restorer export or a baseline (``spectral-gating``,
+    ``rnnoise``; with ``attenuation_limit_db``, RNNoise only lowers the input by that much); ``student``: a distilled student speaking in place of HiFi-GAN V1;
     ``copy_synthesis``: cleaner off (the vocoder's ceiling on clean input); ``synthesis`` (``vocoder`` or
     ``input_gain``) and ``attenuation_limit_db``: in place of the export's own."""
 
@@ -99,13 +103,16 @@ class RestorerChoice:
     attenuation_limit_db: float | None = None
 
     def load(self) -> Restorer:
-        if self.checkpoint == SPECTRAL_GATING:
-            given = [flag for flag, value in (("--student", self.student), ("--copy-synthesis", self.copy_synthesis),
-                                              ("--synthesis", self.synthesis),
-                                              ("--attenuation-limit-db", self.attenuation_limit_db))
-                     if value is not None and value is not False]
+        if self.checkpoint in BASELINES:
+            options = [("--student", self.student), ("--copy-synthesis", self.copy_synthesis),
+                       ("--synthesis", self.synthesis)]
+            if self.checkpoint == SPECTRAL_GATING:  # RNNoise takes a limit: how far toward its output to go
+                options.append(("--attenuation-limit-db", self.attenuation_limit_db))
+            given = [flag for flag, value in options if value is not None and value is not False]
             if given:
-                raise UserError(f"spectral gating has no vocoder: {', '.join(given)} do not apply")
+                raise UserError(f"{self.checkpoint} has no vocoder: {', '.join(given)} do not apply")
+            if self.checkpoint == RNNOISE:
+                return RNNoise(attenuation_limit_db=self.attenuation_limit_db)
             return SpectralGating()
         restorer = load_model(self.checkpoint, RESTORER_EXPORT, student=self.student, synthesis=self.synthesis,
                               attenuation_limit_db=self.attenuation_limit_db)
@@ -116,10 +123,12 @@ class RestorerChoice:
     def identity(self) -> str:
         """A hash of the restorer's files (and the student's) and of the options: outputs of one identity
         never mix with another's."""
-        if self.checkpoint == SPECTRAL_GATING:
+        if self.checkpoint in BASELINES:
             from importlib.metadata import version
 
-            return f"{SPECTRAL_GATING}-noisereduce-{version('noisereduce')}"
+            package = "noisereduce" if self.checkpoint == SPECTRAL_GATING else "pyrnnoise"
+            limit = "" if self.attenuation_limit_db is None else f"-limit{self.attenuation_limit_db:g}"
+            return f"{self.checkpoint}-{package}-{version(package)}{limit}"
         mode = f"{self.copy_synthesis}" if self.synthesis is None else f"{self.copy_synthesis}-{self.synthesis}"
         if self.attenuation_limit_db is not None:
             mode += f"-limit{self.attenuation_limit_db:g}"
@@ -127,7 +136,7 @@ class RestorerChoice:
         return folder_digest(files, mode.encode())
 
     def model_dirs(self) -> list[Path]:
-        return [Path(d).resolve() for d in (self.checkpoint, self.student) if d and d != SPECTRAL_GATING]
+        return [Path(d).resolve() for d in (self.checkpoint, self.student) if d and d not in BASELINES]
 
 
 @torch.no_grad()
@@ -200,7 +209,7 @@ def _claim(out: Path, choice: RestorerChoice) -> None:
     the outputs of two restorers (kept outputs are skipped, so they would silently stay)."""
     marker = out / MARKER
     identity = {"restorer": choice.identity(),
-                "checkpoint": choice.checkpoint if choice.checkpoint == SPECTRAL_GATING else
+                "checkpoint": choice.checkpoint if choice.checkpoint in BASELINES else
                 str(Path(choice.checkpoint).resolve()),
                 "copy_synthesis": choice.copy_synthesis,
                 "student": str(Path(choice.student).resolve()) if choice.student else None,

@@ -5,7 +5,8 @@
 # Conditions: clean; real noise at 6-12 dB; babble of 3-6 other held-out talkers at 6-12 dB; a real room
 # and real noise at 6-12 dB; a far room, loud noise (0-5 dB) and a telephone band. Systems: the input
 # (input), spectral gating (spectral_gating), then each NAME: restore --checkpoint RESTORER [--synthesis
-# SYNTHESIS] [--attenuation-limit-db DB]. Each system's outputs are scored once, on their own, into
+# SYNTHESIS] [--attenuation-limit-db DB] (RESTORER "rnnoise": restore --baseline rnnoise [--attenuation-limit-db
+# DB]). Each system's outputs are scored once, on their own, into
 # conditions/C/quality/NAME
 # (DNSMOS, speaker similarity to the clean file, WER of each $ASR model where the source has text);
 # existing reports are kept, so adding a system scores only it.
@@ -57,7 +58,8 @@ for condition in "${chosen[@]}"; do
     flags=()
     [ -z "$synthesis" ] || flags+=(--synthesis "$synthesis")
     [ -z "$limit" ] || flags+=(--attenuation-limit-db "$limit")
-    speech-peft restore "$out/degraded" "$out/$name" --checkpoint "$restorer" "${flags[@]}" >/dev/null
+    case $restorer in rnnoise) flags+=(--baseline "$restorer") ;; *) flags+=(--checkpoint "$restorer") ;; esac
+    speech-peft restore "$out/degraded" "$out/$name" "${flags[@]}" >/dev/null
     score "$out/$name" "$out/quality/$name"
   done
 done
