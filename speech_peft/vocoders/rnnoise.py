@@ -33,7 +33,7 @@ def _library() -> ctypes.CDLL:
     spec = importlib.util.find_spec("pyrnnoise")
     if spec is None or not spec.submodule_search_locations:
         raise UserError("--baseline rnnoise needs the pyrnnoise package (pip install pyrnnoise)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "librnnoise.so"
+    path = Path(next(iter(spec.submodule_search_locations))) / "librnnoise.so"
     if not path.is_file():
         raise UserError(f"--baseline rnnoise: {path} is missing (pyrnnoise ships the library for Linux only here)")
     lib = ctypes.CDLL(str(path))

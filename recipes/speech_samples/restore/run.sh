@@ -38,7 +38,8 @@
 #     (20, 10, 6 dB) on the pool's validation speakers and the training noises, never the held-out ones
 #     (RESULTS_attenuation_limit.md)
 #  12 (run on its own: --stage 12 --stop_stage 12, after stage 9) noises no restorer here trained on: the shipped
-#     restorer and the textures bridges on the validation speakers with the ESC-50 clips as noise
+#     restorer, the textures bridges and RNNoise (alone, and as input gains limited to 10 dB) on the
+#     validation speakers with the ESC-50 clips as noise
 #     (RESULTS_unseen_noise.md), to choose between them before the held-out speakers see either; beside
 #     them the input-gain ceiling (local/input_gain_ceiling.py), the most any bridge could reach
 set -euo pipefail
@@ -266,7 +267,7 @@ if run_stage 12 && has_real_speakers; then
   unseen=$real/unseen_noise  # validation speakers; the ESC-50 clips, which neither restorer trained on
   [ -f "$real/pool/val.jsonl" ] || { log "stage 12 needs stage 9's pool and bridges"; exit 1; }
   [ -f "$unseen/heldout/transcripts.tsv" ] || python "$here/local/real_dev.py" "$real/pool" "$unseen/heldout" >/dev/null
-  systems=("shipped=$shipped")
+  systems=("shipped=$shipped" rnnoise=rnnoise rnnoise_10=rnnoise::10)  # RNNoise: pretrained, never trained here
   for name in textures floor; do
     [ -f "$real/features_mel_$name/export/export.json" ] && systems+=("$name=$real/features_mel_$name/export")
   done
@@ -280,6 +281,7 @@ if run_stage 12 && has_real_speakers; then
     echo "trained on them) and the training rooms (rir1-2)."; echo
     python "$here/local/real_heldout_table.py" "$unseen/heldout" shipped="features+mel, input gains (shipped)" \
       input_gain_ceiling="ceiling: input gains toward the clean file's own mel (no bridge can do better)" \
+      rnnoise="RNNoise (pretrained suppressor)" rnnoise_10="RNNoise as input gains, limit 10 dB" \
       textures="features+mel, input gains, trained on noise textures" \
       floor="features+mel, input gains, noise textures, noise-aware (reads the noise floor)"
   } > "$table"
