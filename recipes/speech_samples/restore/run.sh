@@ -56,8 +56,10 @@ case $profile in
 esac
 fsdd=../shared/data/fsdd; [ -d "$fsdd" ] || fsdd=data/fsdd_subset
 cleaner_epochs=${epochs:-5} bridge_epochs=${epochs:-8} finetune_epochs=${epochs:-2}
-results=$here/RESULTS.md
-[ "$exp" = exp/speech_samples/restore ] || results=$exp/RESULTS.md  # trial runs never overwrite the committed table
+results_file() {  # results_file NAME: the committed table, or the trial run's own (trial runs never overwrite it)
+  if [ "$exp" = exp/speech_samples/restore ]; then echo "$here/$1"; else echo "$exp/$1"; fi
+}
+results=$(results_file RESULTS.md)
 fit=(speech-peft fit --config-dir "$here/conf" experiment=restore_speech_samples trainer.enable_progress_bar=false
      "${hardware[@]}")
 cleaner=$exp/cleaner/export restorer=$exp/bridge_cleaned/export
@@ -222,8 +224,7 @@ if run_stage 10 && has_real_speakers; then
     [ -f "$real/$name/export/export.json" ] && systems+=("$name=$real/$name/export")
   done
   bash "$here/local/real_heldout_eval.sh" "$shared" "$real" "${systems[@]}"
-  table=$here/RESULTS_real_speakers.md
-  [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_real_speakers.md
+  table=$(results_file RESULTS_real_speakers.md)
   { echo "# Held-out real speakers (stages 9-10)"; echo
     echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 9 --stop_stage 10\`; speakers no stage"
     echo "trains on (local/real_heldout.py)."; echo
@@ -240,19 +241,22 @@ if run_stage 10 && has_real_speakers; then
   fi
 fi
 
-if run_stage 11 && has_real_speakers; then
-  log "stage 11: the shipped restorer's attenuation limit, chosen on the validation speakers (training noises)"
-  dev=$real/dev  # never the held-out speakers, nor their noises and rooms
+validation_set() {  # validation_set DIR: the pool's validation speakers laid out as a held-out set in DIR/heldout
   [ -f "$real/heldout/heldout_speakers.txt" ] || python "$here/local/real_heldout.py" "$shared" "$real/heldout" >/dev/null
   [ -f "$real/pool/val.jsonl" ] || python "$here/local/real_train.py" "$shared" "$real/heldout/heldout_speakers.txt" \
     "$real/pool" >/dev/null
-  [ -f "$dev/heldout/transcripts.tsv" ] || python "$here/local/real_dev.py" "$real/pool" "$dev/heldout" >/dev/null
+  [ -f "$1/heldout/transcripts.tsv" ] || python "$here/local/real_dev.py" "$real/pool" "$1/heldout" >/dev/null
+}
+
+if run_stage 11 && has_real_speakers; then
+  log "stage 11: the shipped restorer's attenuation limit, chosen on the validation speakers (training noises)"
+  dev=$real/dev  # never the held-out speakers, nor their noises and rooms
+  validation_set "$dev"
   limits=(20 10 6) systems=()
   for limit in "${limits[@]}"; do systems+=("limit_$limit=$shipped:input_gain:$limit"); done
   ASR=whisper-tiny.en NOISES="$(echo "$data"/noise/noise{1,2,3}.wav)" RIRS="$(echo "$data"/rirs/rir{1,2}.wav)" \
     bash "$here/local/real_heldout_eval.sh" "$shared" "$dev" "${systems[@]}"
-  table=$here/RESULTS_attenuation_limit.md
-  [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_attenuation_limit.md
+  table=$(results_file RESULTS_attenuation_limit.md)
   { echo "# The attenuation limit on the validation speakers (stage 11)"; echo
     echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 11 --stop_stage 11\`: the shipped restorer"
     echo "with \`--attenuation-limit-db\` 20 (its own), 10 and 6 on the real-speaker pool's validation speakers"
@@ -263,18 +267,16 @@ if run_stage 11 && has_real_speakers; then
 fi
 
 if run_stage 12 && has_real_speakers; then
-  log "stage 12: the shipped restorer and the textures bridge on the validation speakers, under unseen noises"
-  unseen=$real/unseen_noise  # validation speakers; the ESC-50 clips, which neither restorer trained on
-  [ -f "$real/pool/val.jsonl" ] || { log "stage 12 needs stage 9's pool and bridges"; exit 1; }
-  [ -f "$unseen/heldout/transcripts.tsv" ] || python "$here/local/real_dev.py" "$real/pool" "$unseen/heldout" >/dev/null
+  log "stage 12: the shipped restorer, the textures bridges and RNNoise on the validation speakers, unseen noises"
+  unseen=$real/unseen_noise  # validation speakers; the ESC-50 clips, which none of these restorers trained on
+  validation_set "$unseen"
   systems=("shipped=$shipped" rnnoise=rnnoise rnnoise_10=rnnoise::10)  # RNNoise: pretrained, never trained here
   for name in textures floor; do
     [ -f "$real/features_mel_$name/export/export.json" ] && systems+=("$name=$real/features_mel_$name/export")
   done
   CEILING=1 ASR=whisper-tiny.en NOISES="$(echo "$shared"/speech_samples/esc50/*.wav)" \
     RIRS="$(echo "$data"/rirs/rir{1,2}.wav)" bash "$here/local/real_heldout_eval.sh" "$shared" "$unseen" "${systems[@]}"
-  table=$here/RESULTS_unseen_noise.md
-  [ "$exp" = exp/speech_samples/restore ] || table=$exp/RESULTS_unseen_noise.md
+  table=$(results_file RESULTS_unseen_noise.md)
   { echo "# Noises no restorer trained on, on the validation speakers (stage 12)"; echo
     echo "Made by \`bash recipes/speech_samples/restore/run.sh --stage 12 --stop_stage 12\`: the real-speaker pool's"
     echo "validation speakers (local/real_dev.py) degraded with the five ESC-50 clips as noise (neither restorer"
