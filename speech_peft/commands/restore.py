@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     rs.add_argument("out", help="output folder (same relative names; never inside the input)")
     rs.add_argument("--checkpoint", help="a restorer export (the bridge or vocoder training's export/); "
                                          "default: the restorer shipped with the package")
-    rs.add_argument("--baseline", choices=BASELINES,
+    rs.add_argument("--baseline", choices=list(BASELINES),
                     help="instead of a trained restorer, a denoiser to beat: spectral gating (noisereduce) or RNNoise "
                          "(pretrained; with --attenuation-limit-db it only lowers the input by that much)")
     rs.add_argument("--device", choices=DEVICES, default="cpu", help="auto: a GPU when there is one")

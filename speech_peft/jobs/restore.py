@@ -35,7 +35,7 @@ from ..vocoders.rnnoise import RNNoise
 from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.spectral_gating import SpectralGating
 
-BASELINES = (SPECTRAL_GATING, RNNOISE)  # restorers that learn nothing here: the bar to clear beside doing nothing
+BASELINES = {SPECTRAL_GATING: SpectralGating, RNNOISE: RNNoise}  # trained on nothing here: the bar beside doing nothing
 from .devices import first_process, torch_device
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ def read_input(entry: Entry, rejects: Rejects, skip_bad: bool) -> torch.Tensor |
 @dataclass(frozen=True)
 class RestorerChoice:
     """Which restorer writes an output folder, and how: a restorer export or a baseline (``spectral-gating``,
-    ``rnnoise``; with ``attenuation_limit_db``, RNNoise only lowers the input by that much); ``student``: a distilled student speaking in place of HiFi-GAN V1;
+    ``rnnoise``; with ``attenuation_limit_db``, RNNoise only lowers the input by that much); ``student``: a
+    distilled student speaking in place of HiFi-GAN V1;
     ``copy_synthesis``: cleaner off (the vocoder's ceiling on clean input); ``synthesis`` (``vocoder`` or
     ``input_gain``) and ``attenuation_limit_db``: in place of the export's own."""
 
@@ -126,7 +127,7 @@ class RestorerChoice:
         if self.checkpoint in BASELINES:
             from importlib.metadata import version
 
-            package = "noisereduce" if self.checkpoint == SPECTRAL_GATING else "pyrnnoise"
+            package = BASELINES[self.checkpoint].package
             limit = "" if self.attenuation_limit_db is None else f"-limit{self.attenuation_limit_db:g}"
             return f"{self.checkpoint}-{package}-{version(package)}{limit}"
         mode = f"{self.copy_synthesis}" if self.synthesis is None else f"{self.copy_synthesis}-{self.synthesis}"

@@ -141,6 +141,14 @@ def fit_frames(mel: Tensor, frames: int) -> Tensor:
     return F.pad(mel, (0, max(0, frames - mel.shape[-1])), value=hifigan.LOG_FLOOR)[..., :frames]
 
 
+def lower_toward(waves: Tensor, guide: Tensor, sample_rate: int = 16000, limit_db: float = DEFAULT_LIMIT_DB) -> Tensor:
+    """(B, samples) audio with each mel band lowered toward that of ``guide`` (audio of the same length: a
+    denoiser's output, or the clean recording for a ceiling), never raised and by at most ``limit_db``."""
+    input_mel = target_mel(waves, sample_rate)
+    guide_mel = fit_frames(target_mel(guide, sample_rate), input_mel.shape[-1])
+    return apply_mel_gain(waves, input_mel, guide_mel, sample_rate, limit_db)
+
+
 def mel_frames(samples: int, sample_rate: int = 16000) -> int:
     """HiFi-GAN mel frames covering ``samples`` of audio at ``sample_rate``."""
     return max(1, round(samples * hifigan.SAMPLE_RATE / sample_rate) // hifigan.HOP)

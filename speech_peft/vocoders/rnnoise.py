@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
-from ..errors import UserError
-from .bridge import check_attenuation_limit, fit_frames, target_mel
-from .input_gain import apply_mel_gain
+from ..weights import package_file
+from .bridge import check_attenuation_limit, lower_toward
 
 NAME = "rnnoise"
 RATE = 48000    # RNNoise runs on 10 ms frames at 48 kHz, 16-bit scale
@@ -30,13 +27,7 @@ DELAY_S = 0.02  # and hands each frame back two frames late
 
 @functools.cache
 def _library() -> ctypes.CDLL:
-    spec = importlib.util.find_spec("pyrnnoise")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("--baseline rnnoise needs the pyrnnoise package (pip install pyrnnoise)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "librnnoise.so"
-    if not path.is_file():
-        raise UserError(f"--baseline rnnoise: {path} is missing (pyrnnoise ships the library for Linux only here)")
-    lib = ctypes.CDLL(str(path))
+    lib = ctypes.CDLL(str(package_file("pyrnnoise", "librnnoise.so", "RNNoise library files (Linux builds)")))
     lib.rnnoise_create.restype, lib.rnnoise_create.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
     lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
     floats = ctypes.POINTER(ctypes.c_float)
@@ -74,6 +65,7 @@ class RNNoise(nn.Module):
     by at most that much per band."""
 
     backend = NAME
+    package = "pyrnnoise"  # its version names the outputs' restorer
 
     def __init__(self, sample_rate: int = 16000, attenuation_limit_db: float | None = None):
         super().__init__()
@@ -87,6 +79,4 @@ class RNNoise(nn.Module):
         suppressed = torch.stack([suppress(w, self.sample_rate) for w in waves])
         if self.attenuation_limit_db is None:
             return suppressed
-        input_mel = target_mel(waves, self.sample_rate)
-        guide = fit_frames(target_mel(suppressed, self.sample_rate), input_mel.shape[-1])
-        return apply_mel_gain(waves, input_mel, guide, self.sample_rate, self.attenuation_limit_db)
+        return lower_toward(waves, suppressed, self.sample_rate, self.attenuation_limit_db)

@@ -14,6 +14,7 @@ class SpectralGating(nn.Module):
     """Non-stationary spectral gating (noisereduce's default), each file on its own."""
 
     backend = NAME
+    package = "noisereduce"  # its version names the outputs' restorer
 
     def __init__(self, sample_rate: int = 16000, prop_decrease: float = 1.0):
         super().__init__()

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from speech_peft.data.audio import load_audio, save_audio
-from speech_peft.vocoders.bridge import fit_frames, target_mel
-from speech_peft.vocoders.input_gain import DEFAULT_LIMIT_DB, apply_mel_gain
+from speech_peft.vocoders.bridge import lower_toward
+from speech_peft.vocoders.input_gain import DEFAULT_LIMIT_DB
 
 
 def main(degraded: Path, clean: Path, out: Path, limit_db: float) -> None:
@@ -21,11 +21,9 @@ def main(degraded: Path, clean: Path, out: Path, limit_db: float) -> None:
     for path in sorted(degraded.glob("*.wav")):
         noisy, reference = load_audio(path, 16000), load_audio(clean / path.name, 16000)
         length = min(noisy.shape[-1], reference.shape[-1])
-        noisy, reference = noisy[None, :length], reference[None, :length]
-        noisy_mel = target_mel(noisy)
-        clean_mel = fit_frames(target_mel(reference), noisy_mel.shape[-1])
         with torch.no_grad():
-            save_audio(out / path.name, apply_mel_gain(noisy, noisy_mel, clean_mel, limit_db=limit_db)[0], 16000)
+            restored = lower_toward(noisy[None, :length], reference[None, :length], limit_db=limit_db)
+        save_audio(out / path.name, restored[0], 16000)
 
 
 if __name__ == "__main__":
