@@ -20,7 +20,8 @@ import torch
 
 from speech_peft.data.audio import load_audio
 from speech_peft.tasks.restoration import build_cleaner_encoder
-from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_frames
+from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel
+from speech_peft.vocoders.hifigan import mel_frames
 from speech_peft.vocoders.student import StudentVocoder
 from speech_peft.vocoders.wavefit import WaveFit, WaveFitConfig
 

@@ -10,7 +10,8 @@ import torchaudio.functional as AF
 
 from speech_peft.data.audio import load_audio
 from speech_peft.vocoders import hifigan
-from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_frames, mel_loss, target_mel
+from speech_peft.vocoders.bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, mel_loss
+from speech_peft.vocoders.hifigan import mel_frames, target_mel
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"
 

@@ -14,8 +14,8 @@ from speech_peft.vocoders.bridge import (
     BridgeConfig,
     BridgedHiFiGAN,
     FeatureToMel,
-    target_mel,
 )
+from speech_peft.vocoders.hifigan import target_mel
 from speech_peft.vocoders.input_gain import apply_mel_gain
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "speech_samples"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -247,10 +248,10 @@ def test_three_training_stages_run_through_fit_and_export_a_restorer_that_restor
 
     # The recipe's evaluation path on the trained restorer: restore, copy-synthesis, quality, report.
     from speech_peft.data.degrade import DegradeConfig
+    from speech_peft.evaluation.restoration import measure_restorer
     from speech_peft.jobs.degrade import degrade_to_disk
     from speech_peft.jobs.restore import RestorerChoice, restore
     from speech_peft.reports.quality import score_quality
-    from speech_peft.evaluation.restoration import measure_restorer
     from speech_peft.reports.restoration import write_restoration_report
 
     clean_dir = tmp_path / "eval_clean"
@@ -329,8 +330,8 @@ def test_restore_without_a_checkpoint_uses_the_shipped_restorer(tmp_path):
         shutil.copy(DATA / "asr" / f"{stem}.wav", clean)
     done = _restore(clean, tmp_path / "out")
     assert done.returncode == 0, done.stderr[-2000:]
-    from speech_peft.jobs.transcribe import transcribe_entries
     from speech_peft.data.builders import from_folder
+    from speech_peft.jobs.transcribe import transcribe_entries
 
     hyps = transcribe_entries(from_folder(tmp_path / "out"), progress=False)
     refs = read_references(str(DATA / "asr" / "transcripts.tsv"))
@@ -382,7 +383,8 @@ def test_an_input_gain_bridge_is_validated_on_what_its_export_delivers(tiny_whis
     """A prediction above the input everywhere restores nothing (gains never raise): validation scores it as
     the input itself, whatever its prediction's own loss, so such a checkpoint is never the best."""
     from speech_peft.tasks.bridge import BridgeTraining
-    from speech_peft.vocoders.bridge import mel_loss, target_mel
+    from speech_peft.vocoders.bridge import mel_loss
+    from speech_peft.vocoders.hifigan import target_mel
 
     task = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, stage="cleaned",
                           encoder_name=tiny_whisper_dir, tap_layer=1, synthesis="input_gain")
@@ -486,3 +488,46 @@ def test_a_noise_aware_bridge_started_from_a_trained_one_predicts_what_it_did_th
                        encoder_name=tiny_whisper_dir, tap_layer=1, init_bridge=str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="noise_floor"):
         BridgeConfig(inputs="features", noise_floor=True)
+
+
+def test_a_guided_bridge_started_from_a_trained_one_predicts_what_it_did_then_learns_from_rnnoise(
+        tiny_whisper_dir, tmp_path):
+    """The guide's input starts at zero, as the floor's does; what it reads is how RNNoise lowered each band
+    (never above 0, never below -40 dB), and the restorer exported with it runs RNNoise itself."""
+    from speech_peft.tasks.bridge import BridgeTraining
+    from speech_peft.tensor_files import save_tensors
+    from speech_peft.vocoders.bridge import GUIDE_FLOOR, BridgeConfig, BridgedHiFiGAN, FeatureToMel
+    from speech_peft.vocoders.hifigan import target_mel
+
+    plain = FeatureToMel(BridgeConfig(inputs="mel", channels=16, blocks=1))
+    torch.nn.init.normal_(plain.conv_out.weight, std=0.05)
+    save_tensors(tmp_path / "plain.safetensors", plain.state_dict())
+    guided = {"inputs": "mel", "channels": 16, "blocks": 1, "guide": "rnnoise"}
+    task = BridgeTraining(bridge=guided, stage="cleaned", encoder_name=tiny_whisper_dir, tap_layer=1,
+                          synthesis="input_gain", init_bridge=str(tmp_path / "plain.safetensors"))
+    clean = load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :16000]
+    noisy = clean + 0.05 * torch.randn_like(clean)
+    mel = target_mel(noisy)
+    guide = task.bridge.guide_mel(noisy, mel.shape[-1])
+    assert torch.equal(task.bridge(None, mel.shape[-1], mel, guide), plain(None, mel.shape[-1], mel))
+    lowered = guide - mel
+    assert lowered.median() < -1.0  # RNNoise takes most bands of white noise down by more than 8.7 dB
+    task.training_step((["a"], noisy, clean, torch.tensor([16000])), 0).backward()
+    assert task.bridge.guide_in.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="give the guide.s log-mel"):
+        task.bridge(None, mel.shape[-1], mel)
+    with torch.no_grad():
+        task.bridge.guide_in.weight.normal_(std=0.05)  # now it listens to RNNoise
+    cleaner = FeatureCleaner(tiny_whisper_dir, tap_layer=1, bottleneck_dim=8)
+    vocoder = BridgedHiFiGAN(task.bridge, generator=torch.nn.Identity(), synthesis="input_gain")
+    export = Restorer(cleaner.encoder, vocoder, tiny_whisper_dir, 1).export(tmp_path / "restorer")
+    loaded = Restorer.from_export(export)
+    assert loaded.vocoder.bridge.config.guide == "rnnoise"
+    with torch.no_grad():
+        expected = vocoder.synthesise(None, noisy.shape[-1], waves=noisy)
+    assert torch.allclose(loaded(noisy), expected, atol=1e-5)
+    assert GUIDE_FLOOR == pytest.approx(math.log(10 ** (-40 / 20)), abs=0.01)
+    with pytest.raises(ValueError, match="bridge guide 'deepfilternet'"):
+        BridgeConfig(inputs="mel", guide="deepfilternet")
+    with pytest.raises(ValueError, match="bridge guide is read against the input's mel"):
+        BridgeConfig(inputs="features", guide="rnnoise")

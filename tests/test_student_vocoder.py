@@ -72,7 +72,7 @@ def test_mel_corpus_codes_keep_each_value_within_half_a_step_and_round_trip_thro
 
 def test_a_short_distillation_from_the_real_teacher_lowers_the_loss_and_exports_a_student(tmp_path):
     from speech_peft.data.audio import load_audio
-    from speech_peft.vocoders.bridge import target_mel
+    from speech_peft.vocoders.hifigan import target_mel
 
     data = Path(__file__).resolve().parents[1] / "data" / "speech_samples" / "asr"
     mels = [target_mel(load_audio(p)[None])[0] for p in sorted(data.glob("*.wav"))[:4]]

@@ -26,17 +26,9 @@ from torch import Tensor
 from ..data.pairs import RestorationData
 from ..errors import UserError
 from ..tensor_files import load_tensors
-from ..vocoders.bridge import (
-    BridgeConfig,
-    BridgedHiFiGAN,
-    FeatureToMel,
-    check_attenuation_limit,
-    check_synthesis,
-    fit_frames,
-    mel_loss,
-    target_mel,
-)
-from ..vocoders.input_gain import DEFAULT_LIMIT_DB, band_log_gains
+from ..vocoders.bridge import ZERO_STARTED, BridgeConfig, BridgedHiFiGAN, FeatureToMel, check_synthesis, mel_loss
+from ..vocoders.hifigan import fit_frames, target_mel
+from ..vocoders.input_gain import DEFAULT_LIMIT_DB, band_log_gains, check_attenuation_limit
 from .base import AdapterTask
 from .restoration import FeatureCleaner
 
@@ -89,15 +81,15 @@ class BridgeTraining(AdapterTask):
             self._start_from(init_bridge)
 
     def _start_from(self, path: str) -> None:
-        """Load a trained bridge; one trained without the noise floor starts a noise-aware bridge exactly
-        where it was (the floor's input begins at zero)."""
+        """Load a trained bridge; one trained without the noise floor or a guide starts a noise-aware or
+        guided bridge exactly where it was (those inputs begin at zero)."""
         refusal = f"task.init_bridge={path}: not a bridge of this shape ({{}}); give a restorer export's " \
                   "vocoder.safetensors trained with the same task.bridge settings"
         try:
             missing, unexpected = self.bridge.load_state_dict(load_tensors(path), strict=False)
         except RuntimeError as error:  # a tensor of another size
             raise UserError(refusal.format(str(error).splitlines()[-1].strip())) from None
-        if unexpected or any(not key.startswith("floor_in.") for key in missing):
+        if unexpected or any(not key.startswith(ZERO_STARTED) for key in missing):
             raise UserError(refusal.format(f"missing {missing[:3]}, unexpected {unexpected[:3]}"))
 
     def train(self, mode: bool = True):
@@ -114,7 +106,8 @@ class BridgeTraining(AdapterTask):
             target = target_mel(clean)  # the clean audio's log-mel
             heard = clean if self.hparams.stage == "clean" else degraded  # the audio whose mel the bridge reads
             input_mel = fit_frames(target_mel(heard), target.shape[-1]) if config.reads_mel else None
-        return self.bridge(feats, target.shape[-1], input_mel), input_mel, target
+            guide_mel = self.bridge.guide_mel(heard, target.shape[-1])
+        return self.bridge(feats, target.shape[-1], input_mel, guide_mel), input_mel, target
 
     def _delivered(self, predicted: Tensor, input_mel: Tensor | None) -> Tensor:
         """The log-mel the export hands on: with input gains, the input lowered toward the prediction."""

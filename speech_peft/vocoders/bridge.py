@@ -8,7 +8,9 @@ convolution; their sum passes residual convolution blocks and a convolution out.
 among the inputs the bridge predicts a correction of it, zero at first: an untrained bridge hands the
 vocoder the input as it is. The generator stays frozen. ``BridgedHiFiGAN`` is the restorer's ``hifigan``
 vocoder backend; with ``synthesis="input_gain"`` the prediction lowers bands of the input's own spectrum
-instead of being spoken by the generator (``input_gain.py``).
+instead of being spoken by the generator (``input_gain.py``). A guided bridge (``guide="rnnoise"``) also reads
+how a pretrained noise suppressor lowered each band of the input: RNNoise has heard many hours of noises no
+recording here holds, and the bridge learns where to follow it and where it cuts into speech.
 """
 from __future__ import annotations
 
@@ -21,11 +23,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import UserError
-from . import hifigan
-from .input_gain import DEFAULT_LIMIT_DB, apply_mel_gain
+from . import hifigan, rnnoise
+from .hifigan import fit_frames, mel_frames, target_mel
+from .input_gain import DEFAULT_LIMIT_DB, apply_mel_gain, check_attenuation_limit
 
 INPUTS = ("features", "mel", "features+mel")
 SYNTHESES = ("vocoder", "input_gain")
+GUIDES = ("rnnoise",)
+GUIDE_FLOOR = -4.6  # natural log of -40 dB: a band the guide silenced reads as lowered by 40 dB
+ZERO_STARTED = ("floor_in.", "guide_in.")  # inputs that start unheard, so an older bridge carries on exactly
 LOG_MEL_CEILING = 10.0  # a full-scale sine reaches about 2
 
 
@@ -34,13 +40,6 @@ def check_synthesis(synthesis: str, option: str = "synthesis") -> str:
     if synthesis not in SYNTHESES:
         raise UserError(f"{option} {synthesis!r}: choose one of {', '.join(SYNTHESES)}")
     return synthesis
-
-
-def check_attenuation_limit(limit_db: float, option: str = "attenuation limit") -> float:
-    """``limit_db`` itself (the most input_gain synthesis lowers a band, in dB), or a one-line error."""
-    if not (isinstance(limit_db, (int, float)) and 0 < limit_db < float("inf")):
-        raise UserError(f"{option} {limit_db!r}: give a positive number of dB (the most a band is lowered)")
-    return float(limit_db)
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,8 @@ class BridgeConfig:
     # noise-aware: the bridge also reads each band's noise floor (a low quantile of the input's log-mel over
     # time), so a noise it never heard is still told apart from the speech above it
     noise_floor: bool = False
+    # guided: the bridge also reads how this suppressor lowered each band of the input (see the module's doc)
+    guide: str | None = None
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:
@@ -66,6 +67,11 @@ class BridgeConfig:
         if self.noise_floor and not self.reads_mel:
             raise UserError(f"bridge noise_floor is estimated from the input's mel: inputs {self.inputs!r} "
                             "does not read it (choose mel or features+mel)")
+        if self.guide is not None and self.guide not in GUIDES:
+            raise UserError(f"bridge guide {self.guide!r}: choose one of {', '.join(GUIDES)} (or none)")
+        if self.guide is not None and not self.reads_mel:
+            raise UserError(f"bridge guide is read against the input's mel: inputs {self.inputs!r} does not read "
+                            "it (choose mel or features+mel)")
 
     @property
     def reads_features(self) -> bool:
@@ -106,14 +112,20 @@ class FeatureToMel(nn.Module):
             self.floor_in = nn.Conv1d(config.n_mels, config.channels, 1)
             nn.init.zeros_(self.floor_in.weight)
             nn.init.zeros_(self.floor_in.bias)
+        if config.guide is not None:  # starts unheard too
+            self.guide_in = nn.Conv1d(config.n_mels, config.channels, 3, padding=1)
+            nn.init.zeros_(self.guide_in.weight)
+            nn.init.zeros_(self.guide_in.bias)
         self.conv_out = nn.Conv1d(config.channels, config.n_mels, 3, padding=1)
         if config.reads_mel:  # a correction of the input's mel that starts at none
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, feats: Tensor | None, frames: int, input_mel: Tensor | None = None) -> Tensor:
+    def forward(self, feats: Tensor | None, frames: int, input_mel: Tensor | None = None,
+                guide_mel: Tensor | None = None) -> Tensor:
         """``feats``: (B, T, feature_dim), needed when the bridge reads features; ``input_mel``: the input's
-        log-mel (``target_mel`` of the degraded audio), needed when it reads the mel."""
+        log-mel (``target_mel`` of the degraded audio), needed when it reads the mel; ``guide_mel``: the log-mel
+        of the input through the guide (``guide_mel``), needed by a guided bridge."""
         x = 0
         if self.config.reads_features:
             if feats is None:
@@ -126,38 +138,29 @@ class FeatureToMel(nn.Module):
             x = x + self.mel_in(input_mel)
             if self.config.noise_floor:
                 x = x + self.floor_in(noise_floor(input_mel))
+            if self.config.guide is not None:
+                if guide_mel is None:
+                    raise UserError(f"this bridge is guided by {self.config.guide}: give the guide's log-mel")
+                lowered = (fit_frames(guide_mel, frames) - input_mel).clamp(min=GUIDE_FLOOR, max=0.0)
+                x = x + self.guide_in(lowered)
         out = self.conv_out(self.blocks(x))
         return out + input_mel if self.config.reads_mel else out
+
+
+    def guide_mel(self, waves: Tensor, frames: int, sample_rate: int = 16000) -> Tensor | None:
+        """The (B, n_mels, frames) log-mel of (B, samples) input audio through this bridge's guide; None for
+        a bridge without one."""
+        if self.config.guide is None:
+            return None
+        with torch.no_grad():
+            suppressed = torch.stack([rnnoise.suppress(wave, sample_rate) for wave in waves])
+            return fit_frames(target_mel(suppressed, sample_rate), frames)
 
 
 def noise_floor(mel: Tensor, quantile: float = 0.1) -> Tensor:
     """Each band's noise floor in a (B, n_mels, F) log-mel: its ``quantile`` over time, as (B, n_mels, 1).
     Speech comes and goes; a noise that stays is what is left in a band's quietest frames."""
     return torch.quantile(mel.float(), quantile, dim=-1, keepdim=True).to(mel.dtype)
-
-
-def fit_frames(mel: Tensor, frames: int) -> Tensor:
-    """A (B, n_mels, F) log-mel cut or padded with silence to ``frames`` frames."""
-    return F.pad(mel, (0, max(0, frames - mel.shape[-1])), value=hifigan.LOG_FLOOR)[..., :frames]
-
-
-def lower_toward(waves: Tensor, guide: Tensor, sample_rate: int = 16000, limit_db: float = DEFAULT_LIMIT_DB) -> Tensor:
-    """(B, samples) audio with each mel band lowered toward that of ``guide`` (audio of the same length: a
-    denoiser's output, or the clean recording for a ceiling), never raised and by at most ``limit_db``."""
-    input_mel = target_mel(waves, sample_rate)
-    guide_mel = fit_frames(target_mel(guide, sample_rate), input_mel.shape[-1])
-    return apply_mel_gain(waves, input_mel, guide_mel, sample_rate, limit_db)
-
-
-def mel_frames(samples: int, sample_rate: int = 16000) -> int:
-    """HiFi-GAN mel frames covering ``samples`` of audio at ``sample_rate``."""
-    return max(1, round(samples * hifigan.SAMPLE_RATE / sample_rate) // hifigan.HOP)
-
-
-def target_mel(waves: Tensor, sample_rate: int = 16000) -> Tensor:
-    """The log-mel HiFi-GAN would be given for these waveforms: (B, 80, mel_frames(samples))."""
-    mel = hifigan.log_mel(AF.resample(waves, sample_rate, hifigan.SAMPLE_RATE))
-    return mel[..., : mel_frames(waves.shape[-1], sample_rate)]
 
 
 class BridgedHiFiGAN(nn.Module):
@@ -176,8 +179,9 @@ class BridgedHiFiGAN(nn.Module):
 
     def mel(self, feats: Tensor | None, samples: int, sample_rate: int = 16000, waves: Tensor | None = None) -> Tensor:
         """The log-mel the generator is given (the bridge's output) for ``samples`` of audio."""
+        frames = mel_frames(samples, sample_rate)
         input_mel = target_mel(waves, sample_rate) if self.bridge.config.reads_mel else None
-        return self.bridge(feats, mel_frames(samples, sample_rate), input_mel)
+        return self.bridge(feats, frames, input_mel, self.bridge.guide_mel(waves, frames, sample_rate))
 
     def synthesise(self, feats: Tensor | None, samples: int, sample_rate: int = 16000,
                    waves: Tensor | None = None) -> Tensor:
@@ -188,7 +192,8 @@ class BridgedHiFiGAN(nn.Module):
                 raise UserError("input_gain synthesis lowers bands of the input: give the input audio")
             frames = mel_frames(samples, sample_rate)
             input_mel = fit_frames(target_mel(waves, sample_rate), frames)
-            predicted = self.bridge(feats, frames, input_mel if self.bridge.config.reads_mel else None)
+            predicted = self.bridge(feats, frames, input_mel if self.bridge.config.reads_mel else None,
+                                    self.bridge.guide_mel(waves, frames, sample_rate))
             return apply_mel_gain(waves, input_mel, predicted, sample_rate, self.attenuation_limit_db)
         mel = self.mel(feats, samples, sample_rate, waves)
         wave = AF.resample(self.generator(mel), hifigan.SAMPLE_RATE, sample_rate)

@@ -44,7 +44,7 @@ class MelCorpus:
     validation: np.ndarray  # (utterances,) bool: held out from training
 
     @classmethod
-    def from_mels(cls, mels: list[Tensor], validation: list[bool]) -> "MelCorpus":
+    def from_mels(cls, mels: list[Tensor], validation: list[bool]) -> MelCorpus:
         codes = [torch.clamp(torch.round((m - LOG_FLOOR) / CODE_STEP), 0, 255).to(torch.uint8).numpy() for m in mels]
         offsets = np.cumsum([0] + [c.shape[1] for c in codes])
         return cls(np.concatenate(codes, axis=1), offsets, np.array(validation, dtype=bool))
@@ -57,7 +57,7 @@ class MelCorpus:
         return atomic_write(path, write)
 
     @classmethod
-    def load(cls, path: str | Path) -> "MelCorpus":
+    def load(cls, path: str | Path) -> MelCorpus:
         with np.load(path, allow_pickle=False) as data:
             return cls(data["codes"], data["offsets"], data["validation"])
 
@@ -79,7 +79,7 @@ def build_mel_corpus(manifests: list[str], restorer_dir: str | None = None, val_
     prediction of each from the clean features. Speakers in ``val_fraction`` go to validation."""
     from ..data.audio import load_audio
     from ..data.manifest import read_manifest
-    from .bridge import target_mel
+    from .hifigan import target_mel
 
     entries = [e for path in manifests for e in read_manifest(path) if e.sample_rate >= 16000]
     speakers = sorted({e.speaker or e.id for e in entries})

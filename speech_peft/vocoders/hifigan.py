@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torchaudio.functional as AF
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -147,3 +148,19 @@ def log_mel(wave: Tensor) -> Tensor:
                       return_complex=True)
     magnitude = (spec.real.pow(2) + spec.imag.pow(2) + 1e-9).sqrt()
     return torch.log(torch.clamp(_mel_basis(str(wave.device)) @ magnitude, min=MEL_FLOOR))
+
+
+def mel_frames(samples: int, sample_rate: int = 16000) -> int:
+    """Mel frames covering ``samples`` of audio at ``sample_rate``."""
+    return max(1, round(samples * SAMPLE_RATE / sample_rate) // HOP)
+
+
+def target_mel(waves: Tensor, sample_rate: int = 16000) -> Tensor:
+    """The log-mel HiFi-GAN would be given for these waveforms at ``sample_rate``: (B, 80, mel_frames(samples))."""
+    mel = log_mel(AF.resample(waves, sample_rate, SAMPLE_RATE))
+    return mel[..., : mel_frames(waves.shape[-1], sample_rate)]
+
+
+def fit_frames(mel: Tensor, frames: int) -> Tensor:
+    """A (B, n_mels, F) log-mel cut or padded with silence to ``frames`` frames."""
+    return F.pad(mel, (0, max(0, frames - mel.shape[-1])), value=LOG_FLOOR)[..., :frames]

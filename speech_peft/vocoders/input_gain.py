@@ -20,7 +20,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from . import hifigan
+from .hifigan import fit_frames, target_mel
 
 N_FFT, HOP = 512, 160
 DEFAULT_LIMIT_DB = 20.0
@@ -76,3 +78,18 @@ def apply_mel_gain(waves: Tensor, input_mel: Tensor, predicted_mel: Tensor, samp
     band_gain = _to_stft_frames(log_gain.exp(), spec.shape[-1], sample_rate)
     gain = _band_weights(sample_rate, str(waves.device)) @ band_gain
     return torch.istft(spec * gain, N_FFT, HOP, window=window, length=waves.shape[-1])
+
+
+def check_attenuation_limit(limit_db: float, option: str = "attenuation limit") -> float:
+    """``limit_db`` itself (the most input_gain synthesis lowers a band, in dB), or a one-line error."""
+    if not (isinstance(limit_db, (int, float)) and 0 < limit_db < float("inf")):
+        raise UserError(f"{option} {limit_db!r}: give a positive number of dB (the most a band is lowered)")
+    return float(limit_db)
+
+
+def lower_toward(waves: Tensor, guide: Tensor, sample_rate: int = 16000, limit_db: float = DEFAULT_LIMIT_DB) -> Tensor:
+    """(B, samples) audio with each mel band lowered toward that of ``guide`` (audio of the same length: a
+    denoiser's output, or the clean recording for a ceiling), never raised and by at most ``limit_db``."""
+    input_mel = target_mel(waves, sample_rate)
+    guide_mel = fit_frames(target_mel(guide, sample_rate), input_mel.shape[-1])
+    return apply_mel_gain(waves, input_mel, guide_mel, sample_rate, limit_db)

@@ -21,8 +21,8 @@ from ..encoders.whisper import load_whisper_encoder
 from ..errors import UserError
 from ..exports import read_export_info, write_export_info
 from ..tensor_files import load_tensors, save_tensors
-from .bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel, check_attenuation_limit
-from .input_gain import DEFAULT_LIMIT_DB
+from .bridge import BridgeConfig, BridgedHiFiGAN, FeatureToMel
+from .input_gain import DEFAULT_LIMIT_DB, check_attenuation_limit
 from .student import load_student
 from .wavefit import WaveFit, WaveFitConfig
 

@@ -18,7 +18,7 @@ import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from ..weights import package_file
-from .bridge import check_attenuation_limit, lower_toward
+from .input_gain import check_attenuation_limit, lower_toward
 
 NAME = "rnnoise"
 RATE = 48000    # RNNoise runs on 10 ms frames at 48 kHz, 16-bit scale

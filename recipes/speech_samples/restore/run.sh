@@ -30,7 +30,8 @@
 #     then two dilated features+mel bridges on real + synthetic voices with wider noises: the log-mel
 #     objective (3,000 steps) and the compressed-gain objective (1,500 steps); then features+mel fine-tuned
 #     1,500 steps on noise textures (random spectral envelopes, level swings, hum; equalised recordings),
-#     without and with the noise floor as an input (noise-aware)
+#     without and with the noise floor as an input (noise-aware), and guided by RNNoise (the bridge also
+#     reads how the pretrained suppressor lowered each band; 1,200 steps, as RNNoise doubles a step's time)
 #  10 held-out real speakers (a speaker-disjoint fifth of speechocean762 and LibriSpeech) under clean,
 #     noise, babble, room + noise and far room + loud noise + telephone band: the input, spectral gating,
 #     the shipped restorer and every stage-9 restorer side by side (RESULTS_real_speakers.md)
@@ -38,7 +39,7 @@
 #     (20, 10, 6 dB) on the pool's validation speakers and the training noises, never the held-out ones
 #     (RESULTS_attenuation_limit.md)
 #  12 (run on its own: --stage 12 --stop_stage 12, after stage 9) noises no restorer here trained on: the shipped
-#     restorer, the textures bridges and RNNoise (alone, and as input gains limited to 10 dB) on the
+#     restorer, the textures, noise-aware and guided bridges and RNNoise (alone, and as input gains limited to 10 dB) on the
 #     validation speakers with the ESC-50 clips as noise
 #     (RESULTS_unseen_noise.md), to choose between them before the held-out speakers see either; beside
 #     them the input-gain ceiling (local/input_gain_ceiling.py), the most any bridge could reach
@@ -180,7 +181,8 @@ wide="data.degrade.noise_files=[$(printf '%s\n' "$data"/noise/noise{1,2,3}.wav "
   | paste -sd,)] data.degrade.p_clean=0.1 task.bridge.dilation_growth=2"
 # Noises no recording holds: textures (random spectral envelopes, level swings, hum) and the training recordings
 # through random equalisers, louder (0-25 dB SNR), babble of every pool talker; the ESC-50 clips stay out, to
-# judge on (stage 12). Fine-tunes features_mel_gain; features_mel_floor also reads each band's noise floor.
+# judge on (stage 12). Fine-tunes features_mel_gain; features_mel_floor also reads each band's noise floor,
+# features_mel_guided how RNNoise lowered each band.
 textures="task.init_bridge=$real/features_mel_gain/export/vocoder.safetensors task.lr=3e-4 data.degrade.p_clean=0.1"
 textures+=" data.degrade.snr_db=[0.0,25.0] data.degrade.p_texture=0.6 data.degrade.noise_eq_db=20.0"
 textures+=" data.degrade.babble_files=[@every_talker@] +trainer.max_steps=1500"
@@ -191,7 +193,8 @@ variants=(  # name bridge-inputs synthesis training-pool [overrides] (the featur
   "features_mel_dilated features+mel input_gain real+synthetic $wide +trainer.max_steps=3000"
   "features_mel_compressed features+mel input_gain real+synthetic $wide task.objective=compressed_gain +trainer.max_steps=1500"
   "features_mel_textures features+mel input_gain real+synthetic $textures"
-  "features_mel_floor features+mel input_gain real+synthetic $textures task.bridge.noise_floor=true")
+  "features_mel_floor features+mel input_gain real+synthetic $textures task.bridge.noise_floor=true"
+  "features_mel_guided features+mel input_gain real+synthetic ${textures/max_steps=1500/max_steps=1200} task.bridge.guide=rnnoise")
 has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
 if run_stage 9 && ! has_real_speakers; then
   log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
@@ -267,11 +270,11 @@ if run_stage 11 && has_real_speakers; then
 fi
 
 if run_stage 12 && has_real_speakers; then
-  log "stage 12: the shipped restorer, the textures bridges and RNNoise on the validation speakers, unseen noises"
+  log "stage 12: the shipped restorer, the textures, noise-aware and guided bridges and RNNoise on the validation speakers, unseen noises"
   unseen=$real/unseen_noise  # validation speakers; the ESC-50 clips, which none of these restorers trained on
   validation_set "$unseen"
   systems=("shipped=$shipped" rnnoise=rnnoise rnnoise_10=rnnoise::10)  # RNNoise: pretrained, never trained here
-  for name in textures floor; do
+  for name in textures floor guided; do
     [ -f "$real/features_mel_$name/export/export.json" ] && systems+=("$name=$real/features_mel_$name/export")
   done
   CEILING=1 ASR=whisper-tiny.en NOISES="$(echo "$shared"/speech_samples/esc50/*.wav)" \
@@ -285,6 +288,7 @@ if run_stage 12 && has_real_speakers; then
       input_gain_ceiling="ceiling: input gains toward the clean file's own mel (no bridge can do better)" \
       rnnoise="RNNoise (pretrained suppressor)" rnnoise_10="RNNoise as input gains, limit 10 dB" \
       textures="features+mel, input gains, trained on noise textures" \
-      floor="features+mel, input gains, noise textures, noise-aware (reads the noise floor)"
+      floor="features+mel, input gains, noise textures, noise-aware (reads the noise floor)" \
+      guided="features+mel, input gains, noise textures, guided (reads how RNNoise lowered each band)"
   } > "$table"
 fi

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from speech_peft.data.audio import load_audio, save_audio
-from speech_peft.vocoders.bridge import lower_toward
-from speech_peft.vocoders.input_gain import DEFAULT_LIMIT_DB
+from speech_peft.vocoders.input_gain import DEFAULT_LIMIT_DB, lower_toward
 
 
 def main(degraded: Path, clean: Path, out: Path, limit_db: float) -> None:
