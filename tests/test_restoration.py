@@ -413,6 +413,27 @@ def test_the_compressed_gain_objective_charges_more_for_cutting_loud_speech_than
     assert (cut_loud - target).abs().mean() == (cut_quiet - target).abs().mean()  # to L1 on log-mel, the same
 
 
+def test_the_ceiling_gain_objective_charges_more_for_cutting_past_the_clean_level_than_for_leaving_noise(
+        tiny_whisper_dir):
+    """Gains are scored against the ceiling's (the input lowered toward the clean file's own mel): cutting a
+    band 6 dB deeper than the ceiling (into the words) costs OVERCUT_COST times leaving it 6 dB too loud."""
+    from speech_peft.tasks.bridge import OVERCUT_COST, BridgeTraining, ceiling_gain_loss
+
+    ceiling = torch.full((1, 80, 10), -1.0)
+    assert ceiling_gain_loss(ceiling, ceiling) == 0
+    assert ceiling_gain_loss(ceiling - 0.7, ceiling) == pytest.approx(OVERCUT_COST * ceiling_gain_loss(ceiling + 0.7,
+                                                                                                        ceiling))
+    task = BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, stage="cleaned",
+                          encoder_name=tiny_whisper_dir, tap_layer=1, synthesis="input_gain", objective="ceiling_gain")
+    task.log = lambda *args, **kwargs: None
+    clean = load_audio(DATA / "asr" / "spk1_snt1.wav")[None, :16000]
+    noisy = clean + 0.003 * torch.randn_like(clean)  # a faint hiss under the speech
+    untrained = task.training_step((["a"], noisy, clean, torch.tensor([16000])), 0)  # the input: hiss left in
+    with torch.no_grad():
+        task.bridge.conv_out.bias.fill_(-2.3)  # every band 20 dB down: the words cut too
+    assert task.training_step((["a"], noisy, clean, torch.tensor([16000])), 0) > untrained
+
+
 def test_the_compressed_gain_objective_needs_input_gains_and_keeps_a_gradient_above_the_input(tiny_whisper_dir):
     from speech_peft.errors import UserError
     from speech_peft.tasks.bridge import BridgeTraining

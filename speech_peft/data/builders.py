@@ -71,6 +71,24 @@ def from_fsdd(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None
     return _keep(entries)
 
 
+def from_speaker_table(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None) -> list[Entry]:
+    """A folder of real speakers described by ``manifest.tsv`` (columns ``id``, ``path`` relative to the folder,
+    ``speaker``, and ``text`` where the source has transcripts), as the shared real-speech folders are laid out
+    (speechocean762, speech_commands_digits, librispeech_speakers)."""
+    root = Path(root)
+    table = root / "manifest.tsv"
+    if not table.is_file():
+        raise FileNotFoundError(f"{root}: manifest.tsv not found (a speaker table: id, path, speaker[, text])")
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    missing = {"id", "path", "speaker"} - set(rows[0] if rows else {})
+    if missing:
+        raise UserError(f"{table}: no column {', '.join(sorted(missing))} (a speaker table: id, path, speaker[, text])")
+    rejects = _rejects(skip_bad, rejects_path)
+    return _keep([_entry(row["id"], root / row["path"], rejects, text=row.get("text") or None, speaker=row["speaker"])
+                  for row in rows])
+
+
 def from_kaldi_dir(root: str | os.PathLike, skip_bad: bool = False, rejects_path=None) -> list[Entry]:
     """A Kaldi data directory: ``wav.scp`` (plain paths only), optional ``text`` and ``utt2spk``."""
     root = Path(root)

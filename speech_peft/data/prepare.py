@@ -5,22 +5,25 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import builders, corpora
+from .digits_long import make_digits_long
 from .fsdd_long import make_fsdd_long
 from .manifest import write_manifest
 from .splits import fsdd_take, leave_one_group_out, write_folds
 from .tts_voices import make_tts_voices
 
-LAYOUTS = ("fsdd", "fsdd_long", "esc50", "speechcommands", "folder", "kaldi", "tts_voices", *corpora.READERS)
+LAYOUTS = ("fsdd", "fsdd_long", "digits_long", "esc50", "speechcommands", "folder", "kaldi", "tts_voices", *corpora.READERS)
 
 
 def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: int = 5,
-            long_items: tuple[int, int] = (10, 5), voices: tuple[int, int] = (8, 0),
+            long_items: tuple[int, int] | None = None, voices: tuple[int, int] | None = None,
             task_column: str = "locale", language: str = "en") -> list[Path]:
     """Corpora (librispeech, libritts, vctk, commonvoice): one manifest per split (``corpora.py``);
     ``task_column``: commonvoice's ``task`` field, the locale or the speaker's accents.
-    ``long_items``: fsdd_long items per speaker and length bucket, (training speakers, test speakers).
-    ``voices``: tts_voices (sentences per voice, voices: 0 for every available one); SRC is the sentences file,
-    read by the espeak-ng voices of ``language`` (English adds flite's)."""
+    ``long_items``: fsdd_long and digits_long items per speaker and length bucket, (training speakers, test
+    speakers); default (10, 5) and (4, 2).
+    ``voices``: tts_voices (sentences per voice, voices: 0 for every available one; default (8, 0)); SRC is the
+    sentences file, read by the espeak-ng voices of ``language`` (English adds flite's). digits_long: (digit
+    strings per synthetic voice, voices; default (8, 24)); SRC is the shared data folder (``digits_long.py``)."""
     out_dir = Path(out)
     rejects = out_dir / "rejects.tsv"
     if layout == "fsdd":
@@ -40,11 +43,16 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
         return [write_manifest(v, out_dir / "fold_official" / f"{names[k]}.jsonl", relative=False)
                 for k, v in splits.items()]
     if layout == "tts_voices":
-        per_voice, count = voices
+        per_voice, count = voices or (8, 0)
         return list(make_tts_voices(src, out_dir, per_voice=per_voice, max_voices=count or None,
                                     language=language).values())
     if layout == "fsdd_long":
-        return list(make_fsdd_long(src, out_dir, train_items=long_items[0], eval_items=long_items[1]).values())
+        train_items, eval_items = long_items or (10, 5)
+        return list(make_fsdd_long(src, out_dir, train_items=train_items, eval_items=eval_items).values())
+    if layout == "digits_long":
+        (train_items, eval_items), (strings, count) = long_items or (4, 2), voices or (8, 24)
+        return list(make_digits_long(src, out_dir, train_items=train_items, eval_items=eval_items,
+                                     voices=count, strings=strings).values())
     if layout in corpora.READERS:
         extra = {"task_column": task_column} if layout == "commonvoice" else {}
         splits = corpora.READERS[layout](src, skip_bad, rejects, **extra)

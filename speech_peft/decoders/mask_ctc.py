@@ -6,12 +6,16 @@ the word whole. Reading a candidate back, each re-decoded CTC word stays one wor
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
 from .ctc import CTCHead, greedy_characters, token_confidences, token_words, word_confidences
 from .masked_diffusion import DiffusionDecoderConfig, text_tokens
 from .parallel_decode import Candidates
+
+log = logging.getLogger(__name__)
 
 
 def ctc_hypotheses(ctc: CTCHead, tokenizer, hidden: Tensor, mask: Tensor, lexicon: set[str] | None = None
@@ -37,10 +41,15 @@ def ctc_canvas(hypotheses: list[tuple[list[int], list[float], list[int]]], confi
                threshold: float) -> tuple[Tensor, Tensor, Tensor]:
     """Starting canvases (B, L), their lengths, and for each masked position the index of the CTC word it
     re-decodes (-1 elsewhere): the prefix, the CTC tokens with those below ``threshold`` masked, then one
-    PAD (end of text)."""
+    PAD (end of text). A hypothesis longer than the decoder's positions is cut, with a warning: its end is lost."""
     prefix = list(config.prefix)
     rows, spans = [], []
+    room = config.max_length - 1 - len(prefix)
     for ids, confidence, words in hypotheses:
+        if len(ids) > room:
+            log.warning("a CTC hypothesis of %d tokens exceeds the diffusion decoder's %d text positions: its last %d "
+                        "tokens are dropped (decode shorter audio, or train with a larger max_length)",
+                        len(ids), room, len(ids) - room)
         doubtful = [c < threshold for c in confidence]
         ids = [config.mask_id if d else t for t, d in zip(ids, doubtful)]
         rows.append((prefix + ids)[: config.max_length - 1] + [config.pad_id])

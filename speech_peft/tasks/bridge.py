@@ -12,6 +12,9 @@ Validation scores what the export delivers (``validation_step``), so the best ch
 ``objective="compressed_gain"`` (input gains only) trains on what the export delivers after all, scored on
 power-law compressed mel magnitudes, where cutting into loud speech costs more than leaving a quiet band,
 with a tenth of the log-mel loss on the prediction itself, which keeps a gradient above the input.
+``objective="ceiling_gain"`` (input gains only) scores the gains themselves against the ceiling's (the
+input lowered toward the clean audio's own mel), where a band cut deeper than the ceiling cuts it (into the
+words) costs ``OVERCUT_COST`` times a band left too loud (noise left in), with the same tenth on the prediction.
 The frozen HiFi-GAN generator is never run in training; the export is a restorer with the ``hifigan``
 backend (``Restorer.from_export``), which ``speech-peft restore`` reads.
 """
@@ -32,9 +35,10 @@ from ..vocoders.input_gain import DEFAULT_LIMIT_DB, band_log_gains, check_attenu
 from .base import AdapterTask
 from .restoration import FeatureCleaner
 
-OBJECTIVES = ("log_mel", "compressed_gain")
+OBJECTIVES = ("log_mel", "compressed_gain", "ceiling_gain")
 PREDICTION_SHARE = 0.1
 COMPRESSION = 0.3
+OVERCUT_COST = 4.0
 
 
 def compressed_loss(realised: Tensor, target: Tensor) -> Tensor:
@@ -43,6 +47,13 @@ def compressed_loss(realised: Tensor, target: Tensor) -> Tensor:
     for cutting into speech to win back a quiet band."""
     got, want = (COMPRESSION * realised).exp(), (COMPRESSION * target).exp()
     return ((got - want).abs().flatten(1).sum(1) / want.flatten(1).sum(1)).mean()
+
+
+def ceiling_gain_loss(gains: Tensor, ceiling: Tensor) -> Tensor:
+    """L1 between realised and ceiling log-gains (natural log, per mel band and frame), where a band cut
+    deeper than the ceiling's costs ``OVERCUT_COST`` times as much: speech taken out is what costs words."""
+    error = gains - ceiling
+    return torch.where(error < 0, -OVERCUT_COST * error, error).mean()
 
 
 class BridgeTraining(AdapterTask):
@@ -68,8 +79,8 @@ class BridgeTraining(AdapterTask):
         given = BridgeConfig(**(bridge or {}))
         if objective not in OBJECTIVES:
             raise UserError(f"task.objective={objective!r}: choose one of {', '.join(OBJECTIVES)}")
-        if objective == "compressed_gain" and not (synthesis == "input_gain" and given.reads_mel):
-            raise UserError("task.objective=compressed_gain scores the input lowered toward the prediction: it "
+        if objective != "log_mel" and not (synthesis == "input_gain" and given.reads_mel):
+            raise UserError(f"task.objective={objective} scores the input lowered toward the prediction: it "
                             "needs task.synthesis=input_gain and a bridge that reads the input's mel")
         reads_features = given.reads_features
         # A bridge that reads only the input's mel needs no cleaner: the restorer keeps a fresh one, unused.
@@ -115,16 +126,20 @@ class BridgeTraining(AdapterTask):
             return input_mel + band_log_gains(input_mel, predicted, self.hparams.attenuation_limit_db)
         return predicted
 
-    def _score(self, delivered: Tensor, target: Tensor) -> Tensor:
-        return compressed_loss(delivered, target) if self.hparams.objective == "compressed_gain" else \
-            mel_loss(delivered, target)
+    def _score(self, delivered: Tensor, input_mel: Tensor | None, target: Tensor) -> Tensor:
+        if self.hparams.objective == "compressed_gain":
+            return compressed_loss(delivered, target)
+        if self.hparams.objective == "ceiling_gain":
+            ceiling = band_log_gains(input_mel, target, self.hparams.attenuation_limit_db)
+            return ceiling_gain_loss(delivered - input_mel, ceiling)
+        return mel_loss(delivered, target)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         predicted, input_mel, target = self._predict(batch)
         if self.hparams.objective == "log_mel":
             loss = mel_loss(predicted, target)
         else:  # the prediction's own share keeps a gradient where it lies above the input (gains of 0 dB)
-            loss = self._score(self._delivered(predicted, input_mel), target) + \
+            loss = self._score(self._delivered(predicted, input_mel), input_mel, target) + \
                 PREDICTION_SHARE * mel_loss(predicted, target)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         return loss
@@ -135,7 +150,7 @@ class BridgeTraining(AdapterTask):
         telephone band's missing highs) does not pick the checkpoint."""
         predicted, input_mel, target = self._predict(batch)
         self.log("val/prediction_loss", mel_loss(predicted, target), batch_size=len(target))
-        self.log("val/loss", self._score(self._delivered(predicted, input_mel), target), prog_bar=True,
+        self.log("val/loss", self._score(self._delivered(predicted, input_mel), input_mel, target), prog_bar=True,
                  batch_size=len(target))
 
     def configure_optimizers(self):
