@@ -42,6 +42,36 @@ def test_stage_one_moves_only_the_cross_attention_adapters(whisper_with_tokenize
     assert any(k.endswith("gate") for k in moved) and len(moved) > len(model.decoder.layers)
 
 
+def test_lora_on_the_frozen_whisper_decoder_trains_only_lora_and_exports_without_the_cross_attention(
+        whisper_with_tokenizer, fsdd_folds, tmp_path):
+    """decoder_lora: Whisper's decoder and its own cross-attention stay exactly as Whisper trained them; only the
+    LoRA matrices move; the export holds LoRA alone and rebuilds the cross-attention from Whisper."""
+    torch.manual_seed(0)
+    lora = {"r": 4, "alpha": 8, "target_roles": ["attn.q", "attn.k", "attn.v", "attn.o", "ffn.up", "ffn.down"]}
+    model = DiffusionASR(whisper_with_tokenizer, max_length=8, lr=1e-2, decoder_lora=lora)
+    xattn = DiffusionASR(whisper_with_tokenizer, max_length=8)  # the same Whisper cross-attention, trainable
+    before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    trained = {k for k, p in model.decoder.named_parameters() if p.requires_grad}
+    assert trained and all(".adapters.decoder_lora." in k for k in trained)
+    assert sum(p.numel() for k, p in model.decoder.named_parameters() if k in trained) < \
+        sum(p.numel() for p in xattn.decoder.parameters() if p.requires_grad) / 2
+    _trainer(tmp_path).fit(model, _data(fsdd_folds))
+    moved = {k for k, v in model.decoder.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved and all(".adapters.decoder_lora.lora_B" in k or ".adapters.decoder_lora.lora_A" in k for k in moved)
+    model.export(tmp_path / "export")
+    assert not (tmp_path / "export" / "xattn").exists() and (tmp_path / "export" / "decoder_lora").is_dir()
+    again = DiffusionASR.from_export(tmp_path / "export")
+    assert again.decoder_lora == lora
+    for k, v in model.decoder.state_dict().items():
+        assert torch.equal(v, again.decoder.state_dict()[k]), k
+    waves, lengths = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6000])
+    assert model.eval().transcribe(waves, lengths) == again.transcribe(waves, lengths)
+    with pytest.raises(ValueError, match="decoder_lora adapts Whisper's own decoder"):
+        DiffusionASR(whisper_with_tokenizer, stage=2, max_length=8, decoder_lora=lora)
+    with pytest.raises(ValueError, match="decoder_lora adapts Whisper's own decoder"):
+        DiffusionASR(whisper_with_tokenizer, max_length=8, xattn_init="random", decoder_lora=lora)
+
+
 def test_stage_two_trains_the_decoder_with_layer_decay_and_exports_the_average(whisper_with_tokenizer, fsdd_folds, tmp_path):
     torch.manual_seed(0)
     first = DiffusionASR(whisper_with_tokenizer, stage=1, max_length=8, xattn_heads=4)

@@ -2,7 +2,12 @@
 text decoder initialised from Whisper's decoder, beside it an optional character CTC head on the encoder
 whose hypothesis gives a Mask-CTC starting canvas (``decoders/mask_ctc.py``).
 
-Export: ``xattn/`` (the adapters, adapter core format), ``decoder.safetensors`` after stage 2,
+With ``decoder_lora`` the decoder is Whisper's own, frozen whole: its blocks (causal mask lifted) and its
+cross-attention (the cross-attention adapters, started from it and frozen) stay as Whisper trained them,
+and LoRA on the blocks' linears is what trains, a few percent of the parameters.
+
+Export: ``xattn/`` (the adapters, adapter core format; none with ``decoder_lora``, whose cross-attention is
+rebuilt from Whisper), ``decoder.safetensors`` after stage 2, ``decoder_lora/`` with ``decoder_lora``,
 ``ctc.safetensors`` with a CTC head, ``lexicon.txt`` (the training words) and ``export.json``;
 ``DiffusionASRModel.load`` and ``speech-peft transcribe --model EXPORT`` read it. Training is
 ``tasks/diffusion_asr.py``.
@@ -16,9 +21,26 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from ..adapters import CrossAttentionConfig, add_adapter, load_adapter, save_adapter, sites
+from ..adapters import (
+    CrossAttentionConfig,
+    LoRAConfig,
+    add_adapter,
+    load_adapter,
+    save_adapter,
+    set_active_adapters,
+    set_trainable_adapters,
+    sites,
+)
 from ..asr.hypothesis import Hypothesis
-from ..decoders import Candidates, DecodeOptions, canvas_lengths, choose, diffusion_decode, from_whisper, load_decoder_weights
+from ..decoders import (
+    Candidates,
+    DecodeOptions,
+    canvas_lengths,
+    choose,
+    diffusion_decode,
+    from_whisper,
+    load_decoder_weights,
+)
 from ..decoders.ctc import CTCHead, CTCHeadConfig
 from ..decoders.mask_ctc import candidate_texts, ctc_canvas, ctc_hypotheses
 from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
@@ -36,38 +58,51 @@ class DiffusionASRModel(nn.Module):
     """``stage`` 1: adapters trained on the frozen Whisper decoder's weights; 2: the decoder trained too.
     ``decode``: the decoding options it transcribes with (``DecodeOptions``' fields); ``tokens_per_second``:
     the canvas follows the audio's length (None: the fixed maximum); ``ctc``: a CTC head's config (None:
-    none)."""
+    none); ``decoder_lora``: a ``LoRAConfig``'s fields for LoRA on the frozen Whisper decoder (stage 1 only;
+    None: the cross-attention adapters train instead)."""
 
     transcribe_options = frozenset({"decode"})
 
     def __init__(self, encoder_name: str = "whisper-tiny.en", stage: int = 1, max_length: int = 256,
                  xattn_heads: int | None = None, init_from: str | None = None, decode: dict | None = None,
                  tokens_per_second: float | None = None, xattn_init: str = "whisper", shift: bool = False,
-                 ctc: dict | None = None, gap_rate: float = 0.0) -> None:
+                 ctc: dict | None = None, gap_rate: float = 0.0, decoder_lora: dict | None = None) -> None:
         super().__init__()
         if xattn_init not in ("whisper", "random"):
             raise UserError(f"xattn_init must be 'whisper' or 'random', not {xattn_init!r}")
+        if decoder_lora is not None and (stage != 1 or xattn_init != "whisper"):
+            raise UserError("decoder_lora adapts Whisper's own decoder, frozen with its own cross-attention: it needs "
+                            f"stage 1 and xattn_init 'whisper' (not stage {stage}, xattn_init {xattn_init!r})")
         bundle = load_whisper(encoder_name)
         if bundle.tokenizer is None:
             raise UserError(f"{encoder_name}: a diffusion decoder needs the model's tokenizer.json")
         self.encoder_name, self.stage, self.max_length, self.xattn_heads = encoder_name, stage, max_length, xattn_heads
         self.decode_options, self.tokens_per_second, self.shift, self.gap_rate = decode, tokens_per_second, shift, gap_rate
+        self.decoder_lora = dict(decoder_lora) if decoder_lora is not None else None
         self.tokenizer = bundle.tokenizer
         self.encoder = load_whisper_encoder(encoder_name)
         self.decoder = from_whisper(bundle.model, max_length, shift=shift)
         self.ctc = CTCHead(CTCHeadConfig(**{**ctc, "input_dim": self.encoder.dim})) if ctc else None
-        if init_from is None:  # heads: the Whisper decoder's own unless given (tiny.en 6, base 8)
+        if init_from is None or self.decoder_lora is not None:  # heads: the Whisper decoder's own unless given
             heads = xattn_heads or bundle.model.config.decoder_attention_heads
             self.report = add_adapter(self.decoder, CrossAttentionConfig(memory_dim=self.encoder.dim,
                                                                          num_heads=heads), name="xattn")
             if xattn_init == "whisper":
                 init_from_whisper_cross_attention(self.decoder, bundle.model)
-        else:  # an export: its decoder weights where it has them (stage 2), then its adapters
+        if self.decoder_lora is not None:  # Whisper's decoder and cross-attention frozen; LoRA trains
+            lora_dir = Path(init_from) / "decoder_lora" if init_from is not None else None
+            if lora_dir is not None and lora_dir.is_dir():
+                load_adapter(self.decoder, lora_dir, name="decoder_lora")
+            else:
+                add_adapter(self.decoder, LoRAConfig(**self.decoder_lora), name="decoder_lora")
+            set_active_adapters(self.decoder, ["xattn", "decoder_lora"])
+            set_trainable_adapters(self.decoder, ["decoder_lora"])
+        elif init_from is not None:  # an export: its decoder weights where it has them (stage 2), then its adapters
             if (Path(init_from) / "decoder.safetensors").exists():
                 load_decoder_weights(self.decoder, load_tensors(Path(init_from) / "decoder.safetensors"))
             self.report = load_adapter(self.decoder, Path(init_from) / "xattn", name="xattn")
-            if self.ctc is not None and (Path(init_from) / "ctc.safetensors").exists():
-                self.ctc.load_state_dict(load_tensors(Path(init_from) / "ctc.safetensors"), strict=True)
+        if init_from is not None and self.ctc is not None and (Path(init_from) / "ctc.safetensors").exists():
+            self.ctc.load_state_dict(load_tensors(Path(init_from) / "ctc.safetensors"), strict=True)
         # Every word of the training transcripts; exported, so that Mask-CTC can re-decode a CTC word
         # that was never seen in training (most often a misspelling: "seve", "thre").
         self.lexicon: set[str] = set()
@@ -139,10 +174,13 @@ class DiffusionASRModel(nn.Module):
         return lambda w, n, *_: [Hypothesis(t) for t in self.transcribe(w, n, options)]
 
     def save(self, directory: str | Path) -> Path:
-        """``xattn/``, ``decoder.safetensors`` after stage 2, ``ctc.safetensors`` with a CTC head, ``lexicon.txt``
-        and ``export.json``."""
+        """``xattn/`` (or ``decoder_lora/``), ``decoder.safetensors`` after stage 2, ``ctc.safetensors`` with a CTC
+        head, ``lexicon.txt`` and ``export.json``."""
         directory = Path(directory)
-        save_adapter(self.decoder, directory / "xattn", name="xattn", base_model_name=self.encoder_name)
+        if self.decoder_lora is not None:  # the cross-attention is Whisper's own, rebuilt at load
+            save_adapter(self.decoder, directory / "decoder_lora", name="decoder_lora", base_model_name=self.encoder_name)
+        else:
+            save_adapter(self.decoder, directory / "xattn", name="xattn", base_model_name=self.encoder_name)
         if self.stage == 2:
             state = {k.replace(".base.", "."): v
                      for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
@@ -155,7 +193,7 @@ class DiffusionASRModel(nn.Module):
             "encoder_name": self.encoder_name, "max_length": self.max_length, "xattn_heads": self.xattn_heads,
             "tokens_per_second": self.tokens_per_second, "stage": self.stage, "shift": self.shift,
             "ctc": None if self.ctc is None else self.ctc.config.to_dict(), "decode": _plain(self.decode_options),
-            "gap_rate": self.gap_rate})
+            "gap_rate": self.gap_rate, "decoder_lora": self.decoder_lora})
         return directory
 
     @staticmethod
@@ -165,7 +203,8 @@ class DiffusionASRModel(nn.Module):
         return {"encoder_name": config["encoder_name"], "stage": config["stage"], "max_length": config["max_length"],
                 "xattn_heads": config["xattn_heads"], "init_from": str(directory), "decode": config.get("decode"),
                 "tokens_per_second": config.get("tokens_per_second"), "shift": config.get("shift", False),
-                "gap_rate": config.get("gap_rate", 0.0), "ctc": config.get("ctc")}
+                "gap_rate": config.get("gap_rate", 0.0), "ctc": config.get("ctc"),
+                "decoder_lora": config.get("decoder_lora")}
 
     @classmethod
     def load(cls, directory: str | Path) -> "DiffusionASRModel":

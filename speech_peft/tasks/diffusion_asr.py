@@ -1,7 +1,8 @@
 """Training diffusion-decoded ASR (Whisfusion; the model and its decoding are ``models/diffusion_asr.py``).
 
 Stage 1 trains only the cross-attention adapters (encoder and decoder frozen) with mask ratios
-t ~ U(0, 1). Stage 2 (``init_from`` a stage-1 export) trains the decoder and adapters with
+t ~ U(0, 1); with ``decoder_lora`` it trains LoRA on the frozen Whisper decoder instead, its cross-attention
+Whisper's own and frozen too. Stage 2 (``init_from`` a stage-1 export) trains the decoder and adapters with
 t ~ U(0.7, 1.0) (``mask_range`` widens it), layer-wise learning-rate decay and an exponential moving
 average of the weights; validation and the export use the averaged weights (torch's
 ``AveragedModel`` with an EMA).
@@ -51,7 +52,7 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
                  xattn_init: str = "whisper", shift: bool = False, antithetic: bool = False,
                  loss_weighting: str = "mean", mask_range: tuple[float, float] | None = None,
                  ctc_weight: float = 0.0, ctc_width: int = 192, ctc_layers: int = 2, ctc_lr: float = 1e-3,
-                 gap_rate: float = 0.0, val_wer: bool = False) -> None:
+                 gap_rate: float = 0.0, val_wer: bool = False, decoder_lora: dict | None = None) -> None:
         if stage not in STAGE_RATIOS:
             raise UserError(f"stage must be 1 (adapters only) or 2 (decoder + adapters), not {stage}")
         if loss_weighting not in ("mean", "inverse_t"):
@@ -60,7 +61,7 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
             raise UserError(f"mask_range must be (low, high) with 0 <= low < high <= 1, not {mask_range}")
         ctc = {"width": ctc_width, "layers": ctc_layers} if ctc_weight > 0 else None
         super().__init__(encoder_name, stage, max_length, xattn_heads, init_from, decode, tokens_per_second,
-                         xattn_init, shift, ctc, gap_rate)
+                         xattn_init, shift, ctc, gap_rate, decoder_lora)
         self.save_hyperparameters()
         if stage == 2:
             for p in self.decoder.parameters():
