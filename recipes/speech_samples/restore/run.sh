@@ -31,7 +31,8 @@
 #     objective (3,000 steps) and the compressed-gain objective (1,500 steps); then features+mel fine-tuned
 #     1,500 steps on noise textures (random spectral envelopes, level swings, hum; equalised recordings),
 #     without and with the noise floor as an input (noise-aware), and guided by RNNoise (the bridge also
-#     reads how the pretrained suppressor lowered each band; 1,200 steps, as RNNoise doubles a step's time)
+#     reads how the pretrained suppressor lowered each band; 1,200 steps, as RNNoise doubles a step's time),
+#     then the guided one 600 more steps on the ceiling-gain objective
 #  10 held-out real speakers (a speaker-disjoint fifth of speechocean762 and LibriSpeech) under clean,
 #     noise, babble, room + noise and far room + loud noise + telephone band: the input, spectral gating,
 #     the shipped restorer and every stage-9 restorer side by side (RESULTS_real_speakers.md)
@@ -186,6 +187,9 @@ wide="data.degrade.noise_files=[$(printf '%s\n' "$data"/noise/noise{1,2,3}.wav "
 textures="task.init_bridge=$real/features_mel_gain/export/vocoder.safetensors task.lr=3e-4 data.degrade.p_clean=0.1"
 textures+=" data.degrade.snr_db=[0.0,25.0] data.degrade.p_texture=0.6 data.degrade.noise_eq_db=20.0"
 textures+=" data.degrade.babble_files=[@every_talker@] +trainer.max_steps=1500"
+# The guided bridge fine-tuned 600 steps on the ceiling-gain objective (cutting into the words costs 4x)
+guided_ceiling="${textures/max_steps=1500/max_steps=600} task.bridge.guide=rnnoise task.objective=ceiling_gain"
+guided_ceiling=${guided_ceiling/features_mel_gain\/export/features_mel_guided\/export}
 variants=(  # name bridge-inputs synthesis training-pool [overrides] (the features-only bridge is stage 3's)
   "mel_gain mel input_gain real"
   "features_mel_gain features+mel input_gain real"
@@ -194,7 +198,8 @@ variants=(  # name bridge-inputs synthesis training-pool [overrides] (the featur
   "features_mel_compressed features+mel input_gain real+synthetic $wide task.objective=compressed_gain +trainer.max_steps=1500"
   "features_mel_textures features+mel input_gain real+synthetic $textures"
   "features_mel_floor features+mel input_gain real+synthetic $textures task.bridge.noise_floor=true"
-  "features_mel_guided features+mel input_gain real+synthetic ${textures/max_steps=1500/max_steps=1200} task.bridge.guide=rnnoise")
+  "features_mel_guided features+mel input_gain real+synthetic ${textures/max_steps=1500/max_steps=1200} task.bridge.guide=rnnoise"
+  "features_mel_guided_ceiling features+mel input_gain real+synthetic ${guided_ceiling}")
 has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
 if run_stage 9 && ! has_real_speakers; then
   log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
@@ -274,7 +279,7 @@ if run_stage 12 && has_real_speakers; then
   unseen=$real/unseen_noise  # validation speakers; the ESC-50 clips, which none of these restorers trained on
   validation_set "$unseen"
   systems=("shipped=$shipped" rnnoise=rnnoise rnnoise_10=rnnoise::10)  # RNNoise: pretrained, never trained here
-  for name in textures floor guided; do
+  for name in textures floor guided guided_ceiling; do
     [ -f "$real/features_mel_$name/export/export.json" ] && systems+=("$name=$real/features_mel_$name/export")
   done
   CEILING=1 ASR=whisper-tiny.en NOISES="$(echo "$shared"/speech_samples/esc50/*.wav)" \
@@ -289,6 +294,7 @@ if run_stage 12 && has_real_speakers; then
       rnnoise="RNNoise (pretrained suppressor)" rnnoise_10="RNNoise as input gains, limit 10 dB" \
       textures="features+mel, input gains, trained on noise textures" \
       floor="features+mel, input gains, noise textures, noise-aware (reads the noise floor)" \
-      guided="features+mel, input gains, noise textures, guided (reads how RNNoise lowered each band)"
+      guided="features+mel, input gains, noise textures, guided (reads how RNNoise lowered each band)" \
+      guided_ceiling="features+mel, input gains, guided, ceiling-gain objective (cutting past the clean level costs 4x)"
   } > "$table"
 fi
