@@ -131,6 +131,11 @@ def test_synthetic_voices_read_digit_strings_for_training_only(shared, tmp_path)
                                                                if r.startswith("synthetic")}
     for name in ("val", "test", "test_real"):
         assert "espeak" not in (tmp_path / f"{name}.jsonl").read_text()
+    without = tmp_path / "without_voices"
+    make_digits_long(shared, without, seconds=(2, 5), train_items=1, eval_items=1, voices=0)
+    for name in ("test", "test_real", "val"):  # the same items, whatever the synthetic voices
+        assert [(e.id, e.text, e.duration) for e in read_manifest(without / f"{name}.jsonl")] == \
+            [(e.id, e.text, e.duration) for e in read_manifest(tmp_path / f"{name}.jsonl")]
 
 
 def test_a_speaker_table_without_its_columns_is_refused_naming_it(tmp_path):

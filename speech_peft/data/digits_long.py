@@ -12,7 +12,9 @@ that has digits, plus synthetic voices reading random digit strings (training on
 
 A recording is used at most ``MAX_USES`` times in one item, so a speaker with few recordings gives fewer
 buckets instead of one digit said thirty times; a speaker contributes to a bucket only when its recordings
-fill three quarters of it. ``speakers.tsv`` lists every speaker's source, split and item count.
+fill three quarters of it. Each speaker's items are drawn from a generator seeded by the seed and the speaker,
+so the test sets stay the same whatever the synthetic voices. ``speakers.tsv`` lists every speaker's source,
+split and item count.
 """
 from __future__ import annotations
 
@@ -128,12 +130,13 @@ def make_digits_long(shared: str | Path, out: str | Path, seconds: tuple[float, 
     missing = [s for s in ("fsdd", "speech_commands_digits", "speechocean762") if not (shared / s).is_dir()]
     if missing:
         raise UserError(f"{shared}: no {', '.join(missing)} folder (digits_long reads every real digit source there)")
-    rng, waves = random.Random(seed), {}
-    plan = _real_speakers(shared) + _synthetic_speakers(out, voices, strings, rng)
+    waves: dict[str, torch.Tensor] = {}
+    plan = _real_speakers(shared) + _synthetic_speakers(out, voices, strings, random.Random(f"{seed}/synthetic"))
     splits: dict[str, list[Entry]] = {"train": [], "val": [], "test": [], "test_real": []}
     table = ["source\tspeaker\tsplit\titems"]
     (out / "audio").mkdir(parents=True, exist_ok=True)
     for source, speaker, split, clips in tqdm(plan, desc="digits_long", unit="speaker"):
+        rng = random.Random(f"{seed}/{speaker}/{split}")  # a speaker's items depend on nothing else in the plan
         made = 0
         for length in seconds:
             for n in range(train_items if split == "train" else eval_items):
