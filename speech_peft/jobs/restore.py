@@ -34,11 +34,10 @@ from ..vocoders.rnnoise import NAME as RNNOISE
 from ..vocoders.rnnoise import RNNoise
 from ..vocoders.spectral_gating import NAME as SPECTRAL_GATING
 from ..vocoders.spectral_gating import SpectralGating
-
-BASELINES = {SPECTRAL_GATING: SpectralGating, RNNOISE: RNNoise}  # trained on nothing here: the bar beside doing nothing
 from .devices import first_process, torch_device
 
 log = logging.getLogger(__name__)
+BASELINES = {SPECTRAL_GATING: SpectralGating, RNNOISE: RNNoise}  # trained on nothing here: the bar beside doing nothing
 SHIPPED_RESTORER = Path(__file__).resolve().parents[1] / "pretrained" / "restorer-whisper-tiny.en"
 MARKER = "restorer.json"  # in the output folder: which restorer wrote it
 

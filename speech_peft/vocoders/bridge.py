@@ -153,8 +153,7 @@ class FeatureToMel(nn.Module):
         if self.config.guide is None:
             return None
         with torch.no_grad():
-            suppressed = torch.stack([rnnoise.suppress(wave, sample_rate) for wave in waves])
-            return fit_frames(target_mel(suppressed, sample_rate), frames)
+            return fit_frames(target_mel(rnnoise.suppress_batch(waves, sample_rate), sample_rate), frames)
 
 
 def noise_floor(mel: Tensor, quantile: float = 0.1) -> Tensor:

@@ -60,6 +60,11 @@ def suppress(wave: Tensor, sample_rate: int = 16000) -> Tensor:
     return torch.nn.functional.pad(low, (0, max(0, wave.shape[-1] - low.shape[-1])))[: wave.shape[-1]].to(wave)
 
 
+def suppress_batch(waves: Tensor, sample_rate: int = 16000) -> Tensor:
+    """(B, samples) waveforms each through RNNoise (its state starts afresh for each)."""
+    return torch.stack([suppress(wave, sample_rate) for wave in waves])
+
+
 class RNNoise(nn.Module):
     """Each file through RNNoise; with ``attenuation_limit_db``, the input lowered toward RNNoise's output
     by at most that much per band."""
@@ -76,7 +81,7 @@ class RNNoise(nn.Module):
 
     @torch.inference_mode()
     def forward(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
-        suppressed = torch.stack([suppress(w, self.sample_rate) for w in waves])
+        suppressed = suppress_batch(waves, self.sample_rate)
         if self.attenuation_limit_db is None:
             return suppressed
         return lower_toward(waves, suppressed, self.sample_rate, self.attenuation_limit_db)
