@@ -70,6 +70,9 @@ def test_lora_on_the_frozen_whisper_decoder_trains_only_lora_and_exports_without
         DiffusionASR(whisper_with_tokenizer, stage=2, max_length=8, decoder_lora=lora)
     with pytest.raises(ValueError, match="decoder_lora adapts Whisper's own decoder"):
         DiffusionASR(whisper_with_tokenizer, max_length=8, xattn_init="random", decoder_lora=lora)
+    xattn.export(tmp_path / "xattn_export")  # trained cross-attention would be dropped without a word
+    with pytest.raises(ValueError, match="holds trained cross-attention adapters"):
+        DiffusionASR(whisper_with_tokenizer, max_length=8, decoder_lora=lora, init_from=str(tmp_path / "xattn_export"))
 
 
 def test_stage_two_trains_the_decoder_with_layer_decay_and_exports_the_average(whisper_with_tokenizer, fsdd_folds, tmp_path):

@@ -73,6 +73,9 @@ class DiffusionASRModel(nn.Module):
         if decoder_lora is not None and (stage != 1 or xattn_init != "whisper"):
             raise UserError("decoder_lora adapts Whisper's own decoder, frozen with its own cross-attention: it needs "
                             f"stage 1 and xattn_init 'whisper' (not stage {stage}, xattn_init {xattn_init!r})")
+        if decoder_lora is not None and init_from is not None and (Path(init_from) / "xattn").is_dir():
+            raise UserError(f"init_from {init_from} holds trained cross-attention adapters (xattn/), which decoder_lora "
+                            "would ignore (it keeps Whisper's own): give an export trained with decoder_lora, or none")
         bundle = load_whisper(encoder_name)
         if bundle.tokenizer is None:
             raise UserError(f"{encoder_name}: a diffusion decoder needs the model's tokenizer.json")
