@@ -146,3 +146,16 @@ def test_a_speaker_table_without_its_columns_is_refused_naming_it(tmp_path):
         from_speaker_table(tmp_path)
     with pytest.raises(FileNotFoundError, match="manifest.tsv not found"):
         from_speaker_table(tmp_path / "elsewhere")
+
+
+def test_an_unreadable_recording_is_named_or_with_skip_bad_listed_in_the_rejects(shared, tmp_path):
+    broken = tmp_path / "shared"
+    shutil.copytree(shared, broken)
+    bad = min((broken / "speechocean762" / "audio").rglob("*.wav"))
+    bad.write_bytes(b"not audio")
+    with pytest.raises(Exception, match=bad.name):
+        make_digits_long(broken, tmp_path / "strict", seconds=(2,), voices=0)
+    make_digits_long(broken, tmp_path / "skipped", seconds=(2,), voices=0, skip_bad=True)
+    assert str(bad) in (tmp_path / "skipped" / "rejects.tsv").read_text()
+    assert read_manifest(tmp_path / "skipped" / "train.jsonl")  # the other recordings still made their items
+

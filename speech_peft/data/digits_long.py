@@ -80,10 +80,12 @@ def _join(clips: list[Entry], seconds: float, rng: random.Random, waves: dict[st
     return torch.cat(parts), words
 
 
-def _real_speakers(shared: Path) -> list[tuple[str, str, str, list[Entry]]]:
-    """(source, speaker, split, clips) for every real speaker with digits under ``shared``."""
+def _real_speakers(shared: Path, skip_bad: bool = False, rejects: Path | None = None
+                   ) -> list[tuple[str, str, str, list[Entry]]]:
+    """(source, speaker, split, clips) for every real speaker with digits under ``shared``; unreadable
+    recordings are an error naming them, or with ``skip_bad`` go to ``rejects`` with the reason."""
     plan = []
-    fsdd = from_fsdd(shared / "fsdd")
+    fsdd = from_fsdd(shared / "fsdd", skip_bad, rejects)
     for speaker in sorted({e.speaker for e in fsdd}):
         own = [e for e in fsdd if e.speaker == speaker]
         if speaker in FSDD_TEST_SPEAKERS:
@@ -92,7 +94,7 @@ def _real_speakers(shared: Path) -> list[tuple[str, str, str, list[Entry]]]:
             plan.append(("fsdd", speaker, "train", [e for e in own if fsdd_take(e) >= 5]))
             plan.append(("fsdd", speaker, "val", [e for e in own if fsdd_take(e) < 5]))
     for source in ("speech_commands_digits", "speechocean762"):
-        entries = [e for e in from_speaker_table(shared / source) if digit_words(e.text)]
+        entries = [e for e in from_speaker_table(shared / source, skip_bad, rejects) if digit_words(e.text)]
         for speaker in sorted({e.speaker for e in entries}):
             clips = [Entry(e.id, e.audio, e.duration, e.sample_rate, text=digit_words(e.text), speaker=speaker)
                      for e in entries if e.speaker == speaker]
@@ -121,17 +123,18 @@ def _synthetic_speakers(out: Path, voices: int, strings: int, rng: random.Random
 
 def make_digits_long(shared: str | Path, out: str | Path, seconds: tuple[float, ...] = (5, 10, 20, 30),
                      train_items: int = 4, eval_items: int = 2, voices: int = 24, strings: int = 8,
-                     seed: int = 0) -> dict[str, Path]:
+                     seed: int = 0, skip_bad: bool = False) -> dict[str, Path]:
     """Write the items (``OUT/audio``), ``train`` / ``val`` / ``test`` (FSDD's test speakers) / ``test_real``
     (the held-out real speakers) manifests, one per test set and length bucket (``test_5s``, ``test_real_5s``
     ...), and ``speakers.tsv``. ``train_items`` / ``eval_items``: items per speaker and bucket; ``voices``:
-    synthetic voices reading ``strings`` digit strings each. Existing audio is reused: a rerun writes nothing new."""
+    synthetic voices reading ``strings`` digit strings each; ``skip_bad``: unreadable recordings go to
+    ``OUT/rejects.tsv`` instead of stopping. Existing audio is reused: a rerun writes nothing new."""
     shared, out = Path(shared), Path(out)
     missing = [s for s in ("fsdd", "speech_commands_digits", "speechocean762") if not (shared / s).is_dir()]
     if missing:
         raise UserError(f"{shared}: no {', '.join(missing)} folder (digits_long reads every real digit source there)")
     waves: dict[str, torch.Tensor] = {}
-    plan = _real_speakers(shared) + _synthetic_speakers(out, voices, strings, random.Random(f"{seed}/synthetic"))
+    plan = _real_speakers(shared, skip_bad, out / "rejects.tsv") + _synthetic_speakers(out, voices, strings, random.Random(f"{seed}/synthetic"))
     splits: dict[str, list[Entry]] = {"train": [], "val": [], "test": [], "test_real": []}
     table = ["source\tspeaker\tsplit\titems"]
     (out / "audio").mkdir(parents=True, exist_ok=True)

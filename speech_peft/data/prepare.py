@@ -52,7 +52,7 @@ def prepare(layout: str, src: str, out: str, skip_bad: bool = False, val_takes: 
     if layout == "digits_long":
         (train_items, eval_items), (strings, count) = long_items or (4, 2), voices or (8, 24)
         return list(make_digits_long(src, out_dir, train_items=train_items, eval_items=eval_items,
-                                     voices=count, strings=strings).values())
+                                     voices=count, strings=strings, skip_bad=skip_bad).values())
     if layout in corpora.READERS:
         extra = {"task_column": task_column} if layout == "commonvoice" else {}
         splits = corpora.READERS[layout](src, skip_bad, rejects, **extra)
