@@ -434,6 +434,28 @@ def test_the_ceiling_gain_objective_charges_more_for_cutting_past_the_clean_leve
     assert task.training_step((["a"], noisy, clean, torch.tensor([16000])), 0) > untrained
 
 
+def test_with_overcut_loudness_cutting_the_talkers_loud_bands_costs_more_than_cutting_quiet_ones(tiny_whisper_dir):
+    """The same over-cut (6 dB past the ceiling) costs more in the bands where the clean speech is loud than
+    in bands 30 dB quieter; without the weight both cost the same. Leaving noise in is never reweighted."""
+    from speech_peft.errors import UserError
+    from speech_peft.tasks.bridge import BridgeTraining, ceiling_gain_loss
+
+    clean = torch.full((1, 80, 10), -9.0)
+    clean[:, :40] = -2.0  # loud formant bands; the rest ~30 dB down
+    ceiling = torch.full((1, 80, 10), -1.0)
+    cut_loud, cut_quiet, noisy_loud = ceiling.clone(), ceiling.clone(), ceiling.clone()
+    cut_loud[:, :40] -= 0.7
+    cut_quiet[:, 40:] -= 0.7
+    noisy_loud[:, :40] += 0.7
+    assert ceiling_gain_loss(cut_loud, ceiling) == ceiling_gain_loss(cut_quiet, ceiling)
+    weighted = [ceiling_gain_loss(g, ceiling, clean, overcut_loudness=4.0) for g in (cut_loud, cut_quiet, noisy_loud)]
+    assert weighted[0] > 3 * weighted[1]
+    assert weighted[2] == ceiling_gain_loss(noisy_loud, ceiling)
+    with pytest.raises(UserError, match="overcut_loudness"):
+        BridgeTraining(bridge={"inputs": "mel", "channels": 16, "blocks": 1}, encoder_name=tiny_whisper_dir,
+                       tap_layer=1, synthesis="input_gain", objective="compressed_gain", overcut_loudness=2.0)
+
+
 def test_the_compressed_gain_objective_needs_input_gains_and_keeps_a_gradient_above_the_input(tiny_whisper_dir):
     from speech_peft.errors import UserError
     from speech_peft.tasks.bridge import BridgeTraining

@@ -14,7 +14,8 @@ power-law compressed mel magnitudes, where cutting into loud speech costs more t
 with a tenth of the log-mel loss on the prediction itself, which keeps a gradient above the input.
 ``objective="ceiling_gain"`` (input gains only) scores the gains themselves against the ceiling's (the
 input lowered toward the clean audio's own mel), where a band cut deeper than the ceiling cuts it (into the
-words) costs ``OVERCUT_COST`` times a band left too loud (noise left in), with the same tenth on the prediction.
+words) costs ``OVERCUT_COST`` times a band left too loud (noise left in), with the same tenth on the prediction;
+``overcut_loudness`` makes an over-cut of the talker's loud bands cost more than one of quiet bands.
 The frozen HiFi-GAN generator is never run in training; the export is a restorer with the ``hifigan``
 backend (``Restorer.from_export``), which ``speech-peft restore`` reads.
 """
@@ -49,11 +50,19 @@ def compressed_loss(realised: Tensor, target: Tensor) -> Tensor:
     return ((got - want).abs().flatten(1).sum(1) / want.flatten(1).sum(1)).mean()
 
 
-def ceiling_gain_loss(gains: Tensor, ceiling: Tensor) -> Tensor:
+def ceiling_gain_loss(gains: Tensor, ceiling: Tensor, clean_mel: Tensor | None = None,
+                      overcut_loudness: float = 0.0) -> Tensor:
     """L1 between realised and ceiling log-gains (natural log, per mel band and frame), where a band cut
-    deeper than the ceiling's costs ``OVERCUT_COST`` times as much: speech taken out is what costs words."""
+    deeper than the ceiling's costs ``OVERCUT_COST`` times as much: speech taken out is what costs words.
+    With ``overcut_loudness`` an over-cut costs ``1 + overcut_loudness * loudness`` times more again, where
+    ``loudness`` (0 to 1) is the clean band's compressed level against the utterance's loudest: cutting a
+    formant of the talker costs more than cutting a quiet band, where another talker (babble) may sit."""
     error = gains - ceiling
-    return torch.where(error < 0, -OVERCUT_COST * error, error).mean()
+    overcut = OVERCUT_COST * torch.ones_like(error)
+    if overcut_loudness:
+        peak = clean_mel.flatten(1).amax(1).view(-1, *[1] * (clean_mel.dim() - 1))
+        overcut = overcut * (1 + overcut_loudness * (COMPRESSION * (clean_mel - peak)).exp())
+    return torch.where(error < 0, -overcut * error, error).mean()
 
 
 class BridgeTraining(AdapterTask):
@@ -71,7 +80,7 @@ class BridgeTraining(AdapterTask):
                  hifigan_weights: str = "universal", lr: float = 1e-3, weight_decay: float = 0.0,
                  synthesis: Literal["vocoder", "input_gain"] = "vocoder",
                  objective: Literal["log_mel", "compressed_gain"] = "log_mel",
-                 attenuation_limit_db: float = DEFAULT_LIMIT_DB) -> None:
+                 attenuation_limit_db: float = DEFAULT_LIMIT_DB, overcut_loudness: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_synthesis(synthesis, "task.synthesis")  # before training, not at the export
@@ -79,6 +88,9 @@ class BridgeTraining(AdapterTask):
         given = BridgeConfig(**(bridge or {}))
         if objective not in OBJECTIVES:
             raise UserError(f"task.objective={objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if overcut_loudness < 0 or (overcut_loudness and objective != "ceiling_gain"):
+            raise UserError(f"task.overcut_loudness={overcut_loudness}: a weight of 0 or more, used by "
+                            "task.objective=ceiling_gain only")
         if objective != "log_mel" and not (synthesis == "input_gain" and given.reads_mel):
             raise UserError(f"task.objective={objective} scores the input lowered toward the prediction: it "
                             "needs task.synthesis=input_gain and a bridge that reads the input's mel")
@@ -131,7 +143,7 @@ class BridgeTraining(AdapterTask):
             return compressed_loss(delivered, target)
         if self.hparams.objective == "ceiling_gain":
             ceiling = band_log_gains(input_mel, target, self.hparams.attenuation_limit_db)
-            return ceiling_gain_loss(delivered - input_mel, ceiling)
+            return ceiling_gain_loss(delivered - input_mel, ceiling, target, self.hparams.overcut_loudness)
         return mel_loss(delivered, target)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
