@@ -230,3 +230,18 @@ def test_babble_is_other_people_talking_at_the_drawn_snr_and_is_drawn_only_with_
     # Without recordings of other talkers the effect is never drawn, and the other chains stay as they were.
     assert "babble" not in Degrader(DegradeConfig(), SR).effects
     assert Degrader(replace(config, babble_files=[]), SR).effects == []
+
+
+def test_speed_only_augmentation_gives_each_clip_a_few_exact_versions_that_a_state_cache_can_serve(speech):
+    """gain_db [0, 0] and p_noise 0: every draw is the clip at one of the speeds, sample for sample, so
+    cached encoder states keyed by the samples are reused; a speed of 1.1 shortens the clip by 1.1."""
+    from speech_peft.data.degrade import AugmentConfig, Augmenter
+    from speech_peft.encoders.cache import EncoderCache
+
+    augment = Augmenter(AugmentConfig(p=1.0, speeds=(0.9, 1.0, 1.1), gain_db=(0.0, 0.0), p_noise=0.0), SR, seed=3)
+    versions = {EncoderCache.digest(augment(speech, draw)): augment(speech, draw).shape[-1] for draw in range(40)}
+    expected = sorted(speech.shape[-1] / s for s in (0.9, 1.0, 1.1))
+    assert len(versions) == 3 and all(abs(n - e) <= 1 for n, e in zip(sorted(versions.values()), expected))
+    assert EncoderCache.digest(speech) in versions  # speed 1.0 is the clip itself
+    noisy = Augmenter(AugmentConfig(p=1.0, speeds=(1.0,), gain_db=(0.0, 0.0)), SR, seed=3)
+    assert len({EncoderCache.digest(noisy(speech, draw)) for draw in range(5)}) == 5  # noise: a new clip each draw

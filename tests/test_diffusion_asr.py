@@ -431,3 +431,44 @@ def test_decoding_options_are_defined_once_the_task_config_and_the_flags_follow_
                               "--init", "ctc", "--ctc-threshold", "0.7", "--length", "12"])
     assert DecodeOptions(**given_options(args)) == DecodeOptions(
         candidates=2, schedule=(1.0, 0.5), rule="mbr", hold_eos=True, init="ctc", ctc_threshold=0.7, length=12)
+
+
+def test_state_masking_zeroes_spans_of_a_clips_own_frames_and_never_touches_the_cached_states():
+    from speech_peft.encoders.state_masking import StateMasking, mask_states
+
+    hidden = torch.randn(2, 50, 16) + 5.0  # no value is zero before masking
+    valid = torch.ones(2, 50, dtype=torch.bool)
+    valid[1, 20:] = False  # the second clip is 20 frames long
+    before = hidden.clone()
+    masked = mask_states(hidden, valid, StateMasking(time_masks=3, max_time=0.2, feature_masks=2, max_features=4),
+                         torch.Generator().manual_seed(0))
+    assert torch.equal(hidden, before)
+    zero = masked == 0
+    assert zero.any() and torch.equal(masked[~zero], hidden[~zero])
+    whole_frames = zero.all(-1)  # a time span covers every channel
+    assert not whole_frames[1, 20 + 4:].any()  # spans start inside the clip (at most 20% of 20 frames wide)
+    assert (zero.all(1).sum(-1) <= 2 * 4).all()  # at most two spans of at most 4 channels
+    none = mask_states(hidden, valid, StateMasking(time_masks=0, feature_masks=0))
+    assert torch.equal(none, hidden)
+
+
+def test_state_masking_applies_in_training_only(whisper_with_tokenizer, fsdd_folds):
+    """Validation scores the states as the encoder gave them: its loss is the same with masking or without."""
+    from speech_peft.data.dataset import collate
+
+    data = _data(fsdd_folds)
+    batch = collate([data._dataset("train")[i] for i in range(2)])
+    plain = DiffusionASR(whisper_with_tokenizer, max_length=8, xattn_heads=4)
+    masked = DiffusionASR(whisper_with_tokenizer, max_length=8, xattn_heads=4,
+                          state_masking={"time_masks": 2, "max_time": 0.5, "feature_masks": 2, "max_features": 200})
+    masked.load_state_dict(plain.state_dict())
+    plain.eval(), masked.eval()
+    seed = 7
+    assert masked._loss(batch, torch.Generator().manual_seed(seed))[0] == \
+        plain._loss(batch, torch.Generator().manual_seed(seed))[0]
+    masked.train()
+    torch.manual_seed(seed)
+    trained = masked._loss(batch)[0]
+    plain.train()
+    torch.manual_seed(seed)
+    assert trained != plain._loss(batch)[0]

@@ -285,13 +285,16 @@ class Degrader:
 
 @dataclass
 class AugmentConfig:
-    """Training-time augmentation for classifiers: speed perturbation, gain, additive noise."""
+    """Training-time augmentation: speed perturbation, gain, additive noise (with probability ``p_noise``).
+    Speed alone (``gain_db=[0, 0]``, ``p_noise=0``) gives each clip ``len(speeds)`` versions only, so a
+    cache of encoder states keyed by the samples (``encoders/cache.py``) serves every epoch after the first."""
 
     p: float = 0.8
     speeds: tuple[float, ...] = (0.9, 1.0, 1.1)
     gain_db: tuple[float, float] = (-6.0, 6.0)
     snr_db: tuple[float, float] = (10.0, 40.0)
     noise_files: list[str] = field(default_factory=list)
+    p_noise: float = 1.0
 
 
 class Augmenter:
@@ -310,6 +313,8 @@ class Augmenter:
         if speed != 1.0:  # resampling by 1/speed and playing at the old rate changes tempo and pitch
             wave = AF.resample(wave, int(self.sample_rate * speed), self.sample_rate)
         wave = gain(wave, rng.uniform(*c.gain_db))
+        if c.p_noise < 1.0 and rng.random() >= c.p_noise:  # drawn only then: seeded runs without it repeat
+            return wave
         noise = rng.choice(self.noises) if self.noises and rng.random() < 0.5 else \
             colored_noise(wave.shape[-1], rng.choice(("white", "pink", "brown")), rng)
         return add_noise(wave, noise, rng.uniform(*c.snr_db), rng)

@@ -14,7 +14,8 @@ beside the decoder, whose hypothesis gives a Mask-CTC starting canvas (``decode.
 ``gap_rate`` inserts empty slots (PAD) inside the training texts, so that the decoder can leave a slot
 of an estimated canvas empty (a misspelt CTC word split into more tokens than the right one);
 ``val_wer`` decodes the validation set at every validation and logs val/wer, so the checkpoint kept
-is the best decoder, not the best loss.
+is the best decoder, not the best loss. ``state_masking`` (``StateMasking``'s fields) is SpecAugment on the
+encoder states in training, which works on cached states; speed perturbation is ``data.augment``.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from ..data.manifest import read_manifest
 from ..decoders import diffusion_loss, insert_gaps, mask_tokens, pack_transcripts, sample_ratio
 from ..decoders.ctc import ctc_loss
 from ..encoders.cache import EncoderCache
+from ..encoders.state_masking import StateMasking, mask_states
 from ..errors import UserError
 from ..metrics.text import normalize
 from ..models.diffusion_asr import EXPORT_KIND, DiffusionASRModel  # noqa: F401  (the export kind)
@@ -52,7 +54,8 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
                  xattn_init: str = "whisper", shift: bool = False, antithetic: bool = False,
                  loss_weighting: str = "mean", mask_range: tuple[float, float] | None = None,
                  ctc_weight: float = 0.0, ctc_width: int = 192, ctc_layers: int = 2, ctc_lr: float = 1e-3,
-                 gap_rate: float = 0.0, val_wer: bool = False, decoder_lora: dict | None = None) -> None:
+                 gap_rate: float = 0.0, val_wer: bool = False, decoder_lora: dict | None = None,
+                 state_masking: dict | None = None) -> None:
         if stage not in STAGE_RATIOS:
             raise UserError(f"stage must be 1 (adapters only) or 2 (decoder + adapters), not {stage}")
         if loss_weighting not in ("mean", "inverse_t"):
@@ -67,6 +70,7 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
             for p in self.decoder.parameters():
                 p.requires_grad_(True)
         self.cache = EncoderCache(cache_dir, self.encoder) if cache_dir else None
+        self.state_masking = StateMasking(**state_masking) if state_masking else None
         # The average is not a submodule: it is no part of the model's parameters or state_dict (and
         # so of trainable counts or the checkpoint rule); checkpoints carry it under "ema".
         object.__setattr__(self, "average", None)
@@ -113,6 +117,8 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
         noisy, masked = mask_tokens(tokens, ratio, config.mask_id, generator, canvas, prefix=prefix)
         text_positions = (canvas if canvas is not None else torch.full((len(batch),), tokens.shape[1])) - prefix
         memory, mask = self.memory(batch)
+        if self.state_masking is not None and self.training:
+            memory = mask_states(memory, mask, self.state_masking, generator)
         with adapter_memory(self.decoder, memory, mask):
             loss = diffusion_loss(self.decoder(noisy, only=masked), tokens, masked, hp.loss_weighting, ratio,
                                   text_positions)
