@@ -11,6 +11,7 @@ the bundled read sentences joined into 5-30 s clips. Decoding ratio = AR decode 
 end-to-end ratio adds each system's own encoder.
 
     .venv/bin/python benches/decode_speed.py [--exp exp/fsdd_long/asr] [--items 4] [--repeats 3] [--threads 2]
+        [--diffusion diffusion/stage2/export]
 """
 from __future__ import annotations
 
@@ -55,12 +56,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--diffusion", default="diffusion/stage2/export",
+                        help="the diffusion export, under --exp (digits_long: diffusion_lora/export)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    diffusion_export = args.exp / "diffusion" / "stage2" / "export"
+    diffusion_export = args.exp / args.diffusion
     ar_export = args.exp / "ar_lora" / "export"
     if not diffusion_export.is_dir():
-        raise SystemExit(f"{diffusion_export}: no trained diffusion model (run recipes/fsdd_long/asr/run.sh)")
+        raise SystemExit(f"{diffusion_export}: no trained diffusion model (run recipes/fsdd_long/asr/run.sh or "
+                         "recipes/digits_long/asr/run.sh)")
     diffusion = DiffusionASR.from_export(diffusion_export)
     ar = (WhisperARFineTune.from_export(ar_export).transcriber if ar_export.is_dir()
           else WhisperTranscriber(load_whisper("whisper-tiny.en")))

@@ -243,5 +243,9 @@ def test_speed_only_augmentation_gives_each_clip_a_few_exact_versions_that_a_sta
     expected = sorted(speech.shape[-1] / s for s in (0.9, 1.0, 1.1))
     assert len(versions) == 3 and all(abs(n - e) <= 1 for n, e in zip(sorted(versions.values()), expected))
     assert EncoderCache.digest(speech) in versions  # speed 1.0 is the clip itself
+    seconds = speech.shape[-1] / SR
+    capped = Augmenter(AugmentConfig(p=1.0, speeds=(0.9, 1.0, 1.1), gain_db=(0.0, 0.0), p_noise=0.0,
+                                     max_seconds=seconds), SR, seed=3)
+    assert max(capped(speech, draw).shape[-1] for draw in range(40)) == speech.shape[-1]  # never slowed past it
     noisy = Augmenter(AugmentConfig(p=1.0, speeds=(1.0,), gain_db=(0.0, 0.0)), SR, seed=3)
     assert len({EncoderCache.digest(noisy(speech, draw)) for draw in range(5)}) == 5  # noise: a new clip each draw

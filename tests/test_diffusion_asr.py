@@ -472,3 +472,40 @@ def test_state_masking_applies_in_training_only(whisper_with_tokenizer, fsdd_fol
     plain.train()
     torch.manual_seed(seed)
     assert trained != plain._loss(batch)[0]
+
+
+def test_the_digits_report_has_a_table_per_test_family_and_marks_diffusion_within_two_points_of_ar_lora(tmp_path):
+    """digits_long: the new speaker-disjoint real test set (test_real) and FSDD's test speakers each get their
+    own table; the bucket manifests' names say which family a row belongs to."""
+    from speech_peft.evaluation.asr import MASK_CTC, test_set_of
+    from speech_peft.reports.digits_asr import write_digits_report
+
+    assert test_set_of("test_real_30s") == ("real_30s", "test_real", 30)
+    assert test_set_of("test_5s") == ("5s", "test", 5) and test_set_of("test_real") is None
+
+    def row(system, test_set, wer, **extra):
+        _, family, bucket = test_set_of(f"test_{test_set}")
+        return {"system": system, "test_set": test_set, "family": family, "bucket_s": bucket, "candidates": 1,
+                "rule": None, "items": 12, "wer": wer, "seconds_per_item": 0.25, **extra}
+
+    lora = {"training": "decoder LoRA", "decoding": MASK_CTC}
+    stored = {"real_5s/ar_lora": [row("ar_lora", "real_5s", 0.10, decoding="greedy")],
+              "real_5s/decoder LoRA/K=1": [row("diffusion_ctc", "real_5s", 0.115, **lora),
+                                           row("ctc_greedy", "real_5s", 0.3, training="decoder LoRA")],
+              "5s/ar_lora": [row("ar_lora", "5s", 0.02, decoding="greedy")],
+              "5s/decoder LoRA/K=1": [row("diffusion_ctc", "5s", 0.09, **lora)]}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(stored))
+    (tmp_path / "eval" / "decode_speed.md").write_text("| input | ratio |\n|---|---|\n| 30s | 9.9 |\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "speakers.tsv").write_text("source\tspeaker\tsplit\titems\nfsdd\tjackson\ttest\t8\n"
+                                                    "sc\ta\ttest_real\t3\nsc\tb\ttest_real\t0\nso\tc\ttest_real\t2\n")
+    out = write_digits_report(tmp_path, tmp_path / "RESULTS.md", "bash run.sh")
+    text = out.read_text()
+    real, fsdd = text.index("## `test_real`"), text.index("## `test`: FSDD")
+    assert real < fsdd and "2 speakers (items per bucket: 5 s: 12)" in text[real:fsdd]
+    assert f"| diffusion_ctc [decoder LoRA] {MASK_CTC} | 11.5 (+1.5 ✓) |" in text[real:fsdd]
+    assert "| CTC head alone (greedy) [decoder LoRA] | 30.0 (+20.0) |" in text[real:fsdd]
+    assert f"| diffusion_ctc [decoder LoRA] {MASK_CTC} | 9.0 (+7.0) |" in text[fsdd:]
+    assert "| 30s | 9.9 |" in text and "Regenerate: `bash run.sh`" in text
+    assert len(json.loads((tmp_path / "results.json").read_text())["rows"]) == 5

@@ -62,6 +62,13 @@ def test_recipe_without_data_says_what_it_needs():
     assert done.returncode == 2 and "--data" in done.stderr
 
 
+def test_the_digits_long_recipe_without_the_shared_real_speakers_names_the_folders_it_needs(tmp_path):
+    done = _bare_recipe("digits_long/asr", "--exp", str(tmp_path / "exp"), "--data", str(tmp_path))
+    assert done.returncode == 1
+    assert f"{tmp_path}: needs fsdd/, speech_commands_digits/ and speechocean762/" in done.stderr
+    assert not (tmp_path / "exp" / "data").exists()
+
+
 @pytest.mark.slow
 def test_quick_fsdd_recipe_runs_end_to_end_and_writes_results(tmp_path):
     exp = tmp_path / "exp"
@@ -88,7 +95,8 @@ def test_results_table_names_the_dataset_and_encoder_of_the_runs(tmp_path):
     assert "| lora | 85.00 ± 7.07 | 2 | 10 | 1.000 | 2 KiB | 4.0 |" in text
 
 
-@pytest.mark.parametrize("recipe", ["fsdd/cls", "esc50/cls", "speechcommands/cls", "fsdd_long/asr", "multitask/asr", "multilingual/asr",
+@pytest.mark.parametrize("recipe", ["fsdd/cls", "esc50/cls", "speechcommands/cls", "fsdd_long/asr", "digits_long/asr",
+                                    "multitask/asr", "multilingual/asr",
                                     "speech_samples/restore", "librispeech/asr", "libritts/restore", "vctk/restore",
                                     "commonvoice/asr"])
 def test_every_recipe_takes_a_gpu_profile_and_refuses_an_unknown_one(recipe, tmp_path):

@@ -287,7 +287,8 @@ class Degrader:
 class AugmentConfig:
     """Training-time augmentation: speed perturbation, gain, additive noise (with probability ``p_noise``).
     Speed alone (``gain_db=[0, 0]``, ``p_noise=0``) gives each clip ``len(speeds)`` versions only, so a
-    cache of encoder states keyed by the samples (``encoders/cache.py``) serves every epoch after the first."""
+    cache of encoder states keyed by the samples (``encoders/cache.py``) serves every epoch after the first.
+    ``max_seconds``: a speed that would slow a clip past it is not drawn for that clip (Whisper hears 30 s)."""
 
     p: float = 0.8
     speeds: tuple[float, ...] = (0.9, 1.0, 1.1)
@@ -295,6 +296,7 @@ class AugmentConfig:
     snr_db: tuple[float, float] = (10.0, 40.0)
     noise_files: list[str] = field(default_factory=list)
     p_noise: float = 1.0
+    max_seconds: float | None = None
 
 
 class Augmenter:
@@ -309,7 +311,9 @@ class Augmenter:
         c, rng = self.config, random.Random(self.seed * 1_000_003 + draw)
         if rng.random() >= c.p:
             return wave
-        speed = rng.choice(c.speeds)
+        speeds = c.speeds if c.max_seconds is None else \
+            [s for s in c.speeds if wave.shape[-1] / s <= c.max_seconds * self.sample_rate] or [max(c.speeds)]
+        speed = rng.choice(speeds)
         if speed != 1.0:  # resampling by 1/speed and playing at the old rate changes tempo and pitch
             wave = AF.resample(wave, int(self.sample_rate * speed), self.sample_rate)
         wave = gain(wave, rng.uniform(*c.gain_db))

@@ -11,6 +11,7 @@ interrupted evaluation resumes; the report and ``results.json`` are rebuilt from
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -44,11 +45,14 @@ DECODINGS: dict[str, dict] = {
 BEST_MASK, MASK_CTC = "progressive, EOS last, distinct neighbours", "Mask-CTC (T=2), unsure and unknown words"
 # (label, export under the experiment, the decodings it is scored with)
 MODELS = [("design", "diffusion/stage2/export", list(DECODINGS)),
+          ("decoder LoRA", "diffusion_lora/export", [BEST_MASK, MASK_CTC]),
           ("paper", "ablation/paper/stage2/export", ["random re-masking (paper)", BEST_MASK]),
           ("paper + AR shift", "ablation/shift/stage2/export", ["random re-masking (paper)", BEST_MASK])]
 WITH_CANDIDATES = (BEST_MASK, MASK_CTC)     # also decoded with K = 4 on the design model
 SENTENCE_MODEL = "diffusion/stage2/export"  # under EXP/sentences: the design trained on read sentences
+BUCKET_MANIFEST = re.compile(r"(?P<family>test(?:_[a-z]+)*)_(?P<seconds>\d+)s")
 TRAINING_RUNS = [("ar_lora", "AR + LoRA"),
+                 ("diffusion_lora", "diffusion: LoRA on the frozen Whisper decoder + CTC head"),
                  ("diffusion/stage1", "diffusion (design) stage 1: cross-attention adapters + CTC head"),
                  ("diffusion/stage2", "diffusion (design) stage 2: decoder + adapters + CTC head"),
                  ("ablation/paper/stage1", "ablation: paper, stage 1"), ("ablation/paper/stage2", "ablation: paper, stage 2"),
@@ -58,12 +62,23 @@ TRAINING_RUNS = [("ar_lora", "AR + LoRA"),
                  ("sentences/diffusion/stage2", "read sentences: diffusion (design) stage 2")]
 
 
+def test_set_of(stem: str) -> tuple[str, str, int] | None:
+    """A bucket manifest's stem -> (test set, family, bucket seconds): ``test_30s`` -> ("30s", "test", 30),
+    ``test_real_5s`` -> ("real_5s", "test_real", 5); None for any other manifest."""
+    found = BUCKET_MANIFEST.fullmatch(stem)
+    return (stem[5:], found["family"], int(found["seconds"])) if found else None
+
+
 def _row(system: str, test_set: str, refs: list[str], hyps: list[str], seconds: float, **extra) -> dict:
-    """One results row; ``test_set`` is a length bucket ("30s", also given as ``bucket_s``) or a name."""
+    """One results row; ``test_set`` is a length bucket of a test family ("30s", "real_30s": ``family`` and
+    ``bucket_s``) or a name."""
     result = score(refs, hyps)
-    bucket = int(test_set[:-1]) if test_set[:-1].isdigit() and test_set.endswith("s") else None
-    return {"system": system, "test_set": test_set, "bucket_s": bucket, "candidates": extra.pop("candidates", 1),
-            "rule": extra.pop("rule", None), "wer": result.wer, "mean_utterance_wer": result.mean_utterance_wer,
+    parsed = test_set_of(f"test_{test_set}")
+    family, bucket = (parsed[1], parsed[2]) if parsed else (None, None)
+    return {"system": system, "test_set": test_set, "family": family, "bucket_s": bucket,
+            "candidates": extra.pop("candidates", 1),
+            "rule": extra.pop("rule", None), "items": len(refs), "wer": result.wer,
+            "mean_utterance_wer": result.mean_utterance_wer,
             "seconds_per_item": seconds / max(len(refs), 1), **extra}
 
 
@@ -137,15 +152,17 @@ def evaluate_diffusion(export: Path, manifest: Path, bucket: str, training: str,
 
 
 def evaluate_all(exp: str | Path, buckets: list[str] | None = None, candidates: int = 4,
-                 model: str = "whisper-tiny.en") -> Path:
-    """Every system on every bucket's test manifest (default: every ``data/test_<n>s.jsonl``);
+                 model: str = "whisper-tiny.en", decodings: list[str] | None = None) -> Path:
+    """Every system on every bucket's test manifest (default: every ``data/test_<n>s.jsonl`` and
+    ``data/test_<family>_<n>s.jsonl``, such as ``test_real_5s``);
     finished (bucket, job) results are kept, so an interrupted evaluation resumes. Models not trained
     (an ablation skipped) are left out. ``model``: the Whisper the systems were trained on, whose
-    zero-shot rows (English: the items are English) stand beside them."""
+    zero-shot rows (English: the items are English) stand beside them. ``decodings``: only these of each
+    model's decodings (default: all of ``MODELS``')."""
     exp = Path(exp)
     if not buckets:
-        found = sorted((exp / "data").glob("test_*s.jsonl"), key=lambda p: int(p.stem[5:-1]))
-        buckets = [p.stem[5:] for p in found]
+        found = sorted(parsed for p in (exp / "data").glob("test_*s.jsonl") if (parsed := test_set_of(p.stem)))
+        buckets = [test_set for test_set, _, _ in sorted(found, key=lambda f: (f[1], f[2]))]
     if not buckets:
         raise FileNotFoundError(f"{exp}/data: no test_<n>s.jsonl manifests (run the recipe's stage 0)")
     out = exp / "eval" / "results.json"
@@ -156,9 +173,10 @@ def evaluate_all(exp: str | Path, buckets: list[str] | None = None, candidates: 
         jobs = {"ar_zero_shot": lambda: evaluate_ar(model, manifest, "ar_zero_shot", bucket, "en")}
         if (exp / "ar_lora" / "export").is_dir():
             jobs["ar_lora"] = lambda: evaluate_ar(str(exp / "ar_lora" / "export"), manifest, "ar_lora", bucket)
-        for label, folder, decodings in MODELS:
+        for label, folder, scored in MODELS:
             if (exp / folder).is_dir():
-                jobs[f"{label}/K=1"] = lambda f=folder, lab=label, d=decodings: evaluate_diffusion(
+                scored = [d for d in scored if decodings is None or d in decodings]
+                jobs[f"{label}/K=1"] = lambda f=folder, lab=label, d=scored: evaluate_diffusion(
                     exp / f, manifest, bucket, lab, d)
         if (exp / MODELS[0][1]).is_dir() and candidates > 1:
             jobs[f"design/K={candidates}"] = lambda: evaluate_diffusion(

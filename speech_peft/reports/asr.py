@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from ..evaluation.asr import BEST_MASK, MASK_CTC, RULES, TRAINING_RUNS  # noqa: F401  (the rows' labels)
@@ -12,10 +13,35 @@ from .training import training_table
 def _label(row: dict) -> str:
     if row["system"].startswith("ar_"):
         return {"ar_zero_shot": "AR zero-shot (greedy)", "ar_lora": "AR + LoRA (greedy)"}[row["system"]]
-    if row["system"] == "ctc_greedy":
-        return "CTC head alone (greedy)"
+    if row["system"] == "ctc_greedy":  # the design's head unnamed, as the fsdd_long tables have always shown it
+        return "CTC head alone (greedy)" + ("" if row.get("training", "design") == "design" else f" [{row['training']}]")
     label = f"{row['system']} [{row['training']}] {row['decoding']}"
     return label + (f", K={row['candidates']} {row['rule']}" if row["candidates"] > 1 else "")
+
+
+def bucket_table(rows: list[dict], labels: list[str], fmt: Callable[[dict], str]) -> str:
+    """One line per label (in the order given, once each) and a column per length bucket of ``rows``."""
+    buckets = sorted({r["bucket_s"] for r in rows})
+    cells = {(_label(r), r["bucket_s"]): r for r in rows}
+    lines = ["| system | " + " | ".join(f"{b} s" for b in buckets) + " |\n|---|" + "---|" * len(buckets)]
+    for label in dict.fromkeys(labels):
+        if any((label, b) in cells for b in buckets):
+            lines.append(f"| {label} | " + " | ".join(fmt(cells[(label, b)]) if (label, b) in cells else "–"
+                                                    for b in buckets) + " |")
+    return "\n".join(lines) if len(lines) > 1 else "(not run: no system of this kind was trained)"
+
+
+def gap_to_ar_lora(rows: list[dict]) -> Callable[[dict], str]:
+    """A cell's WER % and its difference to AR + LoRA's in the same bucket, ✓ within the 2-point target."""
+    base = {r["bucket_s"]: r for r in rows if _label(r) == "AR + LoRA (greedy)"}
+
+    def cell(row: dict) -> str:
+        wer = f"{100 * row['wer']:.1f}"
+        if row["bucket_s"] not in base:
+            return wer
+        points = 100 * (row["wer"] - base[row["bucket_s"]]["wer"])
+        return f"{wer} ({points:+.1f}{' ✓' if points <= 2.0 else ''})"
+    return cell
 
 
 def _sentence_table(rows: list[dict]) -> str:
@@ -39,28 +65,15 @@ def write_asr_report(exp: str | Path, out: str | Path, command: str, model: str 
     every = [row for key in stored for row in stored[key]]
     rows_file = out.with_name(out.stem.lower() + ".json")
     write_json(rows_file, {"rows": every})
-    rows = [r for r in every if r.get("bucket_s") is not None]
-    buckets = sorted({r["bucket_s"] for r in rows})
-    cells = {(_label(r), r["bucket_s"]): r for r in rows}
-    head = "| system | " + " | ".join(f"{b} s" for b in buckets) + " |\n|---|" + "---|" * len(buckets)
+    rows = [r for r in every if r.get("bucket_s") is not None and r.get("family", "test") == "test"]
 
     def table(labels: list[str], fmt) -> str:
-        lines = [head]
-        for label in dict.fromkeys(labels):
-            if any((label, b) in cells for b in buckets):
-                lines.append(f"| {label} | " + " | ".join(fmt(cells[(label, b)]) if (label, b) in cells else "–"
-                                                        for b in buckets) + " |")
-        return "\n".join(lines) if len(lines) > 1 else "(not run: no system of this kind was trained)"
+        return bucket_table(rows, labels, fmt)
 
     def wer(row: dict) -> str:
         return f"{100 * row['wer']:.1f}"
 
-    def gap(row: dict) -> str:
-        base = cells.get(("AR + LoRA (greedy)", row["bucket_s"]))
-        if base is None:
-            return wer(row)
-        points = 100 * (row["wer"] - base["wer"])
-        return f"{wer(row)} ({points:+.1f}{' ✓' if points <= 2.0 else ''})"
+    gap = gap_to_ar_lora(rows)
 
     labels = [_label(r) for r in rows]
     design = [lab for lab, r in zip(labels, rows) if r.get("training") == "design" and r["candidates"] == 1]
