@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..evaluation.asr import BEST_MASK, MASK_CTC, TRAINING_RUNS
 from ..fileio import write_json, write_text
-from .asr import _label, bucket_table, gap_to_ar_lora
+from .asr import bucket_table, gap_to_ar_lora
 from .training import training_table
 
 FAMILIES = {"test_real": "real speakers of speech_commands_digits and speechocean762 (speaker-disjoint)",
