@@ -40,7 +40,8 @@ fit=(speech-peft fit --config-dir "$here/conf" experiment=digits_long_asr traine
 data_paths=(data.train="$exp/data/train.jsonl" data.val="$exp/data/val.jsonl" data.test="$exp/data/test_real.jsonl")
 # The fsdd_long recipe's design (measured in its ablation): AR shift kept, antithetic t over U(0, 1) with
 # 1/t weighting, gap slots, a CTC head for the Mask-CTC canvas, validation by the real decoder.
-diffusion=(task=diffusion_asr task.max_length=128 task.tokens_per_second=3.0 task.cache_dir="$exp/encoder_cache"
+# Canvas: 3.3 positions a second (fsdd_long: 3.0), as speed 1.1 packs a tenth more words into a second.
+diffusion=(task=diffusion_asr task.max_length=128 task.tokens_per_second=3.3 task.cache_dir="$exp/encoder_cache"
            task.val_wer=true callbacks.checkpoint.monitor=val/wer
            task.shift=true task.antithetic=true task.loss_weighting=inverse_t task.mask_range=[0.0,1.0]
            task.ctc_weight=0.5 task.gap_rate=0.1 task.decode.init=ctc task.decode.remask=progressive

@@ -199,7 +199,8 @@ variants=(  # name bridge-inputs synthesis training-pool [overrides] (the featur
   "features_mel_textures features+mel input_gain real+synthetic $textures"
   "features_mel_floor features+mel input_gain real+synthetic $textures task.bridge.noise_floor=true"
   "features_mel_guided features+mel input_gain real+synthetic ${textures/max_steps=1500/max_steps=1200} task.bridge.guide=rnnoise"
-  "features_mel_guided_ceiling features+mel input_gain real+synthetic ${guided_ceiling}")
+  "features_mel_guided_ceiling features+mel input_gain real+synthetic ${guided_ceiling}"
+  "features_mel_guided_loud features+mel input_gain real+synthetic ${guided_ceiling} task.overcut_loudness=4.0")
 has_real_speakers() { [ -d "$shared/speechocean762" ] && [ -d "$shared/librispeech_speakers" ]; }
 if run_stage 9 && ! has_real_speakers; then
   log "stage 9 skipped: $shared holds no real-speaker folders (speechocean762, librispeech_speakers)"
@@ -279,7 +280,7 @@ if run_stage 12 && has_real_speakers; then
   unseen=$real/unseen_noise  # validation speakers; the ESC-50 clips, which none of these restorers trained on
   validation_set "$unseen"
   systems=("shipped=$shipped" rnnoise=rnnoise rnnoise_10=rnnoise::10)  # RNNoise: pretrained, never trained here
-  for name in textures floor guided guided_ceiling; do
+  for name in textures floor guided guided_ceiling guided_loud; do
     [ -f "$real/features_mel_$name/export/export.json" ] && systems+=("$name=$real/features_mel_$name/export")
   done
   CEILING=1 ASR=whisper-tiny.en NOISES="$(echo "$shared"/speech_samples/esc50/*.wav)" \
@@ -295,6 +296,7 @@ if run_stage 12 && has_real_speakers; then
       textures="features+mel, input gains, trained on noise textures" \
       floor="features+mel, input gains, noise textures, noise-aware (reads the noise floor)" \
       guided="features+mel, input gains, noise textures, guided (reads how RNNoise lowered each band)" \
-      guided_ceiling="features+mel, input gains, guided, ceiling-gain objective (cutting past the clean level costs 4x)"
+      guided_ceiling="features+mel, input gains, guided, ceiling-gain objective (cutting past the clean level costs 4x)" \
+      guided_loud="the same, an over-cut of the talker's loud bands costing up to 5x more again (overcut_loudness 4)"
   } > "$table"
 fi
