@@ -77,3 +77,26 @@ def test_a_re_decoded_ctc_word_stays_one_word_and_its_spare_slots_are_gaps():
     candidates = Candidates(tokens, torch.ones(tokens.shape), config.pad_id, len(config.prefix), pad_is_gap=True,
                             words=words)
     assert model.candidate_texts(candidates) == ["one seven nine"]
+    candidates.spellings = ["one", "seve", "nine"]  # "seven nine" spells "seve" worse than "seven" alone
+    assert model.candidate_texts(candidates) == ["one seven nine"]
+
+
+def test_a_ctc_word_that_ran_two_words_together_keeps_both_words_the_decoder_wrote_in_its_slots():
+    """CTC read "one eightseven nine" (no space heard): the decoder's "eight seven" in that word's slots spells it
+    exactly, so both stay; without the spelling only the first would."""
+    from speech_peft.decoders import Candidates
+    from speech_peft.decoders.mask_ctc import ctc_spellings
+    from speech_peft.tasks.diffusion_asr import DiffusionASR
+    model = DiffusionASR("whisper-tiny.en", stage=1, max_length=16)
+    config, encode = model.decoder.config, lambda w: model.tokenizer.encode(w, add_special_tokens=False).ids
+    one, eight, seven, nine = (encode(f" {w}")[0] for w in ("one", "eight", "seven", "nine"))
+    merged = encode(" one eightseven nine")
+    words = [0] + [1] * (len(merged) - 2) + [2]
+    assert ctc_spellings((merged, [1.0] * len(merged), words), model.tokenizer) == ["one", "eightseven", "nine"]
+    tokens = torch.tensor([[*config.prefix, one, eight, seven, nine, config.pad_id]])
+    slots = torch.tensor([[-1] * len(config.prefix) + [-1, 1, 1, -1, -1]])
+    candidates = Candidates(tokens, torch.ones(tokens.shape), config.pad_id, len(config.prefix), pad_is_gap=True,
+                            words=slots)
+    assert model.candidate_texts(candidates) == ["one eight nine"]
+    candidates.spellings = ["one", "eightseven", "nine"]
+    assert model.candidate_texts(candidates) == ["one eight seven nine"]

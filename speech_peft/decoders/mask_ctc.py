@@ -2,7 +2,9 @@
 
 The CTC head's best path becomes BPE tokens; the tokens of a doubtful word (its least confident character
 below the threshold, or a word outside the training lexicon) are masked, so the diffusion decoder re-decodes
-the word whole. Reading a candidate back, each re-decoded CTC word stays one word.
+the word whole. Reading a candidate back, each re-decoded CTC word stays one word, unless the words the
+decoder wrote in its slots spell the CTC word better together than the first alone: the CTC head often runs
+two words into one ("eightseven"), whose slots then hold both.
 """
 from __future__ import annotations
 
@@ -63,26 +65,58 @@ def ctc_canvas(hypotheses: list[tuple[list[int], list[float], list[int]]], confi
     return start, canvas, words
 
 
+def ctc_spellings(hypothesis: tuple[list[int], list[float], list[int]], tokenizer) -> list[str]:
+    """Each CTC word's spelling (its tokens detokenised), by word index."""
+    ids, _, words = hypothesis
+    spelt: dict[int, list[int]] = {}
+    for token, word in zip(ids, words):
+        spelt.setdefault(word, []).append(token)
+    return [tokenizer.decode(spelt.get(w, [])).strip() for w in range(max(words, default=-1) + 1)]
+
+
 def candidate_texts(candidates: Candidates, config: DiffusionDecoderConfig, tokenizer, gaps: bool) -> list[str]:
     """Each candidate row's transcript (after the prefix, up to the first PAD; with ``gaps`` a PAD may sit
     inside the text), detokenised. On a Mask-CTC canvas each re-decoded CTC word stays one word: a second
     word the decoder put in its slots (most often a copy of the neighbour, where the CTC spelling had more
-    tokens than the right word) is dropped, as a PAD there would have been."""
+    tokens than the right word) is dropped, as a PAD there would have been; with the CTC words' spellings
+    (``candidates.spellings``), the slots' words are all kept when together they spell the CTC word more
+    closely (fewer character edits) than the first alone."""
     gaps = gaps or candidates.pad_is_gap
     texts = []
     for index, row in enumerate(candidates.tokens):
         if candidates.words is not None:
             row = row.clone()
-            started: set[int] = set()
+            slots: dict[int, list[int]] = {}
             for position, word in enumerate(candidates.words[index].tolist()):
-                if word < 0 or row[position] == config.pad_id:
-                    continue
-                if _starts_word(tokenizer, int(row[position])):
-                    if word in started:
-                        row[position] = config.pad_id  # a gap: pad_is_gap skips it
-                    started.add(word)
+                if word >= 0 and row[position] != config.pad_id:
+                    slots.setdefault(word, []).append(position)
+            for word, positions in slots.items():
+                starts = [p for p in positions if _starts_word(tokenizer, int(row[p]))]
+                if len(starts) > 1 and not _spelt_by_all(row, positions, starts, word, candidates.spellings, tokenizer):
+                    row[starts[1:]] = config.pad_id  # gaps: pad_is_gap skips them
         texts.append(tokenizer.decode(text_tokens(row, config, gaps)).strip())
     return texts
+
+
+def _spelt_by_all(row: Tensor, positions: list[int], starts: list[int], word: int, spellings: list[str] | None,
+                  tokenizer) -> bool:
+    if spellings is None or word >= len(spellings):
+        return False
+    spelling = spellings[word].replace(" ", "")
+    together = tokenizer.decode(row[positions].tolist()).replace(" ", "")
+    first = tokenizer.decode(row[[p for p in positions if p < starts[1]]].tolist()).strip()
+    return _edits(together, spelling) < _edits(first, spelling)
+
+
+def _edits(a: str, b: str) -> int:
+    """Character edit (Levenshtein) distance."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
 
 
 def _starts_word(tokenizer, token: int) -> bool:

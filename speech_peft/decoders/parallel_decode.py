@@ -39,6 +39,7 @@ class Candidates:
     prefix: int = 1         # leading positions that are the fixed prompt, not text
     pad_is_gap: bool = False  # a given canvas fixed the length: a PAD inside it is an empty slot, not the end
     words: Tensor | None = None  # (K, L) Mask-CTC: which CTC word each masked position re-decodes (-1: none)
+    spellings: list[str] | None = None  # Mask-CTC: each CTC word as the CTC head spelt it, by word index
 
     def mean_confidence(self) -> Tensor:
         """Mean confidence over each row's non-PAD text tokens."""

@@ -42,7 +42,7 @@ from ..decoders import (
     load_decoder_weights,
 )
 from ..decoders.ctc import CTCHead, CTCHeadConfig
-from ..decoders.mask_ctc import candidate_texts, ctc_canvas, ctc_hypotheses
+from ..decoders.mask_ctc import candidate_texts, ctc_canvas, ctc_hypotheses, ctc_spellings
 from ..encoders.whisper import SAMPLE_RATE, load_whisper, load_whisper_encoder
 from ..errors import UserError
 from ..exports import read_export_info, write_export_info
@@ -135,10 +135,12 @@ class DiffusionASRModel(nn.Module):
         """Decode K candidates per utterance from its encoder states (``lengths``: its samples)."""
         options = self.options(options)
         if options.init == "ctc":
-            start, canvas, words = self.ctc_canvas(hidden, mask, options.ctc_threshold, options.mask_unknown_words)
+            hypotheses = self.ctc_hypotheses(hidden, mask, options.mask_unknown_words)
+            start, canvas, words = ctc_canvas(hypotheses, self.decoder.config, options.ctc_threshold)
             decoded = diffusion_decode(self.decoder, hidden, mask, options, canvas, start)
-            for candidates, row in zip(decoded, words):
+            for candidates, row, hypothesis in zip(decoded, words, hypotheses):
                 candidates.words = row.expand(options.candidates, -1)
+                candidates.spellings = ctc_spellings(hypothesis, self.tokenizer)
             return decoded
         return diffusion_decode(self.decoder, hidden, mask, options, self.canvas(lengths))
 
