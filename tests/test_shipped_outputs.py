@@ -76,3 +76,40 @@ print(text, others, sorted(m for m in ("lightning", "transformers", "pytorch_lig
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip().endswith("[] []"), done.stdout
     assert "child almost hurt the small dog" in done.stdout.lower()
+
+
+def _digit_string(speaker: str, digits: str) -> np.ndarray:
+    """A bundled FSDD speaker saying ``digits`` (take 0 of each), 0.3 s apart, at 16 kHz."""
+    from speech_peft.data.audio import load_audio
+
+    pause = np.zeros(4800, dtype=np.float32)
+    clips = [load_audio(ROOT / "data" / "fsdd_subset" / "recordings" / f"{d}_{speaker}_0.wav", 16000).numpy()
+             for d in digits]
+    return np.concatenate([part for clip in clips for part in (clip, pause)])
+
+
+@pytest.mark.parametrize("name", ["whisper-tiny.en-digits-diffusion", "whisper-tiny.en-digits-lora"])
+def test_the_shipped_digit_models_are_small_and_transcribe_digit_strings_of_speakers_they_never_heard(name):
+    """Each shipped digit export takes at most 10 MB and, with its trained decoding, gets two 10-digit strings of
+    FSDD jackson and nicolas (test speakers of digits_long: no trained part heard them) right but for at most one
+    word each; the diffusion export trains under 5% of Whisper tiny.en's parameters."""
+    from safetensors import safe_open
+
+    from speech_peft.jobs.transcribe import load_decoder
+    from speech_peft.metrics.wer import word_errors
+
+    shipped = ROOT / "speech_peft" / "pretrained" / name
+    assert sum(p.stat().st_size for p in shipped.rglob("*") if p.is_file()) <= 10_000_000
+    if "diffusion" in name:
+        trained = 0
+        for path in shipped.rglob("*.safetensors"):
+            with safe_open(path, "pt") as tensors:
+                trained += sum(int(np.prod(tensors.get_slice(key).get_shape())) for key in tensors.keys())  # noqa: SIM118 (safe_open is no dict)
+        assert trained < 0.05 * 37_639_300  # Whisper tiny.en's encoder and decoder as loaded here
+    decoder = load_decoder(str(shipped))
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    words = dict(zip("0123456789", names))
+    for speaker, digits in (("jackson", "3141592653"), ("nicolas", "2718281828")):
+        wave = _digit_string(speaker, digits)
+        text = decoder(wave[None], np.array([len(wave)]), [None])[0].text
+        assert word_errors(" ".join(words[d] for d in digits), text) <= 1, (speaker, text)
