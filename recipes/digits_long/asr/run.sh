@@ -33,7 +33,7 @@ results=$here/RESULTS.md
 command="bash recipes/digits_long/asr/run.sh"
 case $profile in
   # epochs of the LoRA decoder; of the fully trained decoder's stage 2
-  cpu) hardware=(data.batch_size=8) lora_epochs=20 stage2_epochs=12 ;;   # ~35 and ~45 min on 2 cores
+  cpu) hardware=(data.batch_size=8) lora_epochs=20 stage2_epochs=12 ;;   # ~41 and ~38 min on 2 cores
   gpu) hardware=(trainer=gpu data.batch_size=32 data.num_workers=8) lora_epochs=60 stage2_epochs=60 ;;
 esac
 fit=(speech-peft fit --config-dir "$here/conf" experiment=digits_long_asr trainer.enable_progress_bar=false "${hardware[@]}")
