@@ -66,7 +66,8 @@ carry AR + LoRA's generalisation over to diffusion decoding? Items of 5-30 s, on
 from every real source (FSDD, speech_commands_digits, speechocean762 digit strings) plus synthetic voices
 (training only); the split is by speaker, and no trained part hears a test speaker. "[decoder LoRA]": the
 frozen Whisper decoder with LoRA; "[design]": Whisper's decoder fully trained (the fsdd_long recipe's
-design, stages 1 and 2). "diffusion_ctc" decodes from the CTC head's hypothesis (Mask-CTC), "diffusion"
+design, stages 1 and 2); both train with speed perturbation (0.9, 1.0, 1.1) and SpecAugment on the cached
+encoder states. "diffusion_ctc" decodes from the CTC head's hypothesis (Mask-CTC), "diffusion"
 from an all-MASK canvas sized by duration; both K=1. Cells: corpus WER % after the project's normaliser.
 
 {sections}
