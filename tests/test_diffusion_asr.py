@@ -318,6 +318,7 @@ def test_asr_report_marks_the_target_per_bucket_and_writes_every_row_to_results_
 def test_with_a_ctc_head_the_export_restores_it_and_mask_ctc_keeps_the_sure_tokens(whisper_with_tokenizer, tmp_path,
                                                                                      caplog):
     from speech_peft.decoders import DecodeOptions
+    from speech_peft.decoders.mask_ctc import ctc_canvas
     torch.manual_seed(0)
     model = DiffusionASR(whisper_with_tokenizer, stage=2, max_length=12, xattn_heads=4, shift=True, ctc_weight=0.5,
                          ctc_width=16, ctc_layers=1, tokens_per_second=3.0,
@@ -333,13 +334,13 @@ def test_with_a_ctc_head_the_export_restores_it_and_mask_ctc_keeps_the_sure_toke
     # A CTC hypothesis "one two three" whose "two" is unsure: the canvas keeps one and three, masks two.
     config = model.decoder.config
     model.ctc_hypotheses = lambda hidden, mask, unknown=False: [([11, 12, 13], [0.99, 0.5, 0.95], [0, 1, 2])]
-    start, canvas, words = model.ctc_canvas(torch.zeros(1, 4, 32), torch.ones(1, 4, dtype=torch.bool), threshold=0.9)
+    start, canvas, words = ctc_canvas(model.ctc_hypotheses(None, None), config, threshold=0.9)
     assert start.tolist() == [[*config.prefix, 11, config.mask_id, 13, config.pad_id]] and canvas.tolist() == [5]
     assert words.tolist() == [[-1, -1, 1, -1, -1]]  # the masked position re-decodes CTC word 1
     # A hypothesis longer than the decoder's positions is cut to them, and the user is told its end is lost.
     model.ctc_hypotheses = lambda hidden, mask, unknown=False: [(list(range(11, 31)), [0.99] * 20, list(range(20)))]
     with caplog.at_level(logging.WARNING, logger="speech_peft.decoders.mask_ctc"):
-        long_start, _, _ = model.ctc_canvas(torch.zeros(1, 4, 32), torch.ones(1, 4, dtype=torch.bool), threshold=0.9)
+        long_start, _, _ = ctc_canvas(model.ctc_hypotheses(None, None), config, threshold=0.9)
     room = config.max_length - 1 - len(config.prefix)
     assert long_start.shape[-1] == config.max_length and long_start[0, -1] == config.pad_id
     assert f"exceeds the diffusion decoder's {room} text positions: its last {20 - room} tokens" in caplog.text

@@ -90,11 +90,11 @@ def run_multitask(args: argparse.Namespace) -> int:
 def run_asr(args: argparse.Namespace) -> int:
     if not args.evaluate and (args.buckets or args.candidates):
         raise UserError("--buckets and --candidates choose what --evaluate scores: give --evaluate too")
-    if args.evaluate:
-        digits = args.layout == "digits_long"  # its tables show the two decodings the fsdd_long ablation chose
+    digits = args.layout == "digits_long"
+    if args.evaluate:  # digits_long's tables show the two decodings the fsdd_long ablation chose
         evaluate_all(args.exp, args.buckets, args.candidates or 4, args.model,
                      [BEST_MASK, MASK_CTC] if digits else None)
-    if args.layout == "digits_long":
+    if digits:
         write_digits_report(args.exp, args.out, args.command)
     else:
         write_asr_report(args.exp, args.out, args.command, args.model)

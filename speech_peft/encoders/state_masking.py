@@ -30,7 +30,7 @@ def mask_states(hidden: Tensor, valid: Tensor, masking: StateMasking,
                 generator: torch.Generator | None = None) -> Tensor:
     """``hidden`` (B, T, D) with its spans zeroed; ``valid`` (B, T) is True on a clip's own frames (padding
     is never chosen as a span's start). A new tensor: a cached state is never changed in place."""
-    keep = torch.ones_like(hidden[..., :1]).expand_as(hidden).clone()
+    keep = torch.ones_like(hidden)
     frames, channels = valid.sum(1).tolist(), hidden.shape[-1]
 
     def span(limit: int, size: int) -> tuple[int, int]:

@@ -154,10 +154,6 @@ class DiffusionASRModel(nn.Module):
             raise UserError("decode.init='ctc' needs a model trained with a CTC head (ctc_weight > 0)")
         return ctc_hypotheses(self.ctc, self.tokenizer, hidden, mask, self.lexicon if mask_unknown_words else None)
 
-    def ctc_canvas(self, hidden: Tensor, mask: Tensor, threshold: float, mask_unknown_words: bool = False
-                   ) -> tuple[Tensor, Tensor, Tensor]:
-        return ctc_canvas(self.ctc_hypotheses(hidden, mask, mask_unknown_words), self.decoder.config, threshold)
-
     def candidate_texts(self, candidates: Candidates) -> list[str]:
         # Trained with gaps: PAD may sit inside the text.
         return candidate_texts(candidates, self.decoder.config, self.tokenizer, self.gap_rate > 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 from ..evaluation.asr import BEST_MASK, MASK_CTC, TRAINING_RUNS
@@ -25,11 +26,8 @@ def _speakers(exp: Path) -> dict[str, int]:
     table = exp / "data" / "speakers.tsv"
     if not table.exists():
         return {}
-    counts: dict[str, int] = {}
-    for row in csv.DictReader(table.open(), delimiter="\t"):
-        if int(row["items"]) > 0:
-            counts[row["split"]] = counts.get(row["split"], 0) + 1
-    return counts
+    with table.open() as rows:
+        return dict(Counter(row["split"] for row in csv.DictReader(rows, delimiter="\t") if int(row["items"]) > 0))
 
 
 def _seconds(row: dict) -> str:
