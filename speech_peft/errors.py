@@ -6,6 +6,11 @@ that catch those keep working; ``UnknownNameError`` (an adapter, method or fusio
 ``KeyError``."""
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
 
 class UserError(ValueError):
     """A problem with what the user gave, said so that they can fix it: what is wrong and where."""
@@ -16,3 +21,13 @@ class UnknownNameError(UserError, KeyError):
 
     def __str__(self) -> str:  # the message itself, not KeyError's quoted repr of it
         return str(self.args[0]) if self.args else ""
+
+
+def dataclass_options(cls: type[T], values: Mapping[str, Any], where: str) -> T:
+    """``cls(**values)`` for a config dataclass, a key it has no field for refused with ``where`` (the option's
+    name, e.g. ``task.state_masking``) and the fields it has, instead of Python's TypeError."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(f"{where}: no option(s) {unknown}; its options are {fields}")
+    return cls(**values)

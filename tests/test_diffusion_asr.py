@@ -2,6 +2,7 @@
 with layer-wise learning-rate decay and an EMA; encoder states cache safely."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -10,7 +11,10 @@ import lightning as L
 import pytest
 import torch
 
+from speech_peft.adapters import attach_adapter, save_adapter
 from speech_peft.data.datamodule import ManifestDataModule
+from speech_peft.encoders.cache import encoder_key
+from speech_peft.encoders.whisper import WhisperEncoderModel, load_whisper
 from speech_peft.tasks.diffusion_asr import DiffusionASR
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -73,6 +77,35 @@ def test_lora_on_the_frozen_whisper_decoder_trains_only_lora_and_exports_without
     xattn.export(tmp_path / "xattn_export")  # trained cross-attention would be dropped without a word
     with pytest.raises(ValueError, match="holds trained cross-attention adapters"):
         DiffusionASR(whisper_with_tokenizer, max_length=8, decoder_lora=lora, init_from=str(tmp_path / "xattn_export"))
+
+
+def test_an_ar_adapters_encoder_folded_into_the_frozen_encoder_gives_its_states_and_ships_in_the_export(
+        whisper_with_tokenizer, tmp_path):
+    """encoder_adapter: the decoder and the CTC head read the states an AR + LoRA adapter trained Whisper's encoder
+    to give; the encoder stays frozen, its cache key is not Whisper's own, and the export carries the adapter."""
+    torch.manual_seed(0)
+    whisper = copy.deepcopy(load_whisper(whisper_with_tokenizer).model)  # as WhisperAR carries and saves it
+    attach_adapter(whisper, {"method": "lora", "r": 4, "target_roles": ["attn.q", "attn.v"]})
+    with torch.no_grad():  # LoRA starts as the identity: give it a change to carry
+        for name, param in whisper.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.2)
+    save_adapter(whisper, tmp_path / "ar" / "adapter", base_model_name=whisper_with_tokenizer)
+    model = DiffusionASR(whisper_with_tokenizer, max_length=8, ctc_weight=0.5,
+                         encoder_adapter=str(tmp_path / "ar" / "adapter"))
+    plain = DiffusionASR(whisper_with_tokenizer, max_length=8, ctc_weight=0.5)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert encoder_key(model.encoder) != encoder_key(plain.encoder)
+    waves, lengths = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6000])
+    adapted = WhisperEncoderModel(copy.deepcopy(whisper.model.encoder)).eval()(waves, lengths).hidden
+    assert torch.allclose(model.encoder(waves, lengths).hidden, adapted, atol=1e-4)
+    assert not torch.allclose(plain.encoder(waves, lengths).hidden, adapted, atol=1e-2)
+    model.export(tmp_path / "export")
+    assert (tmp_path / "export" / "encoder_adapter" / "adapter.safetensors").is_file()
+    again = DiffusionASR.from_export(tmp_path / "export")
+    assert torch.equal(again.encoder(waves, lengths).hidden, model.encoder(waves, lengths).hidden)
+    again.export(tmp_path / "export")  # exporting a loaded export over itself keeps its adapter
+    assert DiffusionASR.from_export(tmp_path / "export").encoder_adapter is not None
 
 
 def test_stage_two_trains_the_decoder_with_layer_decay_and_exports_the_average(whisper_with_tokenizer, fsdd_folds, tmp_path):
@@ -494,7 +527,9 @@ def test_the_digits_report_has_a_table_per_test_family_and_marks_diffusion_withi
               "real_5s/decoder LoRA/K=1": [row("diffusion_ctc", "real_5s", 0.115, **lora),
                                            row("ctc_greedy", "real_5s", 0.3, training="decoder LoRA")],
               "5s/ar_lora": [row("ar_lora", "5s", 0.02, decoding="greedy")],
-              "5s/decoder LoRA/K=1": [row("diffusion_ctc", "5s", 0.09, **lora)]}
+              "5s/decoder LoRA/K=1": [row("diffusion_ctc", "5s", 0.09, **lora)],
+              "real_5s/decoder LoRA, AR + LoRA encoder/K=1": [
+                  row("diffusion_ctc", "real_5s", 0.105, training="decoder LoRA, AR + LoRA encoder", decoding=MASK_CTC)]}
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "results.json").write_text(json.dumps(stored))
     (tmp_path / "eval" / "decode_speed.md").write_text("| input | ratio |\n|---|---|\n| 30s | 9.9 |\n")
@@ -507,6 +542,8 @@ def test_the_digits_report_has_a_table_per_test_family_and_marks_diffusion_withi
     assert real < fsdd and "2 speakers (items per bucket: 5 s: 12)" in text[real:fsdd]
     assert f"| diffusion_ctc [decoder LoRA] {MASK_CTC} | 11.5 (+1.5 ✓) |" in text[real:fsdd]
     assert "| CTC head alone (greedy) [decoder LoRA] | 30.0 (+20.0) |" in text[real:fsdd]
+    ar_encoder = text.index(f"| diffusion_ctc [decoder LoRA, AR + LoRA encoder] {MASK_CTC} | 10.5 (+0.5 ✓) |")
+    assert real < ar_encoder < text.index(f"| diffusion_ctc [decoder LoRA] {MASK_CTC} | 11.5")
     assert f"| diffusion_ctc [decoder LoRA] {MASK_CTC} | 9.0 (+7.0) |" in text[fsdd:]
     assert "| 30s | 9.9 |" in text and "Regenerate: `bash run.sh`" in text
-    assert len(json.loads((tmp_path / "results.json").read_text())["rows"]) == 5
+    assert len(json.loads((tmp_path / "results.json").read_text())["rows"]) == 6

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import UserError
+from ..errors import UserError, dataclass_options
 from .dataset import AudioDataset, LengthBucketSampler, collate
 from .manifest import read_manifest
 from .shards import ShardedAudioDataset, is_shard_folder
@@ -41,8 +41,8 @@ class ManifestDataModule(L.LightningDataModule):
             if split == "train" and self.augment:
                 from .degrade import AugmentConfig, Augmenter
 
-                config = AugmentConfig(**{k: tuple(v) if isinstance(v, list) and k != "noise_files" else v
-                                          for k, v in self.augment.items()})
+                config = dataclass_options(AugmentConfig, {k: tuple(v) if isinstance(v, list) and k != "noise_files"
+                                                           else v for k, v in self.augment.items()}, "data.augment")
                 transform = Augmenter(config, self.options["sample_rate"], self.seed)
             entries = read_manifest(path)
             if self.labels is not None:

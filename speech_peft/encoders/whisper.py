@@ -157,10 +157,25 @@ def load_whisper(name_or_path: str = "whisper-tiny.en") -> WhisperBundle:
 
 
 def load_whisper_encoder(name_or_path: str = "whisper-tiny.en", pad_to_30s: bool = False,
-                         tap_layer: int | None = None) -> WhisperEncoderModel:
-    """A private copy of the frozen encoder, ready for adapters; ``tap_layer=k`` keeps layers 0..k-1."""
+                         tap_layer: int | None = None, merged_adapter: str | Path | None = None
+                         ) -> WhisperEncoderModel:
+    """A private copy of the frozen encoder, ready for adapters; ``tap_layer=k`` keeps layers 0..k-1.
+
+    ``merged_adapter``: an adapter saved on the whole Whisper model (an AR + LoRA export's ``adapter/``), whose
+    encoder part is folded into the copy's weights, so that another decoder reads the states that adapter
+    trained the encoder to give; its decoder part is not used. It must be foldable (LoRA, not a bottleneck)."""
     import copy
+
+    from ..adapters import load_adapter, merge_adapter
 
     bundle = load_whisper(name_or_path)
     encoder = copy.deepcopy(bundle.model.model.encoder)
+    if merged_adapter is not None:
+        whisper = copy.deepcopy(bundle.model)
+        load_adapter(whisper, merged_adapter, name="merged")
+        merge_adapter(whisper, "merged")
+        encoder.load_state_dict({k.replace(".base.", "."): v for k, v in whisper.model.encoder.state_dict().items()
+                                 if ".adapters." not in k}, strict=True)
+        for p in encoder.parameters():
+            p.requires_grad_(False)
     return WhisperEncoderModel(encoder, pad_to_30s=pad_to_30s, name=name_or_path, tap_layer=tap_layer).eval()

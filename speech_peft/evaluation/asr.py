@@ -46,6 +46,7 @@ BEST_MASK, MASK_CTC = "progressive, EOS last, distinct neighbours", "Mask-CTC (T
 # (label, export under the experiment, the decodings it is scored with)
 MODELS = [("design", "diffusion/stage2/export", list(DECODINGS)),
           ("decoder LoRA", "diffusion_lora/export", [BEST_MASK, MASK_CTC]),
+          ("decoder LoRA, AR + LoRA encoder", "diffusion_lora_ar_encoder/export", [BEST_MASK, MASK_CTC]),
           ("paper", "ablation/paper/stage2/export", ["random re-masking (paper)", BEST_MASK]),
           ("paper + AR shift", "ablation/shift/stage2/export", ["random re-masking (paper)", BEST_MASK])]
 WITH_CANDIDATES = (BEST_MASK, MASK_CTC)     # also decoded with K = 4 on the design model
@@ -53,6 +54,7 @@ SENTENCE_MODEL = "diffusion/stage2/export"  # under EXP/sentences: the design tr
 BUCKET_MANIFEST = re.compile(r"(?P<family>test(?:_[a-z]+)*)_(?P<seconds>\d+)s")
 TRAINING_RUNS = [("ar_lora", "AR + LoRA"),
                  ("diffusion_lora", "diffusion: LoRA on the frozen Whisper decoder + CTC head"),
+                 ("diffusion_lora_ar_encoder", "diffusion: the same on the encoder AR + LoRA adapted"),
                  ("diffusion/stage1", "diffusion (design) stage 1: cross-attention adapters + CTC head"),
                  ("diffusion/stage2", "diffusion (design) stage 2: decoder + adapters + CTC head"),
                  ("ablation/paper/stage1", "ablation: paper, stage 1"), ("ablation/paper/stage2", "ablation: paper, stage 2"),

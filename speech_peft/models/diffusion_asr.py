@@ -8,12 +8,14 @@ and LoRA on the blocks' linears is what trains, a few percent of the parameters.
 
 Export: ``xattn/`` (the adapters, adapter core format; none with ``decoder_lora``, whose cross-attention is
 rebuilt from Whisper), ``decoder.safetensors`` after stage 2, ``decoder_lora/`` with ``decoder_lora``,
-``ctc.safetensors`` with a CTC head, ``lexicon.txt`` (the training words) and ``export.json``;
+``ctc.safetensors`` with a CTC head, ``encoder_adapter/`` with an encoder adapter folded into the frozen
+encoder, ``lexicon.txt`` (the training words) and ``export.json``;
 ``DiffusionASRModel.load`` and ``speech-peft transcribe --model EXPORT`` read it. Training is
 ``tasks/diffusion_asr.py``.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -52,6 +54,7 @@ from .registry import register_model
 
 EXPORT_KIND = "diffusion_asr"
 LEXICON = "lexicon.txt"
+ENCODER_ADAPTER = "encoder_adapter"  # the folded encoder adapter, as it was saved on the whole Whisper
 
 
 class DiffusionASRModel(nn.Module):
@@ -59,14 +62,17 @@ class DiffusionASRModel(nn.Module):
     ``decode``: the decoding options it transcribes with (``DecodeOptions``' fields); ``tokens_per_second``:
     the canvas follows the audio's length (None: the fixed maximum); ``ctc``: a CTC head's config (None:
     none); ``decoder_lora``: a ``LoRAConfig``'s fields for LoRA on the frozen Whisper decoder (stage 1 only;
-    None: the cross-attention adapters train instead)."""
+    None: the cross-attention adapters train instead); ``encoder_adapter``: an adapter saved on the whole
+    Whisper (an AR + LoRA export's ``adapter/``) whose encoder part is folded into the frozen encoder, so the
+    decoder and the CTC head read the states it adapted (it never trains here; None: Whisper's own)."""
 
     transcribe_options = frozenset({"decode"})
 
     def __init__(self, encoder_name: str = "whisper-tiny.en", stage: int = 1, max_length: int = 256,
                  xattn_heads: int | None = None, init_from: str | None = None, decode: dict | None = None,
                  tokens_per_second: float | None = None, xattn_init: str = "whisper", shift: bool = False,
-                 ctc: dict | None = None, gap_rate: float = 0.0, decoder_lora: dict | None = None) -> None:
+                 ctc: dict | None = None, gap_rate: float = 0.0, decoder_lora: dict | None = None,
+                 encoder_adapter: str | None = None) -> None:
         super().__init__()
         if xattn_init not in ("whisper", "random"):
             raise UserError(f"xattn_init must be 'whisper' or 'random', not {xattn_init!r}")
@@ -82,8 +88,9 @@ class DiffusionASRModel(nn.Module):
         self.encoder_name, self.stage, self.max_length, self.xattn_heads = encoder_name, stage, max_length, xattn_heads
         self.decode_options, self.tokens_per_second, self.shift, self.gap_rate = decode, tokens_per_second, shift, gap_rate
         self.decoder_lora = dict(decoder_lora) if decoder_lora is not None else None
+        self.encoder_adapter = encoder_adapter
         self.tokenizer = bundle.tokenizer
-        self.encoder = load_whisper_encoder(encoder_name)
+        self.encoder = load_whisper_encoder(encoder_name, merged_adapter=encoder_adapter)
         self.decoder = from_whisper(bundle.model, max_length, shift=shift)
         self.ctc = CTCHead(CTCHeadConfig(**{**ctc, "input_dim": self.encoder.dim})) if ctc else None
         if init_from is None or self.decoder_lora is not None:  # heads: the Whisper decoder's own unless given
@@ -188,13 +195,16 @@ class DiffusionASRModel(nn.Module):
             save_tensors(directory / "decoder.safetensors", state)
         if self.ctc is not None:
             save_tensors(directory / "ctc.safetensors", self.ctc.state_dict())
+        if self.encoder_adapter is not None and Path(self.encoder_adapter).resolve() != (directory / ENCODER_ADAPTER).resolve():
+            shutil.copytree(self.encoder_adapter, directory / ENCODER_ADAPTER, dirs_exist_ok=True)
         if self.lexicon:
             write_text(directory / LEXICON, "".join(f"{word}\n" for word in sorted(self.lexicon)))
         write_export_info(directory, EXPORT_KIND, {
             "encoder_name": self.encoder_name, "max_length": self.max_length, "xattn_heads": self.xattn_heads,
             "tokens_per_second": self.tokens_per_second, "stage": self.stage, "shift": self.shift,
             "ctc": None if self.ctc is None else self.ctc.config.to_dict(), "decode": _plain(self.decode_options),
-            "gap_rate": self.gap_rate, "decoder_lora": self.decoder_lora})
+            "gap_rate": self.gap_rate, "decoder_lora": self.decoder_lora,
+            "encoder_adapter": self.encoder_adapter is not None})
         return directory
 
     @staticmethod
@@ -205,7 +215,8 @@ class DiffusionASRModel(nn.Module):
                 "xattn_heads": config["xattn_heads"], "init_from": str(directory), "decode": config.get("decode"),
                 "tokens_per_second": config.get("tokens_per_second"), "shift": config.get("shift", False),
                 "gap_rate": config.get("gap_rate", 0.0), "ctc": config.get("ctc"),
-                "decoder_lora": config.get("decoder_lora")}
+                "decoder_lora": config.get("decoder_lora"),
+                "encoder_adapter": str(Path(directory) / ENCODER_ADAPTER) if config.get("encoder_adapter") else None}
 
     @classmethod
     def load(cls, directory: str | Path) -> "DiffusionASRModel":

@@ -15,10 +15,11 @@ from .training import training_table
 
 FAMILIES = {"test_real": "real speakers of speech_commands_digits and speechocean762 (speaker-disjoint)",
             "test": "FSDD jackson and nicolas"}
-DIFFUSION = [f"diffusion_ctc [decoder LoRA] {MASK_CTC}", f"diffusion [decoder LoRA] {BEST_MASK}",
-             f"diffusion_ctc [design] {MASK_CTC}", f"diffusion [design] {BEST_MASK}"]
+TRAININGS = ["decoder LoRA, AR + LoRA encoder", "decoder LoRA", "design"]
+DIFFUSION = [f"{system} [{training}] {decoding}" for training in TRAININGS
+             for system, decoding in (("diffusion_ctc", MASK_CTC), ("diffusion", BEST_MASK))]
 HEADLINE = ["AR zero-shot (greedy)", "AR + LoRA (greedy)", *DIFFUSION,
-            "CTC head alone (greedy) [decoder LoRA]", "CTC head alone (greedy)"]
+            *(f"CTC head alone (greedy) [{training}]" for training in TRAININGS[:-1]), "CTC head alone (greedy)"]
 
 
 def _speakers(exp: Path) -> dict[str, int]:
@@ -63,9 +64,10 @@ Does keeping Whisper's pretrained decoder frozen (LoRA on it, its own cross-atte
 carry AR + LoRA's generalisation over to diffusion decoding? Items of 5-30 s, one speaker each, built
 from every real source (FSDD, speech_commands_digits, speechocean762 digit strings) plus synthetic voices
 (training only); the split is by speaker, and no trained part hears a test speaker. "[decoder LoRA]": the
-frozen Whisper decoder with LoRA; "[design]": Whisper's decoder fully trained (the fsdd_long recipe's
-design, stages 1 and 2); both train with speed perturbation (0.9, 1.0, 1.1) and SpecAugment on the cached
-encoder states. "diffusion_ctc" decodes from the CTC head's hypothesis (Mask-CTC), "diffusion"
+frozen Whisper decoder with LoRA; "[decoder LoRA, AR + LoRA encoder]": the same reading the encoder states
+of AR + LoRA's adapter (its encoder LoRA folded into the frozen encoder; never trained here); "[design]":
+Whisper's decoder fully trained (the fsdd_long recipe's design, stages 1 and 2); all train with speed
+perturbation (0.9, 1.0, 1.1) and SpecAugment on the cached encoder states. "diffusion_ctc" decodes from the CTC head's hypothesis (Mask-CTC), "diffusion"
 from an all-MASK canvas sized by duration; both K=1. Cells: corpus WER % after the project's normaliser.
 
 {sections}

@@ -35,7 +35,7 @@ from ..decoders import diffusion_loss, insert_gaps, mask_tokens, pack_transcript
 from ..decoders.ctc import ctc_loss
 from ..encoders.cache import EncoderCache
 from ..encoders.state_masking import StateMasking, mask_states
-from ..errors import UserError
+from ..errors import UserError, dataclass_options
 from ..metrics.text import normalize
 from ..models.diffusion_asr import EXPORT_KIND, DiffusionASRModel  # noqa: F401  (the export kind)
 from .asr import ASRTask, CorpusWER
@@ -55,7 +55,7 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
                  loss_weighting: str = "mean", mask_range: tuple[float, float] | None = None,
                  ctc_weight: float = 0.0, ctc_width: int = 192, ctc_layers: int = 2, ctc_lr: float = 1e-3,
                  gap_rate: float = 0.0, val_wer: bool = False, decoder_lora: dict | None = None,
-                 state_masking: dict | None = None) -> None:
+                 state_masking: dict | None = None, encoder_adapter: str | None = None) -> None:
         if stage not in STAGE_RATIOS:
             raise UserError(f"stage must be 1 (adapters only) or 2 (decoder + adapters), not {stage}")
         if loss_weighting not in ("mean", "inverse_t"):
@@ -64,13 +64,13 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
             raise UserError(f"mask_range must be (low, high) with 0 <= low < high <= 1, not {mask_range}")
         ctc = {"width": ctc_width, "layers": ctc_layers} if ctc_weight > 0 else None
         super().__init__(encoder_name, stage, max_length, xattn_heads, init_from, decode, tokens_per_second,
-                         xattn_init, shift, ctc, gap_rate, decoder_lora)
+                         xattn_init, shift, ctc, gap_rate, decoder_lora, encoder_adapter)
         self.save_hyperparameters()
         if stage == 2:
             for p in self.decoder.parameters():
                 p.requires_grad_(True)
         self.cache = EncoderCache(cache_dir, self.encoder) if cache_dir else None
-        self.state_masking = StateMasking(**state_masking) if state_masking else None
+        self.state_masking = dataclass_options(StateMasking, state_masking, "task.state_masking") if state_masking else None
         # The average is not a submodule: it is no part of the model's parameters or state_dict (and
         # so of trainable counts or the checkpoint rule); checkpoints carry it under "ema".
         object.__setattr__(self, "average", None)

@@ -11,12 +11,14 @@
 #   bash recipes/digits_long/asr/run.sh --profile gpu    # one GPU: batch 32, longer training
 #
 #   0 make the long items and manifests          1 AR + LoRA baseline (1 epoch)
-#   2 diffusion, LoRA on the frozen Whisper decoder + CTC head (speed perturbation, SpecAugment on states)
+#   2 diffusion, LoRA on the frozen Whisper decoder + CTC head (speed perturbation, SpecAugment on states),
+#     reading the encoder as stage 1's LoRA adapted it (folded into the frozen encoder, never trained here)
 #   3 diffusion, Whisper's decoder fully trained (the fsdd_long design, stages 1 and 2), same data
 #   4 score every system on every bucket of both test sets   5 decoding speed (benches/decode_speed.py)
 #   6 write RESULTS.md and results.json          7 ship the LoRA exports to speech_peft/pretrained/:
 #     speech-peft transcribe --model speech_peft/pretrained/whisper-tiny.en-digits-diffusion FILES
 #     speech-peft transcribe --model speech_peft/pretrained/whisper-tiny.en-digits-lora FILES
+#   8 (asked for alone, then 4-6) the ablation: stage 2's decoder on Whisper's own encoder
 #
 # Every training stage resumes from its last epoch when the recipe is run again; the checkpoint kept is
 # the one whose real decoder did best on the validation speakers.
@@ -33,7 +35,7 @@ results=$here/RESULTS.md
 command="bash recipes/digits_long/asr/run.sh"
 case $profile in
   # epochs of the LoRA decoder; of the fully trained decoder's stage 2
-  cpu) hardware=(data.batch_size=8) lora_epochs=20 stage2_epochs=12 ;;   # ~41 and ~38 min on 2 cores
+  cpu) hardware=(data.batch_size=8) lora_epochs=12 stage2_epochs=12 ;;   # ~25 and ~38 min on 2 cores
   gpu) hardware=(trainer=gpu data.batch_size=32 data.num_workers=8) lora_epochs=60 stage2_epochs=60 ;;
 esac
 fit=(speech-peft fit --config-dir "$here/conf" experiment=digits_long_asr trainer.enable_progress_bar=false "${hardware[@]}")
@@ -70,9 +72,10 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
-  log "stage 2: diffusion, LoRA on the frozen Whisper decoder"
-  train "$exp/diffusion_lora" "${diffusion[@]}" "${augment[@]}" "${lora[@]}" task.stage=1 task.lr=1e-3 \
-    trainer.max_epochs="${epochs:-$lora_epochs}"
+  [ -d "$exp/ar_lora/export/adapter" ] || { echo "$exp/ar_lora/export: missing (run stage 1 first)" >&2; exit 1; }
+  log "stage 2: diffusion, LoRA on the frozen Whisper decoder, on the encoder AR + LoRA adapted"
+  train "$exp/diffusion_lora_ar_encoder" "${diffusion[@]}" "${augment[@]}" "${lora[@]}" task.stage=1 task.lr=1e-3 \
+    task.encoder_adapter="$exp/ar_lora/export/adapter" trainer.max_epochs="${epochs:-$lora_epochs}"
 fi
 
 if run_stage 3; then
@@ -90,7 +93,7 @@ fi
 if run_stage 5; then
   log "stage 5: decoding speed, side by side"
   tables=()
-  for model in diffusion_lora/export diffusion/stage2/export; do
+  for model in diffusion_lora_ar_encoder/export diffusion_lora/export diffusion/stage2/export; do
     [ -d "$exp/$model" ] || continue
     table="$exp/eval/speed_${model%%/*}.md"
     [ -f "$table" ] || { echo "Diffusion: \`$model\`."; echo
@@ -109,11 +112,17 @@ fi
 
 # The fully trained decoder (tens of MB) cannot ship: the LoRA exports do, each at most 10 MB.
 if run_stage 7 && [ "$exp" = exp/digits_long/asr ]; then  # trial runs never replace the shipped ones
-  for pair in diffusion_lora/export:whisper-tiny.en-digits-diffusion ar_lora/export:whisper-tiny.en-digits-lora; do
+  for pair in diffusion_lora_ar_encoder/export:whisper-tiny.en-digits-diffusion ar_lora/export:whisper-tiny.en-digits-lora; do
     from=$exp/${pair%%:*} shipped=speech_peft/pretrained/${pair##*:}
     bytes=$(du -sb "$from" | cut -f1)
     [ "$bytes" -le 10000000 ] || { echo "$from: $bytes bytes, over the 10 MB an export may ship with" >&2; exit 1; }
     log "stage 7: ship $from as $shipped ($bytes bytes)"
     rm -rf "$shipped.new" && cp -r "$from" "$shipped.new" && rm -rf "$shipped" && mv "$shipped.new" "$shipped"
   done
+fi
+
+if run_stage 8; then
+  log "stage 8: the ablation: LoRA on the frozen Whisper decoder, on Whisper's own encoder"
+  train "$exp/diffusion_lora" "${diffusion[@]}" "${augment[@]}" "${lora[@]}" task.stage=1 task.lr=1e-3 \
+    trainer.max_epochs="${epochs:-$lora_epochs}"
 fi
