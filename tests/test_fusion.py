@@ -8,7 +8,7 @@ import torch
 from tiny_models import WHISPER_FRAMES, tiny_whisper_encoder
 
 from speech_peft.adapters import ParallelAdapterConfig, add_adapter, adapter_parameters, set_active_adapters
-from speech_peft.adapters.fusion import (FusionConfig, add_fusion, average_adapters, fusion_parameters,
+from speech_peft.adapters.fusion import (FusionConfig, add_fusion, average_adapters, combiners, fusion_parameters,
                                          fusion_weights, set_active_fusion, set_mask, set_routing, task_logits,
                                          value_regulariser)
 
@@ -176,3 +176,41 @@ def test_one_hot_routing_runs_each_adapter_only_on_the_utterances_routed_to_it(f
     set_routing(encoder, torch.nn.functional.one_hot(torch.tensor([2, 0, 2]), len(TASKS)).float())
     _out(encoder, feats)
     assert set(rows_seen["read"]) == {1} and set(rows_seen["phone"]) == {2} and rows_seen["far"] == []
+
+
+def test_the_base_model_as_an_expert_leaves_an_utterance_routed_to_it_exactly_as_the_frozen_model_hears_it(feats):
+    """base_expert: "no adapter" is one more expert. A router that picks it for an utterance gives that
+    utterance the frozen model's own output, and the others their adapters', in one batch."""
+    encoder = _encoder_with_task_adapters()
+    frozen = _out(encoder, feats)
+    singles = {name: _alone(encoder, name, feats) for name in TASKS}
+    add_fusion(encoder, TASKS, FusionConfig(kind="router", hard=True, base_expert=True))
+    gates = [combiner.gate for combiner in combiners(encoder).values()]
+    assert all(g.out_features == len(TASKS) + 1 for g in gates)
+    encoder.eval()
+    with torch.no_grad():  # every utterance to the base expert, then every one to "far"
+        for gate in gates:
+            gate.weight.zero_()
+            gate.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0]))
+    torch.testing.assert_close(_out(encoder, feats), frozen, atol=1e-6, rtol=1e-6)
+    assert all(torch.equal(w[:, -1], torch.ones(3)) for w in fusion_weights(encoder).values())
+    with torch.no_grad():
+        for gate in gates:
+            gate.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0]))
+    torch.testing.assert_close(_out(encoder, feats), singles["far"], atol=1e-5, rtol=1e-5)
+    encoder.train()  # soft: the base expert's weight scales every adapter's delta down
+    with torch.no_grad():
+        for gate in gates:
+            gate.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0]))
+    soft = _out(encoder, feats)
+    assert (soft - frozen).abs().mean() < (singles["far"] - frozen).abs().mean()
+
+
+def test_attention_fusion_with_the_base_expert_weighs_it_last_and_other_kinds_refuse_it(feats):
+    encoder = _encoder_with_task_adapters()
+    add_fusion(encoder, TASKS, FusionConfig(kind="attention", base_expert=True))
+    _out(encoder, feats)
+    assert all(w.shape == (3, len(TASKS) + 1) for w in fusion_weights(encoder).values())
+    for kind in ("task", "oracle", "average"):
+        with pytest.raises(ValueError, match="base_expert is for the attention and router fusions"):
+            FusionConfig(kind=kind, base_expert=True)

@@ -115,25 +115,38 @@ def test_speech_peft_transcribe_runs_a_fusion_export_with_no_other_argument(task
     assert "child almost hurt the small dog" in done.stdout.lower()
 
 
-def test_the_report_tabulates_every_system_against_full_fine_tuning_and_draws_the_fusion_weights(tmp_path):
+def test_the_report_shows_harm_set_by_set_so_a_looping_frozen_set_cannot_carry_the_mean(tmp_path):
+    """Per set: the mean relative change from the frozen model and the real-speech sets made worse. A system that
+    fixes the frozen model's looping on one set and harms real speech on another has the lower mean WER, but its
+    harm is counted and its mean change is not carried by the looping set."""
     import json
 
-    from speech_peft.reports.multitask import write_multitask_report
+    from speech_peft.reports.multitask import best_fusion, write_multitask_report
 
-    weights = {"model.encoder.layers.0.fc2": [0.7, 0.1, 0.1, 0.1], "model.encoder.layers.1.fc2": [0.4, 0.2, 0.2, 0.2]}
-    results = {"test_sets": {"read_real": "read", "digits": "digits"}, "systems": {
-        "full fine-tuning": {"wer": {"read_real": 10.0, "digits": 30.0}, "mean_wer": 20.0, "trained_fraction": 1.0,
-                             "adapters_per_site": 0, "weights": {}},
-        "fusion: router_two_stage": {"wer": {"read_real": 8.0, "digits": 28.0}, "mean_wer": 18.0,
-                                     "trained_fraction": 0.02, "adapters_per_site": 4,
-                                     "weights": {"read_real": weights, "digits": weights}}}}
+    weights = {"model.encoder.layers.0.fc2": [0.7, 0.1, 0.1, 0.1, 0.0],
+               "model.encoder.layers.1.fc2": [0.4, 0.2, 0.2, 0.1, 0.1]}  # the last: the base expert
+    sets = {"read_real": "read", "read_tts": "read", "digits": "digits"}
+
+    def system(wer, kind="fusion", export=None, **extra):
+        return {"wer": dict(zip(sets, wer)), "mean_wer": round(sum(wer) / 3, 2), "trained_fraction": 0.02,
+                "adapters_per_site": 4, "kind": kind, "export": export, "weights": {}, **extra}
+    results = {"test_sets": sets, "systems": {
+        "frozen base model": system([10.0, 20.0, 300.0], "baseline"),
+        "fusion: router_joint": system([12.0, 10.0, 5.0], export="router_joint"),
+        "fusion: router_joint_base": system([10.0, 16.0, 150.0], export="router_joint_base",
+                                            weights={s: weights for s in sets})}}
     (tmp_path / "results.json").write_text(json.dumps(results))
     out = tmp_path / "report" / "RESULTS.md"
     out.parent.mkdir()
     text = write_multitask_report(tmp_path, out, "bash run.sh").read_text()
-    assert "| fusion: router_two_stage | 8.0 | 28.0 | **18.00** | -10.0% | 2.00 | 4 |" in text
-    assert (out.parent / "fusion_weights_router_two_stage.png").stat().st_size > 1000
-    assert json.loads((out.parent / "results.json").read_text()) == results
+    # (12-10)/10 = +20%, (10-20)/20 = -50%, (5-300)/300 = -98.3%: mean -42.8%; read_real worse by 2 points
+    assert "| fusion: router_joint | 12.0 | 10.0 | 5.0 | 9.00 | **-42.8%** | 1: read_real | 2.00 | 4 |" in text
+    assert "| fusion: router_joint_base | 10.0 | 16.0 | 150.0 | 58.67 | **-23.3%** | 0 | 2.00 | 4 |" in text
+    assert "real sets worse (of 2)" in text
+    assert (out.parent / "fusion_weights_router_joint_base.png").stat().st_size > 1000
+    stored = json.loads((out.parent / "results.json").read_text())["systems"]
+    assert stored["fusion: router_joint"]["worse_real_sets"] == ["read_real"]
+    assert best_fusion(tmp_path).name == "router_joint_base"  # no real set harmed beats the lower mean
 
 
 def test_full_fine_tuning_trains_every_weight_and_its_export_restores_them(tmp_path):

@@ -233,3 +233,33 @@ def test_multilingual_adapters_are_validated_and_tested_on_sentences_and_voices_
     with pytest.raises(SystemExit, match="too few"):  # more readings of a sentence than training voices
         prepare.plan_splits([f"sentence {i}" for i in range(20)], voices,
                             argparse.Namespace(**{**vars(args), "readings": 7}), "0-de")
+
+
+def test_multitask_real_speakers_split_by_speaker_and_every_test_speaker_is_heard_before_any_twice(tmp_path):
+    import importlib.util
+
+    from speech_peft.data.manifest import read_manifest
+
+    spec = importlib.util.spec_from_file_location(
+        "prepare_tasks", ROOT / "recipes" / "multitask" / "asr" / "local" / "prepare_tasks.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    folder = tmp_path / "speechocean762"
+    (folder / "audio").mkdir(parents=True)
+    rows = ["id\tpath\tspeaker\ttext"]
+    for s in range(40):
+        for u in range(4):
+            name = f"s{s:02d}_{u}"
+            sf.write(folder / "audio" / f"{name}.wav", np.full(1600, 0.1, dtype=np.float32), 16000)
+            text = "ZERO THREE FIVE" if u == 0 else f"WE READ SENTENCE {u}"
+            rows.append(f"{name}\taudio/{name}.wav\tspk{s:02d}\t{text}")
+    (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
+    paths = prepare.speaker_manifests(folder, tmp_path / "out", test_items=12)
+    assert set(paths) == {f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("sentences", "digits")}
+    speakers = {name: [e.speaker for e in read_manifest(path)] for name, path in paths.items()}
+    train = set(speakers["train_sentences"]) | set(speakers["train_digits"])
+    test = set(speakers["test_sentences"]) | set(speakers["test_digits"])
+    assert train and test and not train & test and not (set(speakers["val_sentences"]) & (train | test))
+    assert len(speakers["test_sentences"]) == 12 and len(set(speakers["test_sentences"])) == min(12, len(test))
+    assert {e.text for e in read_manifest(paths["train_digits"])} == {"zero three five"}
+    assert prepare.speaker_manifests(tmp_path / "absent", tmp_path / "out2", 12) == {}

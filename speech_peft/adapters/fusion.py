@@ -18,6 +18,9 @@ Combiners, per site (per layer), each weighting adapters per utterance (or per f
   reference the task-ID-free combiners are measured against.
 - ``average``: fixed equal weights (output averaging, no parameters).
 
+``base_expert`` (attention and router) adds the frozen model itself as one more expert: a delta of zero,
+the last of the weights, so an utterance no adapter helps can be left as the base model hears it.
+
 The per-utterance weights each site used in the last forward are kept (``fusion_weights``), for
 plots per layer and per task.
 """
@@ -34,6 +37,8 @@ from ..errors import UnknownNameError, UserError
 from .site import sites
 
 KINDS = ("attention", "router", "task", "oracle", "average")
+BASE_EXPERT_KINDS = ("attention", "router")
+BASE = "base"  # the frozen model as an expert: the name of its column in the weights
 _CONTEXT = "_speech_peft_fusion"
 
 
@@ -43,10 +48,14 @@ class FusionConfig:
     temperature: float = 1.0   # attention: softmax temperature (anneal with set_temperature)
     hard: bool = False         # router / task: top-1 adapter at inference (eval mode)
     classifier_hidden: int = 64  # task: hidden width of the task classifier
+    base_expert: bool = False  # attention / router: "no adapter" (the frozen model) is one more expert, the last
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise UserError(f"unknown fusion kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if self.base_expert and self.kind not in BASE_EXPERT_KINDS:
+            raise UserError(f"base_expert is for the {' and '.join(BASE_EXPERT_KINDS)} fusions, which learn when to "
+                            f"leave an utterance alone; a {self.kind} fusion's weights are over its adapters only")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +66,7 @@ class FusionContext:
     """What a forward pass shares between the sites of one fusion."""
 
     names: tuple[str, ...]
+    base_expert: bool = False
     mask: Tensor | None = None        # (B, T) True on real frames: set by the caller before a forward
     routing: Tensor | None = None     # (B, N) caller-given weights (oracle)
     predicted: Tensor | None = None   # (B, N) the task classifier's weights for this forward
@@ -105,6 +115,8 @@ class AttentionFusion(Combiner):
         return None  # per frame, from the deltas themselves
 
     def forward(self, x: Tensor, y: Tensor, deltas: Tensor) -> Tensor:
+        if self.context.base_expert:  # the frozen model's own delta: none
+            deltas = torch.cat([deltas, deltas.new_zeros(deltas[..., :1, :].shape)], dim=-2)
         scores = torch.einsum("btd,btnd->btn", self.query(y), self.key(deltas)) / math.sqrt(y.shape[-1])
         weights = torch.softmax(scores / self.temperature, dim=-1)  # per frame
         self.context.weights[self.path] = masked_mean(weights.detach(), self.context.mask)
@@ -119,7 +131,7 @@ class AttentionFusion(Combiner):
 class UtteranceRouter(Combiner):
     def __init__(self, context: FusionContext, path: str, dim: int, config: FusionConfig):
         super().__init__(context, path)
-        self.gate = nn.Linear(dim, len(context.names))
+        self.gate = nn.Linear(dim, len(context.names) + context.base_expert)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
         self.hard = config.hard
@@ -217,7 +229,7 @@ def add_fusion(model: nn.Module, names: list[str], config: FusionConfig = Fusion
         raise UserError("a fusion combines at least two adapters")
     if name in fusions(model):
         raise UserError(f"the model already has a fusion named {name!r}")
-    context = FusionContext(names)
+    context = FusionContext(names, base_expert=config.base_expert)
     built = []
     for index, (path, site) in enumerate(_fusion_sites(model, names).items()):
         width_in, width_out = _widths(site.adapters[names[0]])
@@ -283,7 +295,8 @@ def set_routing(model: nn.Module, routing: Tensor | None) -> None:
 
 
 def fusion_weights(model: nn.Module) -> dict[str, Tensor]:
-    """``{site path: (B, N)}``: the per-utterance weights over adapters each site used in the last forward."""
+    """``{site path: (B, N)}``: the per-utterance weights over adapters each site used in the last forward (with a
+    base expert, N + 1: its weight last)."""
     context = active_fusion(model)
     return dict(context.weights) if context else {}
 

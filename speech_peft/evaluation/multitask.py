@@ -28,6 +28,7 @@ from ..models.adapter_fusion import AdapterFusionASR
 from ..models.whisper_ar import WhisperAR
 
 TASKS = ("read", "far", "phone", "digits")
+FROZEN = "frozen base model"
 Transcribe = Callable[[Batch], list[str]]
 
 
@@ -41,7 +42,7 @@ def _systems(exp: Path, model_name: str) -> dict[str, tuple[Callable[[], tuple[T
         transcriber = WhisperTranscriber(load_whisper(model_name))
         return (lambda b: transcriber.transcribe(b.waveforms)), None
 
-    systems["frozen base model"] = (base, {"kind": "baseline", "adapters_per_site": 0, "made_from": []})
+    systems[FROZEN] = (base, {"kind": "baseline", "adapters_per_site": 0, "made_from": []})
     for name, folder in (("full fine-tuning", "full"), ("one multi-task adapter", "multitask_adapter")):
         export = exp / "baselines" / folder / "export"
         if (export / "export.json").is_file():
@@ -101,7 +102,7 @@ def _trained_params(run: Path) -> int:
 def _trained_fraction(name: str, info: dict, exp: Path, total: int) -> float:
     """Parameters trained to build the system (every stage), as a fraction of the base model's ``total``."""
     singles = sum(_trained_params(exp / "single" / t) for t in TASKS)
-    if name == "frozen base model":
+    if name == FROZEN:
         return 0.0
     if name == "full fine-tuning":
         return 1.0

@@ -21,7 +21,7 @@ from ..adapters.fusion import FusionConfig, add_fusion, average_adapters, combin
 from ..asr.hypothesis import Hypothesis
 from ..asr.whisper_ar import WhisperTranscriber
 from ..encoders.whisper import load_whisper
-from ..errors import UserError
+from ..errors import UserError, dataclass_options
 from ..exports import read_export_info, write_export_info
 from ..tensor_files import load_tensors, save_tensors
 from .registry import register_model
@@ -56,7 +56,7 @@ class AdapterFusionASR(nn.Module):
             for task, copy_name in zip(self.tasks, fused):
                 average_adapters(self.model, [task], copy_name)
         self.fused = fused
-        self.fusion_config = FusionConfig(**(fusion or {}))
+        self.fusion_config = dataclass_options(FusionConfig, fusion or {}, "fusion")
         self.combiner_params = add_fusion(self.model, fused, self.fusion_config)
         if algorithm == "joint":
             for name in fused:

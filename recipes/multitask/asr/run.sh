@@ -9,7 +9,8 @@
 #   0 four tasks (read, far-field, telephone, spoken digits), ten test sets, a task-balanced mixture
 #     (local/prepare_tasks.py; needs espeak-ng, flite and ffmpeg)
 #   1 single-task adapters: a parallel bottleneck adapter at every encoder feed-forward, one per task
-#   2 fusions of the frozen single-task adapters trained on the mixture (FUSIONS: combiner:algorithm ...)
+#   2 fusions of the frozen single-task adapters trained on the mixture (FUSIONS: combiner:algorithm[:base] ...;
+#     ":base" adds the frozen model as one more expert, so an utterance no adapter helps can be left alone)
 #   3 baselines trained on the mixture: one multi-task adapter, full fine-tuning of the whole model
 #   4 every system on every test set (frozen base, baselines, weight-space and output averages, oracle
 #     task-ID routing, each fusion) -> RESULTS.md, results.json, fusion-weight plots
@@ -51,13 +52,17 @@ fi
 
 adapters="{$(for t in "${TASKS[@]}"; do printf '%s:%s,' "$t" "$exp/single/$t/export/adapter"; done | sed 's/,$//')}"
 if run_stage 2; then
-  for fusion in ${FUSIONS:-router:two_stage attention:two_stage task:two_stage router:joint attention:joint task:joint}; do
-    kind=${fusion%%:*} algorithm=${fusion##*:}
-    [ -f "$exp/fusion/${kind}_$algorithm/fit_result.json" ] && continue
-    log "stage 2: fusion $kind ($algorithm)"
+  # joint training beat two_stage for every combiner (the earlier table): FUSIONS="router:two_stage ..." adds them
+  for fusion in ${FUSIONS:-router:joint attention:joint task:joint router:joint:base attention:joint:base}; do
+    IFS=: read -r kind algorithm base <<< "$fusion"
+    name=${kind}_$algorithm${base:+_base} expert=false
+    [ -z "$base" ] || expert=true
+    [ -f "$exp/fusion/$name/fit_result.json" ] && continue
+    log "stage 2: fusion $kind ($algorithm${base:+, the frozen model as an expert})"
     "${fit[@]}" task=adapter_fusion "task.adapters=$adapters" task.fusion.kind="$kind" task.algorithm="$algorithm" \
+      task.fusion.base_expert=$expert \
       data.train="$tasks_dir/mixture_train.jsonl" data.val="$tasks_dir/mixture_val.jsonl" \
-      ${epochs:+trainer.max_epochs=$epochs} exp_dir="$exp/fusion/${kind}_$algorithm" "${extra[@]}"
+      ${epochs:+trainer.max_epochs=$epochs} exp_dir="$exp/fusion/$name" "${extra[@]}"
   done
 fi
 
