@@ -238,3 +238,28 @@ def test_cached_encoder_states_give_the_ar_loss_of_the_running_encoder_and_spare
     assert (cached.cache.hits, cached.cache.misses) == (len(batch), len(batch))
     with pytest.raises(ValueError, match="trains the encoder"):
         WhisperARFineTune(adapter={"method": "lora", "r": 4, "target_roles": ["attn.q"]}, cache_dir=str(tmp_path / "x"))
+
+
+def test_a_killed_evaluation_keeps_every_system_it_had_scored(tmp_path, monkeypatch):
+    """results.json is written as each system is scored: a run stopped by the next one loses nothing before it."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from speech_peft.data.manifest import Entry, write_manifest
+    from speech_peft.evaluation import multitask
+
+    sf.write(tmp_path / "u1.wav", np.zeros(8000, dtype=np.float32), 16000)
+    write_manifest([Entry("u1", str(tmp_path / "u1.wav"), 0.5, 16000, text="one two", task="read")],
+                   tmp_path / "tasks" / "test_read_real.jsonl", relative=False)
+
+    def broken():
+        raise RuntimeError("killed")
+    info = {"kind": "baseline", "adapters_per_site": 0, "made_from": []}
+    monkeypatch.setattr(multitask, "_systems", lambda exp, name: {
+        "frozen base model": (lambda: ((lambda batch: ["one two"]), None), info), "next": (broken, info)})
+    with pytest.raises(RuntimeError, match="killed"):
+        multitask.evaluate_multitask(tmp_path)
+    stored = json.loads((tmp_path / "results.json").read_text())["systems"]
+    assert list(stored) == ["frozen base model"] and stored["frozen base model"]["wer"] == {"read_real": 0.0}

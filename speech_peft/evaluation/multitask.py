@@ -150,5 +150,6 @@ def evaluate_multitask(exp: str | Path, model_name: str = "whisper-tiny.en", bat
         row["mean_wer"] = round(sum(row["wer"].values()) / len(row["wer"]), 2)
         row["trained_fraction"] = _trained_fraction(name, info, exp, total)
         results["systems"][name] = row
+        write_json(exp / "results.json", results)  # each system as it is scored: a killed run keeps the others
         print(f"{name}: mean WER {row['mean_wer']:.2f}%", flush=True)
     return write_json(exp / "results.json", results)
