@@ -7,7 +7,8 @@ that catch those keep working; ``UnknownNameError`` (an adapter, method or fusio
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

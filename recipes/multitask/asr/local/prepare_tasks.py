@@ -26,8 +26,8 @@ import subprocess
 from pathlib import Path
 
 from speech_peft.data.builders import from_folder, from_speaker_table
-from speech_peft.data.digits_long import digit_words, speaker_split
 from speech_peft.data.degrade import DegradeConfig
+from speech_peft.data.digits_long import digit_words, speaker_split
 from speech_peft.data.manifest import read_manifest, write_manifest
 from speech_peft.jobs.degrade import degrade_to_disk
 from speech_peft.metrics.wer import read_references
