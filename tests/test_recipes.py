@@ -235,7 +235,7 @@ def test_multilingual_adapters_are_validated_and_tested_on_sentences_and_voices_
                             argparse.Namespace(**{**vars(args), "readings": 7}), "0-de")
 
 
-def test_multitask_real_speakers_split_by_speaker_and_every_test_speaker_is_heard_before_any_twice(tmp_path):
+def test_multitask_real_speakers_split_by_speaker_and_every_test_speaker_is_heard_before_any_twice(tmp_path, capsys):
     import importlib.util
 
     from speech_peft.data.manifest import read_manifest
@@ -253,8 +253,11 @@ def test_multitask_real_speakers_split_by_speaker_and_every_test_speaker_is_hear
             sf.write(folder / "audio" / f"{name}.wav", np.full(1600, 0.1, dtype=np.float32), 16000)
             text = "ZERO THREE FIVE" if u == 0 else f"WE READ SENTENCE {u}"
             rows.append(f"{name}\taudio/{name}.wav\tspk{s:02d}\t{text}")
+    rows.append("untold\taudio/s00_1.wav\tspk00\t")  # no transcript: skipped, and said so
     (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
     paths = prepare.speaker_manifests(folder, tmp_path / "out", test_items=12)
+    assert "1 utterances without a transcript skipped (e.g. untold)" in capsys.readouterr().out
+    assert "untold" not in {e.id for path in paths.values() for e in read_manifest(path)}
     assert set(paths) == {f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("sentences", "digits")}
     speakers = {name: [e.speaker for e in read_manifest(path)] for name, path in paths.items()}
     train = set(speakers["train_sentences"]) | set(speakers["train_digits"])

@@ -20,7 +20,7 @@ from .injection import (AdapterBudgetError, AdapterMergeError, AdapterReport, ac
                         records, remove_adapter, set_active_adapters, set_trainable_adapters, unmerge_adapter)
 from .io import AdapterMismatchError, load_adapter, read_manifest, save_adapter
 from .layout import BlockLayout, Sublayer, register_layout
-from .site import AdapterSite, sites, unwrap
+from .site import AdapterSite, base_state_dict, sites, unwrap
 from .lora import LoRAConfig
 from .moa import MoAConfig
 from .mosa import MoSAConfig, merge_mosa

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from ..errors import UserError
+from ..errors import UserError, dataclass_options
 
 
 @dataclass
@@ -32,15 +32,11 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields - {"method"}
-        if unknown:
-            raise UserError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-        values = {k: v for k, v in data.items() if k in fields}
+        values = {k: v for k, v in data.items() if k != "method"}
         for f in dataclasses.fields(cls):
             if f.name in values and str(f.type) in ("bool", "<class 'bool'>"):
                 values[f.name] = parse_bool(values[f.name], f.name)
-        return cls(**values)
+        return dataclass_options(cls, values, f"adapter ({cls.__name__})")
 
 
 def parse_bool(value: Any, name: str = "flag") -> bool:

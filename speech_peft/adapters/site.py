@@ -115,5 +115,12 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module.base if isinstance(module, AdapterSite) else module
 
 
+def base_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """``model``'s weights under the names they have without adapter sites (each site's base module in its
+    place), adapters and fusion combiners left out: what a merged model saves, or loads into a bare copy."""
+    return {k.replace(".base.", "."): v for k, v in model.state_dict().items()
+            if ".adapters." not in k and ".combiners." not in k}
+
+
 def sites(model: nn.Module) -> dict[str, AdapterSite]:
     return {name: m for name, m in model.named_modules() if isinstance(m, AdapterSite)}

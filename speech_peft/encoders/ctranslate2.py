@@ -200,15 +200,14 @@ def export_ctranslate2(model, source: str | Path, out_dir: str | Path) -> Path:
     stored in its dtypes, beside copies of its tokenizer and config files."""
     import shutil
 
-    from ..adapters.site import AdapterSite
+    from ..adapters.site import AdapterSite, base_state_dict
 
     source, out_dir = Path(source), Path(out_dir)
     live = {name for module in model.modules() if isinstance(module, AdapterSite)
             for name in module.active if name not in module.merged}
     if live:
         raise UserError(f"adapters {sorted(live)} are not merged into the weights: merge them first")
-    state = {k.replace(".base.", "."): v for k, v in model.state_dict().items()
-             if ".adapters." not in k and ".combiners." not in k}
+    state = base_state_dict(model)
     stored = read_model_file(source / "model.bin")
     variables = dict(stored.variables)
     for name, parts in _layout(model.config).items():

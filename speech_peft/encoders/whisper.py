@@ -166,7 +166,7 @@ def load_whisper_encoder(name_or_path: str = "whisper-tiny.en", pad_to_30s: bool
     trained the encoder to give; its decoder part is not used. It must be foldable (LoRA, not a bottleneck)."""
     import copy
 
-    from ..adapters import load_adapter, merge_adapter
+    from ..adapters import base_state_dict, load_adapter, merge_adapter
 
     bundle = load_whisper(name_or_path)
     encoder = copy.deepcopy(bundle.model.model.encoder)
@@ -174,8 +174,7 @@ def load_whisper_encoder(name_or_path: str = "whisper-tiny.en", pad_to_30s: bool
         whisper = copy.deepcopy(bundle.model)
         load_adapter(whisper, merged_adapter, name="merged")
         merge_adapter(whisper, "merged")
-        encoder.load_state_dict({k.replace(".base.", "."): v for k, v in whisper.model.encoder.state_dict().items()
-                                 if ".adapters." not in k}, strict=True)
+        encoder.load_state_dict(base_state_dict(whisper.model.encoder), strict=True)
         for p in encoder.parameters():
             p.requires_grad_(False)
     return WhisperEncoderModel(encoder, pad_to_30s=pad_to_30s, name=name_or_path, tap_layer=tap_layer).eval()

@@ -27,6 +27,7 @@ from ..adapters import (
     CrossAttentionConfig,
     LoRAConfig,
     add_adapter,
+    base_state_dict,
     load_adapter,
     save_adapter,
     set_active_adapters,
@@ -190,13 +191,12 @@ class DiffusionASRModel(nn.Module):
         else:
             save_adapter(self.decoder, directory / "xattn", name="xattn", base_model_name=self.encoder_name)
         if self.stage == 2:
-            state = {k.replace(".base.", "."): v
-                     for k, v in self.decoder.state_dict().items() if ".adapters." not in k}
-            save_tensors(directory / "decoder.safetensors", state)
+            save_tensors(directory / "decoder.safetensors", base_state_dict(self.decoder))
         if self.ctc is not None:
             save_tensors(directory / "ctc.safetensors", self.ctc.state_dict())
-        if self.encoder_adapter is not None and Path(self.encoder_adapter).resolve() != (directory / ENCODER_ADAPTER).resolve():
-            shutil.copytree(self.encoder_adapter, directory / ENCODER_ADAPTER, dirs_exist_ok=True)
+        saved_at = directory / ENCODER_ADAPTER
+        if self.encoder_adapter is not None and Path(self.encoder_adapter).resolve() != saved_at.resolve():
+            shutil.copytree(self.encoder_adapter, saved_at, dirs_exist_ok=True)
         if self.lexicon:
             write_text(directory / LEXICON, "".join(f"{word}\n" for word in sorted(self.lexicon)))
         write_export_info(directory, EXPORT_KIND, {

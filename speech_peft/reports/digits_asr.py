@@ -67,8 +67,9 @@ from every real source (FSDD, speech_commands_digits, speechocean762 digit strin
 frozen Whisper decoder with LoRA; "[decoder LoRA, AR + LoRA encoder]": the same reading the encoder states
 of AR + LoRA's adapter (its encoder LoRA folded into the frozen encoder; never trained here); "[design]":
 Whisper's decoder fully trained (the fsdd_long recipe's design, stages 1 and 2); all train with speed
-perturbation (0.9, 1.0, 1.1) and SpecAugment on the cached encoder states. "diffusion_ctc" decodes from the CTC head's hypothesis (Mask-CTC), "diffusion"
-from an all-MASK canvas sized by duration; both K=1. Cells: corpus WER % after the project's normaliser.
+perturbation (0.9, 1.0, 1.1) and SpecAugment on the cached encoder states. "diffusion_ctc" decodes from the
+CTC head's hypothesis (Mask-CTC), "diffusion" from an all-MASK canvas sized by duration; both K=1. Cells:
+corpus WER % after the project's normaliser.
 
 {sections}
 ## Decoding speed (`benches/decode_speed.py`, side by side on the FSDD 20 s and 30 s test items)

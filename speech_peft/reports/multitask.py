@@ -69,7 +69,8 @@ def write_multitask_report(exp: str | Path, out: str | Path, command: str) -> Pa
         change = f"{row['mean_relative_change']:+.1f}%" if "mean_relative_change" in row else "n/a"
         worse = "n/a"
         if "worse_real_sets" in row:
-            worse = f"{len(row['worse_real_sets'])}: {', '.join(row['worse_real_sets'])}" if row["worse_real_sets"] else "0"
+            harmed = row["worse_real_sets"]
+            worse = f"{len(harmed)}: {', '.join(harmed)}" if harmed else "0"
         lines.append(f"| {name} | " + " | ".join(f"{row['wer'][s]:.1f}" for s in sets)
                      + f" | {row['mean_wer']:.2f} | **{change}** | {worse} | {100 * row['trained_fraction']:.2f} | "
                      f"{row['adapters_per_site']} |")

@@ -70,7 +70,8 @@ class DiffusionASR(DiffusionASRModel, ASRTask):
             for p in self.decoder.parameters():
                 p.requires_grad_(True)
         self.cache = EncoderCache(cache_dir, self.encoder) if cache_dir else None
-        self.state_masking = dataclass_options(StateMasking, state_masking, "task.state_masking") if state_masking else None
+        self.state_masking = (dataclass_options(StateMasking, state_masking, "task.state_masking")
+                              if state_masking else None)
         # The average is not a submodule: it is no part of the model's parameters or state_dict (and
         # so of trainable counts or the checkpoint rule); checkpoints carry it under "ema".
         object.__setattr__(self, "average", None)

@@ -62,8 +62,13 @@ def speaker_manifests(folder: Path, out: Path, test_items: int) -> dict[str, Pat
         print(f"{folder}: not found; the tasks train on synthetic voices and FSDD only")
         return {}
     parts: dict[str, list] = {}
-    for entry in from_speaker_table(folder, skip_bad=True, rejects_path=str(out / "rejects.tsv")):
-        split = {"test_real": "test"}.get(speaker_split(entry.speaker), speaker_split(entry.speaker))
+    entries = from_speaker_table(folder, skip_bad=True, rejects_path=str(out / "rejects.tsv"))
+    untranscribed = [e.id for e in entries if not e.text]
+    if untranscribed:
+        print(f"{folder}: {len(untranscribed)} utterances without a transcript skipped (e.g. {untranscribed[0]})")
+    for entry in (e for e in entries if e.text):
+        split = speaker_split(entry.speaker)
+        split = "test" if split == "test_real" else split
         digits = digit_words(entry.text)
         entry.text = digits or entry.text.lower()
         parts.setdefault(f"{split}_{'digits' if digits else 'sentences'}", []).append(entry)
